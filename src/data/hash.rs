@@ -1,0 +1,168 @@
+//! Hashing a dataset tree: walk it (`walkdir`), SHA-256 every file on all cores (`rayon`), and keep a stat cache
+//! (path, size, mtime, inode → sha256) so that a warm re-hash reads only files that changed.
+
+use crate::digest::{hex, sha256_file};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// One file of a tree: its path relative to the root (`/`-separated), size and content hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDigest {
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}: file name is not valid UTF-8")]
+    NonUtf8(PathBuf),
+}
+
+/// Every regular file under `root`, sorted by relative path, with its hash. With a stat cache file, files whose
+/// (size, mtime, inode) are unchanged since the cache was written are not read again, and the cache is rewritten.
+pub fn hash_tree(root: &Path, stat_cache: Option<&Path>, on_file: &(dyn Fn() + Sync)) -> Result<Vec<FileDigest>, HashError> {
+    let files = walk(root)?;
+    let cached = stat_cache.map(load_stat_cache).unwrap_or_default();
+    let hashed: Vec<(FileDigest, Stat)> = files
+        .par_iter()
+        .map(|(rel, stat)| {
+            let sha256 = match cached.get(rel) {
+                Some((s, sha)) if s == stat => sha.clone(),
+                _ => {
+                    let path = root.join(rel);
+                    sha256_file(&path).map_err(|source| HashError::Io { path, source })?.0
+                }
+            };
+            on_file();
+            Ok((FileDigest { path: rel.clone(), bytes: stat.size, sha256 }, *stat))
+        })
+        .collect::<Result<_, HashError>>()?;
+    if let Some(cache_path) = stat_cache {
+        // A failed cache write only costs speed next time.
+        let _ = save_stat_cache(cache_path, &hashed);
+    }
+    Ok(hashed.into_iter().map(|(d, _)| d).collect())
+}
+
+/// The digest of a tree: SHA-256 over one line `path\tsize\tsha256\n` per file, in path order.
+pub fn tree_digest(files: &[FileDigest]) -> String {
+    let mut hasher = Sha256::new();
+    for f in files {
+        hasher.update(format!("{}\t{}\t{}\n", f.path, f.bytes, f.sha256).as_bytes());
+    }
+    format!("sha256:{}", hex(&hasher.finalize()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    size: u64,
+    mtime_ns: i128,
+    inode: u64,
+}
+
+fn walk(root: &Path) -> Result<Vec<(String, Stat)>, HashError> {
+    let io_err = |path: &Path, source: std::io::Error| HashError::Io { path: path.to_path_buf(), source };
+    let meta = std::fs::metadata(root).map_err(|e| io_err(root, e))?;
+    if !meta.is_dir() {
+        return Err(io_err(root, std::io::Error::other("not a directory")));
+    }
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name() {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(root).to_path_buf();
+            HashError::Io { path, source: e.into() }
+        })?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        let rel = rel.to_str().ok_or_else(|| HashError::NonUtf8(entry.path().to_path_buf()))?.replace('\\', "/");
+        let meta = entry.metadata().map_err(|e| io_err(entry.path(), e.into()))?;
+        let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+        files.push((rel, Stat { size: meta.len(), mtime_ns, inode: meta.ino() }));
+    }
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(files)
+}
+
+fn load_stat_cache(path: &Path) -> HashMap<String, (Stat, String)> {
+    let Ok(text) = std::fs::read_to_string(path) else { return HashMap::new() };
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.splitn(5, '\t');
+            let stat = Stat { inode: f.next()?.parse().ok()?, size: f.next()?.parse().ok()?, mtime_ns: f.next()?.parse().ok()? };
+            let sha = f.next()?.to_string();
+            Some((f.next()?.to_string(), (stat, sha)))
+        })
+        .collect()
+}
+
+/// Writes the stat cache, leaving out files modified in the last two seconds: their mtime may not yet tell a
+/// later write apart.
+fn save_stat_cache(path: &Path, hashed: &[(FileDigest, Stat)]) -> std::io::Result<()> {
+    let fresh = SystemTime::now().checked_sub(Duration::from_secs(2)).unwrap_or(UNIX_EPOCH);
+    let fresh_ns = fresh.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i128;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    for (d, s) in hashed.iter().filter(|(_, s)| s.mtime_ns < fresh_ns) {
+        writeln!(out, "{}\t{}\t{}\t{}\t{}", s.inode, s.size, s.mtime_ns, d.sha256, d.path)?;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::sha256_bytes;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn hashes_every_file_in_path_order() {
+        let dir = crate::testutil::tempdir();
+        std::fs::create_dir_all(dir.join("b")).unwrap();
+        std::fs::write(dir.join("b/x.jpg"), b"xx").unwrap();
+        std::fs::write(dir.join("a.txt"), b"abc").unwrap();
+        let files = hash_tree(&dir, None, &|| {}).unwrap();
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[0], FileDigest { path: "a.txt".into(), bytes: 3, sha256: sha256_bytes(b"abc") });
+        assert_eq!(files[1].path, "b/x.jpg");
+        let expected = format!("a.txt\t3\t{}\nb/x.jpg\t2\t{}\n", sha256_bytes(b"abc"), sha256_bytes(b"xx"));
+        assert_eq!(tree_digest(&files), format!("sha256:{}", sha256_bytes(expected.as_bytes())));
+    }
+
+    #[test]
+    fn stat_cache_entries_are_reused_and_changed_files_rehashed() {
+        let dir = crate::testutil::tempdir();
+        let cache = dir.join("cache.tsv");
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("f"), b"one").unwrap();
+        let old = SystemTime::now() - Duration::from_secs(60);
+        std::fs::File::options().write(true).open(data.join("f")).unwrap().set_modified(old).unwrap();
+        hash_tree(&data, Some(&cache), &|| {}).unwrap();
+        // Poison the cached hash: a warm run must return it, proving it did not re-read the file.
+        let text = std::fs::read_to_string(&cache).unwrap().replace(&sha256_bytes(b"one"), "cafe");
+        std::fs::write(&cache, text).unwrap();
+        let count = AtomicUsize::new(0);
+        let warm = hash_tree(&data, Some(&cache), &|| {
+            count.fetch_add(1, Ordering::Relaxed);
+        })
+        .unwrap();
+        assert_eq!(warm[0].sha256, "cafe");
+        assert_eq!(count.load(Ordering::Relaxed), 1);
+        std::fs::write(data.join("f"), b"two").unwrap();
+        assert_eq!(hash_tree(&data, Some(&cache), &|| {}).unwrap()[0].sha256, sha256_bytes(b"two"));
+    }
+}

@@ -1,0 +1,9 @@
+//! Datasets: the synthetic generator, the indexers for real layouts, tree hashing and `datasets.lock`.
+
+pub mod hash;
+pub mod index;
+pub mod lock;
+pub mod synth;
+
+pub use index::{DatasetIndex, Format};
+pub use lock::{LockEntry, LockError, LockFile};

@@ -1,0 +1,329 @@
+//! The configuration of one run (`base` in a spec, and every grid cell once resolved): dataset, model, train and
+//! eval sections, their paper defaults, and the range checks that make a configuration valid.
+
+use serde::{Deserialize, Serialize};
+
+/// One run's full configuration. Every section has defaults (the paper's setting) except the dataset name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub dataset: DatasetConfig,
+    #[serde(default)]
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub eval: EvalConfig,
+}
+
+/// Which dataset a run reads: the name of an entry in `datasets.lock`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backbone {
+    Resnet18,
+    Resnet34,
+    Resnet50,
+}
+
+/// The graph head applied to the batch during training: none (baseline), plain GAT (X' = ÂX) or MGAT
+/// (X' = (Â⊙M)X).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Head {
+    None,
+    Gat,
+    Mgat,
+}
+
+/// Backbone, head and loss settings. Defaults are DESIGN.md's: ResNet-50, MGAT with γ = 1, mask on, OF weight 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub backbone: Backbone,
+    /// Channels of the first stage (64 is torchvision's ResNet).
+    pub width: u32,
+    pub last_stride: u32,
+    pub bnneck: bool,
+    /// Path to a safetensors checkpoint in torchvision naming, or null for random initialisation.
+    pub pretrained: Option<String>,
+    pub head: Head,
+    /// γ in a_ij = exp(−γ·e_ij).
+    pub gamma: f64,
+    /// The ±1 same-identity mask; only `mgat` reads it (`gat` is MGAT with the mask off).
+    pub mask: bool,
+    /// Use the squared euclidean edge length instead of the plain one.
+    pub squared_distance: bool,
+    /// Learnable d×d weight in the node update.
+    pub weight: bool,
+    /// Residual connection X' + X in the node update.
+    pub residual: bool,
+    /// λ_of, the weight of the optimisation-feedback loss MSE(X, stopgrad(X')).
+    pub of_weight: f64,
+    /// Also apply the ID loss to the backbone features X.
+    pub id_loss_on_x: bool,
+    pub label_smoothing: f64,
+    pub triplet_weight: f64,
+    pub triplet_margin: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            backbone: Backbone::Resnet50,
+            width: 64,
+            last_stride: 1,
+            bnneck: false,
+            pretrained: None,
+            head: Head::Mgat,
+            gamma: 1.0,
+            mask: true,
+            squared_distance: false,
+            weight: false,
+            residual: false,
+            of_weight: 1.0,
+            id_loss_on_x: false,
+            label_smoothing: 0.0,
+            triplet_weight: 0.0,
+            triplet_margin: 0.3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    Adam,
+    Adamw,
+    Sgd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    Constant,
+    Step,
+    Cosine,
+}
+
+/// Sampling, augmentation, optimiser and schedule. Defaults follow the paper's setting (256×128, P×K = 16×4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// `auto`, `cpu`, `cuda` or `cuda:N`. Not part of the stage key: it says where to compute, not what.
+    pub device: String,
+    /// Set from the spec's `seeds` axis.
+    pub seed: u64,
+    pub height: u32,
+    pub width: u32,
+    /// Images per batch, P identities × K instances.
+    pub batch_size: u32,
+    /// K, images per identity in a batch.
+    pub instances: u32,
+    pub epochs: u32,
+    /// Iterations per epoch; null means one pass over the training images.
+    pub iters_per_epoch: Option<u32>,
+    pub optimizer: Optimizer,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub momentum: f64,
+    pub warmup_epochs: u32,
+    pub schedule: Schedule,
+    /// Epochs at which a step schedule multiplies the learning rate by `lr_decay`.
+    pub lr_steps: Vec<u32>,
+    pub lr_decay: f64,
+    pub flip: bool,
+    /// Pixels of padding before a random crop back to size; 0 disables pad-and-crop.
+    pub pad: u32,
+    /// Probability of random erasing per image.
+    pub random_erasing: f64,
+    /// JPEG decoding threads. Not part of the stage key.
+    pub workers: u32,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            device: "auto".into(),
+            seed: 1,
+            height: 256,
+            width: 128,
+            batch_size: 64,
+            instances: 4,
+            epochs: 120,
+            iters_per_epoch: None,
+            optimizer: Optimizer::Adam,
+            lr: 3.5e-4,
+            weight_decay: 5e-4,
+            momentum: 0.9,
+            warmup_epochs: 10,
+            schedule: Schedule::Step,
+            lr_steps: vec![40, 70],
+            lr_decay: 0.1,
+            flip: true,
+            pad: 10,
+            random_erasing: 0.5,
+            workers: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    Euclidean,
+    Cosine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Market1501,
+    Cuhk03,
+}
+
+/// Feature extraction and scoring; changing only these re-runs eval and reuses the trained model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    pub metric: Metric,
+    pub normalize: bool,
+    /// Average the features of the image and its horizontal flip.
+    pub flip: bool,
+    pub max_rank: u32,
+    pub protocol: Protocol,
+    pub batch_size: u32,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            metric: Metric::Euclidean,
+            normalize: false,
+            flip: false,
+            max_rank: 50,
+            protocol: Protocol::Market1501,
+            batch_size: 128,
+        }
+    }
+}
+
+/// A value outside its allowed range: the dotted path of the field, the value as text, and what was expected.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid {
+    pub path: &'static str,
+    pub value: String,
+    pub expected: String,
+}
+
+impl RunConfig {
+    /// Every range violation in this configuration, in field order.
+    pub fn invalid_values(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        let mut check = |ok: bool, path: &'static str, value: String, expected: &str| {
+            if !ok {
+                out.push(Invalid { path, value, expected: expected.to_string() });
+            }
+        };
+        let m = &self.model;
+        let t = &self.train;
+        let e = &self.eval;
+        check(!self.dataset.name.trim().is_empty(), "dataset.name", self.dataset.name.clone(), "a dataset name from datasets.lock");
+        check(m.width >= 1, "model.width", m.width.to_string(), "a channel count >= 1");
+        check(m.last_stride == 1 || m.last_stride == 2, "model.last_stride", m.last_stride.to_string(), "1 or 2");
+        check(m.gamma > 0.0 && m.gamma.is_finite(), "model.gamma", m.gamma.to_string(), "a number > 0");
+        check(is_nonneg(m.of_weight), "model.of_weight", m.of_weight.to_string(), "a weight >= 0");
+        check((0.0..1.0).contains(&m.label_smoothing), "model.label_smoothing", m.label_smoothing.to_string(), "a number in [0, 1)");
+        check(is_nonneg(m.triplet_weight), "model.triplet_weight", m.triplet_weight.to_string(), "a weight >= 0");
+        check(is_nonneg(m.triplet_margin), "model.triplet_margin", m.triplet_margin.to_string(), "a margin >= 0");
+        check(is_device(&t.device), "train.device", t.device.clone(), "auto, cpu, cuda or cuda:N");
+        check(t.height >= 16, "train.height", t.height.to_string(), "an image height >= 16 pixels");
+        check(t.width >= 16, "train.width", t.width.to_string(), "an image width >= 16 pixels");
+        check(t.instances >= 2, "train.instances", t.instances.to_string(), "K >= 2 images per identity");
+        check(
+            t.instances >= 2 && t.batch_size >= 2 * t.instances && t.batch_size % t.instances == 0,
+            "train.batch_size",
+            t.batch_size.to_string(),
+            &format!("P×K with K = train.instances = {} and P >= 2", t.instances),
+        );
+        check(t.epochs >= 1, "train.epochs", t.epochs.to_string(), "at least 1 epoch");
+        check(t.iters_per_epoch != Some(0), "train.iters_per_epoch", "0".into(), "null or at least 1");
+        check(t.lr > 0.0 && t.lr.is_finite(), "train.lr", t.lr.to_string(), "a learning rate > 0");
+        check(is_nonneg(t.weight_decay), "train.weight_decay", t.weight_decay.to_string(), "a weight >= 0");
+        check((0.0..1.0).contains(&t.momentum), "train.momentum", t.momentum.to_string(), "a momentum in [0, 1)");
+        check(t.warmup_epochs < t.epochs, "train.warmup_epochs", t.warmup_epochs.to_string(), "fewer warm-up epochs than train.epochs");
+        check(t.lr_decay > 0.0 && t.lr_decay <= 1.0, "train.lr_decay", t.lr_decay.to_string(), "a factor in (0, 1]");
+        check(
+            t.lr_steps.windows(2).all(|w| w[0] < w[1]),
+            "train.lr_steps",
+            format!("{:?}", t.lr_steps),
+            "strictly increasing epochs",
+        );
+        check((0.0..=1.0).contains(&t.random_erasing), "train.random_erasing", t.random_erasing.to_string(), "a probability in [0, 1]");
+        check(t.workers >= 1, "train.workers", t.workers.to_string(), "at least 1 worker thread");
+        check(e.max_rank >= 1, "eval.max_rank", e.max_rank.to_string(), "a rank >= 1");
+        check(e.batch_size >= 1, "eval.batch_size", e.batch_size.to_string(), "a batch size >= 1");
+        out
+    }
+}
+
+fn is_nonneg(x: f64) -> bool {
+    x >= 0.0 && x.is_finite()
+}
+
+fn is_device(device: &str) -> bool {
+    match device {
+        "auto" | "cpu" | "cuda" => true,
+        other => other.strip_prefix("cuda:").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> RunConfig {
+        RunConfig {
+            dataset: DatasetConfig { name: "market1501".into() },
+            model: ModelConfig::default(),
+            train: TrainConfig::default(),
+            eval: EvalConfig::default(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(config().invalid_values(), vec![]);
+    }
+
+    #[test]
+    fn each_range_violation_names_its_field() {
+        let cases: Vec<(&str, fn(&mut RunConfig))> = vec![
+            ("model.gamma", |c| c.model.gamma = 0.0),
+            ("model.of_weight", |c| c.model.of_weight = -0.5),
+            ("train.instances", |c| c.train.instances = 1),
+            ("train.batch_size", |c| c.train.batch_size = 30),
+            ("train.device", |c| c.train.device = "gpu".into()),
+            ("train.device", |c| c.train.device = "cuda:".into()),
+            ("model.last_stride", |c| c.model.last_stride = 3),
+            ("train.lr_steps", |c| c.train.lr_steps = vec![70, 40]),
+        ];
+        for (path, mutate) in cases {
+            let mut c = config();
+            mutate(&mut c);
+            let paths: Vec<_> = c.invalid_values().into_iter().map(|i| i.path).collect();
+            assert!(paths.contains(&path), "{path} not reported, got {paths:?}");
+        }
+    }
+
+    #[test]
+    fn cuda_with_index_is_a_device() {
+        assert!(is_device("cuda:1"));
+        assert!(!is_device("cuda:x"));
+    }
+}

@@ -1,0 +1,390 @@
+//! Experiment specs: strict YAML parsing into a validated [`Spec`] whose grid is expanded into fully resolved
+//! [`Cell`]s. Every error names the file, line, column and offending text, before any stage runs.
+
+pub mod config;
+pub mod grid;
+
+
+pub use config::RunConfig;
+pub use grid::format_value;
+
+use grid::{Assignment, Axis, GridSpec};
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_yaml::Value;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use crate::yamlpos::{Pos, PosIndex};
+
+/// A bad spec: where, what, and the source line it points at.
+#[derive(Debug, thiserror::Error)]
+pub struct SpecError {
+    pub file: PathBuf,
+    pub pos: Option<Pos>,
+    pub message: String,
+    pub source_line: Option<String>,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.pos {
+            Some(p) => write!(f, "{}:{}:{}: {}", self.file.display(), p.line, p.column, self.message)?,
+            None => write!(f, "{}: {}", self.file.display(), self.message)?,
+        }
+        if let (Some(p), Some(line)) = (self.pos, &self.source_line) {
+            let gutter = p.line.to_string();
+            write!(f, "\n {gutter} | {line}\n {} | {}^", " ".repeat(gutter.len()), " ".repeat(p.column.saturating_sub(1)))?;
+        }
+        Ok(())
+    }
+}
+
+/// One grid point: its readable name, the axis values that made it (spec order, `seed` last) and its resolved
+/// configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    pub name: String,
+    pub axes: Assignment,
+    pub config: RunConfig,
+}
+
+impl Cell {
+    pub fn seed(&self) -> u64 {
+        self.config.train.seed
+    }
+}
+
+/// A parsed, validated and expanded spec.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub path: PathBuf,
+    pub name: String,
+    pub description: Option<String>,
+    /// Manual salt mixed into every stage key of this spec.
+    pub version: Option<String>,
+    pub base: RunConfig,
+    /// Grid axis paths in spec order (without `seed`).
+    pub axes: Vec<String>,
+    pub cells: Vec<Cell>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    version: Option<Value>,
+    base: RunConfig,
+    #[serde(default)]
+    grid: IndexMap<String, Vec<Value>>,
+    #[serde(default)]
+    zip: Vec<Vec<String>>,
+    #[serde(default)]
+    include: Vec<IndexMap<String, Value>>,
+    #[serde(default)]
+    exclude: Vec<IndexMap<String, Value>>,
+    #[serde(default = "default_seeds")]
+    seeds: Vec<u64>,
+}
+
+fn default_seeds() -> Vec<u64> {
+    vec![1]
+}
+
+impl Spec {
+    /// Reads, validates and expands the spec at `path`.
+    pub fn load(path: &Path) -> Result<Spec, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+            file: path.to_path_buf(),
+            pos: None,
+            message: format!("cannot read spec: {e}"),
+            source_line: None,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates and expands a spec given as text; `path` is used in error messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Spec, SpecError> {
+        Parser { file: path, text, index: PosIndex::new(text) }.parse()
+    }
+
+    /// The cell with this exact name.
+    pub fn cell(&self, name: &str) -> Option<&Cell> {
+        self.cells.iter().find(|c| c.name == name)
+    }
+}
+
+struct Parser<'a> {
+    file: &'a Path,
+    text: &'a str,
+    index: PosIndex,
+}
+
+impl Parser<'_> {
+    fn parse(&self) -> Result<Spec, SpecError> {
+        let raw: RawSpec = serde_yaml::from_str(self.text).map_err(|e| self.serde_error(&e))?;
+        self.check_name(&raw.name)?;
+        let version = raw.version.as_ref().map(|v| self.scalar_text(v, &["version"])).transpose()?;
+        self.check_config(&raw.base, &["base"])?;
+        let base_value = serde_yaml::to_value(&raw.base).map_err(|e| self.at(&["base"], e.to_string()))?;
+
+        for (path, values) in &raw.grid {
+            self.check_path(&base_value, path, &["grid", path])?;
+            for (i, v) in values.iter().enumerate() {
+                self.apply(&base_value, &[(path.clone(), v.clone())], &["grid", path, &i.to_string()])?;
+            }
+        }
+        for (i, entry) in raw.include.iter().enumerate() {
+            for (path, v) in entry.iter().filter(|(k, _)| *k != grid::SEED) {
+                let at = ["include".to_string(), i.to_string(), path.clone()];
+                let at: Vec<&str> = at.iter().map(String::as_str).collect();
+                self.check_path(&base_value, path, &at)?;
+                self.apply(&base_value, &[(path.clone(), v.clone())], &at)?;
+            }
+        }
+
+        let grid = GridSpec {
+            axes: raw.grid.iter().map(|(p, vs)| Axis { path: p.clone(), values: vs.clone() }).collect(),
+            zip: raw.zip.clone(),
+            include: raw.include.iter().map(|m| m.clone().into_iter().collect()).collect(),
+            exclude: raw.exclude.iter().map(|m| m.clone().into_iter().collect()).collect(),
+            seeds: raw.seeds.clone(),
+        };
+        let points = grid::expand(&grid, |p| get_path(&base_value, p).cloned().unwrap_or(Value::Null)).map_err(|e| {
+            let at: Vec<&str> = e.path.iter().map(String::as_str).collect();
+            self.at(&at, e.message)
+        })?;
+        let cells = points
+            .into_iter()
+            .map(|point| {
+                let overrides: Vec<(String, Value)> = point
+                    .values
+                    .iter()
+                    .map(|(k, v)| if k == grid::SEED { ("train.seed".to_string(), v.clone()) } else { (k.clone(), v.clone()) })
+                    .collect();
+                let config = self.apply(&base_value, &overrides, &["grid"])?;
+                Ok(Cell { name: point.name, axes: point.values, config })
+            })
+            .collect::<Result<Vec<_>, SpecError>>()?;
+
+        Ok(Spec {
+            path: self.file.to_path_buf(),
+            name: raw.name,
+            description: raw.description,
+            version,
+            base: raw.base,
+            axes: raw.grid.keys().cloned().collect(),
+            cells,
+        })
+    }
+
+    /// Sets `overrides` into the base and deserialises and validates the result, pointing errors at `at`.
+    fn apply(&self, base: &Value, overrides: &[(String, Value)], at: &[&str]) -> Result<RunConfig, SpecError> {
+        let mut value = base.clone();
+        for (path, v) in overrides {
+            if let Some(slot) = get_path_mut(&mut value, path) {
+                *slot = v.clone();
+            }
+        }
+        let config: RunConfig = serde_yaml::from_value(value).map_err(|e| {
+            let shown = overrides.iter().map(|(p, v)| format!("{p} = {}", format_value(v))).collect::<Vec<_>>().join(", ");
+            self.at(at, format!("{shown}: {}", strip_location(&e)))
+        })?;
+        // The base is valid, so whatever is out of range now was caused by the overrides at `at`.
+        self.check_config(&config, at)?;
+        Ok(config)
+    }
+
+    /// Reports the first range violation at `at`, or at the violating field itself when `at` is `["base"]`.
+    fn check_config(&self, config: &RunConfig, at: &[&str]) -> Result<(), SpecError> {
+        let Some(bad) = config.invalid_values().into_iter().next() else { return Ok(()) };
+        let message = format!("{}: invalid value `{}`: expected {}", bad.path, bad.value, bad.expected);
+        let mut at = at.to_vec();
+        if at == ["base"] {
+            at.extend(bad.path.split('.'));
+        }
+        Err(self.at(&at, message))
+    }
+
+    fn check_path(&self, base: &Value, path: &str, at: &[&str]) -> Result<(), SpecError> {
+        match get_path(base, path) {
+            Some(Value::Mapping(_)) => Err(self.at(at, format!("`{path}` is a section, not a setting: name a field inside it"))),
+            Some(_) if path == "train.seed" => Err(self.at(at, "`train.seed` is set by `seeds`: list seeds there".into())),
+            Some(_) => Ok(()),
+            None => Err(self.at(at, format!("`{path}` is not a setting of `base` (paths are like `model.gamma`)"))),
+        }
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), SpecError> {
+        let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) && !name.starts_with('.');
+        if ok {
+            return Ok(());
+        }
+        Err(self.at(&["name"], format!("invalid name `{name}`: expected letters, digits, `.`, `_` or `-` (it names reports/<name>/)")))
+    }
+
+    fn scalar_text(&self, v: &Value, at: &[&str]) -> Result<String, SpecError> {
+        match v {
+            Value::String(_) | Value::Number(_) | Value::Bool(_) => Ok(format_value(v)),
+            _ => Err(self.at(at, format!("invalid value `{}`: expected a string or number", format_value(v)))),
+        }
+    }
+
+    fn at(&self, path: &[&str], message: String) -> SpecError {
+        let path: Vec<String> = path.iter().filter(|s| !s.is_empty()).map(|s| s.to_string()).collect();
+        self.error(self.index.find(&path), message)
+    }
+
+    fn serde_error(&self, e: &serde_yaml::Error) -> SpecError {
+        let pos = e.location().map(|l| Pos { line: l.line(), column: l.column() });
+        self.error(pos, strip_location(e))
+    }
+
+    fn error(&self, pos: Option<Pos>, message: String) -> SpecError {
+        let source_line = pos.and_then(|p| self.text.lines().nth(p.line.saturating_sub(1))).map(str::to_string);
+        SpecError { file: self.file.to_path_buf(), pos, message, source_line }
+    }
+}
+
+/// serde_yaml appends " at line L column C" to its messages; we print the location ourselves.
+fn strip_location(e: &serde_yaml::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) if e.location().is_some() => text[..i].to_string(),
+        _ => text,
+    }
+}
+
+/// The value at a dotted path in a YAML mapping tree.
+pub fn get_path<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(root, |node, key| node.as_mapping()?.get(key))
+}
+
+fn get_path_mut<'a>(root: &'a mut Value, path: &str) -> Option<&'a mut Value> {
+    path.split('.').try_fold(root, |node, key| node.as_mapping_mut()?.get_mut(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+name: ablation
+base:
+  dataset: {name: quickstart}
+  model:
+    backbone: resnet18
+    gamma: 1.0
+  train:
+    batch_size: 32
+    instances: 4
+grid:
+  model.head: [none, gat, mgat]
+  model.gamma: [0.5, 2]
+exclude:
+  - {model.head: none, model.gamma: 2}
+seeds: [1, 2]
+";
+
+    fn parse(text: &str) -> Result<Spec, SpecError> {
+        Spec::parse(Path::new("exp.yaml"), text)
+    }
+
+    fn error_at(text: &str) -> (usize, String) {
+        let e = parse(text).unwrap_err();
+        (e.pos.map_or(0, |p| p.line), e.to_string())
+    }
+
+    #[test]
+    fn expands_and_resolves_cells() {
+        let spec = parse(GOOD).unwrap();
+        assert_eq!(spec.cells.len(), 10);
+        let cell = spec.cell("head=gat,gamma=2,seed=2").unwrap();
+        assert_eq!(cell.config.model.gamma, 2.0);
+        assert_eq!(cell.config.model.head, config::Head::Gat);
+        assert_eq!(cell.config.train.seed, 2);
+        assert_eq!(cell.config.model.backbone, config::Backbone::Resnet18);
+        assert_eq!(spec.axes, ["model.head", "model.gamma"]);
+    }
+
+    #[test]
+    fn unknown_key_reports_line_and_key() {
+        let (line, msg) = error_at(&GOOD.replace("    gamma: 1.0", "    gama: 1.0"));
+        assert_eq!(line, 6);
+        assert!(msg.contains("unknown field `gama`"), "{msg}");
+        assert!(msg.starts_with("exp.yaml:6:"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_reports_line() {
+        let (line, msg) = error_at(&GOOD.replace("batch_size: 32", "batch_size: big"));
+        assert_eq!(line, 8);
+        assert!(msg.contains("big") || msg.contains("invalid type"), "{msg}");
+    }
+
+    #[test]
+    fn out_of_range_base_value_reports_its_line_and_text() {
+        let (line, msg) = error_at(&GOOD.replace("gamma: 1.0", "gamma: -1"));
+        assert_eq!(line, 6);
+        assert!(msg.contains("model.gamma: invalid value `-1`: expected a number > 0"), "{msg}");
+        assert!(msg.contains(" 6 |     gamma: -1"), "{msg}");
+    }
+
+    #[test]
+    fn out_of_range_grid_value_reports_the_grid_line() {
+        let (line, msg) = error_at(&GOOD.replace("[0.5, 2]", "[0.5, 0]"));
+        assert_eq!(line, 12);
+        assert!(msg.contains("model.gamma: invalid value `0`"), "{msg}");
+        let (line, _) = error_at(&GOOD.replace("[none, gat, mgat]", "[none, gat, mga]"));
+        assert_eq!(line, 11);
+    }
+
+    #[test]
+    fn k_below_two_and_batch_not_p_times_k() {
+        let (line, msg) = error_at(&GOOD.replace("instances: 4", "instances: 1"));
+        assert_eq!(line, 9);
+        assert!(msg.contains("K >= 2"), "{msg}");
+        let (line, msg) = error_at(&GOOD.replace("batch_size: 32", "batch_size: 30"));
+        assert_eq!(line, 8);
+        assert!(msg.contains("P×K"), "{msg}");
+    }
+
+    #[test]
+    fn negative_weight_is_rejected() {
+        let text = GOOD.replace("    gamma: 1.0\n", "    gamma: 1.0\n    of_weight: -2\n");
+        let (line, msg) = error_at(&text);
+        assert_eq!(line, 7);
+        assert!(msg.contains("of_weight"), "{msg}");
+    }
+
+    #[test]
+    fn grid_path_missing_from_base_is_an_error() {
+        let (line, msg) = error_at(&GOOD.replace("model.gamma: [0.5, 2]", "model.gama: [0.5, 2]"));
+        assert_eq!(line, 12);
+        assert!(msg.contains("`model.gama` is not a setting of `base`"), "{msg}");
+        let (line, msg) = error_at(&GOOD.replace("model.gamma: [0.5, 2]", "model: [0.5, 2]"));
+        assert_eq!(line, 12);
+        assert!(msg.contains("section"), "{msg}");
+    }
+
+    #[test]
+    fn exclude_of_a_non_axis_reports_its_line() {
+        let (line, msg) = error_at(&GOOD.replace("{model.head: none, model.gamma: 2}", "{train.lr: 0.1}"));
+        assert_eq!(line, 14);
+        assert!(msg.contains("not a grid axis"), "{msg}");
+    }
+
+    #[test]
+    fn syntax_error_reports_line() {
+        let (line, _) = error_at("name: x\nbase: [\n");
+        assert!(line >= 2);
+    }
+
+    #[test]
+    fn bad_name_is_rejected() {
+        let (line, _) = error_at(&GOOD.replace("name: ablation", "name: a/b"));
+        assert_eq!(line, 1);
+    }
+}

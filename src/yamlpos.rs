@@ -1,0 +1,143 @@
+//! Where each value of a YAML document stands: a map from a node's path (mapping keys and sequence indices) to its
+//! line and column, so that errors found after deserialisation can still point into the file.
+
+use std::collections::HashMap;
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+/// A 1-based line and column in a source file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pos {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// Positions of every node in the first document of a YAML text, keyed by path.
+#[derive(Debug, Default)]
+pub struct PosIndex {
+    positions: HashMap<Vec<String>, Pos>,
+}
+
+impl PosIndex {
+    /// Indexes `text`. A text that does not parse yields an empty index (serde_yaml reports the syntax error).
+    pub fn new(text: &str) -> Self {
+        let mut builder = Builder::default();
+        let mut parser = Parser::new_from_str(text);
+        if parser.load(&mut builder, false).is_err() {
+            return Self::default();
+        }
+        Self { positions: builder.positions }
+    }
+
+    /// The position of the node at `path`, or of its nearest ancestor that has one.
+    pub fn find(&self, path: &[String]) -> Option<Pos> {
+        (0..=path.len()).rev().find_map(|n| self.positions.get(&path[..n]).copied())
+    }
+}
+
+enum Frame {
+    Map { key: Option<String> },
+    Seq { index: usize },
+}
+
+#[derive(Default)]
+struct Builder {
+    stack: Vec<Frame>,
+    path: Vec<String>,
+    positions: HashMap<Vec<String>, Pos>,
+    done: bool,
+}
+
+impl Builder {
+    /// Called for a node that is a value (not a mapping key): records its position and returns whether it was one.
+    fn enter_value(&mut self, mark: Marker) -> bool {
+        let segment = match self.stack.last_mut() {
+            None => None,
+            Some(Frame::Map { key }) => match key.take() {
+                Some(k) => Some(k),
+                None => return false,
+            },
+            Some(Frame::Seq { index }) => {
+                *index += 1;
+                Some((*index - 1).to_string())
+            }
+        };
+        if let Some(s) = segment {
+            self.path.push(s);
+        }
+        self.positions.insert(self.path.clone(), Pos { line: mark.line(), column: mark.col() + 1 });
+        true
+    }
+
+    fn leave_value(&mut self) {
+        if !self.stack.is_empty() {
+            self.path.pop();
+        }
+    }
+}
+
+impl MarkedEventReceiver for Builder {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        if self.done {
+            return;
+        }
+        match ev {
+            Event::Scalar(text, ..) => {
+                if self.enter_value(mark) {
+                    self.leave_value();
+                } else if let Some(Frame::Map { key }) = self.stack.last_mut() {
+                    *key = Some(text);
+                }
+            }
+            Event::Alias(_) => {
+                if self.enter_value(mark) {
+                    self.leave_value();
+                }
+            }
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                // A complex mapping key is not a path segment we can name; index it under an empty key.
+                if !self.enter_value(mark) {
+                    if let Some(Frame::Map { key }) = self.stack.last_mut() {
+                        *key = Some(String::new());
+                    }
+                    self.enter_value(mark);
+                }
+                let frame = match ev {
+                    Event::MappingStart(..) => Frame::Map { key: None },
+                    _ => Frame::Seq { index: 0 },
+                };
+                self.stack.push(frame);
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+                self.leave_value();
+            }
+            Event::DocumentEnd => self.done = true,
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(p: &[&str]) -> Vec<String> {
+        p.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn finds_nested_values_and_sequence_items() {
+        let text = "name: x\nbase:\n  model:\n    gamma: -1\ngrid:\n  model.gamma: [0.1, 2]\n  train.lr:\n    - 1\n    - 2\n";
+        let idx = PosIndex::new(text);
+        assert_eq!(idx.find(&path(&["base", "model", "gamma"])), Some(Pos { line: 4, column: 12 }));
+        assert_eq!(idx.find(&path(&["grid", "model.gamma", "1"])), Some(Pos { line: 6, column: 22 }));
+        assert_eq!(idx.find(&path(&["grid", "train.lr", "1"])).map(|p| p.line), Some(9));
+    }
+
+    #[test]
+    fn falls_back_to_the_nearest_ancestor() {
+        let idx = PosIndex::new("base:\n  model: {}\n");
+        assert_eq!(idx.find(&path(&["base", "model", "gamma"])).map(|p| p.line), Some(2));
+    }
+}
