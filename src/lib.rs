@@ -1,10 +1,15 @@
 //! mgat: a reproducible experiment pipeline for "Masked Graph Attention Network for Person Re-identification".
 //! Modules follow the data flow: spec → plan/cache → data → exec → cli.
 
+pub mod cache;
+pub mod cli;
 pub mod data;
 pub mod digest;
+pub mod exec;
+pub mod plan;
 pub mod provenance;
 pub mod spec;
+pub mod stages;
 mod yamlpos;
 
 #[cfg(test)]

@@ -26,12 +26,16 @@ impl PosIndex {
         if parser.load(&mut builder, false).is_err() {
             return Self::default();
         }
-        Self { positions: builder.positions }
+        Self {
+            positions: builder.positions,
+        }
     }
 
     /// The position of the node at `path`, or of its nearest ancestor that has one.
     pub fn find(&self, path: &[String]) -> Option<Pos> {
-        (0..=path.len()).rev().find_map(|n| self.positions.get(&path[..n]).copied())
+        (0..=path.len())
+            .rev()
+            .find_map(|n| self.positions.get(&path[..n]).copied())
     }
 }
 
@@ -65,7 +69,13 @@ impl Builder {
         if let Some(s) = segment {
             self.path.push(s);
         }
-        self.positions.insert(self.path.clone(), Pos { line: mark.line(), column: mark.col() + 1 });
+        self.positions.insert(
+            self.path.clone(),
+            Pos {
+                line: mark.line(),
+                column: mark.col() + 1,
+            },
+        );
         true
     }
 
@@ -89,11 +99,7 @@ impl MarkedEventReceiver for Builder {
                     *key = Some(text);
                 }
             }
-            Event::Alias(_) => {
-                if self.enter_value(mark) {
-                    self.leave_value();
-                }
-            }
+            Event::Alias(_) if self.enter_value(mark) => self.leave_value(),
             Event::MappingStart(..) | Event::SequenceStart(..) => {
                 // A complex mapping key is not a path segment we can name; index it under an empty key.
                 if !self.enter_value(mark) {
@@ -130,14 +136,32 @@ mod tests {
     fn finds_nested_values_and_sequence_items() {
         let text = "name: x\nbase:\n  model:\n    gamma: -1\ngrid:\n  model.gamma: [0.1, 2]\n  train.lr:\n    - 1\n    - 2\n";
         let idx = PosIndex::new(text);
-        assert_eq!(idx.find(&path(&["base", "model", "gamma"])), Some(Pos { line: 4, column: 12 }));
-        assert_eq!(idx.find(&path(&["grid", "model.gamma", "1"])), Some(Pos { line: 6, column: 22 }));
-        assert_eq!(idx.find(&path(&["grid", "train.lr", "1"])).map(|p| p.line), Some(9));
+        assert_eq!(
+            idx.find(&path(&["base", "model", "gamma"])),
+            Some(Pos {
+                line: 4,
+                column: 12
+            })
+        );
+        assert_eq!(
+            idx.find(&path(&["grid", "model.gamma", "1"])),
+            Some(Pos {
+                line: 6,
+                column: 22
+            })
+        );
+        assert_eq!(
+            idx.find(&path(&["grid", "train.lr", "1"])).map(|p| p.line),
+            Some(9)
+        );
     }
 
     #[test]
     fn falls_back_to_the_nearest_ancestor() {
         let idx = PosIndex::new("base:\n  model: {}\n");
-        assert_eq!(idx.find(&path(&["base", "model", "gamma"])).map(|p| p.line), Some(2));
+        assert_eq!(
+            idx.find(&path(&["base", "model", "gamma"])).map(|p| p.line),
+            Some(2)
+        );
     }
 }

@@ -21,14 +21,21 @@ pub struct FileDigest {
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}: file name is not valid UTF-8")]
     NonUtf8(PathBuf),
 }
 
 /// Every regular file under `root`, sorted by relative path, with its hash. With a stat cache file, files whose
 /// (size, mtime, inode) are unchanged since the cache was written are not read again, and the cache is rewritten.
-pub fn hash_tree(root: &Path, stat_cache: Option<&Path>, on_file: &(dyn Fn() + Sync)) -> Result<Vec<FileDigest>, HashError> {
+pub fn hash_tree(
+    root: &Path,
+    stat_cache: Option<&Path>,
+    on_file: &(dyn Fn() + Sync),
+) -> Result<Vec<FileDigest>, HashError> {
     let files = walk(root)?;
     let cached = stat_cache.map(load_stat_cache).unwrap_or_default();
     let hashed: Vec<(FileDigest, Stat)> = files
@@ -38,11 +45,20 @@ pub fn hash_tree(root: &Path, stat_cache: Option<&Path>, on_file: &(dyn Fn() + S
                 Some((s, sha)) if s == stat => sha.clone(),
                 _ => {
                     let path = root.join(rel);
-                    sha256_file(&path).map_err(|source| HashError::Io { path, source })?.0
+                    sha256_file(&path)
+                        .map_err(|source| HashError::Io { path, source })?
+                        .0
                 }
             };
             on_file();
-            Ok((FileDigest { path: rel.clone(), bytes: stat.size, sha256 }, *stat))
+            Ok((
+                FileDigest {
+                    path: rel.clone(),
+                    bytes: stat.size,
+                    sha256,
+                },
+                *stat,
+            ))
         })
         .collect::<Result<_, HashError>>()?;
     if let Some(cache_path) = stat_cache {
@@ -69,36 +85,63 @@ struct Stat {
 }
 
 fn walk(root: &Path) -> Result<Vec<(String, Stat)>, HashError> {
-    let io_err = |path: &Path, source: std::io::Error| HashError::Io { path: path.to_path_buf(), source };
+    let io_err = |path: &Path, source: std::io::Error| HashError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let meta = std::fs::metadata(root).map_err(|e| io_err(root, e))?;
     if !meta.is_dir() {
         return Err(io_err(root, std::io::Error::other("not a directory")));
     }
     let mut files = Vec::new();
-    for entry in walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name() {
+    for entry in walkdir::WalkDir::new(root)
+        .follow_links(true)
+        .sort_by_file_name()
+    {
         let entry = entry.map_err(|e| {
             let path = e.path().unwrap_or(root).to_path_buf();
-            HashError::Io { path, source: e.into() }
+            HashError::Io {
+                path,
+                source: e.into(),
+            }
         })?;
         if !entry.file_type().is_file() {
             continue;
         }
         let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        let rel = rel.to_str().ok_or_else(|| HashError::NonUtf8(entry.path().to_path_buf()))?.replace('\\', "/");
-        let meta = entry.metadata().map_err(|e| io_err(entry.path(), e.into()))?;
+        let rel = rel
+            .to_str()
+            .ok_or_else(|| HashError::NonUtf8(entry.path().to_path_buf()))?
+            .replace('\\', "/");
+        let meta = entry
+            .metadata()
+            .map_err(|e| io_err(entry.path(), e.into()))?;
         let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
-        files.push((rel, Stat { size: meta.len(), mtime_ns, inode: meta.ino() }));
+        files.push((
+            rel,
+            Stat {
+                size: meta.len(),
+                mtime_ns,
+                inode: meta.ino(),
+            },
+        ));
     }
     files.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(files)
 }
 
 fn load_stat_cache(path: &Path) -> HashMap<String, (Stat, String)> {
-    let Ok(text) = std::fs::read_to_string(path) else { return HashMap::new() };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return HashMap::new();
+    };
     text.lines()
         .filter_map(|line| {
             let mut f = line.splitn(5, '\t');
-            let stat = Stat { inode: f.next()?.parse().ok()?, size: f.next()?.parse().ok()?, mtime_ns: f.next()?.parse().ok()? };
+            let stat = Stat {
+                inode: f.next()?.parse().ok()?,
+                size: f.next()?.parse().ok()?,
+                mtime_ns: f.next()?.parse().ok()?,
+            };
             let sha = f.next()?.to_string();
             Some((f.next()?.to_string(), (stat, sha)))
         })
@@ -108,15 +151,24 @@ fn load_stat_cache(path: &Path) -> HashMap<String, (Stat, String)> {
 /// Writes the stat cache, leaving out files modified in the last two seconds: their mtime may not yet tell a
 /// later write apart.
 fn save_stat_cache(path: &Path, hashed: &[(FileDigest, Stat)]) -> std::io::Result<()> {
-    let fresh = SystemTime::now().checked_sub(Duration::from_secs(2)).unwrap_or(UNIX_EPOCH);
-    let fresh_ns = fresh.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i128;
+    let fresh = SystemTime::now()
+        .checked_sub(Duration::from_secs(2))
+        .unwrap_or(UNIX_EPOCH);
+    let fresh_ns = fresh
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as i128;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
     for (d, s) in hashed.iter().filter(|(_, s)| s.mtime_ns < fresh_ns) {
-        writeln!(out, "{}\t{}\t{}\t{}\t{}", s.inode, s.size, s.mtime_ns, d.sha256, d.path)?;
+        writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{}",
+            s.inode, s.size, s.mtime_ns, d.sha256, d.path
+        )?;
     }
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     std::fs::rename(tmp, path)
@@ -136,10 +188,24 @@ mod tests {
         std::fs::write(dir.join("a.txt"), b"abc").unwrap();
         let files = hash_tree(&dir, None, &|| {}).unwrap();
         assert_eq!(files.len(), 2);
-        assert_eq!(files[0], FileDigest { path: "a.txt".into(), bytes: 3, sha256: sha256_bytes(b"abc") });
+        assert_eq!(
+            files[0],
+            FileDigest {
+                path: "a.txt".into(),
+                bytes: 3,
+                sha256: sha256_bytes(b"abc")
+            }
+        );
         assert_eq!(files[1].path, "b/x.jpg");
-        let expected = format!("a.txt\t3\t{}\nb/x.jpg\t2\t{}\n", sha256_bytes(b"abc"), sha256_bytes(b"xx"));
-        assert_eq!(tree_digest(&files), format!("sha256:{}", sha256_bytes(expected.as_bytes())));
+        let expected = format!(
+            "a.txt\t3\t{}\nb/x.jpg\t2\t{}\n",
+            sha256_bytes(b"abc"),
+            sha256_bytes(b"xx")
+        );
+        assert_eq!(
+            tree_digest(&files),
+            format!("sha256:{}", sha256_bytes(expected.as_bytes()))
+        );
     }
 
     #[test]
@@ -150,10 +216,17 @@ mod tests {
         std::fs::create_dir_all(&data).unwrap();
         std::fs::write(data.join("f"), b"one").unwrap();
         let old = SystemTime::now() - Duration::from_secs(60);
-        std::fs::File::options().write(true).open(data.join("f")).unwrap().set_modified(old).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(data.join("f"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         hash_tree(&data, Some(&cache), &|| {}).unwrap();
         // Poison the cached hash: a warm run must return it, proving it did not re-read the file.
-        let text = std::fs::read_to_string(&cache).unwrap().replace(&sha256_bytes(b"one"), "cafe");
+        let text = std::fs::read_to_string(&cache)
+            .unwrap()
+            .replace(&sha256_bytes(b"one"), "cafe");
         std::fs::write(&cache, text).unwrap();
         let count = AtomicUsize::new(0);
         let warm = hash_tree(&data, Some(&cache), &|| {
@@ -163,6 +236,9 @@ mod tests {
         assert_eq!(warm[0].sha256, "cafe");
         assert_eq!(count.load(Ordering::Relaxed), 1);
         std::fs::write(data.join("f"), b"two").unwrap();
-        assert_eq!(hash_tree(&data, Some(&cache), &|| {}).unwrap()[0].sha256, sha256_bytes(b"two"));
+        assert_eq!(
+            hash_tree(&data, Some(&cache), &|| {}).unwrap()[0].sha256,
+            sha256_bytes(b"two")
+        );
     }
 }

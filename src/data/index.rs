@@ -25,7 +25,13 @@ pub enum Format {
 }
 
 impl Format {
-    pub const ALL: [Format; 5] = [Format::Market1501, Format::DukeMtmcReid, Format::Cuhk03Np, Format::Msmt17, Format::Synth];
+    pub const ALL: [Format; 5] = [
+        Format::Market1501,
+        Format::DukeMtmcReid,
+        Format::Cuhk03Np,
+        Format::Msmt17,
+        Format::Synth,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -63,15 +69,33 @@ pub struct DatasetIndex {
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}: missing; a {1} root holds {2}")]
     MissingDir(PathBuf, &'static str, &'static str),
     #[error("{file}: cannot read identity and camera from the file name ({expected})")]
-    BadName { file: PathBuf, expected: &'static str },
-    #[error("{list}:{line}: `{entry}`: label {label} differs from the identity {pid} in the file name")]
-    LabelMismatch { list: PathBuf, line: usize, entry: String, label: i64, pid: i64 },
+    BadName {
+        file: PathBuf,
+        expected: &'static str,
+    },
+    #[error(
+        "{list}:{line}: `{entry}`: label {label} differs from the identity {pid} in the file name"
+    )]
+    LabelMismatch {
+        list: PathBuf,
+        line: usize,
+        entry: String,
+        label: i64,
+        pid: i64,
+    },
     #[error("{list}:{line}: `{entry}`: expected `relative/path.jpg LABEL`")]
-    BadListLine { list: PathBuf, line: usize, entry: String },
+    BadListLine {
+        list: PathBuf,
+        line: usize,
+        entry: String,
+    },
     #[error("{0}: the dataset has no {1} images")]
     Empty(PathBuf, &'static str),
 }
@@ -79,17 +103,35 @@ pub enum IndexError {
 /// Indexes the dataset at `root` in `format`.
 pub fn index(format: Format, root: &Path) -> Result<DatasetIndex, IndexError> {
     let (train, query, gallery) = match format {
-        Format::Market1501 | Format::Synth | Format::DukeMtmcReid | Format::Cuhk03Np => market_layout(format, root)?,
+        Format::Market1501 | Format::Synth | Format::DukeMtmcReid | Format::Cuhk03Np => {
+            market_layout(format, root)?
+        }
         Format::Msmt17 => msmt17_layout(root)?,
     };
-    for (items, split) in [(&train, "training"), (&query, "query"), (&gallery, "gallery")] {
+    for (items, split) in [
+        (&train, "training"),
+        (&query, "query"),
+        (&gallery, "gallery"),
+    ] {
         if items.is_empty() {
             return Err(IndexError::Empty(root.to_path_buf(), split));
         }
     }
     let (train, num_train_pids) = relabel(train);
-    let cameras: BTreeSet<u32> = train.iter().chain(&query).chain(&gallery).map(|i| i.camid).collect();
-    Ok(DatasetIndex { format, train, query, gallery, num_train_pids, num_cameras: cameras.len() })
+    let cameras: BTreeSet<u32> = train
+        .iter()
+        .chain(&query)
+        .chain(&gallery)
+        .map(|i| i.camid)
+        .collect();
+    Ok(DatasetIndex {
+        format,
+        train,
+        query,
+        gallery,
+        num_train_pids,
+        num_cameras: cameras.len(),
+    })
 }
 
 type Splits = (Vec<Item>, Vec<Item>, Vec<Item>);
@@ -105,17 +147,30 @@ fn market_layout(format: Format, root: &Path) -> Result<Splits, IndexError> {
         }
         let mut items = Vec::new();
         for file in image_files(&path)? {
-            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            let (pid, camid) =
-                parse_market_name(name).ok_or_else(|| IndexError::BadName { file: file.clone(), expected: MARKET_NAME })?;
+            let name = file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            let (pid, camid) = parse_market_name(name).ok_or_else(|| IndexError::BadName {
+                file: file.clone(),
+                expected: MARKET_NAME,
+            })?;
             if pid == -1 {
                 continue; // Market-1501 junk images
             }
-            items.push(Item { path: format!("{dir}/{name}"), pid, camid });
+            items.push(Item {
+                path: format!("{dir}/{name}"),
+                pid,
+                camid,
+            });
         }
         Ok(items)
     };
-    Ok((split("bounding_box_train")?, split("query")?, split("bounding_box_test")?))
+    Ok((
+        split("bounding_box_train")?,
+        split("query")?,
+        split("bounding_box_test")?,
+    ))
 }
 
 /// `PID_cC…`: the identity before the first `_`, the 1-based camera digits after `c` (Market `c1s1`, Duke `c2`,
@@ -134,45 +189,96 @@ const MSMT_NAME: &str = "expected PID_INDEX_CAM_… like 0000_000_01_0303morning
 /// MSMT17 (V1 `train/`+`test/` or V2 `mask_train_v2/`+`mask_test_v2/`) with `list_{train,val,query,gallery}.txt`:
 /// train is list_train + list_val. The pid in the file name must equal the list's label.
 fn msmt17_layout(root: &Path) -> Result<Splits, IndexError> {
-    let (train_dir, test_dir) = if root.join("mask_train_v2").is_dir() { ("mask_train_v2", "mask_test_v2") } else { ("train", "test") };
+    let (train_dir, test_dir) = if root.join("mask_train_v2").is_dir() {
+        ("mask_train_v2", "mask_test_v2")
+    } else {
+        ("train", "test")
+    };
     for dir in [train_dir, test_dir] {
         if !root.join(dir).is_dir() {
-            return Err(IndexError::MissingDir(root.join(dir), "msmt17", "train/ and test/ (or mask_train_v2/, mask_test_v2/) and list_*.txt"));
+            return Err(IndexError::MissingDir(
+                root.join(dir),
+                "msmt17",
+                "train/ and test/ (or mask_train_v2/, mask_test_v2/) and list_*.txt",
+            ));
         }
     }
     let read = |list: &str, dir: &str| read_msmt_list(&root.join(list), dir);
     let mut train = read("list_train.txt", train_dir)?;
     train.extend(read("list_val.txt", train_dir)?);
-    Ok((train, read("list_query.txt", test_dir)?, read("list_gallery.txt", test_dir)?))
+    Ok((
+        train,
+        read("list_query.txt", test_dir)?,
+        read("list_gallery.txt", test_dir)?,
+    ))
 }
 
 fn read_msmt_list(list: &Path, dir: &str) -> Result<Vec<Item>, IndexError> {
-    let text = std::fs::read_to_string(list).map_err(|source| IndexError::Io { path: list.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(list).map_err(|source| IndexError::Io {
+        path: list.to_path_buf(),
+        source,
+    })?;
     let mut items = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let bad_line = || IndexError::BadListLine { list: list.to_path_buf(), line: i + 1, entry: line.to_string() };
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let bad_line = || IndexError::BadListLine {
+            list: list.to_path_buf(),
+            line: i + 1,
+            entry: line.to_string(),
+        };
         let mut fields = line.split_whitespace();
-        let (Some(rel), Some(label), None) = (fields.next(), fields.next(), fields.next()) else { return Err(bad_line()) };
+        let (Some(rel), Some(label), None) = (fields.next(), fields.next(), fields.next()) else {
+            return Err(bad_line());
+        };
         let label: i64 = label.parse().map_err(|_| bad_line())?;
         let name = rel.rsplit('/').next().unwrap_or(rel);
-        let bad_name = || IndexError::BadName { file: PathBuf::from(dir).join(rel), expected: MSMT_NAME };
+        let bad_name = || IndexError::BadName {
+            file: PathBuf::from(dir).join(rel),
+            expected: MSMT_NAME,
+        };
         let parts: Vec<&str> = name.split('_').collect();
-        let pid: i64 = parts.first().and_then(|p| p.parse().ok()).ok_or_else(bad_name)?;
-        let cam: u32 = parts.get(2).and_then(|c| c.parse().ok()).filter(|&c| c >= 1).ok_or_else(bad_name)?;
+        let pid: i64 = parts
+            .first()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(bad_name)?;
+        let cam: u32 = parts
+            .get(2)
+            .and_then(|c| c.parse().ok())
+            .filter(|&c| c >= 1)
+            .ok_or_else(bad_name)?;
         if pid != label {
-            return Err(IndexError::LabelMismatch { list: list.to_path_buf(), line: i + 1, entry: line.to_string(), label, pid });
+            return Err(IndexError::LabelMismatch {
+                list: list.to_path_buf(),
+                line: i + 1,
+                entry: line.to_string(),
+                label,
+                pid,
+            });
         }
-        items.push(Item { path: format!("{dir}/{rel}"), pid, camid: cam - 1 });
+        items.push(Item {
+            path: format!("{dir}/{rel}"),
+            pid,
+            camid: cam - 1,
+        });
     }
     Ok(items)
 }
 
 fn image_files(dir: &Path) -> Result<Vec<PathBuf>, IndexError> {
-    let io_err = |source| IndexError::Io { path: dir.to_path_buf(), source };
+    let io_err = |source| IndexError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_err)? {
         let path = entry.map_err(io_err)?.path();
-        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
         if matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png")) {
             files.push(path);
         }
@@ -183,9 +289,16 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>, IndexError> {
 
 /// Maps training pids to 0..n in ascending order of raw pid.
 fn relabel(mut train: Vec<Item>) -> (Vec<Item>, usize) {
-    let pids: Vec<i64> = train.iter().map(|i| i.pid).collect::<BTreeSet<_>>().into_iter().collect();
+    let pids: Vec<i64> = train
+        .iter()
+        .map(|i| i.pid)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     for item in &mut train {
-        item.pid = pids.binary_search(&item.pid).map_or(0, |label| label as i64);
+        item.pid = pids
+            .binary_search(&item.pid)
+            .map_or(0, |label| label as i64);
     }
     (train, pids.len())
 }
@@ -216,7 +329,11 @@ mod tests {
             touch(&root, f);
         }
         let idx = index(Format::Market1501, &root).unwrap();
-        let train: Vec<_> = idx.train.iter().map(|i| (i.path.as_str(), i.pid, i.camid)).collect();
+        let train: Vec<_> = idx
+            .train
+            .iter()
+            .map(|i| (i.path.as_str(), i.pid, i.camid))
+            .collect();
         assert_eq!(
             train,
             [
@@ -226,16 +343,31 @@ mod tests {
             ]
         );
         assert_eq!(idx.num_train_pids, 2);
-        assert_eq!(idx.query, [Item { path: "query/0001_c1s1_001051_00.jpg".into(), pid: 1, camid: 0 }]);
+        assert_eq!(
+            idx.query,
+            [Item {
+                path: "query/0001_c1s1_001051_00.jpg".into(),
+                pid: 1,
+                camid: 0
+            }]
+        );
         let gallery: Vec<i64> = idx.gallery.iter().map(|i| i.pid).collect();
-        assert_eq!(gallery, [0, 1], "junk dropped, distractor kept with raw pid 0");
+        assert_eq!(
+            gallery,
+            [0, 1],
+            "junk dropped, distractor kept with raw pid 0"
+        );
     }
 
     #[test]
     fn identity_comes_from_the_file_name_not_a_misleading_parent() {
         // A parent folder named like an identity and camera must not leak into the parse.
         let root = crate::testutil::tempdir().join("0999_c9s9_trap");
-        for f in ["bounding_box_train/0005_c3_f0044.jpg", "query/0010_c1_f0001.jpg", "bounding_box_test/0010_c8_f0002.jpg"] {
+        for f in [
+            "bounding_box_train/0005_c3_f0044.jpg",
+            "query/0010_c1_f0001.jpg",
+            "bounding_box_test/0010_c8_f0002.jpg",
+        ] {
             touch(&root, f);
         }
         let idx = index(Format::DukeMtmcReid, &root).unwrap();
@@ -248,7 +380,12 @@ mod tests {
     #[test]
     fn cuhk03_np_png_names() {
         let root = crate::testutil::tempdir();
-        for f in ["bounding_box_train/0003_c1_01.png", "bounding_box_train/0003_c2_06.png", "query/1368_c2_08.png", "bounding_box_test/1368_c1_01.png"] {
+        for f in [
+            "bounding_box_train/0003_c1_01.png",
+            "bounding_box_train/0003_c2_06.png",
+            "query/1368_c2_08.png",
+            "bounding_box_test/1368_c1_01.png",
+        ] {
             touch(&root, f);
         }
         let idx = index(Format::Cuhk03Np, &root).unwrap();
@@ -260,21 +397,52 @@ mod tests {
     #[test]
     fn msmt17_lists_with_train_plus_val() {
         let root = crate::testutil::tempdir();
-        for f in ["train/0000/0000_000_01_0303morning_0015_0.jpg", "train/0001/0001_003_07_0303noon_0102_1.jpg", "test/0000/0000_000_05_0303morning_0008_0.jpg", "test/0000/0000_001_14_0303afternoon_0114_2.jpg"] {
+        for f in [
+            "train/0000/0000_000_01_0303morning_0015_0.jpg",
+            "train/0001/0001_003_07_0303noon_0102_1.jpg",
+            "test/0000/0000_000_05_0303morning_0008_0.jpg",
+            "test/0000/0000_001_14_0303afternoon_0114_2.jpg",
+        ] {
             touch(&root, f);
         }
-        std::fs::write(root.join("list_train.txt"), "0000/0000_000_01_0303morning_0015_0.jpg 0\n").unwrap();
-        std::fs::write(root.join("list_val.txt"), "0001/0001_003_07_0303noon_0102_1.jpg 1\n").unwrap();
-        std::fs::write(root.join("list_query.txt"), "0000/0000_000_05_0303morning_0008_0.jpg 0\n").unwrap();
-        std::fs::write(root.join("list_gallery.txt"), "0000/0000_001_14_0303afternoon_0114_2.jpg 0\n").unwrap();
+        std::fs::write(
+            root.join("list_train.txt"),
+            "0000/0000_000_01_0303morning_0015_0.jpg 0\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("list_val.txt"),
+            "0001/0001_003_07_0303noon_0102_1.jpg 1\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("list_query.txt"),
+            "0000/0000_000_05_0303morning_0008_0.jpg 0\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("list_gallery.txt"),
+            "0000/0000_001_14_0303afternoon_0114_2.jpg 0\n",
+        )
+        .unwrap();
         let idx = index(Format::Msmt17, &root).unwrap();
         assert_eq!(idx.train.len(), 2);
         assert_eq!((idx.train[1].pid, idx.train[1].camid), (1, 6));
-        assert_eq!(idx.query[0].path, "test/0000/0000_000_05_0303morning_0008_0.jpg");
+        assert_eq!(
+            idx.query[0].path,
+            "test/0000/0000_000_05_0303morning_0008_0.jpg"
+        );
         assert_eq!(idx.gallery[0].camid, 13);
-        std::fs::write(root.join("list_gallery.txt"), "0000/0000_001_14_0303afternoon_0114_2.jpg 3\n").unwrap();
+        std::fs::write(
+            root.join("list_gallery.txt"),
+            "0000/0000_001_14_0303afternoon_0114_2.jpg 3\n",
+        )
+        .unwrap();
         let err = index(Format::Msmt17, &root).unwrap_err().to_string();
-        assert!(err.contains("list_gallery.txt:1") && err.contains("label 3"), "{err}");
+        assert!(
+            err.contains("list_gallery.txt:1") && err.contains("label 3"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -286,6 +454,9 @@ mod tests {
         let err = index(Format::Market1501, &root).unwrap_err().to_string();
         assert!(err.contains("img001.jpg"), "{err}");
         let empty = crate::testutil::tempdir();
-        assert!(matches!(index(Format::Market1501, &empty), Err(IndexError::MissingDir(..))));
+        assert!(matches!(
+            index(Format::Market1501, &empty),
+            Err(IndexError::MissingDir(..))
+        ));
     }
 }

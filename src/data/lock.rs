@@ -1,6 +1,6 @@
 //! `datasets.lock`: the pinned identity of every dataset a spec may name (format, root, file count, bytes, and a
-//! digest over every file's path, size and sha256), with a per-file list beside it in `datasets.lock.d/NAME.tsv`
-//! so that a mismatch can name each added, removed or changed file.
+//! digest over every file's path, size and sha256). The per-file list behind each digest is kept in the cache
+//! (`<cache>/file-lists/NAME/DIGEST.tsv`), so that a mismatch can name each added, removed or changed file.
 
 use super::hash::{FileDigest, tree_digest};
 use super::index::Format;
@@ -28,9 +28,21 @@ pub struct LockEntry {
 
 impl LockEntry {
     /// The entry for a hashed tree.
-    pub fn new(format: Format, root: Option<String>, synth: Option<SynthParams>, files: &[FileDigest]) -> Self {
+    pub fn new(
+        format: Format,
+        root: Option<String>,
+        synth: Option<SynthParams>,
+        files: &[FileDigest],
+    ) -> Self {
         let bytes = files.iter().map(|f| f.bytes).sum();
-        Self { format, root, synth, files: files.len() as u64, bytes, digest: tree_digest(files) }
+        Self {
+            format,
+            root,
+            synth,
+            files: files.len() as u64,
+            bytes,
+            digest: tree_digest(files),
+        }
     }
 }
 
@@ -51,8 +63,10 @@ pub struct Drift {
 
 impl Drift {
     pub fn between(locked: &[FileDigest], actual: &[FileDigest]) -> Drift {
-        let locked: BTreeMap<&str, &FileDigest> = locked.iter().map(|f| (f.path.as_str(), f)).collect();
-        let actual: BTreeMap<&str, &FileDigest> = actual.iter().map(|f| (f.path.as_str(), f)).collect();
+        let locked: BTreeMap<&str, &FileDigest> =
+            locked.iter().map(|f| (f.path.as_str(), f)).collect();
+        let actual: BTreeMap<&str, &FileDigest> =
+            actual.iter().map(|f| (f.path.as_str(), f)).collect();
         fn names<'a>(m: &BTreeMap<&'a str, &FileDigest>) -> BTreeSet<&'a str> {
             m.keys().copied().collect()
         }
@@ -60,7 +74,11 @@ impl Drift {
         Drift {
             added: a.difference(&l).map(|s| s.to_string()).collect(),
             removed: l.difference(&a).map(|s| s.to_string()).collect(),
-            changed: l.intersection(&a).filter(|p| locked[*p] != actual[*p]).map(|s| s.to_string()).collect(),
+            changed: l
+                .intersection(&a)
+                .filter(|p| locked[*p] != actual[*p])
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 
@@ -71,7 +89,11 @@ impl Drift {
 
 impl std::fmt::Display for Drift {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (label, files) in [("added", &self.added), ("removed", &self.removed), ("changed", &self.changed)] {
+        for (label, files) in [
+            ("added", &self.added),
+            ("removed", &self.removed),
+            ("changed", &self.changed),
+        ] {
             for file in files {
                 writeln!(f, "  {label:<8} {file}")?;
             }
@@ -80,50 +102,100 @@ impl std::fmt::Display for Drift {
     }
 }
 
+/// A tree that differs from its lock entry: both sides' counts and digests, and the files that differ.
+#[derive(Debug)]
+pub struct Mismatch {
+    pub file: PathBuf,
+    pub name: String,
+    pub root: PathBuf,
+    pub actual: LockEntry,
+    pub locked: LockEntry,
+    pub drift: String,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (a, l) = (&self.actual, &self.locked);
+        write!(
+            f,
+            "dataset `{}` at {} does not match {}: {} files, {} bytes, {} (locked: {} files, {} bytes, {})\n{}",
+            self.name,
+            self.root.display(),
+            self.file.display(),
+            a.files,
+            a.bytes,
+            a.digest,
+            l.files,
+            l.bytes,
+            l.digest,
+            self.drift
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("{file}: cannot read the lock file: {source}")]
-    Read { file: PathBuf, source: std::io::Error },
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{file}:{line}:{column}: {message}")]
-    Invalid { file: PathBuf, line: usize, column: usize, message: String },
-    #[error("{file}: no dataset `{name}` (locked: {known}); add it with `mgat data lock {name} --format F --root DIR`")]
-    Unknown { file: PathBuf, name: String, known: String },
-    #[error("{file}:{line}: dataset `{name}`: root `{root}` uses ${{{var}}}, which is not set in the environment")]
-    UnsetVar { file: PathBuf, line: usize, name: String, root: String, var: String },
+    Invalid {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error(
-        "dataset `{name}` at {root} does not match {file}: {files} files, {bytes} bytes, {actual} (locked: {locked_files} files, {locked_bytes} bytes, {locked})\n{drift}"
+        "{file}: no dataset `{name}` (locked: {known}); add it with `mgat data lock {name} --format F --root DIR`"
     )]
-    Mismatch {
+    Unknown {
         file: PathBuf,
         name: String,
-        root: PathBuf,
-        files: u64,
-        bytes: u64,
-        actual: String,
-        locked_files: u64,
-        locked_bytes: u64,
-        locked: String,
-        drift: String,
+        known: String,
     },
+    #[error(
+        "{file}:{line}: dataset `{name}`: root `{root}` uses ${{{var}}}, which is not set in the environment"
+    )]
+    UnsetVar {
+        file: PathBuf,
+        line: usize,
+        name: String,
+        root: String,
+        var: String,
+    },
+    #[error("{0}")]
+    Mismatch(Box<Mismatch>),
     #[error("{path}: cannot write: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A loaded `datasets.lock`.
 #[derive(Debug)]
 pub struct LockFile {
     path: PathBuf,
+    file_lists: PathBuf,
     text: String,
     doc: LockDoc,
 }
 
 impl LockFile {
     /// Loads the lock at `path`; a missing file is an empty lock (so the first `mgat data lock` can create it).
-    pub fn load(path: &Path) -> Result<LockFile, LockError> {
+    /// Per-file lists are read from and written to `file_lists`.
+    pub fn load(path: &Path, file_lists: &Path) -> Result<LockFile, LockError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(source) => return Err(LockError::Read { file: path.to_path_buf(), source }),
+            Err(source) => {
+                return Err(LockError::Read {
+                    file: path.to_path_buf(),
+                    source,
+                });
+            }
         };
         let doc: LockDoc = if text.trim().is_empty() {
             LockDoc::default()
@@ -131,11 +203,25 @@ impl LockFile {
             serde_yaml::from_str(&text).map_err(|e| {
                 let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
                 let message = e.to_string();
-                let message = message.split(" at line ").next().unwrap_or(&message).to_string();
-                LockError::Invalid { file: path.to_path_buf(), line, column, message }
+                let message = message
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or(&message)
+                    .to_string();
+                LockError::Invalid {
+                    file: path.to_path_buf(),
+                    line,
+                    column,
+                    message,
+                }
             })?
         };
-        let lock = LockFile { path: path.to_path_buf(), text, doc };
+        let lock = LockFile {
+            path: path.to_path_buf(),
+            file_lists: file_lists.to_path_buf(),
+            text,
+            doc,
+        };
         lock.check()?;
         Ok(lock)
     }
@@ -149,16 +235,25 @@ impl LockFile {
     }
 
     pub fn entry(&self, name: &str) -> Result<&LockEntry, LockError> {
-        self.doc.datasets.get(name).ok_or_else(|| LockError::Unknown {
-            file: self.path.clone(),
-            name: name.to_string(),
-            known: if self.doc.datasets.is_empty() { "none".into() } else { self.names().collect::<Vec<_>>().join(", ") },
-        })
+        self.doc
+            .datasets
+            .get(name)
+            .ok_or_else(|| LockError::Unknown {
+                file: self.path.clone(),
+                name: name.to_string(),
+                known: if self.doc.datasets.is_empty() {
+                    "none".into()
+                } else {
+                    self.names().collect::<Vec<_>>().join(", ")
+                },
+            })
     }
 
     /// The dataset's root on this machine: `${VAR}` expanded, relative paths taken from the lock file's folder.
     pub fn root(&self, name: &str) -> Result<Option<PathBuf>, LockError> {
-        let Some(root) = &self.entry(name)?.root else { return Ok(None) };
+        let Some(root) = &self.entry(name)?.root else {
+            return Ok(None);
+        };
         let mut expanded = String::new();
         let mut rest = root.as_str();
         while let Some(start) = rest.find("${") {
@@ -181,67 +276,88 @@ impl LockFile {
     }
 
     /// Sets an entry and its per-file list, then writes both (each atomically).
-    pub fn set(&mut self, name: &str, entry: LockEntry, files: &[FileDigest]) -> Result<(), LockError> {
-        let list_path = self.file_list_path(name);
+    pub fn set(
+        &mut self,
+        name: &str,
+        entry: LockEntry,
+        files: &[FileDigest],
+    ) -> Result<(), LockError> {
+        let list_path = self.file_list_path(name, &entry.digest);
         let mut list = String::new();
         for f in files {
             let _ = writeln!(list, "{}\t{}\t{}", f.sha256, f.bytes, f.path);
         }
         write_atomic(&list_path, list.as_bytes())?;
         self.doc.datasets.insert(name.to_string(), entry);
-        let body = serde_yaml::to_string(&self.doc).map_err(|e| LockError::Write { path: self.path.clone(), source: std::io::Error::other(e) })?;
+        let body = serde_yaml::to_string(&self.doc).map_err(|e| LockError::Write {
+            path: self.path.clone(),
+            source: std::io::Error::other(e),
+        })?;
         let text = format!("{LOCK_HEADER}{body}");
         write_atomic(&self.path, text.as_bytes())?;
         self.text = text;
         Ok(())
     }
 
-    /// The per-file list written by `mgat data lock`, if present and readable.
-    pub fn file_list(&self, name: &str) -> Option<Vec<FileDigest>> {
-        let text = std::fs::read_to_string(self.file_list_path(name)).ok()?;
+    /// The per-file list `mgat data lock` wrote for the entry's digest, if present and readable.
+    fn file_list(&self, name: &str, digest: &str) -> Option<Vec<FileDigest>> {
+        let text = std::fs::read_to_string(self.file_list_path(name, digest)).ok()?;
         text.lines()
             .map(|line| {
                 let mut f = line.splitn(3, '\t');
                 let sha256 = f.next()?.to_string();
                 let bytes = f.next()?.parse().ok()?;
-                Some(FileDigest { path: f.next()?.to_string(), bytes, sha256 })
+                Some(FileDigest {
+                    path: f.next()?.to_string(),
+                    bytes,
+                    sha256,
+                })
             })
             .collect()
     }
 
     /// Checks a hashed tree against the entry `name`; on a mismatch, names every file that differs (when the
     /// per-file list is available).
-    pub fn check_tree(&self, name: &str, root: &Path, files: &[FileDigest]) -> Result<(), LockError> {
+    pub fn check_tree(
+        &self,
+        name: &str,
+        root: &Path,
+        files: &[FileDigest],
+    ) -> Result<(), LockError> {
         let entry = self.entry(name)?;
         let actual = LockEntry::new(entry.format, None, None, files);
         if actual.digest == entry.digest {
             return Ok(());
         }
-        let drift = match self.file_list(name) {
+        let drift = match self.file_list(name, &entry.digest) {
             Some(locked) => Drift::between(&locked, files).to_string(),
-            None => format!("  ({} is missing: cannot name the files that differ)\n", self.file_list_path(name).display()),
+            None => format!(
+                "  (no per-file list at {}: it is written by `mgat data lock` into the cache of the machine that ran it, \
+                 so the files that differ cannot be named here)\n",
+                self.file_list_path(name, &entry.digest).display()
+            ),
         };
-        Err(LockError::Mismatch {
+        Err(LockError::Mismatch(Box::new(Mismatch {
             file: self.path.clone(),
             name: name.to_string(),
             root: root.to_path_buf(),
-            files: actual.files,
-            bytes: actual.bytes,
-            actual: actual.digest,
-            locked_files: entry.files,
-            locked_bytes: entry.bytes,
-            locked: entry.digest.clone(),
+            actual,
+            locked: entry.clone(),
             drift,
-        })
+        })))
     }
 
-    fn file_list_path(&self, name: &str) -> PathBuf {
-        let file_name = self.path.file_name().and_then(|n| n.to_str()).unwrap_or("datasets.lock");
-        self.dir().join(format!("{file_name}.d")).join(format!("{name}.tsv"))
+    fn file_list_path(&self, name: &str, digest: &str) -> PathBuf {
+        self.file_lists
+            .join(name)
+            .join(format!("{}.tsv", digest.trim_start_matches("sha256:")))
     }
 
     fn dir(&self) -> PathBuf {
-        self.path.parent().map(Path::to_path_buf).unwrap_or_default()
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     }
 
     fn line_of(&self, path: &[&str]) -> usize {
@@ -254,17 +370,44 @@ impl LockFile {
         let index = PosIndex::new(&self.text);
         for (name, e) in &self.doc.datasets {
             let problem = match (e.format, &e.root, &e.synth) {
-                (Format::Synth, _, None) => Some(("format", "a synth dataset needs `synth:` generator parameters".to_string())),
-                (Format::Synth, Some(_), _) => Some(("root", "a synth dataset has no root: it is generated from `synth:`".into())),
-                (_, None, _) => Some(("format", format!("a {} dataset needs a `root`", e.format.name()))),
-                (_, _, Some(_)) => Some(("synth", "only format `synth` takes generator parameters".into())),
-                _ if !is_digest(&e.digest) => Some(("digest", format!("`{}` is not `sha256:` and 64 hex digits", e.digest))),
-                _ => e.synth.as_ref().and_then(|s| s.invalid()).map(|(p, v, x)| ("synth", format!("{p} = {v}: expected {x}"))),
-            };
+                (Format::Synth, _, None) => Some((
+                    "format",
+                    "a synth dataset needs `synth:` generator parameters".to_string(),
+                )),
+                (Format::Synth, Some(_), _) => Some((
+                    "root",
+                    "a synth dataset has no root: it is generated from `synth:`".into(),
+                )),
+                (Format::Synth, None, Some(s)) => s
+                    .invalid()
+                    .map(|(p, v, x)| ("synth", format!("{p} = {v}: expected {x}"))),
+                (_, None, _) => Some((
+                    "format",
+                    format!("a {} dataset needs a `root`", e.format.name()),
+                )),
+                (_, _, Some(_)) => Some((
+                    "synth",
+                    "only format `synth` takes generator parameters".into(),
+                )),
+                _ => None,
+            }
+            .or_else(|| {
+                (!is_digest(&e.digest)).then(|| {
+                    (
+                        "digest",
+                        format!("`{}` is not `sha256:` and 64 hex digits", e.digest),
+                    )
+                })
+            });
             if let Some((field, message)) = problem {
                 let pos = index.find(&["datasets".to_string(), name.clone(), field.to_string()]);
                 let (line, column) = pos.map_or((0, 0), |p| (p.line, p.column));
-                return Err(LockError::Invalid { file: self.path.clone(), line, column, message: format!("dataset `{name}`: {message}") });
+                return Err(LockError::Invalid {
+                    file: self.path.clone(),
+                    line,
+                    column,
+                    message: format!("dataset `{name}`: {message}"),
+                });
             }
         }
         Ok(())
@@ -273,17 +416,21 @@ impl LockFile {
 
 const LOCK_HEADER: &str = "\
 # datasets.lock: the datasets specs may name, each pinned by a digest over (path, size, sha256) of every file.
-# Written by `mgat data lock`; checked by `mgat data verify` and by every index stage. Per-file lists are in
-# datasets.lock.d/. A root may be relative to this file, absolute, or use ${ENV_VAR}.
+# Written by `mgat data lock`; checked by `mgat data verify` and by every index stage. A root may be relative to
+# this file, absolute, or use ${ENV_VAR}.
 ";
 
 fn is_digest(d: &str) -> bool {
-    d.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    d.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Writes through a temporary file in the same folder and renames it into place.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LockError> {
-    let err = |source| LockError::Write { path: path.to_path_buf(), source };
+    let err = |source| LockError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
@@ -297,24 +444,49 @@ mod tests {
     use super::*;
 
     fn files(items: &[(&str, &str)]) -> Vec<FileDigest> {
-        items.iter().map(|(p, s)| FileDigest { path: p.to_string(), bytes: 1, sha256: s.to_string() }).collect()
+        items
+            .iter()
+            .map(|(p, s)| FileDigest {
+                path: p.to_string(),
+                bytes: 1,
+                sha256: s.to_string(),
+            })
+            .collect()
     }
 
     #[test]
     fn set_then_load_round_trips_and_detects_each_drift() {
         let dir = crate::testutil::tempdir();
         let path = dir.join("datasets.lock");
-        let mut lock = LockFile::load(&path).unwrap();
+        let mut lock = LockFile::load(&path, &dir.join("lists")).unwrap();
         let locked = files(&[("a.jpg", "11"), ("b.jpg", "22"), ("c.jpg", "33")]);
-        lock.set("m", LockEntry::new(Format::Market1501, Some("${MGAT_TEST_ROOT}/m".into()), None, &locked), &locked).unwrap();
-        let lock = LockFile::load(&path).unwrap();
+        lock.set(
+            "m",
+            LockEntry::new(
+                Format::Market1501,
+                Some("${MGAT_TEST_ROOT}/m".into()),
+                None,
+                &locked,
+            ),
+            &locked,
+        )
+        .unwrap();
+        let lock = LockFile::load(&path, &dir.join("lists")).unwrap();
         assert_eq!(lock.entry("m").unwrap().files, 3);
         assert!(lock.check_tree("m", &dir, &locked).is_ok());
         let now = files(&[("a.jpg", "11"), ("b.jpg", "99"), ("d.jpg", "44")]);
         let err = lock.check_tree("m", &dir, &now).unwrap_err().to_string();
-        assert!(err.contains("added    d.jpg") && err.contains("removed  c.jpg") && err.contains("changed  b.jpg"), "{err}");
+        assert!(
+            err.contains("added    d.jpg")
+                && err.contains("removed  c.jpg")
+                && err.contains("changed  b.jpg"),
+            "{err}"
+        );
         let err = lock.root("m").unwrap_err().to_string();
-        assert!(err.contains("MGAT_TEST_ROOT") && err.contains("datasets.lock:7:"), "{err}");
+        assert!(
+            err.contains("MGAT_TEST_ROOT") && err.contains("datasets.lock:7:"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -322,12 +494,27 @@ mod tests {
         let dir = crate::testutil::tempdir();
         let path = dir.join("datasets.lock");
         std::fs::write(&path, "datasets:\n  m:\n    format: market1501\n    files: 1\n    bytes: 1\n    digest: sha256:00\n").unwrap();
-        let err = LockFile::load(&path).unwrap_err().to_string();
-        assert!(err.contains("datasets.lock:3:") && err.contains("needs a `root`"), "{err}");
+        let err = LockFile::load(&path, &dir.join("lists"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("datasets.lock:3:") && err.contains("needs a `root`"),
+            "{err}"
+        );
         std::fs::write(&path, "datasets:\n  m:\n    format: market\n").unwrap();
-        let err = LockFile::load(&path).unwrap_err().to_string();
-        assert!(err.contains("datasets.lock:3:") && err.contains("market"), "{err}");
-        let lock = LockFile::load(&dir.join("absent.lock")).unwrap();
-        assert!(lock.entry("x").unwrap_err().to_string().contains("mgat data lock x"));
+        let err = LockFile::load(&path, &dir.join("lists"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("datasets.lock:3:") && err.contains("market"),
+            "{err}"
+        );
+        let lock = LockFile::load(&dir.join("absent.lock"), &dir.join("lists")).unwrap();
+        assert!(
+            lock.entry("x")
+                .unwrap_err()
+                .to_string()
+                .contains("mgat data lock x")
+        );
     }
 }

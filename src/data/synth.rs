@@ -33,23 +33,63 @@ impl SynthParams {
     /// What is out of range, as (parameter, value, expected).
     pub fn invalid(&self) -> Option<(&'static str, String, &'static str)> {
         let checks: [(bool, &'static str, String, &'static str); 6] = [
-            (self.ids >= 4 && self.ids <= 9999, "ids", self.ids.to_string(), "4 to 9999 identities"),
-            ((2..=9).contains(&self.cameras), "cameras", self.cameras.to_string(), "2 to 9 cameras"),
-            (self.images_per_camera >= 2, "images_per_camera", self.images_per_camera.to_string(), "at least 2"),
-            (self.height >= 32 && self.height <= 1024, "height", self.height.to_string(), "32 to 1024 pixels"),
-            (self.width >= 16 && self.width <= 512, "width", self.width.to_string(), "16 to 512 pixels"),
-            ((1..=100).contains(&self.quality), "quality", self.quality.to_string(), "1 to 100"),
+            (
+                self.ids >= 4 && self.ids <= 9999,
+                "ids",
+                self.ids.to_string(),
+                "4 to 9999 identities",
+            ),
+            (
+                (2..=9).contains(&self.cameras),
+                "cameras",
+                self.cameras.to_string(),
+                "2 to 9 cameras",
+            ),
+            (
+                self.images_per_camera >= 2,
+                "images_per_camera",
+                self.images_per_camera.to_string(),
+                "at least 2",
+            ),
+            (
+                self.height >= 32 && self.height <= 1024,
+                "height",
+                self.height.to_string(),
+                "32 to 1024 pixels",
+            ),
+            (
+                self.width >= 16 && self.width <= 512,
+                "width",
+                self.width.to_string(),
+                "16 to 512 pixels",
+            ),
+            (
+                (1..=100).contains(&self.quality),
+                "quality",
+                self.quality.to_string(),
+                "1 to 100",
+            ),
         ];
-        checks.into_iter().find(|c| !c.0).map(|(_, name, value, expected)| (name, value, expected))
+        checks
+            .into_iter()
+            .find(|c| !c.0)
+            .map(|(_, name, value, expected)| (name, value, expected))
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SynthError {
     #[error("synthetic dataset parameter {name} = {value}: expected {expected}")]
-    Invalid { name: &'static str, value: String, expected: &'static str },
+    Invalid {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("JPEG encoding failed: {0}")]
     Encode(#[from] image::ImageError),
 }
@@ -65,16 +105,26 @@ pub struct SynthSummary {
 }
 
 /// Writes the dataset under `out` (which must not hold another dataset), calling `on_image` after each file.
-pub fn generate(params: &SynthParams, out: &Path, on_image: &(dyn Fn() + Sync)) -> Result<SynthSummary, SynthError> {
+pub fn generate(
+    params: &SynthParams,
+    out: &Path,
+    on_image: &(dyn Fn() + Sync),
+) -> Result<SynthSummary, SynthError> {
     if let Some((name, value, expected)) = params.invalid() {
-        return Err(SynthError::Invalid { name, value, expected });
+        return Err(SynthError::Invalid {
+            name,
+            value,
+            expected,
+        });
     }
     let jobs = plan(params);
     for dir in [TRAIN_DIR, QUERY_DIR, GALLERY_DIR] {
         let path = out.join(dir);
         std::fs::create_dir_all(&path).map_err(|source| SynthError::Io { path, source })?;
     }
-    let cameras: Vec<Camera> = (1..=params.cameras).map(|c| Camera::new(params.seed, c)).collect();
+    let cameras: Vec<Camera> = (1..=params.cameras)
+        .map(|c| Camera::new(params.seed, c))
+        .collect();
     jobs.par_iter().try_for_each(|job| {
         let bytes = render_jpeg(params, &cameras, job)?;
         let path = out.join(job.dir).join(&job.file_name);
@@ -116,7 +166,11 @@ struct Job {
 }
 
 fn market_name(pid: i32, camera: u32, seq: u32, frame: u32, bbox: u32) -> String {
-    let pid = if pid < 0 { pid.to_string() } else { format!("{pid:04}") };
+    let pid = if pid < 0 {
+        pid.to_string()
+    } else {
+        format!("{pid:04}")
+    };
     format!("{pid}_c{camera}s{seq}_{frame:06}_{bbox:02}.jpg")
 }
 
@@ -129,7 +183,11 @@ fn plan(p: &SynthParams) -> Vec<Job> {
     let n_train = p.ids.div_ceil(2) as usize;
     let (train, test) = pids.split_at(n_train);
     let mut jobs = Vec::new();
-    for (&pid, is_test) in train.iter().map(|x| (x, false)).chain(test.iter().map(|x| (x, true))) {
+    for (&pid, is_test) in train
+        .iter()
+        .map(|x| (x, false))
+        .chain(test.iter().map(|x| (x, true)))
+    {
         let mut rng = Rng::new(p.seed, &[2, pid as u64]);
         let mut cams: Vec<u32> = (1..=p.cameras).collect();
         rng.shuffle(&mut cams);
@@ -146,7 +204,13 @@ fn plan(p: &SynthParams) -> Vec<Job> {
                     (true, 0) => QUERY_DIR,
                     (true, _) => GALLERY_DIR,
                 };
-                jobs.push(Job { dir, file_name: market_name(pid, cam, seq, frame, 1), pid, camera: cam, frame });
+                jobs.push(Job {
+                    dir,
+                    file_name: market_name(pid, cam, seq, frame, 1),
+                    pid,
+                    camera: cam,
+                    frame,
+                });
             }
         }
     }
@@ -155,7 +219,13 @@ fn plan(p: &SynthParams) -> Vec<Job> {
         for i in 0..count {
             let camera = 1 + rng.below(p.cameras);
             let frame = 100 + 37 * i;
-            jobs.push(Job { dir: GALLERY_DIR, file_name: market_name(pid, camera, 1 + rng.below(6), frame, 1), pid, camera, frame });
+            jobs.push(Job {
+                dir: GALLERY_DIR,
+                file_name: market_name(pid, camera, 1 + rng.below(6), frame, 1),
+                pid,
+                camera,
+                frame,
+            });
         }
     }
     jobs
@@ -211,7 +281,11 @@ const LOWER_PALETTE: [Rgb; 8] = [
 
 impl Appearance {
     fn new(rng: &mut Rng) -> Self {
-        let upper = hsv(rng.unit() * 6.0, rng.range(0.35, 0.95), rng.range(0.3, 0.95));
+        let upper = hsv(
+            rng.unit() * 6.0,
+            rng.range(0.35, 0.95),
+            rng.range(0.3, 0.95),
+        );
         let upper2 = hsv(rng.unit() * 6.0, rng.range(0.2, 0.9), rng.range(0.2, 1.0));
         let pattern = match rng.below(6) {
             0 | 1 => Pattern::Solid,
@@ -231,7 +305,11 @@ impl Appearance {
             lower,
             shorts: rng.chance(0.2),
             skin: [tone, tone * 0.78, tone * 0.62],
-            hair: hsv(rng.range(0.0, 0.6), rng.range(0.2, 0.7), rng.range(0.05, 0.6)),
+            hair: hsv(
+                rng.range(0.0, 0.6),
+                rng.range(0.2, 0.7),
+                rng.range(0.05, 0.6),
+            ),
             long_hair: rng.chance(0.3),
             bag: [Bag::None, Bag::None, Bag::Backpack, Bag::Handbag][rng.below(4) as usize],
             bag_colour: hsv(rng.unit() * 6.0, rng.range(0.0, 0.8), rng.range(0.1, 0.7)),
@@ -259,11 +337,23 @@ impl Camera {
     fn new(seed: u64, camera: u32) -> Self {
         let mut rng = Rng::new(seed, &[4, u64::from(camera)]);
         let brightness = rng.range(0.7, 1.25);
-        let cast = [rng.range(0.85, 1.15), rng.range(0.9, 1.1), rng.range(0.85, 1.15)];
+        let cast = [
+            rng.range(0.85, 1.15),
+            rng.range(0.9, 1.1),
+            rng.range(0.85, 1.15),
+        ];
         let blobs = (0..3 + rng.below(4))
             .map(|_| {
-                let rect = [rng.unit(), rng.range(0.0, 0.7), rng.range(0.1, 0.4), rng.range(0.05, 0.3)];
-                (rect, hsv(rng.unit() * 6.0, rng.range(0.0, 0.5), rng.range(0.2, 0.9)))
+                let rect = [
+                    rng.unit(),
+                    rng.range(0.0, 0.7),
+                    rng.range(0.1, 0.4),
+                    rng.range(0.05, 0.3),
+                ];
+                (
+                    rect,
+                    hsv(rng.unit() * 6.0, rng.range(0.0, 0.5), rng.range(0.2, 0.9)),
+                )
             })
             .collect();
         Self {
@@ -294,13 +384,24 @@ struct Pose {
 impl Pose {
     fn new(rng: &mut Rng, junk: bool) -> Self {
         let (dx, scale) = if junk {
-            (rng.range(0.3, 0.5) * if rng.chance(0.5) { 1.0 } else { -1.0 }, rng.range(1.0, 1.6))
+            (
+                rng.range(0.3, 0.5) * if rng.chance(0.5) { 1.0 } else { -1.0 },
+                rng.range(1.0, 1.6),
+            )
         } else {
             (rng.range(-0.07, 0.07), rng.range(0.92, 1.06))
         };
         let occluder = rng.chance(0.12).then(|| {
-            let rect = [rng.range(-0.2, 0.6), rng.range(0.55, 0.8), rng.range(0.3, 0.6), 0.5];
-            (rect, hsv(rng.unit() * 6.0, rng.range(0.0, 0.6), rng.range(0.2, 0.8)))
+            let rect = [
+                rng.range(-0.2, 0.6),
+                rng.range(0.55, 0.8),
+                rng.range(0.3, 0.6),
+                0.5,
+            ];
+            (
+                rect,
+                hsv(rng.unit() * 6.0, rng.range(0.0, 0.6), rng.range(0.2, 0.8)),
+            )
         });
         Self {
             dx,
@@ -318,23 +419,45 @@ impl Pose {
 fn render_jpeg(p: &SynthParams, cameras: &[Camera], job: &Job) -> Result<Vec<u8>, SynthError> {
     let camera = &cameras[job.camera as usize - 1];
     let appearance = match job.pid {
-        JUNK_PID | DISTRACTOR_PID => Appearance::new(&mut Rng::new(p.seed, &[6, job.pid as u64, u64::from(job.frame)])),
+        JUNK_PID | DISTRACTOR_PID => Appearance::new(&mut Rng::new(
+            p.seed,
+            &[6, job.pid as u64, u64::from(job.frame)],
+        )),
         pid => Appearance::new(&mut Rng::new(p.seed, &[5, pid as u64])),
     };
-    let mut rng = Rng::new(p.seed, &[7, job.pid as u64, u64::from(job.camera), u64::from(job.frame)]);
+    let mut rng = Rng::new(
+        p.seed,
+        &[
+            7,
+            job.pid as u64,
+            u64::from(job.camera),
+            u64::from(job.frame),
+        ],
+    );
     let pose = Pose::new(&mut rng, job.pid == JUNK_PID);
     let mut canvas = Canvas::new(p.width as usize, p.height as usize);
     canvas.background(camera, pose.shift);
     canvas.person(&appearance, &pose);
     if let Some((rect, colour)) = pose.occluder {
-        canvas.rect(rect[0], rect[1], rect[0] + rect[2], rect[1] + rect[3], |_, _| colour);
+        canvas.rect(
+            rect[0],
+            rect[1],
+            rect[0] + rect[2],
+            rect[1] + rect[3],
+            |_, _| colour,
+        );
     }
     if pose.mirror {
         canvas.mirror();
     }
     let pixels = canvas.finish(camera, pose.light, &mut rng);
     let mut out = Vec::new();
-    JpegEncoder::new_with_quality(&mut out, p.quality).encode(&pixels, p.width, p.height, ExtendedColorType::Rgb8)?;
+    JpegEncoder::new_with_quality(&mut out, p.quality).encode(
+        &pixels,
+        p.width,
+        p.height,
+        ExtendedColorType::Rgb8,
+    )?;
     Ok(out)
 }
 
@@ -347,15 +470,25 @@ struct Canvas {
 
 impl Canvas {
     fn new(w: usize, h: usize) -> Self {
-        Self { w, h, px: vec![[0.0; 3]; w * h] }
+        Self {
+            w,
+            h,
+            px: vec![[0.0; 3]; w * h],
+        }
     }
 
     /// Fills the rectangle [x0, x1) × [y0, y1) (relative units) with `colour(rx, ry)`, where rx, ry ∈ [0, 1) are
     /// positions inside the rectangle.
     fn rect(&mut self, x0: f32, y0: f32, x1: f32, y1: f32, colour: impl Fn(f32, f32) -> Rgb) {
         let (w, h) = (self.w as f32, self.h as f32);
-        let (px0, px1) = (((x0 * w).round().max(0.0)) as usize, ((x1 * w).round().min(w)) as usize);
-        let (py0, py1) = (((y0 * h).round().max(0.0)) as usize, ((y1 * h).round().min(h)) as usize);
+        let (px0, px1) = (
+            ((x0 * w).round().max(0.0)) as usize,
+            ((x1 * w).round().min(w)) as usize,
+        );
+        let (py0, py1) = (
+            ((y0 * h).round().max(0.0)) as usize,
+            ((y1 * h).round().min(h)) as usize,
+        );
         for y in py0..py1 {
             for x in px0..px1 {
                 let rx = ((x as f32 + 0.5) / w - x0) / (x1 - x0);
@@ -381,10 +514,20 @@ impl Canvas {
 
     fn background(&mut self, cam: &Camera, shift: f32) {
         let floor = cam.floor;
-        self.rect(0.0, 0.0, 1.0, cam.floor_y, |_, ry| lerp(cam.sky, cam.ground, ry));
-        self.rect(0.0, cam.floor_y, 1.0, 1.0, |_, ry| lerp(floor, scale(floor, 0.8), ry));
+        self.rect(0.0, 0.0, 1.0, cam.floor_y, |_, ry| {
+            lerp(cam.sky, cam.ground, ry)
+        });
+        self.rect(0.0, cam.floor_y, 1.0, 1.0, |_, ry| {
+            lerp(floor, scale(floor, 0.8), ry)
+        });
         for &([x, y, bw, bh], colour) in &cam.blobs {
-            self.rect(x + shift - bw / 2.0, y, x + shift + bw / 2.0, y + bh, |_, _| colour);
+            self.rect(
+                x + shift - bw / 2.0,
+                y,
+                x + shift + bw / 2.0,
+                y + bh,
+                |_, _| colour,
+            );
         }
     }
 
@@ -397,29 +540,59 @@ impl Canvas {
         let aspect = self.h as f32 / self.w as f32;
         let head_r = 0.065 * ph * aspect;
         if a.long_hair {
-            self.rect(cx - head_r * 1.1, y(0.07), cx + head_r * 1.1, y(0.25), |_, _| a.hair);
+            self.rect(
+                cx - head_r * 1.1,
+                y(0.07),
+                cx + head_r * 1.1,
+                y(0.25),
+                |_, _| a.hair,
+            );
         }
         // Legs (trousers, or shorts over skin), then shoes.
         let lw = 0.4 * bw;
         for x0 in [cx - 0.02 - lw - pose.stride, cx + 0.02 + pose.stride] {
             let knee = if a.shorts { 0.45 } else { 1.0 };
-            self.rect(x0, y(0.52), x0 + lw, y(0.93), |_, ry| if ry < knee { a.lower } else { a.skin });
+            self.rect(x0, y(0.52), x0 + lw, y(0.93), |_, ry| {
+                if ry < knee { a.lower } else { a.skin }
+            });
             self.rect(x0 - 0.01, y(0.93), x0 + lw + 0.02, y(0.97), |_, _| a.shoes);
         }
         if a.bag == Bag::Backpack {
-            self.rect(cx + bw / 2.0 - 0.06, y(0.16), cx + bw / 2.0 + 0.1, y(0.46), |_, _| a.bag_colour);
+            self.rect(
+                cx + bw / 2.0 - 0.06,
+                y(0.16),
+                cx + bw / 2.0 + 0.1,
+                y(0.46),
+                |_, _| a.bag_colour,
+            );
         }
         // Arms with sleeves, hands, torso with the identity's pattern.
         for x0 in [cx - bw / 2.0 - 0.1, cx + bw / 2.0] {
-            self.rect(x0, y(0.15), x0 + 0.1, y(0.46), |_, ry| if ry < 0.85 { a.upper } else { a.skin });
+            self.rect(x0, y(0.15), x0 + 0.1, y(0.46), |_, ry| {
+                if ry < 0.85 { a.upper } else { a.skin }
+            });
         }
         let (upper, upper2, pattern) = (a.upper, a.upper2, a.pattern);
-        self.rect(cx - bw / 2.0, y(0.14), cx + bw / 2.0, y(0.53), move |rx, ry| torso_colour(pattern, upper, upper2, rx, ry));
+        self.rect(
+            cx - bw / 2.0,
+            y(0.14),
+            cx + bw / 2.0,
+            y(0.53),
+            move |rx, ry| torso_colour(pattern, upper, upper2, rx, ry),
+        );
         if a.bag == Bag::Handbag {
-            self.rect(cx + bw / 2.0 + 0.02, y(0.44), cx + bw / 2.0 + 0.15, y(0.58), |_, _| a.bag_colour);
+            self.rect(
+                cx + bw / 2.0 + 0.02,
+                y(0.44),
+                cx + bw / 2.0 + 0.15,
+                y(0.58),
+                |_, _| a.bag_colour,
+            );
         }
         let (skin, hair) = (a.skin, a.hair);
-        self.disc(cx, y(0.075), head_r / aspect, move |ry| if ry < -0.25 { hair } else { skin });
+        self.disc(cx, y(0.075), head_r / aspect, move |ry| {
+            if ry < -0.25 { hair } else { skin }
+        });
     }
 
     fn mirror(&mut self) {
@@ -435,9 +608,9 @@ impl Canvas {
         }
         let mut out = Vec::with_capacity(self.px.len() * 3);
         for p in &self.px {
-            for c in 0..3 {
+            for (value, gain) in p.iter().zip(cam.gain) {
                 let noise = (rng.unit() + rng.unit() + rng.unit() - 1.5) * 2.0 * cam.noise;
-                let v = p[c] * cam.gain[c] * light + noise;
+                let v = value * gain * light + noise;
                 out.push((v.clamp(0.0, 1.0) * 255.0).round() as u8);
             }
         }
@@ -450,7 +623,17 @@ impl Canvas {
         for y in 0..h {
             for x in 0..w {
                 let mut acc = [0.0f32; 3];
-                for (dy, dx) in [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 0), (0, 1), (1, -1), (1, 0), (1, 1)] {
+                for (dy, dx) in [
+                    (-1, -1),
+                    (-1, 0),
+                    (-1, 1),
+                    (0, -1),
+                    (0, 0),
+                    (0, 1),
+                    (1, -1),
+                    (1, 0),
+                    (1, 1),
+                ] {
                     let (sx, sy) = ((x + dx).clamp(0, w - 1), (y + dy).clamp(0, h - 1));
                     let s = src[(sy * w + sx) as usize];
                     for c in 0..3 {
@@ -477,7 +660,11 @@ fn torso_colour(pattern: Pattern, a: Rgb, b: Rgb, rx: f32, ry: f32) -> Rgb {
 }
 
 fn lerp(a: Rgb, b: Rgb, t: f32) -> Rgb {
-    [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t]
+    [
+        a[0] + (b[0] - a[0]) * t,
+        a[1] + (b[1] - a[1]) * t,
+        a[2] + (b[2] - a[2]) * t,
+    ]
 }
 
 fn scale(a: Rgb, f: f32) -> Rgb {
@@ -551,7 +738,17 @@ mod tests {
     use std::collections::{BTreeMap, HashSet};
 
     pub(crate) fn small() -> SynthParams {
-        SynthParams { seed: 3, ids: 12, cameras: 3, images_per_camera: 2, height: 64, width: 32, junk: 3, distractors: 4, quality: 90 }
+        SynthParams {
+            seed: 3,
+            ids: 12,
+            cameras: 3,
+            images_per_camera: 2,
+            height: 64,
+            width: 32,
+            junk: 3,
+            distractors: 4,
+            quality: 90,
+        }
     }
 
     fn tree_hashes(root: &Path) -> BTreeMap<String, String> {
@@ -559,15 +756,28 @@ mod tests {
             .into_iter()
             .map(|e| e.unwrap())
             .filter(|e| e.file_type().is_file())
-            .map(|e| (e.path().strip_prefix(root).unwrap().display().to_string(), sha256_file(e.path()).unwrap().0))
+            .map(|e| {
+                (
+                    e.path().strip_prefix(root).unwrap().display().to_string(),
+                    sha256_file(e.path()).unwrap().0,
+                )
+            })
             .collect()
     }
 
     #[test]
     fn same_seed_gives_byte_identical_files_and_another_seed_does_not() {
-        let (a, b, c) = (crate::testutil::tempdir(), crate::testutil::tempdir(), crate::testutil::tempdir());
+        let (a, b, c) = (
+            crate::testutil::tempdir(),
+            crate::testutil::tempdir(),
+            crate::testutil::tempdir(),
+        );
         generate(&small(), &a, &|| {}).unwrap();
-        rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| generate(&small(), &b, &|| {}).unwrap());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| generate(&small(), &b, &|| {}).unwrap());
         generate(&SynthParams { seed: 4, ..small() }, &c, &|| {}).unwrap();
         assert_eq!(tree_hashes(&a), tree_hashes(&b));
         assert_ne!(tree_hashes(&a), tree_hashes(&c));
@@ -579,24 +789,53 @@ mod tests {
         assert_eq!(jobs.len(), image_count(&small()));
         let names: HashSet<_> = jobs.iter().map(|j| (j.dir, j.file_name.clone())).collect();
         assert_eq!(names.len(), jobs.len(), "file names are unique");
-        let train: HashSet<i32> = jobs.iter().filter(|j| j.dir == TRAIN_DIR).map(|j| j.pid).collect();
-        let query: HashSet<i32> = jobs.iter().filter(|j| j.dir == QUERY_DIR).map(|j| j.pid).collect();
+        let train: HashSet<i32> = jobs
+            .iter()
+            .filter(|j| j.dir == TRAIN_DIR)
+            .map(|j| j.pid)
+            .collect();
+        let query: HashSet<i32> = jobs
+            .iter()
+            .filter(|j| j.dir == QUERY_DIR)
+            .map(|j| j.pid)
+            .collect();
         assert_eq!(train.len(), 6);
         assert_eq!(query.len(), 6);
         assert!(train.is_disjoint(&query));
-        assert!(jobs.iter().any(|j| j.file_name.starts_with("-1_c") && j.dir == GALLERY_DIR));
-        assert!(jobs.iter().any(|j| j.file_name.starts_with("0000_c") && j.dir == GALLERY_DIR));
+        assert!(
+            jobs.iter()
+                .any(|j| j.file_name.starts_with("-1_c") && j.dir == GALLERY_DIR)
+        );
+        assert!(
+            jobs.iter()
+                .any(|j| j.file_name.starts_with("0000_c") && j.dir == GALLERY_DIR)
+        );
         let mut per_id_cam = HashSet::new();
         for j in jobs.iter().filter(|j| j.dir == QUERY_DIR) {
-            assert!(per_id_cam.insert((j.pid, j.camera)), "at most one query per identity per camera");
-            let other_cam_match = jobs.iter().any(|g| g.dir == GALLERY_DIR && g.pid == j.pid && g.camera != j.camera);
-            assert!(other_cam_match, "every query has a cross-camera gallery match");
+            assert!(
+                per_id_cam.insert((j.pid, j.camera)),
+                "at most one query per identity per camera"
+            );
+            let other_cam_match = jobs
+                .iter()
+                .any(|g| g.dir == GALLERY_DIR && g.pid == j.pid && g.camera != j.camera);
+            assert!(
+                other_cam_match,
+                "every query has a cross-camera gallery match"
+            );
         }
         let re = |n: &str| {
             let parts: Vec<&str> = n.trim_end_matches(".jpg").split('_').collect();
-            parts.len() == 4 && parts[1].starts_with('c') && parts[1].contains('s') && parts[2].len() == 6 && parts[3].len() == 2
+            parts.len() == 4
+                && parts[1].starts_with('c')
+                && parts[1].contains('s')
+                && parts[2].len() == 6
+                && parts[3].len() == 2
         };
-        assert!(jobs.iter().all(|j| re(&j.file_name)), "PPPP_cCsS_FFFFFF_BB.jpg");
+        assert!(
+            jobs.iter().all(|j| re(&j.file_name)),
+            "PPPP_cCsS_FFFFFF_BB.jpg"
+        );
     }
 
     #[test]
@@ -605,9 +844,26 @@ mod tests {
         // between different identities under that camera: learnable, while per-image changes keep it non-trivial.
         let p = SynthParams { ids: 40, ..small() };
         let cameras: Vec<Camera> = (1..=p.cameras).map(|c| Camera::new(p.seed, c)).collect();
-        let decode = |job: &Job| image::load_from_memory(&render_jpeg(&p, &cameras, job).unwrap()).unwrap().to_rgb8().into_raw();
-        let diff = |a: &[u8], b: &[u8]| a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).abs()).sum::<f64>() / a.len() as f64;
-        let job = |pid, frame| Job { dir: TRAIN_DIR, file_name: String::new(), pid, camera: 1, frame };
+        let decode = |job: &Job| {
+            image::load_from_memory(&render_jpeg(&p, &cameras, job).unwrap())
+                .unwrap()
+                .to_rgb8()
+                .into_raw()
+        };
+        let diff = |a: &[u8], b: &[u8]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (*x as f64 - *y as f64).abs())
+                .sum::<f64>()
+                / a.len() as f64
+        };
+        let job = |pid, frame| Job {
+            dir: TRAIN_DIR,
+            file_name: String::new(),
+            pid,
+            camera: 1,
+            frame,
+        };
         let (mut same, mut other) = (0.0, 0.0);
         for pid in 1..=20 {
             same += diff(&decode(&job(pid, 10)), &decode(&job(pid, 20)));
@@ -619,7 +875,15 @@ mod tests {
 
     #[test]
     fn invalid_parameters_are_named() {
-        let err = generate(&SynthParams { cameras: 12, ..small() }, Path::new("/nonexistent"), &|| {}).unwrap_err();
+        let err = generate(
+            &SynthParams {
+                cameras: 12,
+                ..small()
+            },
+            Path::new("/nonexistent"),
+            &|| {},
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("cameras = 12"), "{err}");
     }
 }

@@ -227,47 +227,168 @@ impl RunConfig {
         let mut out = Vec::new();
         let mut check = |ok: bool, path: &'static str, value: String, expected: &str| {
             if !ok {
-                out.push(Invalid { path, value, expected: expected.to_string() });
+                out.push(Invalid {
+                    path,
+                    value,
+                    expected: expected.to_string(),
+                });
             }
         };
         let m = &self.model;
         let t = &self.train;
         let e = &self.eval;
-        check(!self.dataset.name.trim().is_empty(), "dataset.name", self.dataset.name.clone(), "a dataset name from datasets.lock");
-        check(m.width >= 1, "model.width", m.width.to_string(), "a channel count >= 1");
-        check(m.last_stride == 1 || m.last_stride == 2, "model.last_stride", m.last_stride.to_string(), "1 or 2");
-        check(m.gamma > 0.0 && m.gamma.is_finite(), "model.gamma", m.gamma.to_string(), "a number > 0");
-        check(is_nonneg(m.of_weight), "model.of_weight", m.of_weight.to_string(), "a weight >= 0");
-        check((0.0..1.0).contains(&m.label_smoothing), "model.label_smoothing", m.label_smoothing.to_string(), "a number in [0, 1)");
-        check(is_nonneg(m.triplet_weight), "model.triplet_weight", m.triplet_weight.to_string(), "a weight >= 0");
-        check(is_nonneg(m.triplet_margin), "model.triplet_margin", m.triplet_margin.to_string(), "a margin >= 0");
-        check(is_device(&t.device), "train.device", t.device.clone(), "auto, cpu, cuda or cuda:N");
-        check(t.height >= 16, "train.height", t.height.to_string(), "an image height >= 16 pixels");
-        check(t.width >= 16, "train.width", t.width.to_string(), "an image width >= 16 pixels");
-        check(t.instances >= 2, "train.instances", t.instances.to_string(), "K >= 2 images per identity");
         check(
-            t.instances >= 2 && t.batch_size >= 2 * t.instances && t.batch_size % t.instances == 0,
+            !self.dataset.name.trim().is_empty(),
+            "dataset.name",
+            self.dataset.name.clone(),
+            "a dataset name from datasets.lock",
+        );
+        check(
+            m.width >= 1,
+            "model.width",
+            m.width.to_string(),
+            "a channel count >= 1",
+        );
+        check(
+            m.last_stride == 1 || m.last_stride == 2,
+            "model.last_stride",
+            m.last_stride.to_string(),
+            "1 or 2",
+        );
+        check(
+            m.gamma > 0.0 && m.gamma.is_finite(),
+            "model.gamma",
+            m.gamma.to_string(),
+            "a number > 0",
+        );
+        check(
+            is_nonneg(m.of_weight),
+            "model.of_weight",
+            m.of_weight.to_string(),
+            "a weight >= 0",
+        );
+        check(
+            (0.0..1.0).contains(&m.label_smoothing),
+            "model.label_smoothing",
+            m.label_smoothing.to_string(),
+            "a number in [0, 1)",
+        );
+        check(
+            is_nonneg(m.triplet_weight),
+            "model.triplet_weight",
+            m.triplet_weight.to_string(),
+            "a weight >= 0",
+        );
+        check(
+            is_nonneg(m.triplet_margin),
+            "model.triplet_margin",
+            m.triplet_margin.to_string(),
+            "a margin >= 0",
+        );
+        check(
+            is_device(&t.device),
+            "train.device",
+            t.device.clone(),
+            "auto, cpu, cuda or cuda:N",
+        );
+        check(
+            t.height >= 16,
+            "train.height",
+            t.height.to_string(),
+            "an image height >= 16 pixels",
+        );
+        check(
+            t.width >= 16,
+            "train.width",
+            t.width.to_string(),
+            "an image width >= 16 pixels",
+        );
+        check(
+            t.instances >= 2,
+            "train.instances",
+            t.instances.to_string(),
+            "K >= 2 images per identity",
+        );
+        check(
+            t.instances >= 2
+                && t.batch_size >= 2 * t.instances
+                && t.batch_size.is_multiple_of(t.instances),
             "train.batch_size",
             t.batch_size.to_string(),
             &format!("P×K with K = train.instances = {} and P >= 2", t.instances),
         );
-        check(t.epochs >= 1, "train.epochs", t.epochs.to_string(), "at least 1 epoch");
-        check(t.iters_per_epoch != Some(0), "train.iters_per_epoch", "0".into(), "null or at least 1");
-        check(t.lr > 0.0 && t.lr.is_finite(), "train.lr", t.lr.to_string(), "a learning rate > 0");
-        check(is_nonneg(t.weight_decay), "train.weight_decay", t.weight_decay.to_string(), "a weight >= 0");
-        check((0.0..1.0).contains(&t.momentum), "train.momentum", t.momentum.to_string(), "a momentum in [0, 1)");
-        check(t.warmup_epochs < t.epochs, "train.warmup_epochs", t.warmup_epochs.to_string(), "fewer warm-up epochs than train.epochs");
-        check(t.lr_decay > 0.0 && t.lr_decay <= 1.0, "train.lr_decay", t.lr_decay.to_string(), "a factor in (0, 1]");
+        check(
+            t.epochs >= 1,
+            "train.epochs",
+            t.epochs.to_string(),
+            "at least 1 epoch",
+        );
+        check(
+            t.iters_per_epoch != Some(0),
+            "train.iters_per_epoch",
+            "0".into(),
+            "null or at least 1",
+        );
+        check(
+            t.lr > 0.0 && t.lr.is_finite(),
+            "train.lr",
+            t.lr.to_string(),
+            "a learning rate > 0",
+        );
+        check(
+            is_nonneg(t.weight_decay),
+            "train.weight_decay",
+            t.weight_decay.to_string(),
+            "a weight >= 0",
+        );
+        check(
+            (0.0..1.0).contains(&t.momentum),
+            "train.momentum",
+            t.momentum.to_string(),
+            "a momentum in [0, 1)",
+        );
+        check(
+            t.warmup_epochs < t.epochs,
+            "train.warmup_epochs",
+            t.warmup_epochs.to_string(),
+            "fewer warm-up epochs than train.epochs",
+        );
+        check(
+            t.lr_decay > 0.0 && t.lr_decay <= 1.0,
+            "train.lr_decay",
+            t.lr_decay.to_string(),
+            "a factor in (0, 1]",
+        );
         check(
             t.lr_steps.windows(2).all(|w| w[0] < w[1]),
             "train.lr_steps",
             format!("{:?}", t.lr_steps),
             "strictly increasing epochs",
         );
-        check((0.0..=1.0).contains(&t.random_erasing), "train.random_erasing", t.random_erasing.to_string(), "a probability in [0, 1]");
-        check(t.workers >= 1, "train.workers", t.workers.to_string(), "at least 1 worker thread");
-        check(e.max_rank >= 1, "eval.max_rank", e.max_rank.to_string(), "a rank >= 1");
-        check(e.batch_size >= 1, "eval.batch_size", e.batch_size.to_string(), "a batch size >= 1");
+        check(
+            (0.0..=1.0).contains(&t.random_erasing),
+            "train.random_erasing",
+            t.random_erasing.to_string(),
+            "a probability in [0, 1]",
+        );
+        check(
+            t.workers >= 1,
+            "train.workers",
+            t.workers.to_string(),
+            "at least 1 worker thread",
+        );
+        check(
+            e.max_rank >= 1,
+            "eval.max_rank",
+            e.max_rank.to_string(),
+            "a rank >= 1",
+        );
+        check(
+            e.batch_size >= 1,
+            "eval.batch_size",
+            e.batch_size.to_string(),
+            "a batch size >= 1",
+        );
         out
     }
 }
@@ -279,7 +400,9 @@ fn is_nonneg(x: f64) -> bool {
 fn is_device(device: &str) -> bool {
     match device {
         "auto" | "cpu" | "cuda" => true,
-        other => other.strip_prefix("cuda:").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+        other => other
+            .strip_prefix("cuda:")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
     }
 }
 
@@ -289,7 +412,9 @@ mod tests {
 
     fn config() -> RunConfig {
         RunConfig {
-            dataset: DatasetConfig { name: "market1501".into() },
+            dataset: DatasetConfig {
+                name: "market1501".into(),
+            },
             model: ModelConfig::default(),
             train: TrainConfig::default(),
             eval: EvalConfig::default(),
@@ -303,7 +428,8 @@ mod tests {
 
     #[test]
     fn each_range_violation_names_its_field() {
-        let cases: Vec<(&str, fn(&mut RunConfig))> = vec![
+        type Mutation = fn(&mut RunConfig);
+        let cases: Vec<(&str, Mutation)> = vec![
             ("model.gamma", |c| c.model.gamma = 0.0),
             ("model.of_weight", |c| c.model.of_weight = -0.5),
             ("train.instances", |c| c.train.instances = 1),

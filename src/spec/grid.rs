@@ -41,16 +41,24 @@ pub struct GridError {
 }
 
 fn err(path: &[&str], message: String) -> GridError {
-    GridError { path: path.iter().map(|s| s.to_string()).collect(), message }
+    GridError {
+        path: path.iter().map(|s| s.to_string()).collect(),
+        message,
+    }
 }
 
 /// Expands `grid` into its points. `base_value` gives the base configuration's value at a path, used for the axes an
 /// `include` entry leaves unset.
-pub fn expand(grid: &GridSpec, base_value: impl Fn(&str) -> Value) -> Result<Vec<Point>, GridError> {
+pub fn expand(
+    grid: &GridSpec,
+    base_value: impl Fn(&str) -> Value,
+) -> Result<Vec<Point>, GridError> {
     check_axes(grid)?;
     let dims = dimensions(grid)?;
     let axis_paths: Vec<&str> = grid.axes.iter().map(|a| a.path.as_str()).collect();
-    check_assignments(&grid.exclude, "exclude", |key| key == SEED || axis_paths.contains(&key))?;
+    check_assignments(&grid.exclude, "exclude", |key| {
+        key == SEED || axis_paths.contains(&key)
+    })?;
     let short = short_names(&axis_paths);
 
     let mut points = Vec::new();
@@ -79,13 +87,21 @@ pub fn expand(grid: &GridSpec, base_value: impl Fn(&str) -> Value) -> Result<Vec
                     (p.to_string(), v)
                 })
                 .collect();
-            values.extend(entry.iter().filter(|(k, _)| k != SEED && !axis_paths.contains(&k.as_str())).cloned());
+            values.extend(
+                entry
+                    .iter()
+                    .filter(|(k, _)| k != SEED && !axis_paths.contains(&k.as_str()))
+                    .cloned(),
+            );
             values.push((SEED.to_string(), seed));
             push_point(&mut points, &mut seen, values, &short);
         }
     }
     if points.is_empty() {
-        return Err(err(&["grid"], "the grid has no cells left (every combination is excluded, or seeds is empty)".into()));
+        return Err(err(
+            &["grid"],
+            "the grid has no cells left (every combination is excluded, or seeds is empty)".into(),
+        ));
     }
     Ok(points)
 }
@@ -93,15 +109,25 @@ pub fn expand(grid: &GridSpec, base_value: impl Fn(&str) -> Value) -> Result<Vec
 fn check_axes(grid: &GridSpec) -> Result<(), GridError> {
     for axis in &grid.axes {
         if axis.path == SEED || axis.path == "train.seed" {
-            return Err(err(&["grid", &axis.path], "seeds are an axis of their own: list them under `seeds`".into()));
+            return Err(err(
+                &["grid", &axis.path],
+                "seeds are an axis of their own: list them under `seeds`".into(),
+            ));
         }
         if axis.values.is_empty() {
-            return Err(err(&["grid", &axis.path], format!("axis `{}` has no values", axis.path)));
+            return Err(err(
+                &["grid", &axis.path],
+                format!("axis `{}` has no values", axis.path),
+            ));
         }
         let mut names = HashSet::new();
         for (i, v) in axis.values.iter().enumerate() {
             if !names.insert(format_value(v)) {
-                let msg = format!("axis `{}` lists the value `{}` twice", axis.path, format_value(v));
+                let msg = format!(
+                    "axis `{}` lists the value `{}` twice",
+                    axis.path,
+                    format_value(v)
+                );
                 return Err(err(&["grid", &axis.path, &i.to_string()], msg));
             }
         }
@@ -109,7 +135,10 @@ fn check_axes(grid: &GridSpec) -> Result<(), GridError> {
     let mut seeds = HashSet::new();
     for (i, s) in grid.seeds.iter().enumerate() {
         if !seeds.insert(s) {
-            return Err(err(&["seeds", &i.to_string()], format!("seed {s} is listed twice")));
+            return Err(err(
+                &["seeds", &i.to_string()],
+                format!("seed {s} is listed twice"),
+            ));
         }
     }
     Ok(())
@@ -123,14 +152,23 @@ fn dimensions(grid: &GridSpec) -> Result<Vec<Vec<Assignment>>, GridError> {
     for (g, group) in grid.zip.iter().enumerate() {
         let gs = g.to_string();
         if group.len() < 2 {
-            return Err(err(&["zip", &gs], "a zip group names at least two grid axes".into()));
+            return Err(err(
+                &["zip", &gs],
+                "a zip group names at least two grid axes".into(),
+            ));
         }
         for (i, path) in group.iter().enumerate() {
             let Some(a) = axis(path) else {
-                return Err(err(&["zip", &gs, &i.to_string()], format!("`{path}` is not an axis of `grid`")));
+                return Err(err(
+                    &["zip", &gs, &i.to_string()],
+                    format!("`{path}` is not an axis of `grid`"),
+                ));
             };
             if !grouped.insert(path) {
-                return Err(err(&["zip", &gs, &i.to_string()], format!("axis `{path}` is in more than one zip group")));
+                return Err(err(
+                    &["zip", &gs, &i.to_string()],
+                    format!("axis `{path}` is in more than one zip group"),
+                ));
             }
             let first = axis(&group[0]).map_or(0, |a| a.values.len());
             if a.values.len() != first {
@@ -156,21 +194,35 @@ fn dimensions(grid: &GridSpec) -> Result<Vec<Vec<Assignment>>, GridError> {
         };
         done.extend(members.iter().map(|m| m.path.as_str()));
         let dim = (0..a.values.len())
-            .map(|i| members.iter().map(|m| (m.path.clone(), m.values[i].clone())).collect())
+            .map(|i| {
+                members
+                    .iter()
+                    .map(|m| (m.path.clone(), m.values[i].clone()))
+                    .collect()
+            })
             .collect();
         dims.push(dim);
     }
     Ok(dims)
 }
 
-fn check_assignments(entries: &[Assignment], section: &str, allowed: impl Fn(&str) -> bool) -> Result<(), GridError> {
+fn check_assignments(
+    entries: &[Assignment],
+    section: &str,
+    allowed: impl Fn(&str) -> bool,
+) -> Result<(), GridError> {
     for (i, entry) in entries.iter().enumerate() {
         if entry.is_empty() {
-            return Err(err(&[section, &i.to_string()], format!("an `{section}` entry needs at least one axis")));
+            return Err(err(
+                &[section, &i.to_string()],
+                format!("an `{section}` entry needs at least one axis"),
+            ));
         }
         for (key, _) in entry {
             if !allowed(key) {
-                let msg = format!("`{key}` is not a grid axis (or `seed`); `{section}` matches grid axes only");
+                let msg = format!(
+                    "`{key}` is not a grid axis (or `seed`); `{section}` matches grid axes only"
+                );
                 return Err(err(&[section, &i.to_string(), key], msg));
             }
         }
@@ -192,8 +244,17 @@ fn product(dims: &[Vec<Assignment>]) -> Vec<Assignment> {
     })
 }
 
-fn push_point(points: &mut Vec<Point>, seen: &mut HashSet<String>, values: Assignment, short: &dyn Fn(&str) -> String) {
-    let name = values.iter().map(|(p, v)| format!("{}={}", short(p), format_value(v))).collect::<Vec<_>>().join(",");
+fn push_point(
+    points: &mut Vec<Point>,
+    seen: &mut HashSet<String>,
+    values: Assignment,
+    short: &dyn Fn(&str) -> String,
+) {
+    let name = values
+        .iter()
+        .map(|(p, v)| format!("{}={}", short(p), format_value(v)))
+        .collect::<Vec<_>>()
+        .join(",");
     if seen.insert(name.clone()) {
         points.push(Point { name, values });
     }
@@ -204,11 +265,19 @@ fn short_names(axis_paths: &[&str]) -> impl Fn(&str) -> String + use<> {
     let last = |p: &str| p.rsplit('.').next().unwrap_or(p).to_string();
     let ambiguous: HashSet<String> = {
         let mut seen = HashSet::new();
-        axis_paths.iter().map(|p| last(p)).filter(|l| !seen.insert(l.clone())).collect()
+        axis_paths
+            .iter()
+            .map(|p| last(p))
+            .filter(|l| !seen.insert(l.clone()))
+            .collect()
     };
     move |p: &str| {
         let l = last(p);
-        if ambiguous.contains(&l) { p.to_string() } else { l }
+        if ambiguous.contains(&l) {
+            p.to_string()
+        } else {
+            l
+        }
     }
 }
 
@@ -217,7 +286,9 @@ fn lookup<'a>(entry: &'a Assignment, path: &str) -> Option<&'a Value> {
 }
 
 fn matches(values: &Assignment, pattern: &Assignment) -> bool {
-    pattern.iter().all(|(k, v)| lookup(values, k).is_some_and(|have| format_value(have) == format_value(v)))
+    pattern
+        .iter()
+        .all(|(k, v)| lookup(values, k).is_some_and(|have| format_value(have) == format_value(v)))
 }
 
 fn seed_value(seed: u64) -> Value {
@@ -254,7 +325,10 @@ mod tests {
     }
 
     fn axis(path: &str, values: &[&str]) -> Axis {
-        Axis { path: path.into(), values: values.iter().map(|s| v(s)).collect() }
+        Axis {
+            path: path.into(),
+            values: values.iter().map(|s| v(s)).collect(),
+        }
     }
 
     fn names(points: &[Point]) -> Vec<String> {
@@ -268,7 +342,10 @@ mod tests {
     #[test]
     fn product_is_first_axis_outermost_and_seeds_innermost() {
         let grid = GridSpec {
-            axes: vec![axis("model.head", &["none", "mgat"]), axis("model.gamma", &["1.0", "2"])],
+            axes: vec![
+                axis("model.head", &["none", "mgat"]),
+                axis("model.gamma", &["1.0", "2"]),
+            ],
             seeds: vec![1, 2],
             ..Default::default()
         };
@@ -283,7 +360,11 @@ mod tests {
     #[test]
     fn zip_advances_axes_together() {
         let grid = GridSpec {
-            axes: vec![axis("model.gamma", &["0.1", "1"]), axis("model.head", &["gat", "mgat"]), axis("train.lr", &["0.1", "0.2"])],
+            axes: vec![
+                axis("model.gamma", &["0.1", "1"]),
+                axis("model.head", &["gat", "mgat"]),
+                axis("train.lr", &["0.1", "0.2"]),
+            ],
             zip: vec![vec!["model.gamma".into(), "train.lr".into()]],
             seeds: vec![3],
             ..Default::default()
@@ -303,20 +384,37 @@ mod tests {
     #[test]
     fn exclude_drops_matching_points_and_include_adds_with_base_defaults() {
         let grid = GridSpec {
-            axes: vec![axis("model.head", &["none", "mgat"]), axis("model.gamma", &["1", "2"])],
-            exclude: vec![vec![("model.head".into(), v("none")), ("model.gamma".into(), v("2.0"))]],
+            axes: vec![
+                axis("model.head", &["none", "mgat"]),
+                axis("model.gamma", &["1", "2"]),
+            ],
+            exclude: vec![vec![
+                ("model.head".into(), v("none")),
+                ("model.gamma".into(), v("2.0")),
+            ]],
             include: vec![
                 vec![("model.head".into(), v("gat"))],
-                vec![("model.head".into(), v("mgat")), ("model.of_weight".into(), v("0")), ("seed".into(), v("9"))],
+                vec![
+                    ("model.head".into(), v("mgat")),
+                    ("model.of_weight".into(), v("0")),
+                    ("seed".into(), v("9")),
+                ],
             ],
             seeds: vec![1, 2],
             ..Default::default()
         };
         let points = expand(&grid, base).unwrap();
         assert_eq!(points.len(), 6 + 2 + 1);
-        assert!(!names(&points).iter().any(|n| n.starts_with("head=none,gamma=2")));
+        assert!(
+            !names(&points)
+                .iter()
+                .any(|n| n.starts_with("head=none,gamma=2"))
+        );
         assert!(names(&points).contains(&"head=gat,gamma=0.5,seed=2".to_string()));
-        assert_eq!(points.last().unwrap().name, "head=mgat,gamma=0.5,of_weight=0,seed=9");
+        assert_eq!(
+            points.last().unwrap().name,
+            "head=mgat,gamma=0.5,of_weight=0,seed=9"
+        );
     }
 
     #[test]
@@ -328,19 +426,32 @@ mod tests {
             seeds: vec![1, 2],
             ..Default::default()
         };
-        assert_eq!(names(&expand(&grid, base).unwrap()), ["head=none,seed=1", "head=mgat,seed=1", "head=mgat,seed=2"]);
+        assert_eq!(
+            names(&expand(&grid, base).unwrap()),
+            ["head=none,seed=1", "head=mgat,seed=1", "head=mgat,seed=2"]
+        );
     }
 
     #[test]
     fn empty_grid_is_one_cell_per_seed() {
-        let grid = GridSpec { seeds: vec![4, 5], ..Default::default() };
+        let grid = GridSpec {
+            seeds: vec![4, 5],
+            ..Default::default()
+        };
         assert_eq!(names(&expand(&grid, base).unwrap()), ["seed=4", "seed=5"]);
     }
 
     #[test]
     fn ambiguous_last_segments_use_full_paths() {
-        let grid = GridSpec { axes: vec![axis("train.width", &["64"]), axis("model.width", &["16"])], seeds: vec![1], ..Default::default() };
-        assert_eq!(names(&expand(&grid, base).unwrap()), ["train.width=64,model.width=16,seed=1"]);
+        let grid = GridSpec {
+            axes: vec![axis("train.width", &["64"]), axis("model.width", &["16"])],
+            seeds: vec![1],
+            ..Default::default()
+        };
+        assert_eq!(
+            names(&expand(&grid, base).unwrap()),
+            ["train.width=64,model.width=16,seed=1"]
+        );
     }
 
     #[test]
@@ -352,19 +463,45 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(expand(&bad_zip, base).unwrap_err().path, ["zip", "0", "1"]);
-        let unknown_zip = GridSpec { zip: vec![vec!["a".into(), "b".into()]], seeds: vec![1], ..Default::default() };
-        assert_eq!(expand(&unknown_zip, base).unwrap_err().path, ["zip", "0", "0"]);
+        let unknown_zip = GridSpec {
+            zip: vec![vec!["a".into(), "b".into()]],
+            seeds: vec![1],
+            ..Default::default()
+        };
+        assert_eq!(
+            expand(&unknown_zip, base).unwrap_err().path,
+            ["zip", "0", "0"]
+        );
         let bad_exclude = GridSpec {
             axes: vec![axis("model.gamma", &["1"])],
             exclude: vec![vec![("model.head".into(), v("none"))]],
             seeds: vec![1],
             ..Default::default()
         };
-        assert_eq!(expand(&bad_exclude, base).unwrap_err().path, ["exclude", "0", "model.head"]);
-        let dup = GridSpec { axes: vec![axis("model.gamma", &["1", "1.0"])], seeds: vec![1], ..Default::default() };
-        assert_eq!(expand(&dup, base).unwrap_err().path, ["grid", "model.gamma", "1"]);
-        let all_gone = GridSpec { exclude: vec![vec![("seed".into(), v("1"))]], seeds: vec![1], ..Default::default() };
-        assert!(expand(&all_gone, base).unwrap_err().message.contains("no cells"));
+        assert_eq!(
+            expand(&bad_exclude, base).unwrap_err().path,
+            ["exclude", "0", "model.head"]
+        );
+        let dup = GridSpec {
+            axes: vec![axis("model.gamma", &["1", "1.0"])],
+            seeds: vec![1],
+            ..Default::default()
+        };
+        assert_eq!(
+            expand(&dup, base).unwrap_err().path,
+            ["grid", "model.gamma", "1"]
+        );
+        let all_gone = GridSpec {
+            exclude: vec![vec![("seed".into(), v("1"))]],
+            seeds: vec![1],
+            ..Default::default()
+        };
+        assert!(
+            expand(&all_gone, base)
+                .unwrap_err()
+                .message
+                .contains("no cells")
+        );
     }
 
     #[test]

@@ -4,17 +4,16 @@
 pub mod config;
 pub mod grid;
 
-
 pub use config::RunConfig;
 pub use grid::format_value;
 
+use crate::yamlpos::{Pos, PosIndex};
 use grid::{Assignment, Axis, GridSpec};
 use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_yaml::Value;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use crate::yamlpos::{Pos, PosIndex};
 
 /// A bad spec: where, what, and the source line it points at.
 #[derive(Debug, thiserror::Error)]
@@ -28,12 +27,24 @@ pub struct SpecError {
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.pos {
-            Some(p) => write!(f, "{}:{}:{}: {}", self.file.display(), p.line, p.column, self.message)?,
+            Some(p) => write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                p.line,
+                p.column,
+                self.message
+            )?,
             None => write!(f, "{}: {}", self.file.display(), self.message)?,
         }
         if let (Some(p), Some(line)) = (self.pos, &self.source_line) {
             let gutter = p.line.to_string();
-            write!(f, "\n {gutter} | {line}\n {} | {}^", " ".repeat(gutter.len()), " ".repeat(p.column.saturating_sub(1)))?;
+            write!(
+                f,
+                "\n {gutter} | {line}\n {} | {}^",
+                " ".repeat(gutter.len()),
+                " ".repeat(p.column.saturating_sub(1))
+            )?;
         }
         Ok(())
     }
@@ -66,6 +77,7 @@ pub struct Spec {
     /// Grid axis paths in spec order (without `seed`).
     pub axes: Vec<String>,
     pub cells: Vec<Cell>,
+    text: String,
 }
 
 #[derive(Deserialize)]
@@ -107,12 +119,27 @@ impl Spec {
 
     /// Validates and expands a spec given as text; `path` is used in error messages.
     pub fn parse(path: &Path, text: &str) -> Result<Spec, SpecError> {
-        Parser { file: path, text, index: PosIndex::new(text) }.parse()
+        Parser {
+            file: path,
+            text,
+            index: PosIndex::new(text),
+        }
+        .parse()
     }
 
     /// The cell with this exact name.
     pub fn cell(&self, name: &str) -> Option<&Cell> {
         self.cells.iter().find(|c| c.name == name)
+    }
+
+    /// An error about the node at `path` (YAML path segments) of this spec's file, found after parsing.
+    pub fn error_at(&self, path: &[&str], message: String) -> SpecError {
+        Parser {
+            file: &self.path,
+            text: &self.text,
+            index: PosIndex::new(&self.text),
+        }
+        .at(path, message)
     }
 }
 
@@ -126,14 +153,23 @@ impl Parser<'_> {
     fn parse(&self) -> Result<Spec, SpecError> {
         let raw: RawSpec = serde_yaml::from_str(self.text).map_err(|e| self.serde_error(&e))?;
         self.check_name(&raw.name)?;
-        let version = raw.version.as_ref().map(|v| self.scalar_text(v, &["version"])).transpose()?;
+        let version = raw
+            .version
+            .as_ref()
+            .map(|v| self.scalar_text(v, &["version"]))
+            .transpose()?;
         self.check_config(&raw.base, &["base"])?;
-        let base_value = serde_yaml::to_value(&raw.base).map_err(|e| self.at(&["base"], e.to_string()))?;
+        let base_value =
+            serde_yaml::to_value(&raw.base).map_err(|e| self.at(&["base"], e.to_string()))?;
 
         for (path, values) in &raw.grid {
             self.check_path(&base_value, path, &["grid", path])?;
             for (i, v) in values.iter().enumerate() {
-                self.apply(&base_value, &[(path.clone(), v.clone())], &["grid", path, &i.to_string()])?;
+                self.apply(
+                    &base_value,
+                    &[(path.clone(), v.clone())],
+                    &["grid", path, &i.to_string()],
+                )?;
             }
         }
         for (i, entry) in raw.include.iter().enumerate() {
@@ -146,13 +182,31 @@ impl Parser<'_> {
         }
 
         let grid = GridSpec {
-            axes: raw.grid.iter().map(|(p, vs)| Axis { path: p.clone(), values: vs.clone() }).collect(),
+            axes: raw
+                .grid
+                .iter()
+                .map(|(p, vs)| Axis {
+                    path: p.clone(),
+                    values: vs.clone(),
+                })
+                .collect(),
             zip: raw.zip.clone(),
-            include: raw.include.iter().map(|m| m.clone().into_iter().collect()).collect(),
-            exclude: raw.exclude.iter().map(|m| m.clone().into_iter().collect()).collect(),
+            include: raw
+                .include
+                .iter()
+                .map(|m| m.clone().into_iter().collect())
+                .collect(),
+            exclude: raw
+                .exclude
+                .iter()
+                .map(|m| m.clone().into_iter().collect())
+                .collect(),
             seeds: raw.seeds.clone(),
         };
-        let points = grid::expand(&grid, |p| get_path(&base_value, p).cloned().unwrap_or(Value::Null)).map_err(|e| {
+        let points = grid::expand(&grid, |p| {
+            get_path(&base_value, p).cloned().unwrap_or(Value::Null)
+        })
+        .map_err(|e| {
             let at: Vec<&str> = e.path.iter().map(String::as_str).collect();
             self.at(&at, e.message)
         })?;
@@ -162,10 +216,20 @@ impl Parser<'_> {
                 let overrides: Vec<(String, Value)> = point
                     .values
                     .iter()
-                    .map(|(k, v)| if k == grid::SEED { ("train.seed".to_string(), v.clone()) } else { (k.clone(), v.clone()) })
+                    .map(|(k, v)| {
+                        if k == grid::SEED {
+                            ("train.seed".to_string(), v.clone())
+                        } else {
+                            (k.clone(), v.clone())
+                        }
+                    })
                     .collect();
                 let config = self.apply(&base_value, &overrides, &["grid"])?;
-                Ok(Cell { name: point.name, axes: point.values, config })
+                Ok(Cell {
+                    name: point.name,
+                    axes: point.values,
+                    config,
+                })
             })
             .collect::<Result<Vec<_>, SpecError>>()?;
 
@@ -177,11 +241,17 @@ impl Parser<'_> {
             base: raw.base,
             axes: raw.grid.keys().cloned().collect(),
             cells,
+            text: self.text.to_string(),
         })
     }
 
     /// Sets `overrides` into the base and deserialises and validates the result, pointing errors at `at`.
-    fn apply(&self, base: &Value, overrides: &[(String, Value)], at: &[&str]) -> Result<RunConfig, SpecError> {
+    fn apply(
+        &self,
+        base: &Value,
+        overrides: &[(String, Value)],
+        at: &[&str],
+    ) -> Result<RunConfig, SpecError> {
         let mut value = base.clone();
         for (path, v) in overrides {
             if let Some(slot) = get_path_mut(&mut value, path) {
@@ -189,7 +259,11 @@ impl Parser<'_> {
             }
         }
         let config: RunConfig = serde_yaml::from_value(value).map_err(|e| {
-            let shown = overrides.iter().map(|(p, v)| format!("{p} = {}", format_value(v))).collect::<Vec<_>>().join(", ");
+            let shown = overrides
+                .iter()
+                .map(|(p, v)| format!("{p} = {}", format_value(v)))
+                .collect::<Vec<_>>()
+                .join(", ");
             self.at(at, format!("{shown}: {}", strip_location(&e)))
         })?;
         // The base is valid, so whatever is out of range now was caused by the overrides at `at`.
@@ -199,8 +273,13 @@ impl Parser<'_> {
 
     /// Reports the first range violation at `at`, or at the violating field itself when `at` is `["base"]`.
     fn check_config(&self, config: &RunConfig, at: &[&str]) -> Result<(), SpecError> {
-        let Some(bad) = config.invalid_values().into_iter().next() else { return Ok(()) };
-        let message = format!("{}: invalid value `{}`: expected {}", bad.path, bad.value, bad.expected);
+        let Some(bad) = config.invalid_values().into_iter().next() else {
+            return Ok(());
+        };
+        let message = format!(
+            "{}: invalid value `{}`: expected {}",
+            bad.path, bad.value, bad.expected
+        );
         let mut at = at.to_vec();
         if at == ["base"] {
             at.extend(bad.path.split('.'));
@@ -210,15 +289,28 @@ impl Parser<'_> {
 
     fn check_path(&self, base: &Value, path: &str, at: &[&str]) -> Result<(), SpecError> {
         match get_path(base, path) {
-            Some(Value::Mapping(_)) => Err(self.at(at, format!("`{path}` is a section, not a setting: name a field inside it"))),
-            Some(_) if path == "train.seed" => Err(self.at(at, "`train.seed` is set by `seeds`: list seeds there".into())),
+            Some(Value::Mapping(_)) => Err(self.at(
+                at,
+                format!("`{path}` is a section, not a setting: name a field inside it"),
+            )),
+            Some(_) if path == "train.seed" => Err(self.at(
+                at,
+                "`train.seed` is set by `seeds`: list seeds there".into(),
+            )),
             Some(_) => Ok(()),
-            None => Err(self.at(at, format!("`{path}` is not a setting of `base` (paths are like `model.gamma`)"))),
+            None => Err(self.at(
+                at,
+                format!("`{path}` is not a setting of `base` (paths are like `model.gamma`)"),
+            )),
         }
     }
 
     fn check_name(&self, name: &str) -> Result<(), SpecError> {
-        let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) && !name.starts_with('.');
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            && !name.starts_with('.');
         if ok {
             return Ok(());
         }
@@ -228,23 +320,43 @@ impl Parser<'_> {
     fn scalar_text(&self, v: &Value, at: &[&str]) -> Result<String, SpecError> {
         match v {
             Value::String(_) | Value::Number(_) | Value::Bool(_) => Ok(format_value(v)),
-            _ => Err(self.at(at, format!("invalid value `{}`: expected a string or number", format_value(v)))),
+            _ => Err(self.at(
+                at,
+                format!(
+                    "invalid value `{}`: expected a string or number",
+                    format_value(v)
+                ),
+            )),
         }
     }
 
     fn at(&self, path: &[&str], message: String) -> SpecError {
-        let path: Vec<String> = path.iter().filter(|s| !s.is_empty()).map(|s| s.to_string()).collect();
+        let path: Vec<String> = path
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| s.to_string())
+            .collect();
         self.error(self.index.find(&path), message)
     }
 
     fn serde_error(&self, e: &serde_yaml::Error) -> SpecError {
-        let pos = e.location().map(|l| Pos { line: l.line(), column: l.column() });
+        let pos = e.location().map(|l| Pos {
+            line: l.line(),
+            column: l.column(),
+        });
         self.error(pos, strip_location(e))
     }
 
     fn error(&self, pos: Option<Pos>, message: String) -> SpecError {
-        let source_line = pos.and_then(|p| self.text.lines().nth(p.line.saturating_sub(1))).map(str::to_string);
-        SpecError { file: self.file.to_path_buf(), pos, message, source_line }
+        let source_line = pos
+            .and_then(|p| self.text.lines().nth(p.line.saturating_sub(1)))
+            .map(str::to_string);
+        SpecError {
+            file: self.file.to_path_buf(),
+            pos,
+            message,
+            source_line,
+        }
     }
 }
 
@@ -259,11 +371,13 @@ fn strip_location(e: &serde_yaml::Error) -> String {
 
 /// The value at a dotted path in a YAML mapping tree.
 pub fn get_path<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(root, |node, key| node.as_mapping()?.get(key))
+    path.split('.')
+        .try_fold(root, |node, key| node.as_mapping()?.get(key))
 }
 
 fn get_path_mut<'a>(root: &'a mut Value, path: &str) -> Option<&'a mut Value> {
-    path.split('.').try_fold(root, |node, key| node.as_mapping_mut()?.get_mut(key))
+    path.split('.')
+        .try_fold(root, |node, key| node.as_mapping_mut()?.get_mut(key))
 }
 
 #[cfg(test)]
@@ -328,7 +442,10 @@ seeds: [1, 2]
     fn out_of_range_base_value_reports_its_line_and_text() {
         let (line, msg) = error_at(&GOOD.replace("gamma: 1.0", "gamma: -1"));
         assert_eq!(line, 6);
-        assert!(msg.contains("model.gamma: invalid value `-1`: expected a number > 0"), "{msg}");
+        assert!(
+            msg.contains("model.gamma: invalid value `-1`: expected a number > 0"),
+            "{msg}"
+        );
         assert!(msg.contains(" 6 |     gamma: -1"), "{msg}");
     }
 
@@ -363,7 +480,10 @@ seeds: [1, 2]
     fn grid_path_missing_from_base_is_an_error() {
         let (line, msg) = error_at(&GOOD.replace("model.gamma: [0.5, 2]", "model.gama: [0.5, 2]"));
         assert_eq!(line, 12);
-        assert!(msg.contains("`model.gama` is not a setting of `base`"), "{msg}");
+        assert!(
+            msg.contains("`model.gama` is not a setting of `base`"),
+            "{msg}"
+        );
         let (line, msg) = error_at(&GOOD.replace("model.gamma: [0.5, 2]", "model: [0.5, 2]"));
         assert_eq!(line, 12);
         assert!(msg.contains("section"), "{msg}");
@@ -371,7 +491,8 @@ seeds: [1, 2]
 
     #[test]
     fn exclude_of_a_non_axis_reports_its_line() {
-        let (line, msg) = error_at(&GOOD.replace("{model.head: none, model.gamma: 2}", "{train.lr: 0.1}"));
+        let (line, msg) =
+            error_at(&GOOD.replace("{model.head: none, model.gamma: 2}", "{train.lr: 0.1}"));
         assert_eq!(line, 14);
         assert!(msg.contains("not a grid axis"), "{msg}");
     }

@@ -1,0 +1,151 @@
+//! `mgat cache ls|verify|gc`: list entries, re-hash outputs against manifests, and remove entries that no spec in
+//! `experiments/` references (dry run unless `--yes`).
+
+use super::Context;
+use crate::plan::Plan;
+use crate::spec::Spec;
+use anyhow::{Context as _, Result};
+use clap::Subcommand;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Subcommand, Debug)]
+pub enum CacheCommand {
+    /// List complete entries: kind, key, when, how long, where, size.
+    Ls,
+    /// Re-hash every entry's outputs and report entries that differ from their manifest.
+    Verify,
+    /// Remove entries no spec in experiments/ references, and abandoned partial stages.
+    Gc {
+        /// Delete; without it, only list what would be deleted.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+pub fn run(ctx: &Context, cmd: CacheCommand) -> Result<ExitCode> {
+    match cmd {
+        CacheCommand::Ls => ls(ctx),
+        CacheCommand::Verify => verify(ctx),
+        CacheCommand::Gc { yes } => gc(ctx, yes),
+    }
+}
+
+fn ls(ctx: &Context) -> Result<ExitCode> {
+    let entries = ctx.cache.entries()?;
+    println!(
+        "{:<6} {:<12} {:<24} {:>9} {:<6} {:>10}",
+        "kind", "key", "finished", "seconds", "device", "bytes"
+    );
+    for e in &entries {
+        match ctx.cache.manifest(&e.kind, &e.key) {
+            Ok(m) => {
+                let bytes: u64 = m.outputs.values().map(|o| o.bytes).sum();
+                println!(
+                    "{:<6} {:<12} {:<24} {:>9.1} {:<6} {:>10}",
+                    e.kind,
+                    &e.key[..12.min(e.key.len())],
+                    m.finished,
+                    m.duration_s,
+                    m.device,
+                    bytes
+                );
+            }
+            Err(err) => println!(
+                "{:<6} {:<12} unreadable manifest: {err}",
+                e.kind,
+                &e.key[..12.min(e.key.len())]
+            ),
+        }
+    }
+    println!(
+        "{} entries in {}",
+        entries.len(),
+        ctx.cache.root().display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(ctx: &Context) -> Result<ExitCode> {
+    let entries = ctx.cache.entries()?;
+    let bar = ctx
+        .progress()
+        .add(indicatif::ProgressBar::new(entries.len() as u64).with_message("verifying cache"));
+    let corrupt = ctx.cache.verify(&|| bar.inc(1))?;
+    bar.finish_and_clear();
+    for c in &corrupt {
+        println!("corrupt {} {}: {}", c.entry.kind, c.entry.key, c.problem);
+    }
+    let bad: HashSet<&Path> = corrupt.iter().map(|c| c.entry.path.as_path()).collect();
+    println!("{} entries verified, {} corrupt", entries.len(), bad.len());
+    Ok(if bad.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn gc(ctx: &Context, yes: bool) -> Result<ExitCode> {
+    let specs = experiment_specs(&ctx.root.join("experiments"))?;
+    let lock = ctx.load_lock()?;
+    let plan = Plan::new(&specs, &lock)?;
+    let keep: HashSet<(String, String)> = plan
+        .stages
+        .iter()
+        .map(|s| (s.kind.name().to_string(), s.key.clone()))
+        .collect();
+    let garbage = ctx.cache.garbage(&keep)?;
+    let mut total = 0u64;
+    for path in &garbage {
+        let bytes = dir_bytes(path);
+        total += bytes;
+        println!(
+            "{} {path:?} ({bytes} bytes)",
+            if yes { "removing" } else { "would remove" }
+        );
+        if yes {
+            std::fs::remove_dir_all(path)
+                .with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    let referenced = keep.len();
+    if yes {
+        println!(
+            "removed {} entries ({total} bytes); {referenced} stages are referenced by {} specs",
+            garbage.len(),
+            specs.len()
+        );
+    } else {
+        println!(
+            "dry run: {} entries ({total} bytes) would be removed; pass --yes to delete",
+            garbage.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every `*.yaml`/`*.yml` spec in `dir`, parsed; one that does not parse stops gc (it might reference entries).
+fn experiment_specs(dir: &Path) -> Result<Vec<Spec>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    paths.sort();
+    Ok(paths
+        .iter()
+        .map(|p| Spec::load(p))
+        .collect::<Result<_, _>>()?)
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    walkdir::WalkDir::new(path)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}

@@ -1,0 +1,276 @@
+//! `mgat data synth|lock|verify`: generate the synthetic dataset, pin a dataset in `datasets.lock`, and check
+//! datasets against their lock entries.
+
+use super::{Context, SynthArgs, UsageError};
+use crate::data::hash::{FileDigest, hash_tree};
+use crate::data::index::index;
+use crate::data::synth::{generate, image_count};
+use crate::data::{Format, LockEntry};
+use anyhow::{Context as _, Result};
+use clap::Subcommand;
+use indicatif::ProgressBar;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Write a synthetic dataset in Market-1501 layout.
+    Synth {
+        /// Output folder; must not exist or be empty.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        params: SynthArgs,
+    },
+    /// Hash a dataset and write its entry in datasets.lock (and the per-file list in datasets.lock.d/).
+    Lock {
+        /// The name specs use (`dataset.name`).
+        name: String,
+        /// market1501, dukemtmc-reid, cuhk03-np, msmt17 or synth.
+        #[arg(long)]
+        format: String,
+        /// Dataset root (not for synth): a path, or a form with ${ENV_VAR} kept as written.
+        #[arg(long)]
+        root: Option<String>,
+        #[command(flatten)]
+        params: SynthArgs,
+    },
+    /// Check datasets against their lock entries, naming every added, removed or changed file.
+    Verify {
+        /// One dataset; all when omitted.
+        name: Option<String>,
+    },
+}
+
+pub fn run(ctx: &Context, cmd: DataCommand) -> Result<ExitCode> {
+    match cmd {
+        DataCommand::Synth { out, params } => synth(ctx, &out, &params),
+        DataCommand::Lock {
+            name,
+            format,
+            root,
+            params,
+        } => lock(ctx, &name, &format, root.as_deref(), &params),
+        DataCommand::Verify { name } => verify(ctx, name.as_deref()),
+    }
+}
+
+fn synth(ctx: &Context, out: &Path, args: &SynthArgs) -> Result<ExitCode> {
+    let params = args.params()?;
+    if out.exists() && std::fs::read_dir(out).map_or(true, |mut d| d.next().is_some()) {
+        return Err(UsageError(format!(
+            "--out {}: exists and is not empty; choose a new folder",
+            out.display()
+        ))
+        .into());
+    }
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "dataset".into());
+    let partial = out.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    let bar = ctx
+        .progress()
+        .add(ProgressBar::new(image_count(&params) as u64).with_message("generating"));
+    let summary = generate(&params, &partial, &|| bar.inc(1));
+    bar.finish_and_clear();
+    let summary = summary.inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&partial);
+    })?;
+    if out.exists() {
+        std::fs::remove_dir(out).with_context(|| format!("replacing empty {}", out.display()))?;
+    }
+    std::fs::rename(&partial, out)
+        .with_context(|| format!("moving the dataset into {}", out.display()))?;
+    println!(
+        "wrote {}: {} train images of {} ids, {} query and {} gallery images of {} test ids",
+        out.display(),
+        summary.train_images,
+        summary.train_ids,
+        summary.query_images,
+        summary.gallery_images,
+        summary.test_ids
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lock(
+    ctx: &Context,
+    name: &str,
+    format: &str,
+    root: Option<&str>,
+    args: &SynthArgs,
+) -> Result<ExitCode> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(UsageError(format!(
+            "dataset name `{name}`: expected letters, digits, `.`, `_` or `-`"
+        ))
+        .into());
+    }
+    let formats: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
+    let format = Format::parse(format).ok_or_else(|| {
+        UsageError(format!(
+            "--format {format}: expected one of {}",
+            formats.join(", ")
+        ))
+    })?;
+    let mut lock = ctx.load_lock()?;
+    let (entry, files) = match (format, root) {
+        (Format::Synth, Some(_)) => {
+            return Err(
+                UsageError("--root: a synth dataset is generated, it has no root".into()).into(),
+            );
+        }
+        (Format::Synth, None) => {
+            let params = args.params()?;
+            let files = hash_generated(ctx, &params)?;
+            (LockEntry::new(format, None, Some(params), &files), files)
+        }
+        (_, None) => {
+            return Err(UsageError(format!(
+                "--root DIR: a {} dataset needs its root folder",
+                format.name()
+            ))
+            .into());
+        }
+        (_, Some(root)) => {
+            let (stored, resolved) = root_forms(root, lock.path())?;
+            let files = hash_with_bar(ctx, &resolved)?;
+            let idx = index(format, &resolved)?;
+            println!(
+                "{}: {} train images of {} ids, {} query, {} gallery images",
+                resolved.display(),
+                idx.train.len(),
+                idx.num_train_pids,
+                idx.query.len(),
+                idx.gallery.len()
+            );
+            (LockEntry::new(format, Some(stored), None, &files), files)
+        }
+    };
+    println!(
+        "locked {name}: {} files, {} bytes, {}",
+        entry.files, entry.bytes, entry.digest
+    );
+    lock.set(name, entry, &files)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How a root is written into the lock (relative to the lock's folder where it lies below it; `${VAR}` forms kept)
+/// and where it is on this machine.
+fn root_forms(root: &str, lock_path: &Path) -> Result<(String, PathBuf)> {
+    if root.contains("${") {
+        let expanded = expand_env(root)?;
+        return Ok((
+            root.to_string(),
+            lock_path.parent().unwrap_or(Path::new("")).join(expanded),
+        ));
+    }
+    let resolved = Path::new(root)
+        .canonicalize()
+        .map_err(|e| UsageError(format!("--root {root}: {e}")))?;
+    let lock_dir = lock_path.parent().and_then(|d| d.canonicalize().ok());
+    let stored = match lock_dir
+        .as_deref()
+        .and_then(|d| resolved.strip_prefix(d).ok())
+    {
+        Some(rel) => rel.to_string_lossy().into_owned(),
+        None => resolved.to_string_lossy().into_owned(),
+    };
+    Ok((stored, resolved))
+}
+
+fn expand_env(text: &str) -> Result<String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let end = rest[start..]
+            .find('}')
+            .map(|e| start + e)
+            .ok_or_else(|| UsageError(format!("--root {text}: unclosed ${{")))?;
+        let var = &rest[start + 2..end];
+        let value = std::env::var(var)
+            .map_err(|_| UsageError(format!("--root {text}: ${{{var}}} is not set")))?;
+        out.push_str(&rest[..start]);
+        out.push_str(&value);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn verify(ctx: &Context, only: Option<&str>) -> Result<ExitCode> {
+    let lock = ctx.load_lock()?;
+    let names: Vec<String> = match only {
+        Some(name) => {
+            lock.entry(name)?;
+            vec![name.to_string()]
+        }
+        None => lock.names().map(str::to_string).collect(),
+    };
+    let mut mismatches = 0;
+    for name in &names {
+        let entry = lock.entry(name)?;
+        let (root, files) = match &entry.synth {
+            Some(params) => (
+                PathBuf::from(format!("(generated from seed {})", params.seed)),
+                hash_generated(ctx, params)?,
+            ),
+            None => {
+                let root = lock.root(name)?.unwrap_or_default();
+                let files = hash_with_bar(ctx, &root)?;
+                (root, files)
+            }
+        };
+        match lock.check_tree(name, &root, &files) {
+            Ok(()) => println!(
+                "ok {name}: {} files, {} bytes, {}",
+                entry.files, entry.bytes, entry.digest
+            ),
+            Err(e) => {
+                mismatches += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    Ok(if mismatches == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn hash_with_bar(ctx: &Context, root: &Path) -> Result<Vec<FileDigest>> {
+    let bar = ctx
+        .progress()
+        .add(ProgressBar::no_length().with_message(format!("hashing {}", root.display())));
+    let files = hash_tree(root, Some(&ctx.cache.stat_cache_path(root)), &|| bar.inc(1));
+    bar.finish_and_clear();
+    Ok(files?)
+}
+
+/// Generates a synthetic dataset into a scratch folder of the cache, hashes it and removes it.
+fn hash_generated(
+    ctx: &Context,
+    params: &crate::data::synth::SynthParams,
+) -> Result<Vec<FileDigest>> {
+    let scratch = ctx
+        .cache
+        .root()
+        .join(".scratch")
+        .join(format!("synth-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let bar = ctx
+        .progress()
+        .add(ProgressBar::new(image_count(params) as u64).with_message("generating"));
+    let generated = generate(params, &scratch, &|| bar.inc(1))
+        .map_err(anyhow::Error::from)
+        .and_then(|_| Ok(hash_tree(&scratch, None, &|| {})?));
+    bar.finish_and_clear();
+    let _ = std::fs::remove_dir_all(&scratch);
+    generated
+}

@@ -1,0 +1,222 @@
+//! The `mgat` command line: argument parsing (clap), project paths, logging, and exit codes (0 success, 1 a stage
+//! or check failed, 2 bad input: spec, lock, dataset or arguments).
+
+mod cache_cmd;
+mod data_cmd;
+mod run_cmd;
+
+use crate::cache::Cache;
+use crate::data::index::IndexError;
+use crate::data::synth::SynthParams;
+use crate::data::{LockError, LockFile};
+use crate::plan::PlanError;
+use crate::spec::SpecError;
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mgat",
+    version,
+    about = "Reproduce Masked Graph Attention Network re-ID experiments: grids of cached stages"
+)]
+struct Cli {
+    /// Stage cache folder [default: $MGAT_CACHE, else .mgat/cache under the project root].
+    #[arg(long, global = true, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Dataset lock file [default: datasets.lock under the project root].
+    #[arg(long, global = true, value_name = "FILE")]
+    lock: Option<PathBuf>,
+    /// Only warnings and errors; no progress bars.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Debug logging.
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run every stage the specs' cells need that is not cached.
+    Run(run_cmd::RunArgs),
+    /// List cells and their stages with keys and cache status, running nothing.
+    Plan(run_cmd::PlanArgs),
+    /// Say why each stage of a cell would run: which key component differs from the closest cached entry.
+    Explain(run_cmd::ExplainArgs),
+    /// Inspect, verify and clean the stage cache.
+    #[command(subcommand)]
+    Cache(cache_cmd::CacheCommand),
+    /// Generate, lock and verify datasets.
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
+}
+
+/// A bad command-line value found after parsing (unknown cell, bad format name, …): exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Where things are: the project root (nearest ancestor of the working directory with a `datasets.lock`, else the
+/// working directory), the cache and the lock file.
+pub struct Context {
+    pub root: PathBuf,
+    pub cache: Cache,
+    pub lock_path: PathBuf,
+    pub quiet: bool,
+}
+
+impl Context {
+    fn new(cli: &Cli) -> anyhow::Result<Context> {
+        let cwd = std::env::current_dir()?;
+        let root = cwd
+            .ancestors()
+            .find(|d| d.join("datasets.lock").is_file())
+            .unwrap_or(&cwd)
+            .to_path_buf();
+        let cache_dir = cli
+            .cache
+            .clone()
+            .or_else(|| {
+                std::env::var_os("MGAT_CACHE")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| root.join(".mgat").join("cache"));
+        let lock_path = cli
+            .lock
+            .clone()
+            .unwrap_or_else(|| root.join("datasets.lock"));
+        Ok(Context {
+            root,
+            cache: Cache::new(absolute(&cache_dir, &cwd)),
+            lock_path: absolute(&lock_path, &cwd),
+            quiet: cli.quiet,
+        })
+    }
+
+    pub fn load_lock(&self) -> Result<LockFile, LockError> {
+        LockFile::load(&self.lock_path, &self.cache.root().join("file-lists"))
+    }
+
+    /// Progress bars, hidden with `-q` (and by indicatif when stderr is not a terminal).
+    pub fn progress(&self) -> indicatif::MultiProgress {
+        let target = if self.quiet {
+            indicatif::ProgressDrawTarget::hidden()
+        } else {
+            indicatif::ProgressDrawTarget::stderr()
+        };
+        indicatif::MultiProgress::with_draw_target(target)
+    }
+}
+
+fn absolute(path: &Path, cwd: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        cwd.join(path)
+    }
+}
+
+/// Synthetic dataset parameters as command-line flags (shared by `data synth` and `data lock --format synth`).
+#[derive(Args, Debug, Clone)]
+pub struct SynthArgs {
+    /// Generator seed: the same seed and parameters give byte-identical files.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Identities in all; half (rounded up) are training identities, the rest test identities.
+    #[arg(long, default_value_t = 100)]
+    ids: u32,
+    #[arg(long, default_value_t = 6)]
+    cameras: u32,
+    /// Average images of an identity per camera that sees it.
+    #[arg(long, default_value_t = 4)]
+    images_per_camera: u32,
+    #[arg(long, default_value_t = 128)]
+    height: u32,
+    #[arg(long, default_value_t = 64)]
+    width: u32,
+    /// Junk gallery images (pid −1).
+    #[arg(long, default_value_t = 20)]
+    junk: u32,
+    /// Distractor gallery images (pid 0).
+    #[arg(long, default_value_t = 40)]
+    distractors: u32,
+    /// JPEG quality.
+    #[arg(long, default_value_t = 90)]
+    quality: u8,
+}
+
+impl SynthArgs {
+    fn params(&self) -> Result<SynthParams, UsageError> {
+        let seed = self
+            .seed
+            .ok_or_else(|| UsageError("a synthetic dataset needs --seed N".into()))?;
+        let params = SynthParams {
+            seed,
+            ids: self.ids,
+            cameras: self.cameras,
+            images_per_camera: self.images_per_camera,
+            height: self.height,
+            width: self.width,
+            junk: self.junk,
+            distractors: self.distractors,
+            quality: self.quality,
+        };
+        match params.invalid() {
+            Some((name, value, expected)) => Err(UsageError(format!(
+                "--{} {value}: expected {expected}",
+                name.replace('_', "-")
+            ))),
+            None => Ok(params),
+        }
+    }
+}
+
+/// Parses arguments, runs the command and maps errors to exit codes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.quiet, cli.verbose);
+    let result = Context::new(&cli).and_then(|ctx| match cli.command {
+        Command::Run(args) => run_cmd::run(&ctx, args),
+        Command::Plan(args) => run_cmd::plan(&ctx, args),
+        Command::Explain(args) => run_cmd::explain(&ctx, args),
+        Command::Cache(cmd) => cache_cmd::run(&ctx, cmd),
+        Command::Data(cmd) => data_cmd::run(&ctx, cmd),
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(if is_bad_input(&err) { 2 } else { 1 })
+        }
+    }
+}
+
+fn is_bad_input(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.is::<SpecError>()
+            || e.is::<LockError>()
+            || e.is::<PlanError>()
+            || e.is::<IndexError>()
+            || e.is::<UsageError>()
+    })
+}
+
+fn init_logging(quiet: bool, verbose: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => tracing::Level::WARN,
+        (_, true) => tracing::Level::DEBUG,
+        _ => tracing::Level::INFO,
+    };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .without_time()
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,373 @@
+//! `mgat run`, `mgat plan` and `mgat explain`: load specs, plan them against the lock and the cache, and run,
+//! list or explain their stages.
+
+use super::{Context, UsageError};
+use crate::exec::{self, Outcome, RunOptions};
+use crate::plan::{KeyInputs, Plan};
+use crate::provenance::git_state;
+use crate::spec::Spec;
+use crate::stages::StageEnv;
+use anyhow::Result;
+use clap::Args;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Experiment spec files (YAML).
+    #[arg(required = true)]
+    specs: Vec<PathBuf>,
+    /// Stages run at once.
+    #[arg(long, short = 'j', default_value_t = 1)]
+    jobs: usize,
+    /// Only cells whose name matches this glob (`*` and `?`), e.g. 'head=mgat,*'.
+    #[arg(long, value_name = "GLOB")]
+    only: Option<String>,
+    /// Keep running independent stages after a failure (the default).
+    #[arg(long, overrides_with = "fail_fast")]
+    keep_going: bool,
+    /// Stop launching stages after the first failure.
+    #[arg(long, overrides_with = "keep_going")]
+    fail_fast: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    spec: PathBuf,
+    /// Print {"cells":[{"name", "config", "stages":[{"kind", "key", "cached"}]}]}.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    spec: PathBuf,
+    /// The cell's name as `mgat plan` lists it.
+    #[arg(long)]
+    cell: String,
+}
+
+fn load_plan(ctx: &Context, paths: &[PathBuf]) -> Result<(Vec<Spec>, Plan, crate::data::LockFile)> {
+    let specs = paths
+        .iter()
+        .map(|p| Spec::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let lock = ctx.load_lock()?;
+    let plan = Plan::new(&specs, &lock)?;
+    Ok((specs, plan, lock))
+}
+
+pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
+    if args.jobs == 0 {
+        return Err(UsageError("--jobs 0: expected at least 1".into()).into());
+    }
+    let (_specs, plan, lock) = load_plan(ctx, &args.specs)?;
+    let cells: Vec<usize> = (0..plan.cells.len())
+        .filter(|&c| {
+            args.only
+                .as_ref()
+                .is_none_or(|g| glob_match(g, &plan.cells[c].cell.name))
+        })
+        .collect();
+    if cells.is_empty() {
+        let glob = args.only.unwrap_or_default();
+        return Err(
+            UsageError(format!("--only '{glob}' matches no cell (see `mgat plan`)")).into(),
+        );
+    }
+    let selected = plan.stages_of(&cells);
+    let env = StageEnv {
+        cache: &ctx.cache,
+        lock: &lock,
+        plan: &plan,
+    };
+    let opts = RunOptions {
+        jobs: args.jobs,
+        keep_going: !args.fail_fast,
+    };
+    tracing::info!(
+        "{} cells, {} stages, cache {}",
+        cells.len(),
+        selected.len(),
+        ctx.cache.root().display()
+    );
+    let report = exec::run(
+        &env,
+        &selected,
+        opts,
+        &ctx.progress(),
+        &git_state(&ctx.root),
+    );
+
+    let ran = report.count(|o| matches!(o, Outcome::Ran(_)));
+    let cached = report.count(|o| matches!(o, Outcome::Cached));
+    let reused = report.count(|o| matches!(o, Outcome::Reused));
+    let failed = report.count(|o| matches!(o, Outcome::Failed { .. }));
+    let skipped = report.count(|o| matches!(o, Outcome::Skipped));
+    println!(
+        "stages: {ran} ran, {cached} cached, {reused} reused, {failed} failed, {skipped} skipped"
+    );
+    let failures: Vec<_> = report.failed().collect();
+    if failures.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("failed cells:");
+    for &c in &cells {
+        let pc = &plan.cells[c];
+        if let Some((s, message, _)) = failures.iter().find(|(s, ..)| pc.stages.contains(s)) {
+            let first_line = message.lines().next().unwrap_or_default();
+            println!(
+                "  {}: {} failed: {first_line}",
+                pc.cell.name,
+                plan.stages[*s].label()
+            );
+        }
+    }
+    let bad_input = failures.iter().any(|(_, _, bad)| *bad);
+    Ok(ExitCode::from(if bad_input { 2 } else { 1 }))
+}
+
+pub fn plan(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
+    let (_specs, plan, _lock) = load_plan(ctx, std::slice::from_ref(&args.spec))?;
+    let cached = |s: usize| {
+        ctx.cache
+            .contains(plan.stages[s].kind.name(), &plan.stages[s].key)
+    };
+    if args.json {
+        let cells: Vec<Value> = plan
+            .cells
+            .iter()
+            .map(|pc| {
+                let stages: Vec<Value> = pc
+                    .stages
+                    .iter()
+                    .map(|&s| json!({"kind": plan.stages[s].kind, "key": plan.stages[s].key, "cached": cached(s)}))
+                    .collect();
+                json!({"name": pc.cell.name, "config": pc.cell.config, "stages": stages})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "cells": cells }))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for pc in &plan.cells {
+        println!("{}", pc.cell.name);
+        for &s in &pc.stages {
+            println!(
+                "  {:<26} {}",
+                plan.stages[s].label(),
+                if cached(s) { "cached" } else { "to run" }
+            );
+        }
+    }
+    let to_run = (0..plan.stages.len()).filter(|&s| !cached(s)).count();
+    println!(
+        "{} cells, {} distinct stages, {} to run",
+        plan.cells.len(),
+        plan.stages.len(),
+        to_run
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn explain(ctx: &Context, args: ExplainArgs) -> Result<ExitCode> {
+    let (_specs, plan, _lock) = load_plan(ctx, std::slice::from_ref(&args.spec))?;
+    let Some(pc) = plan.cells.iter().find(|pc| pc.cell.name == args.cell) else {
+        let names: Vec<&str> = plan
+            .cells
+            .iter()
+            .take(5)
+            .map(|pc| pc.cell.name.as_str())
+            .collect();
+        return Err(UsageError(format!(
+            "no cell `{}` in {} (cells are named like {})",
+            args.cell,
+            args.spec.display(),
+            names.join(", ")
+        ))
+        .into());
+    };
+    println!("{}", pc.cell.name);
+    for &s in &pc.stages {
+        let stage = &plan.stages[s];
+        let kind = stage.kind.name();
+        if ctx.cache.contains(kind, &stage.key) {
+            println!("  {}: cached", stage.label());
+            continue;
+        }
+        let candidates: Vec<(String, KeyInputs)> = ctx
+            .cache
+            .entries()?
+            .into_iter()
+            .filter(|e| e.kind == kind)
+            .filter_map(|e| {
+                let m = ctx.cache.manifest(&e.kind, &e.key).ok()?;
+                Some((e.key, serde_json::from_value(m.inputs).ok()?))
+            })
+            .collect();
+        let closest = candidates
+            .iter()
+            .map(|(key, inputs)| (key, differences(inputs, &stage.inputs)))
+            .min_by_key(|(_, d)| d.len());
+        match closest {
+            None => println!(
+                "  {}: would run: no cached {kind} entry to compare with",
+                stage.label()
+            ),
+            Some((key, diffs)) => {
+                println!(
+                    "  {}: would run; closest cached entry {} differs in:",
+                    stage.label(),
+                    &key[..12]
+                );
+                for d in diffs {
+                    println!("    - {d}");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Human-readable differences between a cached entry's key inputs and the wanted ones.
+fn differences(old: &KeyInputs, new: &KeyInputs) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.schema != new.schema {
+        out.push(format!(
+            "key schema changed from {} to {}",
+            old.schema, new.schema
+        ));
+    }
+    if old.fingerprint != new.fingerprint {
+        out.push(
+            "code fingerprint changed (the source files of this stage kind were edited)".into(),
+        );
+    }
+    if old.version != new.version {
+        out.push(format!(
+            "version salt changed from {} to {}",
+            show_opt(&old.version),
+            show_opt(&new.version)
+        ));
+    }
+    if old.lock_digest != new.lock_digest {
+        out.push(format!(
+            "lock digest changed from {} to {}",
+            show_opt(&old.lock_digest),
+            show_opt(&new.lock_digest)
+        ));
+    }
+    for (kind, key) in &new.upstream {
+        match old.upstream.get(kind) {
+            Some(k) if k == key => {}
+            Some(k) => out.push(format!(
+                "upstream {} key changed from {} to {}",
+                kind.name(),
+                &k[..12.min(k.len())],
+                &key[..12]
+            )),
+            None => out.push(format!("upstream {} is new", kind.name())),
+        }
+    }
+    let (a, b) = (flatten(&old.config), flatten(&new.config));
+    for (path, value) in &b {
+        match a.get(path) {
+            Some(v) if v == value => {}
+            Some(v) => out.push(format!("config field {path} changed from {v} to {value}")),
+            None => out.push(format!("config field {path} added ({value})")),
+        }
+    }
+    out.extend(
+        a.iter()
+            .filter(|(p, _)| !b.contains_key(*p))
+            .map(|(p, v)| format!("config field {p} removed (was {v})")),
+    );
+    out
+}
+
+fn show_opt(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "none".into())
+}
+
+/// Leaves of a JSON tree by dotted path.
+fn flatten(v: &Value) -> BTreeMap<String, String> {
+    fn walk(v: &Value, prefix: &str, out: &mut BTreeMap<String, String>) {
+        match v.as_object() {
+            Some(map) => {
+                for (k, child) in map {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(child, &path, out);
+                }
+            }
+            None => {
+                out.insert(prefix.to_string(), v.to_string());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(v, "", &mut out);
+    out
+}
+
+/// Shell-style glob with `*` (any run) and `?` (any one character).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_like_a_shell() {
+        assert!(glob_match("head=mgat,*", "head=mgat,gamma=1,seed=2"));
+        assert!(!glob_match("head=mgat,*", "head=gat,gamma=1,seed=2"));
+        assert!(glob_match("*seed=?", "head=none,seed=3"));
+        assert!(!glob_match("*seed=?", "head=none,seed=13"));
+        assert!(glob_match("*", ""));
+    }
+
+    #[test]
+    fn differences_name_each_changed_component() {
+        let inputs = |lr: f64, fp: &str| KeyInputs {
+            schema: 1,
+            kind: crate::plan::StageKind::Train,
+            config: json!({"train": {"lr": lr, "epochs": 2}}),
+            upstream: BTreeMap::from([(crate::plan::StageKind::Index, "a".repeat(64))]),
+            lock_digest: Some("sha256:1".into()),
+            fingerprint: fp.into(),
+            version: None,
+        };
+        let d = differences(&inputs(0.1, "x"), &inputs(0.2, "y"));
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0].starts_with("code fingerprint changed"));
+        assert_eq!(d[1], "config field train.lr changed from 0.1 to 0.2");
+        assert!(differences(&inputs(0.1, "x"), &inputs(0.1, "x")).is_empty());
+    }
+}

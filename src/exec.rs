@@ -1,0 +1,222 @@
+//! The local executor: runs the stages a selection of cells needs, in dependency order on `--jobs` worker
+//! threads, each under its cache key's lock, committing outputs atomically. A failed stage skips its dependents;
+//! with keep-going (the default) every independent stage still runs.
+
+use crate::cache::Manifest;
+use crate::plan::Stage;
+use crate::provenance::{GitState, hostname, utc_timestamp};
+use crate::stages::{self, StageEnv};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    pub jobs: usize,
+    pub keep_going: bool,
+}
+
+/// What happened to one stage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Complete in the cache before this run started.
+    Cached,
+    /// Computed by this run.
+    Ran(Duration),
+    /// Computed by another process while this one waited for the key's lock.
+    Reused,
+    Failed {
+        message: String,
+        bad_input: bool,
+    },
+    /// Not run: a stage it consumes failed (or the run stopped at the first failure).
+    Skipped,
+}
+
+/// Outcomes of the selected stages, by plan index.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    pub outcomes: Vec<(usize, Outcome)>,
+}
+
+impl RunReport {
+    pub fn count(&self, pred: impl Fn(&Outcome) -> bool) -> usize {
+        self.outcomes.iter().filter(|(_, o)| pred(o)).count()
+    }
+
+    pub fn failed(&self) -> impl Iterator<Item = (usize, &str, bool)> {
+        self.outcomes.iter().filter_map(|(s, o)| match o {
+            Outcome::Failed { message, bad_input } => Some((*s, message.as_str(), *bad_input)),
+            _ => None,
+        })
+    }
+}
+
+/// Runs `selected` (plan indices in dependency order).
+pub fn run(
+    env: &StageEnv,
+    selected: &[usize],
+    opts: RunOptions,
+    progress: &MultiProgress,
+    git: &GitState,
+) -> RunReport {
+    let mut state: HashMap<usize, Option<Outcome>> = selected
+        .iter()
+        .map(|&s| {
+            let stage = &env.plan.stages[s];
+            (
+                s,
+                env.cache
+                    .contains(stage.kind.name(), &stage.key)
+                    .then_some(Outcome::Cached),
+            )
+        })
+        .collect();
+    let mut launched: Vec<usize> = Vec::new();
+    let mut stop = false;
+    let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
+    std::thread::scope(|scope| {
+        let mut running = 0usize;
+        loop {
+            while !stop && running < opts.jobs.max(1) {
+                let Some(s) = next_ready(env, selected, &state, &launched) else {
+                    break;
+                };
+                launched.push(s);
+                running += 1;
+                let tx = tx.clone();
+                let bar = progress.add(stage_bar(&env.plan.stages[s]));
+                scope.spawn(move || {
+                    let outcome = execute(env, s, &bar, git);
+                    bar.finish_and_clear();
+                    let _ = tx.send((s, outcome));
+                });
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok((s, outcome)) = rx.recv() else { break };
+            running -= 1;
+            progress.suspend(|| log_outcome(&env.plan.stages[s], &outcome));
+            if matches!(outcome, Outcome::Failed { .. }) && !opts.keep_going {
+                stop = true;
+            }
+            state.insert(s, Some(outcome));
+        }
+    });
+    let outcomes = selected
+        .iter()
+        .map(|&s| (s, state.remove(&s).flatten().unwrap_or(Outcome::Skipped)))
+        .collect();
+    RunReport { outcomes }
+}
+
+/// The first not-yet-launched stage whose inputs are all available.
+fn next_ready(
+    env: &StageEnv,
+    selected: &[usize],
+    state: &HashMap<usize, Option<Outcome>>,
+    launched: &[usize],
+) -> Option<usize> {
+    let available = |d: &usize| {
+        matches!(
+            state.get(d),
+            Some(Some(Outcome::Cached | Outcome::Ran(_) | Outcome::Reused))
+        )
+    };
+    selected.iter().copied().find(|s| {
+        matches!(state.get(s), Some(None))
+            && !launched.contains(s)
+            && env.plan.stages[*s].deps.iter().all(available)
+    })
+}
+
+fn stage_bar(stage: &Stage) -> ProgressBar {
+    let style = ProgressStyle::with_template(
+        "{prefix:.bold} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    ProgressBar::new(0)
+        .with_style(style)
+        .with_prefix(stage.label())
+}
+
+fn log_outcome(stage: &Stage, outcome: &Outcome) {
+    match outcome {
+        Outcome::Ran(d) => tracing::info!(
+            "ran {} ({}) in {:.1}s",
+            stage.label(),
+            stage.dataset,
+            d.as_secs_f64()
+        ),
+        Outcome::Reused => {
+            tracing::info!("reused {}: another mgat process computed it", stage.label())
+        }
+        Outcome::Failed { message, .. } => tracing::error!("{} failed: {message}", stage.label()),
+        Outcome::Cached | Outcome::Skipped => {}
+    }
+}
+
+/// Computes one stage under its key's lock, unless another process completed it meanwhile.
+fn execute(env: &StageEnv, s: usize, bar: &ProgressBar, git: &GitState) -> Outcome {
+    let stage = &env.plan.stages[s];
+    let failed = |message: String| Outcome::Failed {
+        message,
+        bad_input: false,
+    };
+    let kind = stage.kind.name();
+    let _lock = match env.cache.lock(kind, &stage.key, || {
+        bar.set_message("waiting for another mgat process")
+    }) {
+        Ok(lock) => lock,
+        Err(e) => return failed(e.to_string()),
+    };
+    if env.cache.contains(kind, &stage.key) {
+        return Outcome::Reused;
+    }
+    let partial = env.cache.partial_dir(kind, &stage.key);
+    let fresh = std::fs::remove_dir_all(&partial)
+        .or_else(ignore_missing)
+        .and_then(|()| std::fs::create_dir_all(&partial));
+    if let Err(e) = fresh {
+        return failed(format!("{}: {e}", partial.display()));
+    }
+    let (started, clock) = (SystemTime::now(), Instant::now());
+    let produced = match stages::run(env, s, &partial, bar) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Outcome::Failed {
+                message: e.to_string(),
+                bad_input: e.is_bad_input(),
+            };
+        }
+    };
+    let manifest = Manifest {
+        kind: kind.to_string(),
+        key: stage.key.clone(),
+        inputs: serde_json::to_value(&stage.inputs).unwrap_or_default(),
+        outputs: Default::default(),
+        started: utc_timestamp(started),
+        finished: utc_timestamp(SystemTime::now()),
+        duration_s: clock.elapsed().as_secs_f64(),
+        host: hostname(),
+        device: produced.device,
+        git: git.clone(),
+        mgat_version: env!("CARGO_PKG_VERSION").to_string(),
+        summary: produced.summary,
+    };
+    match env.cache.commit(&partial, manifest) {
+        Ok(_) => Outcome::Ran(clock.elapsed()),
+        Err(e) => failed(e.to_string()),
+    }
+}
+
+fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}

@@ -1,0 +1,396 @@
+//! The plan: every cell of every spec turned into its stages (synth → index → train → eval), each keyed by the
+//! SHA-256 of a canonical JSON of what determines its outputs, and shared between cells whose keys are equal.
+
+use crate::data::{Format, LockError, LockFile};
+use crate::digest::{canonical_json, sha256_bytes};
+use crate::spec::config::Head;
+use crate::spec::{Cell, RunConfig, Spec, SpecError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+
+/// Bump when the meaning of a key's inputs changes: every key changes with it.
+pub const KEY_SCHEMA: u32 = 1;
+
+mod fingerprints {
+    include!(concat!(env!("OUT_DIR"), "/fingerprints.rs"));
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageKind {
+    Synth,
+    Index,
+    Train,
+    Eval,
+}
+
+impl StageKind {
+    pub const ALL: [StageKind; 4] = [
+        StageKind::Synth,
+        StageKind::Index,
+        StageKind::Train,
+        StageKind::Eval,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StageKind::Synth => "synth",
+            StageKind::Index => "index",
+            StageKind::Train => "train",
+            StageKind::Eval => "eval",
+        }
+    }
+
+    /// Hash of the source files this kind's outputs depend on, computed by build.rs.
+    pub fn fingerprint(self) -> &'static str {
+        match self {
+            StageKind::Synth => fingerprints::SYNTH,
+            StageKind::Index => fingerprints::INDEX,
+            StageKind::Train => fingerprints::TRAIN,
+            StageKind::Eval => fingerprints::EVAL,
+        }
+    }
+}
+
+/// Everything a stage key is computed from. Stored in the manifest so that `mgat explain` can say what changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyInputs {
+    pub schema: u32,
+    pub kind: StageKind,
+    /// Only the configuration fields this kind reads.
+    pub config: Value,
+    /// Keys of the stages this one consumes, by kind.
+    pub upstream: BTreeMap<StageKind, String>,
+    pub lock_digest: Option<String>,
+    pub fingerprint: String,
+    pub version: Option<String>,
+}
+
+impl KeyInputs {
+    pub fn key(&self) -> String {
+        let value = serde_json::to_value(self).unwrap_or(Value::Null);
+        sha256_bytes(canonical_json(&value).as_bytes())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub kind: StageKind,
+    pub key: String,
+    pub inputs: KeyInputs,
+    /// Indices (into [`Plan::stages`]) of the stages this one consumes.
+    pub deps: Vec<usize>,
+    /// The `datasets.lock` entry this stage's data comes from.
+    pub dataset: String,
+    /// Indices (into [`Plan::cells`]) of the cells that use this stage.
+    pub cells: Vec<usize>,
+}
+
+impl Stage {
+    /// A short label: kind, first 12 hex digits of the key.
+    pub fn label(&self) -> String {
+        format!("{} {}", self.kind.name(), &self.key[..12])
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedCell {
+    /// Index into the specs the plan was made from.
+    pub spec: usize,
+    pub cell: Cell,
+    /// Indices into [`Plan::stages`], upstream first.
+    pub stages: Vec<usize>,
+}
+
+/// Stages in dependency order (every stage after the ones it consumes), and the cells that use them.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub stages: Vec<Stage>,
+    pub cells: Vec<PlannedCell>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+}
+
+impl Plan {
+    /// Plans every cell of `specs` against the datasets pinned in `lock`.
+    pub fn new(specs: &[Spec], lock: &LockFile) -> Result<Plan, PlanError> {
+        let mut plan = Plan::default();
+        let mut by_key: HashMap<String, usize> = HashMap::new();
+        for (s, spec) in specs.iter().enumerate() {
+            for cell in &spec.cells {
+                let stages = plan.stages_for(spec, cell, lock, &mut by_key)?;
+                let c = plan.cells.len();
+                for &i in &stages {
+                    plan.stages[i].cells.push(c);
+                }
+                plan.cells.push(PlannedCell {
+                    spec: s,
+                    cell: cell.clone(),
+                    stages,
+                });
+            }
+        }
+        Ok(plan)
+    }
+
+    fn stages_for(
+        &mut self,
+        spec: &Spec,
+        cell: &Cell,
+        lock: &LockFile,
+        by_key: &mut HashMap<String, usize>,
+    ) -> Result<Vec<usize>, PlanError> {
+        let dataset = &cell.config.dataset.name;
+        let entry = lock
+            .entry(dataset)
+            .map_err(|e| spec.error_at(&["base", "dataset", "name"], e.to_string()))?;
+        let digest = Some(entry.digest.clone());
+        let mut chain: Vec<usize> = Vec::new();
+        let mut add = |kind: StageKind,
+                       config: Value,
+                       deps: Vec<usize>,
+                       lock_digest: Option<String>,
+                       stages: &mut Vec<Stage>| {
+            let upstream = deps
+                .iter()
+                .map(|&d| (stages[d].kind, stages[d].key.clone()))
+                .collect();
+            let inputs = KeyInputs {
+                schema: KEY_SCHEMA,
+                kind,
+                config,
+                upstream,
+                lock_digest,
+                fingerprint: kind.fingerprint().to_string(),
+                version: spec.version.clone(),
+            };
+            let key = inputs.key();
+            let i = *by_key.entry(key.clone()).or_insert_with(|| {
+                stages.push(Stage {
+                    kind,
+                    key,
+                    inputs,
+                    deps,
+                    dataset: dataset.clone(),
+                    cells: Vec::new(),
+                });
+                stages.len() - 1
+            });
+            chain.push(i);
+            i
+        };
+        let synth = match (&entry.format, &entry.synth) {
+            (Format::Synth, Some(params)) => Some(add(
+                StageKind::Synth,
+                json!(params),
+                vec![],
+                None,
+                &mut self.stages,
+            )),
+            _ => None,
+        };
+        let index = add(
+            StageKind::Index,
+            json!({"format": entry.format}),
+            synth.into_iter().collect(),
+            digest.clone(),
+            &mut self.stages,
+        );
+        let train = add(
+            StageKind::Train,
+            train_config(&cell.config),
+            vec![index],
+            digest.clone(),
+            &mut self.stages,
+        );
+        add(
+            StageKind::Eval,
+            json!({"eval": cell.config.eval}),
+            vec![train, index],
+            digest,
+            &mut self.stages,
+        );
+        Ok(chain)
+    }
+
+    /// Indices of the stages that `cells` need, in dependency order.
+    pub fn stages_of(&self, cells: &[usize]) -> Vec<usize> {
+        let mut needed = vec![false; self.stages.len()];
+        for &c in cells {
+            for &s in &self.cells[c].stages {
+                needed[s] = true;
+            }
+        }
+        (0..self.stages.len()).filter(|&s| needed[s]).collect()
+    }
+}
+
+/// What the train stage reads: the model settings its head uses (a baseline reads no head settings; plain GAT
+/// reads no mask) and the train settings minus where it runs (`device`, `workers`).
+fn train_config(config: &RunConfig) -> Value {
+    let mut model = json!(config.model);
+    let unread: &[&str] = match config.model.head {
+        Head::None => &[
+            "gamma",
+            "mask",
+            "squared_distance",
+            "weight",
+            "residual",
+            "of_weight",
+        ],
+        Head::Gat => &["mask"],
+        Head::Mgat => &[],
+    };
+    let mut train = json!(config.train);
+    if let (Some(m), Some(t)) = (model.as_object_mut(), train.as_object_mut()) {
+        for field in unread {
+            m.remove(*field);
+        }
+        t.remove("device");
+        t.remove("workers");
+    }
+    json!({"model": model, "train": train})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const SPEC: &str = "\
+name: t
+base:
+  dataset: {name: toy}
+  train: {epochs: 2, lr_steps: [1], warmup_epochs: 0}
+grid:
+  model.head: [none, gat, mgat]
+  model.gamma: [0.5, 2]
+seeds: [1, 2]
+";
+
+    fn lock() -> (crate::testutil::TempDir, LockFile) {
+        let dir = crate::testutil::tempdir();
+        let path = dir.join("datasets.lock");
+        let text = "datasets:\n  toy:\n    format: synth\n    synth: {seed: 1, ids: 8, cameras: 2, images_per_camera: 2, height: 64, width: 32, junk: 0, distractors: 0, quality: 90}\n    files: 1\n    bytes: 1\n    digest: sha256:0000000000000000000000000000000000000000000000000000000000000000\n";
+        std::fs::write(&path, text).unwrap();
+        let lock = LockFile::load(&path, &dir.join("lists")).unwrap();
+        (dir, lock)
+    }
+
+    fn plan(text: &str) -> Plan {
+        let (_dir, lock) = lock();
+        Plan::new(&[Spec::parse(Path::new("t.yaml"), text).unwrap()], &lock).unwrap()
+    }
+
+    fn count(plan: &Plan, kind: StageKind) -> usize {
+        plan.stages.iter().filter(|s| s.kind == kind).count()
+    }
+
+    #[test]
+    fn cells_share_equal_stages() {
+        let p = plan(SPEC);
+        assert_eq!(p.cells.len(), 12);
+        assert_eq!(
+            count(&p, StageKind::Synth),
+            1,
+            "one data stage for the whole sweep"
+        );
+        assert_eq!(count(&p, StageKind::Index), 1);
+        // The baseline reads no γ: its two γ cells share a train stage per seed.
+        assert_eq!(count(&p, StageKind::Train), 2 * (1 + 2 + 2));
+        assert_eq!(count(&p, StageKind::Eval), 10);
+        for (i, s) in p.stages.iter().enumerate() {
+            assert!(s.deps.iter().all(|&d| d < i), "dependency order");
+        }
+    }
+
+    #[test]
+    fn keys_are_stable_and_change_only_with_what_a_kind_reads() {
+        let a = plan(SPEC);
+        let b = plan(SPEC);
+        let keys = |p: &Plan| p.stages.iter().map(|s| s.key.clone()).collect::<Vec<_>>();
+        assert_eq!(keys(&a), keys(&b));
+        let key_of = |p: &Plan, kind| {
+            p.stages
+                .iter()
+                .find(|s| s.kind == kind)
+                .unwrap()
+                .key
+                .clone()
+        };
+
+        let eval_only = plan(&SPEC.replace(
+            "warmup_epochs: 0}",
+            "warmup_epochs: 0}\n  eval: {normalize: true}",
+        ));
+        assert_eq!(
+            key_of(&a, StageKind::Train),
+            key_of(&eval_only, StageKind::Train),
+            "eval change keeps train"
+        );
+        assert_ne!(
+            key_of(&a, StageKind::Eval),
+            key_of(&eval_only, StageKind::Eval)
+        );
+
+        let lr = plan(&SPEC.replace("epochs: 2,", "epochs: 2, lr: 0.001,"));
+        assert_eq!(
+            key_of(&a, StageKind::Index),
+            key_of(&lr, StageKind::Index),
+            "train change keeps data"
+        );
+        assert_ne!(key_of(&a, StageKind::Train), key_of(&lr, StageKind::Train));
+        assert_ne!(
+            key_of(&a, StageKind::Eval),
+            key_of(&lr, StageKind::Eval),
+            "downstream follows upstream"
+        );
+
+        let device = plan(&SPEC.replace("epochs: 2,", "epochs: 2, device: cpu, workers: 1,"));
+        assert_eq!(
+            keys(&a),
+            keys(&device),
+            "device and workers are not part of any key"
+        );
+
+        let salted = plan(&SPEC.replace("name: t\n", "name: t\nversion: 2\n"));
+        assert!(
+            keys(&a).iter().all(|k| !keys(&salted).contains(k)),
+            "the version salt changes every key"
+        );
+    }
+
+    #[test]
+    fn a_key_is_the_hash_of_its_canonical_inputs() {
+        let p = plan(SPEC);
+        let synth = &p.stages[0];
+        let expected =
+            sha256_bytes(canonical_json(&serde_json::to_value(&synth.inputs).unwrap()).as_bytes());
+        assert_eq!(synth.key, expected);
+        assert_eq!(synth.inputs.fingerprint, fingerprints::SYNTH);
+        assert_eq!(synth.inputs.lock_digest, None);
+        assert!(p.stages[1].inputs.lock_digest.is_some());
+    }
+
+    #[test]
+    fn unknown_dataset_points_at_the_spec() {
+        let (_dir, lock) = lock();
+        let spec = Spec::parse(
+            Path::new("t.yaml"),
+            &SPEC.replace("name: toy", "name: nope"),
+        )
+        .unwrap();
+        let err = Plan::new(&[spec], &lock).unwrap_err().to_string();
+        assert!(
+            err.starts_with("t.yaml:3:") && err.contains("no dataset `nope`"),
+            "{err}"
+        );
+    }
+}

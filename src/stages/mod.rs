@@ -1,0 +1,72 @@
+//! Stage runners: what each stage kind computes from its inputs into its partial directory. The executor handles
+//! locking, caching and manifests; a runner only produces outputs and a summary.
+
+mod index;
+mod synth;
+
+use crate::cache::Cache;
+use crate::data::hash::HashError;
+use crate::data::index::IndexError;
+use crate::data::synth::SynthError;
+use crate::data::{LockError, LockFile};
+use crate::plan::{Plan, StageKind};
+use indicatif::ProgressBar;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// What a runner needs besides its own stage: the cache (to read upstream entries), the lock and the plan.
+pub struct StageEnv<'a> {
+    pub cache: &'a Cache,
+    pub lock: &'a LockFile,
+    pub plan: &'a Plan,
+}
+
+/// A runner's result: where it computed and figures for the manifest's summary.
+#[derive(Debug, Clone)]
+pub struct Produced {
+    pub device: String,
+    pub summary: Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error(transparent)]
+    Synth(#[from] SynthError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the {0} stage is not implemented in this version of mgat (it arrives with the model/training and evaluation work)"
+    )]
+    NotImplemented(&'static str),
+}
+
+impl StageError {
+    /// Whether the error is the user's input (dataset, lock) rather than a failure of the computation.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, StageError::Lock(_) | StageError::Index(_))
+    }
+}
+
+/// Runs stage `s` of the plan, writing its outputs under `out`.
+pub fn run(
+    env: &StageEnv,
+    s: usize,
+    out: &Path,
+    bar: &ProgressBar,
+) -> Result<Produced, StageError> {
+    let stage = &env.plan.stages[s];
+    match stage.kind {
+        StageKind::Synth => synth::run(stage, out, bar),
+        StageKind::Index => index::run(env, stage, out, bar),
+        StageKind::Train | StageKind::Eval => Err(StageError::NotImplemented(stage.kind.name())),
+    }
+}

@@ -1,0 +1,25 @@
+//! The `synth` stage: generates the synthetic dataset of a lock entry into `data/` (Market-1501 layout).
+
+use super::{Produced, StageError};
+use crate::data::synth::{SynthParams, generate, image_count};
+use crate::plan::Stage;
+use indicatif::ProgressBar;
+use std::path::Path;
+
+/// The folder inside a synth entry that holds the dataset root.
+pub const DATA_DIR: &str = "data";
+
+pub fn run(stage: &Stage, out: &Path, bar: &ProgressBar) -> Result<Produced, StageError> {
+    let params: SynthParams =
+        serde_json::from_value(stage.inputs.config.clone()).map_err(|e| StageError::Io {
+            path: out.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
+    bar.set_length(image_count(&params) as u64);
+    bar.set_message(format!("generating {} images", image_count(&params)));
+    let summary = generate(&params, &out.join(DATA_DIR), &|| bar.inc(1))?;
+    Ok(Produced {
+        device: "cpu".into(),
+        summary: serde_json::json!(summary),
+    })
+}
