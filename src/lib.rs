@@ -5,6 +5,7 @@ pub mod cache;
 pub mod cli;
 pub mod data;
 pub mod digest;
+pub mod eval;
 pub mod exec;
 pub mod plan;
 pub mod provenance;

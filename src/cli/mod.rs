@@ -3,6 +3,7 @@
 
 mod cache_cmd;
 mod data_cmd;
+mod metrics_cmd;
 mod run_cmd;
 
 use crate::cache::Cache;
@@ -52,6 +53,8 @@ enum Command {
     /// Generate, lock and verify datasets.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
+    /// Score a distance matrix or query/gallery features with the re-ID protocol (CMC, mAP, mINP).
+    Metrics(metrics_cmd::MetricsArgs),
 }
 
 /// A bad command-line value found after parsing (unknown cell, bad format name, …): exit code 2.
@@ -185,6 +188,7 @@ pub fn main() -> ExitCode {
         Command::Explain(args) => run_cmd::explain(&ctx, args),
         Command::Cache(cmd) => cache_cmd::run(&ctx, cmd),
         Command::Data(cmd) => data_cmd::run(&ctx, cmd),
+        Command::Metrics(args) => metrics_cmd::run(args),
     });
     match result {
         Ok(code) => code,
@@ -202,6 +206,8 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
             || e.is::<PlanError>()
             || e.is::<IndexError>()
             || e.is::<UsageError>()
+            || e.is::<metrics_cmd::ScoreError>()
+            || e.is::<crate::eval::array::ArrayError>()
     })
 }
 

@@ -1,0 +1,147 @@
+//! End-to-end tests of `mgat metrics` against torchreid's recorded outputs (tests/data/reid-cases) and its input
+//! errors.
+
+mod common;
+
+use common::Project;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn case(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/reid-cases")
+        .join(name)
+}
+
+fn expected(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(case(name).join("expected.json")).unwrap())
+        .unwrap()
+}
+
+fn metrics_json(p: &Project, args: &[&str]) -> Value {
+    let mut all = vec!["metrics", "--json"];
+    all.extend(args);
+    serde_json::from_str(&p.mgat(&all).success().stdout()).unwrap()
+}
+
+fn assert_close(got: &Value, want: &Value) {
+    for k in ["1", "5", "10", "20"] {
+        let (g, w) = (
+            got["cmc"][k].as_f64().unwrap(),
+            want["cmc"][k].as_f64().unwrap(),
+        );
+        assert!((g - w).abs() < 1e-6, "rank-{k}: {g} vs {w}");
+    }
+    let (gc, wc) = (
+        got["cmc_curve"].as_array().unwrap(),
+        want["cmc_curve"].as_array().unwrap(),
+    );
+    assert_eq!(gc.len(), wc.len());
+    assert!(
+        gc.iter()
+            .zip(wc)
+            .all(|(g, w)| (g.as_f64().unwrap() - w.as_f64().unwrap()).abs() < 1e-6)
+    );
+    for k in ["mAP", "mINP", "num_valid_query"] {
+        if let Some(w) = want.get(k) {
+            assert!(
+                (got[k].as_f64().unwrap() - w.as_f64().unwrap()).abs() < 1e-6,
+                "{k}"
+            );
+        }
+    }
+}
+
+#[test]
+fn scores_the_reference_distance_matrices_like_torchreid() {
+    let p = Project::new("metrics");
+    for name in ["m1_basic", "m2_junk_distractors"] {
+        let got = metrics_json(&p, &["--dir", case(name).to_str().unwrap()]);
+        assert_close(&got, &expected(name)["torchreid_py_market"]);
+        assert_close(&got, &expected(name)["ref_market_stable"]);
+        assert_eq!(got["num_query"], 50);
+        assert_eq!(got["num_gallery"], 300);
+    }
+}
+
+#[test]
+fn scores_features_with_cosine_distance_like_torchreid() {
+    let p = Project::new("metrics-cos");
+    let dir = case("m1_basic");
+    let (qf, gf) = (dir.join("qf.npy"), dir.join("gf.npy"));
+    let got = metrics_json(
+        &p,
+        &[
+            "--dir",
+            dir.to_str().unwrap(),
+            "--qf",
+            qf.to_str().unwrap(),
+            "--gf",
+            gf.to_str().unwrap(),
+            "--metric",
+            "cosine",
+        ],
+    );
+    let want = &expected("m1_basic")["cosine_from_features"];
+    assert_close(&got, &want["torchreid_py_market_on_cosine_distmat"]);
+    assert_close(&got, &want["ref"]);
+}
+
+#[test]
+fn text_inputs_give_the_same_scores_as_npy() {
+    let p = Project::new("metrics-text");
+    let src = case("m1_basic");
+    for (from, to) in [
+        ("distmat.csv", "distmat.csv"),
+        ("q_pids.txt", "q_pids.txt"),
+        ("g_pids.txt", "g_pids.txt"),
+        ("q_camids.txt", "q_camids.txt"),
+        ("g_camids.txt", "g_camids.txt"),
+    ] {
+        std::fs::copy(src.join(from), p.path(to)).unwrap();
+    }
+    let text = metrics_json(&p, &["--dir", p.dir.to_str().unwrap()]);
+    assert_close(&text, &expected("m1_basic")["torchreid_py_market"]);
+}
+
+#[test]
+fn bad_inputs_exit_2_naming_the_file() {
+    let p = Project::new("metrics-bad");
+    let src = case("m1_basic");
+    for f in ["distmat.csv", "q_pids.txt", "g_pids.txt", "q_camids.txt"] {
+        std::fs::copy(src.join(f), p.path(f)).unwrap();
+    }
+    let dir = p.dir.to_str().unwrap().to_string();
+    let missing = p.mgat(&["metrics", "--dir", &dir]);
+    assert_eq!(missing.code(), 2);
+    assert!(
+        missing.stderr().contains("g_camids"),
+        "{}",
+        missing.stderr()
+    );
+
+    let cams: String = (0..299).map(|_| "1\n").collect();
+    p.write("g_camids.txt", &cams);
+    let short = p.mgat(&["metrics", "--dir", &dir]);
+    assert_eq!(short.code(), 2);
+    assert!(
+        short
+            .stderr()
+            .contains("g_camids has 299 entries, expected 300"),
+        "{}",
+        short.stderr()
+    );
+
+    p.write("g_camids.txt", &format!("{cams}1\n"));
+    let original = std::fs::read_to_string(src.join("distmat.csv")).unwrap();
+    let text = format!("nan{}", &original[original.find(',').unwrap()..]);
+    p.write("distmat.csv", &text);
+    let nan = p.mgat(&["metrics", "--dir", &dir]);
+    assert_eq!(nan.code(), 2);
+    assert!(
+        nan.stderr()
+            .contains("distmat.csv: NaN or infinity at row 0"),
+        "{}",
+        nan.stderr()
+    );
+}
