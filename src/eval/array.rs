@@ -1,8 +1,10 @@
 //! Reading evaluation inputs: matrices and id vectors from `.npy` (any integer or float dtype numpy writes, either
 //! byte order, C or Fortran order) or text (`.csv`/`.txt`: one matrix row per line, values separated by commas or
-//! white space; one id per line).
+//! white space; one id per line). A native-endian float32 C-order `.npy` is memory-mapped rather than copied, so
+//! a Market-scale distance matrix (214 MB) costs no read copy.
 
 use std::io::Read;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
 /// A dense row-major f32 matrix.
@@ -10,12 +12,51 @@ use std::path::{Path, PathBuf};
 pub struct Matrix {
     pub rows: usize,
     pub cols: usize,
-    pub data: Vec<f32>,
+    pub data: Values,
 }
 
 impl Matrix {
     pub fn row(&self, r: usize) -> &[f32] {
         &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+}
+
+/// A matrix's values: owned, or a read-only mapping of a file's float32 payload.
+#[derive(Debug)]
+pub enum Values {
+    Owned(Vec<f32>),
+    Mapped { map: memmap2::Mmap, len: usize },
+}
+
+impl Deref for Values {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match self {
+            Values::Owned(v) => v,
+            // SAFETY: the mapping is 4-byte aligned and holds `len` f32s (checked when mapped); any bit pattern is
+            // a valid f32; the map is read-only and lives as long as self.
+            Values::Mapped { map, len } => unsafe {
+                std::slice::from_raw_parts(map.as_ptr().cast::<f32>(), *len)
+            },
+        }
+    }
+}
+
+impl Clone for Values {
+    fn clone(&self) -> Self {
+        Values::Owned(self.to_vec())
+    }
+}
+
+impl PartialEq for Values {
+    fn eq(&self, other: &Self) -> bool {
+        self[..] == other[..]
+    }
+}
+
+impl From<Vec<f32>> for Values {
+    fn from(v: Vec<f32>) -> Self {
+        Values::Owned(v)
     }
 }
 
@@ -68,7 +109,8 @@ pub fn load_matrix(path: &Path) -> Result<Matrix, ArrayError> {
     let (shape, data) = if is_npy(path) {
         read_npy_f32(path)?
     } else {
-        read_text(path)?
+        let (shape, values) = read_text(path)?;
+        (shape, values.into())
     };
     let (rows, cols) = match shape[..] {
         [r, c] => (r, c),
@@ -127,7 +169,13 @@ fn is_npy(path: &Path) -> bool {
 
 fn first_non_finite(data: &[f32]) -> Option<usize> {
     use rayon::prelude::*;
-    data.par_iter().position_first(|v| !v.is_finite())
+    const CHUNK: usize = 1 << 16;
+    // Whole chunks are scanned branch-free (vectorised); only a chunk that holds one is searched element-wise.
+    let chunk = data
+        .par_chunks(CHUNK)
+        .position_first(|c| c.iter().fold(false, |bad, v| bad | !v.is_finite()))?;
+    let offset = data[chunk * CHUNK..].iter().position(|v| !v.is_finite())?;
+    Some(chunk * CHUNK + offset)
 }
 
 /// The parsed header of a .npy file.
@@ -220,32 +268,36 @@ fn read_npy_header(path: &Path, file: &mut std::fs::File) -> Result<NpyHeader, A
     })
 }
 
-/// Reads an .npy file's values as f32, in C order.
-fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>), ArrayError> {
-    let mut file = std::fs::File::open(path).map_err(|source| ArrayError::Io {
+/// Reads an .npy file's values as f32, in C order: mapped when the payload is native f32 in C order, else decoded.
+fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Values), ArrayError> {
+    let io = |source| ArrayError::Io {
         path: path.into(),
         source,
-    })?;
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
     let h = read_npy_header(path, &mut file)?;
     let n: usize = h.shape.iter().product();
-    let data = if h.kind == b'f' && h.size == 4 && h.big_endian == cfg!(target_endian = "big") {
-        // Native f32: read straight into the destination buffer.
-        let mut data = vec![0f32; n];
-        // SAFETY: any byte pattern is a valid f32, and the slice covers exactly the vector's initialised memory.
-        let bytes =
-            unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr().cast::<u8>(), n * 4) };
-        file.read_exact(bytes).map_err(|source| ArrayError::Io {
-            path: path.into(),
-            source,
-        })?;
-        data
-    } else {
-        read_npy_values(path, &mut file, &h, n)?
-            .into_iter()
-            .map(|v| v as f32)
-            .collect()
-    };
-    Ok((h.shape.clone(), c_order(data, &h)))
+    let native_f32 =
+        h.kind == b'f' && h.size == 4 && h.big_endian == cfg!(target_endian = "big") && !h.fortran;
+    if native_f32 && n > 0 {
+        let offset = std::io::Seek::stream_position(&mut file).map_err(io)?;
+        // SAFETY: the file is mapped read-only; mgat does not write it while the mapping lives.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(offset)
+                .len(n * 4)
+                .map(&file)
+        }
+        .map_err(io)?;
+        if map.as_ptr().align_offset(4) == 0 && map.len() == n * 4 {
+            return Ok((h.shape.clone(), Values::Mapped { map, len: n }));
+        }
+    }
+    let values: Vec<f32> = read_npy_values(path, &mut file, &h, n)?
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
+    Ok((h.shape.clone(), c_order(values, &h).into()))
 }
 
 fn read_npy_f64(path: &Path) -> Result<(Vec<usize>, Vec<f64>), ArrayError> {
@@ -420,13 +472,13 @@ mod tests {
             .flat_map(|v| v.to_be_bytes())
             .collect();
         let m = load_matrix(&write("be.npy", npy(">f8", false, "(2, 2)", &be))).unwrap();
-        assert_eq!(m.data, [1.5, -2.0, 3.25, 4.0]);
+        assert_eq!(m.data[..], [1.5, -2.0, 3.25, 4.0]);
         let f: Vec<u8> = [1.0f32, 3.0, 2.0, 4.0]
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
         let m = load_matrix(&write("f.npy", npy("<f4", true, "(2, 2)", &f))).unwrap();
-        assert_eq!(m.data, [1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(m.data[..], [1.0, 2.0, 3.0, 4.0]);
         let ids: Vec<u8> = [-1i16, 0, 7].iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(
             load_ids(&write("i.npy", npy("<i2", false, "(3,)", &ids))).unwrap(),

@@ -91,12 +91,16 @@ fn squared_norm(v: &[f32]) -> f32 {
 
 /// Rows scaled to unit length (torchreid's F.normalize: divided by max(‖x‖, 1e-12)).
 pub fn l2_normalized(m: &Matrix) -> Matrix {
-    let mut out = m.clone();
-    for row in out.data.chunks_mut(m.cols.max(1)) {
+    let mut data = m.data.to_vec();
+    for row in data.chunks_mut(m.cols.max(1)) {
         let norm = squared_norm(row).sqrt().max(1e-12);
         row.iter_mut().for_each(|x| *x /= norm);
     }
-    out
+    Matrix {
+        rows: m.rows,
+        cols: m.cols,
+        data: data.into(),
+    }
 }
 
 #[cfg(test)]
@@ -107,7 +111,7 @@ mod tests {
         Matrix {
             rows,
             cols,
-            data: (0..rows * cols).map(f).collect(),
+            data: (0..rows * cols).map(f).collect::<Vec<_>>().into(),
         }
     }
 

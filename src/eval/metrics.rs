@@ -85,13 +85,44 @@ pub struct Evaluator<'a> {
     ids: Ids<'a>,
     max_rank: usize,
     scores: Vec<Option<QueryScore>>,
-    /// For CUHK03: each gallery identity's index and image count, computed once.
-    identities: Option<GalleryIdentities>,
+    gallery: GalleryIdentities,
+    cuhk03: bool,
 }
 
+/// The gallery grouped by identity, computed once: each item's identity index, and each identity's items.
 struct GalleryIdentities {
     index_of: Vec<usize>,
-    count: Vec<usize>,
+    items: Vec<Vec<usize>>,
+    by_pid: HashMap<i64, usize>,
+}
+
+impl GalleryIdentities {
+    fn new(g_pids: &[i64]) -> Self {
+        let mut by_pid: HashMap<i64, usize> = HashMap::new();
+        let mut items: Vec<Vec<usize>> = Vec::new();
+        let index_of = g_pids
+            .iter()
+            .enumerate()
+            .map(|(j, p)| {
+                let i = *by_pid.entry(*p).or_insert_with(|| {
+                    items.push(Vec::new());
+                    items.len() - 1
+                });
+                items[i].push(j);
+                i
+            })
+            .collect();
+        Self {
+            index_of,
+            items,
+            by_pid,
+        }
+    }
+
+    /// Gallery items of identity `pid` (empty when it has none).
+    fn of(&self, pid: i64) -> &[usize] {
+        self.by_pid.get(&pid).map_or(&[], |&i| &self.items[i])
+    }
 }
 
 impl<'a> Evaluator<'a> {
@@ -126,25 +157,12 @@ impl<'a> Evaluator<'a> {
         if max_rank == 0 {
             return Err(MetricsError::MaxRank);
         }
-        let identities = (protocol == Protocol::Cuhk03).then(|| {
-            let mut index: HashMap<i64, usize> = HashMap::new();
-            let index_of: Vec<usize> = ids
-                .g_pids
-                .iter()
-                .map(|p| {
-                    let n = index.len();
-                    *index.entry(*p).or_insert(n)
-                })
-                .collect();
-            let mut count = vec![0; index.len()];
-            index_of.iter().for_each(|&i| count[i] += 1);
-            GalleryIdentities { index_of, count }
-        });
         Ok(Self {
             ids,
             max_rank: max_rank.min(ids.g_pids.len()),
             scores: Vec::with_capacity(ids.q_pids.len()),
-            identities,
+            gallery: GalleryIdentities::new(ids.g_pids),
+            cuhk03: protocol == Protocol::Cuhk03,
         })
     }
 
@@ -167,9 +185,10 @@ impl<'a> Evaluator<'a> {
             .map(|(i, row)| {
                 let q = first + i;
                 let (pid, cam) = (self.ids.q_pids[q], self.ids.q_camids[q]);
-                match &self.identities {
-                    None => market_query(row, pid, cam, self.ids),
-                    Some(gi) => cuhk03_query(row, pid, cam, self.ids, gi, self.max_rank),
+                if self.cuhk03 {
+                    cuhk03_query(row, pid, cam, self.ids, &self.gallery, self.max_rank)
+                } else {
+                    market_query(row, cam, self.ids, self.gallery.of(pid))
                 }
             })
             .collect();
@@ -260,31 +279,37 @@ fn ap_inp(positions: &[usize]) -> (f64, f64) {
     (ap, m / *positions.last().unwrap_or(&1) as f64)
 }
 
-/// Market-1501: ranks of the matches among valid items, found by placing every valid non-match among the sorted
-/// matches (one comparison for items after the last match, a binary search otherwise).
-fn market_query(row: &[f32], pid: i64, cam: i64, ids: Ids) -> Option<QueryScore> {
-    let mut matches: Vec<(f32, usize)> = (0..row.len())
-        .filter(|&j| ids.g_pids[j] == pid && ids.g_camids[j] != cam)
-        .map(|j| (row[j], j))
+/// Market-1501: ranks of the matches among valid items. Only the matches are sorted; every gallery item ranked
+/// before the last match is placed among them by binary search (the rest cost one comparison), and the query's
+/// own identity's items, counted in that pass, are taken out again.
+fn market_query(row: &[f32], cam: i64, ids: Ids, same_pid: &[usize]) -> Option<QueryScore> {
+    let mut matches: Vec<(f32, usize)> = same_pid
+        .iter()
+        .filter(|&&j| ids.g_camids[j] != cam)
+        .map(|&j| (row[j], j))
         .collect();
     if matches.is_empty() {
         return None;
     }
     matches.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let &(last_d, last_i) = matches.last()?;
-    let mut before_match = vec![0usize; matches.len() + 1];
-    for (k, (&d, &gp)) in row.iter().zip(ids.g_pids).enumerate() {
-        if gp == pid || !before(d, k, last_d, last_i) {
-            continue; // a match, a same-camera item of the query's identity, or ranked after every match
+    let slot = |d: f32, k: usize| matches.partition_point(|&(md, mi)| before(md, mi, d, k));
+    let mut before_match = vec![0isize; matches.len() + 1];
+    for (k, &d) in row.iter().enumerate() {
+        if d <= last_d && before(d, k, last_d, last_i) {
+            before_match[slot(d, k)] += 1;
         }
-        let p = matches.partition_point(|&(md, mi)| before(md, mi, d, k));
-        before_match[p] += 1;
+    }
+    for &j in same_pid {
+        if before(row[j], j, last_d, last_i) {
+            before_match[slot(row[j], j)] -= 1; // a match, or a same-camera image the protocol drops
+        }
     }
     let mut non_matches = 0;
     let positions: Vec<usize> = (0..matches.len())
         .map(|i| {
             non_matches += before_match[i];
-            i + 1 + non_matches
+            i + 1 + non_matches as usize
         })
         .collect();
     let (ap, inp) = ap_inp(&positions);
@@ -320,12 +345,12 @@ fn cuhk03_query(
         return None;
     }
     let (ap, inp) = ap_inp(&positions);
-    let mut count = vec![0usize; gi.count.len()];
+    let mut count = vec![0usize; gi.items.len()];
     for &j in &valid {
         count[gi.index_of[j]] += 1; // valid images per identity (the query's same-camera images removed)
     }
     let own = gi.index_of[valid[positions[0] - 1]];
-    let mut seen = vec![0usize; gi.count.len()];
+    let mut seen = vec![0usize; gi.items.len()];
     let mut pmf = vec![0f64; max_rank];
     let weight = 1.0 / positions.len() as f64;
     for &j in &valid {

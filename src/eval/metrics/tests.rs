@@ -38,7 +38,7 @@ impl Case {
 fn load_case(dir: &Path) -> Case {
     let ids = |n: &str| load_ids(&dir.join(format!("{n}.npy"))).unwrap();
     Case {
-        dist: load_matrix(&dir.join("distmat.npy")).unwrap().data,
+        dist: load_matrix(&dir.join("distmat.npy")).unwrap().data.to_vec(),
         q_pids: ids("q_pids"),
         g_pids: ids("g_pids"),
         q_camids: ids("q_camids"),

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Benchmark: `mgat metrics` on a Market-1501-sized case (3368 × 15913 float32), wall time and peak memory, beside
+# torchreid's Cython evaluator (eval_market1501_cy) on the same matrix when its source is given.
+# Usage: benches/metrics_bench.sh [path/to/torchreid/metrics/rank_cylib/rank_cy.pyx]
+# Needs python3; installs numpy and Cython into a throwaway venv. torchreid's code is not part of this repository:
+# pass the rank_cy.pyx of a torchreid checkout to include it.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+mgat=$repo/target/release/mgat
+[ -x "$mgat" ] || (cd "$repo" && cargo build --release -q)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+python3 -m venv "$work/venv"
+"$work/venv/bin/pip" install -q numpy cython setuptools
+py=$work/venv/bin/python
+mkdir "$work/case"
+"$py" "$repo/benches/metrics_case.py" "$work/case"
+
+peak() { /usr/bin/time -f '%e s, peak RSS %M KiB' "$@" 2>&1 >/dev/null | tail -1; }
+cat "$work/case/distmat.npy" >/dev/null   # page cache warm for both tools
+echo "mgat metrics (read + score):   $(peak "$mgat" metrics --dir "$work/case" --json)"
+for _ in 1 2; do echo "mgat metrics (again):          $(peak "$mgat" metrics --dir "$work/case" --json)"; done
+"$mgat" metrics --dir "$work/case" --json > "$work/mgat.json"
+
+if [ $# -ge 1 ]; then
+  mkdir "$work/cy" && cp "$1" "$work/cy/rank_cy.pyx"
+  (cd "$work/cy" && "$py" -c "
+from setuptools import setup, Extension
+from Cython.Build import cythonize
+import numpy
+setup(ext_modules=cythonize([Extension('rank_cy', ['rank_cy.pyx'], include_dirs=[numpy.get_include()])], quiet=True),
+      script_args=['build_ext', '--inplace', '-q'])" >/dev/null 2>&1)
+  cat > "$work/cy/run.py" <<'PY'
+import json, sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import rank_cy
+d = sys.argv[2]
+load = lambda n: np.load(f"{d}/{n}.npy")
+dist, qp, gp, qc, gc = (load(n) for n in ["distmat", "q_pids", "g_pids", "q_camids", "g_camids"])
+t = time.perf_counter()
+cmc, mAP = rank_cy.evaluate_cy(dist, qp, gp, qc, gc, 50)
+print(f"torchreid cython evaluate_cy (score only): {time.perf_counter() - t:.2f} s", file=sys.stderr)
+ours = json.load(open(sys.argv[3]))
+print(f"agreement: rank-1 {cmc[0]:.6f} vs {ours['cmc']['1']:.6f}, mAP {mAP:.6f} vs {ours['mAP']:.6f}", file=sys.stderr)
+PY
+  echo "torchreid (load + score):      $(peak "$py" "$work/cy/run.py" "$work/cy" "$work/case" "$work/mgat.json")"
+  "$py" "$work/cy/run.py" "$work/cy" "$work/case" "$work/mgat.json" 2>&1 | tail -2
+fi
