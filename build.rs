@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 /// Source files and folders per stage kind. A path that does not exist yet contributes nothing.
 const KINDS: &[(&str, &[&str])] = &[
-    ("SYNTH", &["src/stages/synth.rs", "src/data/synth.rs"]),
+    (
+        "SYNTH",
+        &["src/stages/synth.rs", "src/data/synth.rs", "src/rng.rs"],
+    ),
     ("INDEX", &["src/stages/index.rs", "src/data/index.rs"]),
     (
         "TRAIN",
@@ -15,6 +18,7 @@ const KINDS: &[(&str, &[&str])] = &[
             "src/model",
             "src/train",
             "src/data/index.rs",
+            "src/rng.rs",
         ],
     ),
     ("EVAL", &["src/stages/eval.rs", "src/eval", "src/model"]),

@@ -156,21 +156,13 @@ impl Cache {
     /// Every complete entry, ordered by kind then key.
     pub fn entries(&self) -> Result<Vec<EntryRef>, CacheError> {
         let mut out = Vec::new();
-        let kinds = match std::fs::read_dir(&self.root) {
-            Ok(k) => k,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(io_err(&self.root)(e)),
-        };
-        for kind in kinds.flatten().filter(|e| e.path().is_dir()) {
-            let kind_name = kind.file_name().to_string_lossy().into_owned();
-            for entry in std::fs::read_dir(kind.path())
-                .map_err(io_err(&kind.path()))?
-                .flatten()
-            {
+        for kind in self.kind_names()? {
+            let dir = self.root.join(&kind);
+            for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))?.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if !name.starts_with('.') && entry.path().is_dir() {
                     out.push(EntryRef {
-                        kind: kind_name.clone(),
+                        kind: kind.clone(),
                         key: name,
                         path: entry.path(),
                     });
@@ -210,7 +202,7 @@ impl Cache {
             .filter(|e| !keep.contains(&(e.kind.clone(), e.key.clone())))
             .map(|e| e.path)
             .collect();
-        for kind in self.entries_kinds()? {
+        for kind in self.kind_names()? {
             let partial_root = self.root.join(&kind).join(".partial");
             let Ok(partials) = std::fs::read_dir(&partial_root) else {
                 continue;
@@ -234,12 +226,14 @@ impl Cache {
         Ok(out)
     }
 
-    fn entries_kinds(&self) -> Result<Vec<String>, CacheError> {
+    /// The stage kind folders of the cache (hidden folders hold locks, stat caches and file lists).
+    fn kind_names(&self) -> Result<Vec<String>, CacheError> {
         match std::fs::read_dir(&self.root) {
             Ok(k) => Ok(k
                 .flatten()
                 .filter(|e| e.path().is_dir())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| !name.starts_with('.'))
                 .collect()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(io_err(&self.root)(e)),

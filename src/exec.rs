@@ -176,9 +176,13 @@ fn execute(env: &StageEnv, s: usize, bar: &ProgressBar, git: &GitState) -> Outco
         return Outcome::Reused;
     }
     let partial = env.cache.partial_dir(kind, &stage.key);
-    let fresh = std::fs::remove_dir_all(&partial)
-        .or_else(ignore_missing)
-        .and_then(|()| std::fs::create_dir_all(&partial));
+    // A train stage resumes from the checkpoints a killed run left; other kinds start over.
+    let cleared = if stage.kind.resumes() {
+        Ok(())
+    } else {
+        std::fs::remove_dir_all(&partial).or_else(ignore_missing)
+    };
+    let fresh = cleared.and_then(|()| std::fs::create_dir_all(&partial));
     if let Err(e) = fresh {
         return failed(format!("{}: {e}", partial.display()));
     }
@@ -186,7 +190,9 @@ fn execute(env: &StageEnv, s: usize, bar: &ProgressBar, git: &GitState) -> Outco
     let produced = match stages::run(env, s, &partial, bar) {
         Ok(p) => p,
         Err(e) => {
-            let _ = std::fs::remove_dir_all(&partial);
+            if !stage.kind.resumes() {
+                let _ = std::fs::remove_dir_all(&partial);
+            }
             return Outcome::Failed {
                 message: e.to_string(),
                 bad_input: e.is_bad_input(),

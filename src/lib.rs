@@ -1,5 +1,5 @@
 //! mgat: a reproducible experiment pipeline for "Masked Graph Attention Network for Person Re-identification".
-//! Modules follow the data flow: spec → plan/cache → data → exec → cli.
+//! Modules follow the data flow: spec → plan/cache → data → model/train → eval → stages → exec → cli.
 
 pub mod cache;
 pub mod cli;
@@ -7,10 +7,13 @@ pub mod data;
 pub mod digest;
 pub mod eval;
 pub mod exec;
+pub mod model;
 pub mod plan;
 pub mod provenance;
+pub mod rng;
 pub mod spec;
 pub mod stages;
+pub mod train;
 mod yamlpos;
 
 #[cfg(test)]

@@ -42,6 +42,11 @@ impl StageKind {
         }
     }
 
+    /// Whether a killed run of this kind continues from what it left in its partial directory.
+    pub fn resumes(self) -> bool {
+        self == StageKind::Train
+    }
+
     /// Hash of the source files this kind's outputs depend on, computed by build.rs.
     pub fn fingerprint(self) -> &'static str {
         match self {

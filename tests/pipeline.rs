@@ -12,24 +12,17 @@ fn a_second_run_of_the_same_spec_runs_nothing_new() {
     p.lock_synth("toy", SMALL_SYNTH);
     p.write("experiments/a.yaml", &spec("a", "toy", ""));
     let first = p.mgat(&["run", "experiments/a.yaml"]);
-    assert_eq!(
-        first.summary("ran"),
-        2,
-        "synth and index ran\n{}",
-        first.stderr()
-    );
-    // Train and eval are not implemented yet: they fail, and their cells are listed.
-    assert_eq!(first.code(), 1);
-    assert!(
-        first.stdout().contains("head=mgat,gamma=2,seed=1: train"),
-        "{}",
-        first.stdout()
-    );
+    first.success();
+    // 1 synth, 1 index; the baseline reads no γ, so 1 + 2 train and 1 + 2 eval stages.
+    assert_eq!(first.summary("ran"), 8, "{}", first.stderr());
     let second = p.mgat(&["run", "experiments/a.yaml"]);
     assert_eq!(second.summary("ran"), 0);
-    assert_eq!(second.summary("cached"), 2);
+    assert_eq!(second.summary("cached"), 8);
     assert_eq!(p.entries("synth").len(), 1);
     assert_eq!(p.entries("index").len(), 1);
+    assert_eq!(p.entries("train").len(), 3);
+    assert_eq!(p.entries("eval").len(), 3);
+    p.mgat(&["cache", "verify"]).success();
 }
 
 #[test]
@@ -38,7 +31,7 @@ fn a_killed_run_leaves_no_complete_entry_and_a_rerun_finishes_identically() {
     p.lock_synth("big", SLOW_SYNTH);
     p.write("experiments/a.yaml", &spec("a", "big", ""));
     let mut child = p
-        .command(&["run", "experiments/a.yaml", "-q"])
+        .command(&["run", "experiments/a.yaml", "-q", "--until", "index"])
         .spawn()
         .unwrap();
     let partial = p.cache_dir().join("synth/.partial");
@@ -62,11 +55,19 @@ fn a_killed_run_leaves_no_complete_entry_and_a_rerun_finishes_identically() {
         "a killed stage must not look complete"
     );
 
-    let rerun = p.mgat(&["run", "experiments/a.yaml", "-q"]);
+    let rerun = p.mgat(&["run", "experiments/a.yaml", "-q", "--until", "index"]);
     assert_eq!(rerun.summary("ran"), 2);
     p.mgat(&["cache", "verify"]).success();
     // The same outputs as an uninterrupted run in a fresh cache.
-    let fresh = p.mgat(&["run", "experiments/a.yaml", "-q", "--cache", "fresh-cache"]);
+    let fresh = p.mgat(&[
+        "run",
+        "experiments/a.yaml",
+        "-q",
+        "--until",
+        "index",
+        "--cache",
+        "fresh-cache",
+    ]);
     assert_eq!(fresh.summary("ran"), 2);
     let key = &p.entries("synth")[0];
     let a = std::fs::read_to_string(p.cache_dir().join("synth").join(key).join("manifest.json"))
@@ -105,13 +106,13 @@ fn concurrent_runs_of_overlapping_specs_compute_each_shared_stage_once() {
         &spec("b", "big", "").replace("[0.5, 2]", "[2, 5]"),
     );
     let a = p
-        .command(&["run", "experiments/a.yaml"])
+        .command(&["run", "experiments/a.yaml", "--until", "index"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let b = p
-        .command(&["run", "experiments/b.yaml"])
+        .command(&["run", "experiments/b.yaml", "--until", "index"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -268,7 +269,8 @@ fn plan_json_lists_cells_configs_and_stage_status() {
         .collect();
     assert_eq!(kinds, ["synth", "index", "train", "eval"]);
     assert_eq!(cells[0]["stages"][0]["cached"], false);
-    p.mgat(&["run", "experiments/a.yaml", "-q"]);
+    p.mgat(&["run", "experiments/a.yaml", "-q", "--until", "index"])
+        .success();
     let again: serde_json::Value =
         serde_json::from_str(&p.mgat(&["plan", "experiments/a.yaml", "--json"]).stdout()).unwrap();
     assert_eq!(again["cells"][0]["stages"][1]["cached"], true);
@@ -281,7 +283,8 @@ fn explain_names_the_changed_key_component() {
     p.lock_synth("toy", SMALL_SYNTH);
     p.lock_synth("toy2", &SMALL_SYNTH.replace("--seed 5", "--seed 6"));
     p.write("experiments/a.yaml", &spec("a", "toy", ""));
-    p.mgat(&["run", "experiments/a.yaml", "-q"]);
+    p.mgat(&["run", "experiments/a.yaml", "-q", "--until", "index"])
+        .success();
     p.write("experiments/b.yaml", &spec("b", "toy2", ""));
     let out = p.mgat(&[
         "explain",
@@ -308,8 +311,10 @@ fn gc_removes_only_unreferenced_entries_and_only_with_yes() {
     p.lock_synth("toy2", &SMALL_SYNTH.replace("--seed 5", "--seed 6"));
     p.write("experiments/a.yaml", &spec("a", "toy", ""));
     p.write("old.yaml", &spec("old", "toy2", ""));
-    p.mgat(&["run", "experiments/a.yaml", "-q"]);
-    p.mgat(&["run", "old.yaml", "-q"]);
+    p.mgat(&["run", "experiments/a.yaml", "-q", "--until", "index"])
+        .success();
+    p.mgat(&["run", "old.yaml", "-q", "--until", "index"])
+        .success();
     assert_eq!(p.entries("synth").len(), 2);
     let dry = p.mgat(&["cache", "gc"]);
     assert!(

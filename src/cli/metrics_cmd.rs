@@ -7,7 +7,6 @@ use crate::eval::metrics::{Evaluator, Ids, Metrics, MetricsError};
 use crate::spec::config::{Metric, Protocol};
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -120,7 +119,7 @@ pub fn run(args: MetricsArgs) -> Result<ExitCode> {
     }
     let metrics = evaluator.finish().map_err(ScoreError::from)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&metrics_json(&metrics))?);
+        println!("{}", serde_json::to_string_pretty(&metrics.to_json())?);
     } else {
         print_table(&metrics, args.protocol);
     }
@@ -162,19 +161,6 @@ fn find_input(dir: &Path, name: &str) -> Result<PathBuf, UsageError> {
                 dir.display()
             ))
         })
-}
-
-/// The JSON report: counts, CMC at ranks 1/5/10/20, the whole curve, mAP and mINP.
-pub fn metrics_json(m: &Metrics) -> serde_json::Value {
-    json!({
-        "num_query": m.num_query,
-        "num_gallery": m.num_gallery,
-        "num_valid_query": m.num_valid_query,
-        "cmc": {"1": m.rank(1), "5": m.rank(5), "10": m.rank(10), "20": m.rank(20)},
-        "cmc_curve": m.cmc,
-        "mAP": m.map,
-        "mINP": m.minp,
-    })
 }
 
 fn print_table(m: &Metrics, protocol: ProtocolArg) {

@@ -101,7 +101,7 @@ impl Context {
     }
 
     pub fn load_lock(&self) -> Result<LockFile, LockError> {
-        LockFile::load(&self.lock_path, &self.cache.root().join("file-lists"))
+        LockFile::load(&self.lock_path, &self.cache.root().join(".file-lists"))
     }
 
     /// Progress bars, hidden with `-q` (and by indicatif when stderr is not a terminal).

@@ -3,7 +3,7 @@
 
 use super::{Context, UsageError};
 use crate::exec::{self, Outcome, RunOptions};
-use crate::plan::{KeyInputs, Plan};
+use crate::plan::{KeyInputs, Plan, StageKind};
 use crate::provenance::git_state;
 use crate::spec::Spec;
 use crate::stages::StageEnv;
@@ -31,6 +31,16 @@ pub struct RunArgs {
     /// Stop launching stages after the first failure.
     #[arg(long, overrides_with = "keep_going")]
     fail_fast: bool,
+    /// Run stages up to this kind only (synth, index, train or eval), e.g. to prepare data before training.
+    #[arg(long, value_name = "KIND", value_parser = parse_kind)]
+    until: Option<StageKind>,
+}
+
+fn parse_kind(s: &str) -> Result<StageKind, String> {
+    StageKind::ALL
+        .into_iter()
+        .find(|k| k.name() == s)
+        .ok_or_else(|| format!("expected synth, index, train or eval, got `{s}`"))
 }
 
 #[derive(Args, Debug)]
@@ -77,7 +87,10 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
             UsageError(format!("--only '{glob}' matches no cell (see `mgat plan`)")).into(),
         );
     }
-    let selected = plan.stages_of(&cells);
+    let mut selected = plan.stages_of(&cells);
+    if let Some(last) = args.until {
+        selected.retain(|&s| plan.stages[s].kind <= last);
+    }
     let env = StageEnv {
         cache: &ctx.cache,
         lock: &lock,

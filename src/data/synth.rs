@@ -4,6 +4,7 @@
 //! Deterministic: every image draws from its own seeded stream and only exact IEEE arithmetic (no transcendental
 //! functions), so the same parameters give byte-identical files on any machine and thread count.
 
+use crate::rng::Rng;
 use image::ExtendedColorType;
 use image::codecs::jpeg::JpegEncoder;
 use rayon::prelude::*;
@@ -685,50 +686,6 @@ fn hsv(h: f32, s: f32, v: f32) -> Rgb {
         _ => (c, 0.0, x),
     };
     [r + m, g + m, b + m]
-}
-
-/// SplitMix64: a small, fast, portable generator whose streams are derived from (seed, tags).
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64, tags: &[u64]) -> Self {
-        let mut rng = Rng(seed ^ 0x6a09_e667_f3bc_c908);
-        for &t in tags {
-            rng.0 = rng.next_u64() ^ t;
-        }
-        rng
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    fn range(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * self.unit()
-    }
-
-    fn below(&mut self, n: u32) -> u32 {
-        (self.next_u64() % u64::from(n.max(1))) as u32
-    }
-
-    fn chance(&mut self, p: f32) -> bool {
-        self.unit() < p
-    }
-
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i as u32 + 1) as usize);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -33,6 +33,19 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The JSON report: counts, CMC at ranks 1/5/10/20, the whole curve, mAP and mINP.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "num_query": self.num_query,
+            "num_gallery": self.num_gallery,
+            "num_valid_query": self.num_valid_query,
+            "cmc": {"1": self.rank(1), "5": self.rank(5), "10": self.rank(10), "20": self.rank(20)},
+            "cmc_curve": self.cmc,
+            "mAP": self.map,
+            "mINP": self.minp,
+        })
+    }
+
     /// CMC at rank `k` (1-based); ranks beyond the curve keep its last value.
     pub fn rank(&self, k: usize) -> f64 {
         self.cmc

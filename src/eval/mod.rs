@@ -3,4 +3,5 @@
 
 pub mod array;
 pub mod distance;
+pub mod extract;
 pub mod metrics;

@@ -1,8 +1,10 @@
 //! Stage runners: what each stage kind computes from its inputs into its partial directory. The executor handles
 //! locking, caching and manifests; a runner only produces outputs and a summary.
 
+mod eval;
 mod index;
 mod synth;
+mod train;
 
 use crate::cache::Cache;
 use crate::data::hash::HashError;
@@ -43,16 +45,38 @@ pub enum StageError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(
-        "the {0} stage is not implemented in this version of mgat (it arrives with the model/training and evaluation work)"
-    )]
-    NotImplemented(&'static str),
+    #[error(transparent)]
+    Train(#[from] crate::train::TrainError),
+    #[error(transparent)]
+    Model(#[from] crate::model::params::ModelError),
+    #[error(transparent)]
+    Extract(#[from] crate::eval::extract::ExtractError),
+    #[error(transparent)]
+    Metrics(#[from] crate::eval::metrics::MetricsError),
+    #[error(transparent)]
+    Distance(#[from] crate::eval::distance::DimensionMismatch),
 }
 
 impl StageError {
     /// Whether the error is the user's input (dataset, lock) rather than a failure of the computation.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, StageError::Lock(_) | StageError::Index(_))
+        use crate::model::params::ModelError;
+        let bad_model = |e: &ModelError| {
+            matches!(
+                e,
+                ModelError::Shape { .. }
+                    | ModelError::Missing { .. }
+                    | ModelError::Read { .. }
+                    | ModelError::Device(..)
+            )
+        };
+        match self {
+            StageError::Lock(_) | StageError::Index(_) => true,
+            StageError::Model(e) | StageError::Train(crate::train::TrainError::Model(e)) => {
+                bad_model(e)
+            }
+            _ => false,
+        }
     }
 }
 
@@ -67,6 +91,7 @@ pub fn run(
     match stage.kind {
         StageKind::Synth => synth::run(stage, out, bar),
         StageKind::Index => index::run(env, stage, out, bar),
-        StageKind::Train | StageKind::Eval => Err(StageError::NotImplemented(stage.kind.name())),
+        StageKind::Train => train::run(env, stage, out, bar),
+        StageKind::Eval => eval::run(env, stage, out, bar),
     }
 }

@@ -1,0 +1,91 @@
+//! The network: a ResNet backbone in torchvision naming, the MGAT / GAT head (training only), an optional BN-neck
+//! and the ID classifier. At test time features come from the backbone alone.
+
+pub mod head;
+pub mod params;
+pub mod resnet;
+
+use crate::spec::config::ModelConfig;
+use candle_core::{Tensor, Var};
+use head::GraphHead;
+use params::{Init, ModelError, Params};
+use resnet::{BatchNorm, ResNet};
+
+pub struct Network {
+    pub backbone: ResNet,
+    pub head: Option<GraphHead>,
+    bnneck: Option<BatchNorm>,
+    classifier: Var,
+}
+
+/// What one training forward pass produces.
+pub struct Outputs {
+    /// Backbone features X.
+    pub features: Tensor,
+    /// Head output X' (X for the baseline).
+    pub refined: Tensor,
+    /// Class scores from X'.
+    pub logits: Tensor,
+    /// Class scores from X, when the ID loss also applies to X.
+    pub logits_x: Option<Tensor>,
+}
+
+impl Network {
+    /// Builds the network for `classes` training identities, registering its parameters in `p`.
+    pub fn new(p: &mut Params, cfg: &ModelConfig, classes: usize) -> Result<Self, ModelError> {
+        let backbone = ResNet::new(
+            p,
+            cfg.backbone,
+            cfg.width as usize,
+            cfg.last_stride as usize,
+        )?;
+        let dim = backbone.out_dim();
+        let head = GraphHead::new(p, cfg, dim)?;
+        let bnneck = if cfg.bnneck {
+            Some(BatchNorm::new(p, "bottleneck", dim)?)
+        } else {
+            None
+        };
+        let classifier = p.weight("classifier.weight", &[classes, dim], Init::Normal(0.001))?;
+        Ok(Self {
+            backbone,
+            head,
+            bnneck,
+            classifier,
+        })
+    }
+
+    /// The training forward pass on a batch with identity labels.
+    pub fn forward_train(
+        &self,
+        images: &Tensor,
+        labels: &Tensor,
+        id_loss_on_x: bool,
+    ) -> candle_core::Result<Outputs> {
+        let features = self.backbone.forward(images, true)?;
+        let refined = match &self.head {
+            Some(h) => h.forward(&features, labels)?,
+            None => features.clone(),
+        };
+        let logits = self.classify(&refined)?;
+        let logits_x = if id_loss_on_x && self.head.is_some() {
+            Some(self.classify(&features)?)
+        } else {
+            None
+        };
+        Ok(Outputs {
+            features,
+            refined,
+            logits,
+            logits_x,
+        })
+    }
+
+    fn classify(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let x = match &self.bnneck {
+            Some(bn) => bn.forward(x, true)?,
+            None => x.clone(),
+        };
+        x.matmul(&self.classifier.as_tensor().t()?)
+    }
+}

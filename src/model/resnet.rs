@@ -1,0 +1,315 @@
+//! ResNet-18/34/50 backbones with a width multiplier and a configurable last stride, in torchvision's parameter
+//! naming (`conv1.weight`, `layer1.0.bn1.running_mean`, …), ending in global average pooling. BatchNorm uses batch
+//! statistics and updates its running statistics in training mode, and uses the running statistics otherwise.
+
+use super::params::{Init, ModelError, Params};
+use crate::spec::config::Backbone;
+use candle_core::{D, Tensor, Var};
+
+/// A convolution without bias.
+struct Conv {
+    weight: Var,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv {
+    fn new(
+        p: &mut Params,
+        name: &str,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+    ) -> Result<Self, ModelError> {
+        // torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu").
+        let std = (2.0 / (c_out * k * k) as f64).sqrt();
+        let weight = p.weight(
+            &format!("{name}.weight"),
+            &[c_out, c_in, k, k],
+            Init::Normal(std),
+        )?;
+        Ok(Self {
+            weight,
+            stride,
+            padding: k / 2,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.conv2d(self.weight.as_tensor(), self.padding, self.stride, 1, 1)
+    }
+}
+
+/// BatchNorm over channels of an N×C×H×W or N×C input (momentum 0.1, ε 1e-5, as torch).
+pub struct BatchNorm {
+    weight: Var,
+    bias: Var,
+    running_mean: Var,
+    running_var: Var,
+}
+
+impl BatchNorm {
+    pub fn new(p: &mut Params, name: &str, c: usize) -> Result<Self, ModelError> {
+        Ok(Self {
+            weight: p.weight(&format!("{name}.weight"), &[c], Init::Const(1.0))?,
+            bias: p.weight(&format!("{name}.bias"), &[c], Init::Const(0.0))?,
+            running_mean: p.buffer(&format!("{name}.running_mean"), &[c], Init::Const(0.0))?,
+            running_var: p.buffer(&format!("{name}.running_var"), &[c], Init::Const(1.0))?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        const EPS: f64 = 1e-5;
+        const MOMENTUM: f64 = 0.1;
+        let c = self.weight.dims()[0];
+        let shape: Vec<usize> = (0..x.rank()).map(|d| if d == 1 { c } else { 1 }).collect();
+        let (mean, var) = if train {
+            let reduce: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
+            let mean = x.mean_keepdim(reduce.as_slice())?;
+            let centered = x.broadcast_sub(&mean)?;
+            let var = centered.sqr()?.mean_keepdim(reduce.as_slice())?;
+            let n = (x.elem_count() / c) as f64;
+            let unbiased = (var.detach().flatten_all()? * (n / (n - 1.0).max(1.0)))?;
+            let update = |stat: &Var, batch: &Tensor| {
+                stat.set(&((stat.as_tensor().detach() * (1.0 - MOMENTUM))? + (batch * MOMENTUM)?)?)
+            };
+            update(&self.running_mean, &mean.detach().flatten_all()?)?;
+            update(&self.running_var, &unbiased)?;
+            (mean, var)
+        } else {
+            (
+                self.running_mean.as_tensor().reshape(shape.as_slice())?,
+                self.running_var.as_tensor().reshape(shape.as_slice())?,
+            )
+        };
+        let normed = x
+            .broadcast_sub(&mean)?
+            .broadcast_div(&(var + EPS)?.sqrt()?)?;
+        normed
+            .broadcast_mul(&self.weight.as_tensor().reshape(shape.as_slice())?)?
+            .broadcast_add(&self.bias.as_tensor().reshape(shape.as_slice())?)
+    }
+}
+
+/// A residual block: basic (two 3×3) for ResNet-18/34, bottleneck (1×1, 3×3, 1×1) for ResNet-50.
+struct Block {
+    convs: Vec<(Conv, BatchNorm)>,
+    downsample: Option<(Conv, BatchNorm)>,
+}
+
+impl Block {
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let mut y = x.clone();
+        for (i, (conv, bn)) in self.convs.iter().enumerate() {
+            y = bn.forward(&conv.forward(&y)?, train)?;
+            if i + 1 < self.convs.len() {
+                y = y.relu()?;
+            }
+        }
+        let shortcut = match &self.downsample {
+            Some((conv, bn)) => bn.forward(&conv.forward(x)?, train)?,
+            None => x.clone(),
+        };
+        (y + shortcut)?.relu()
+    }
+}
+
+pub struct ResNet {
+    stem: (Conv, BatchNorm),
+    blocks: Vec<Block>,
+    out_dim: usize,
+}
+
+impl ResNet {
+    /// Registers the backbone's parameters in `p` under torchvision names.
+    pub fn new(
+        p: &mut Params,
+        backbone: Backbone,
+        width: usize,
+        last_stride: usize,
+    ) -> Result<Self, ModelError> {
+        let (layers, bottleneck): ([usize; 4], bool) = match backbone {
+            Backbone::Resnet18 => ([2, 2, 2, 2], false),
+            Backbone::Resnet34 => ([3, 4, 6, 3], false),
+            Backbone::Resnet50 => ([3, 4, 6, 3], true),
+        };
+        let expansion = if bottleneck { 4 } else { 1 };
+        let stem = (
+            Conv::new(p, "conv1", 3, width, 7, 2)?,
+            BatchNorm::new(p, "bn1", width)?,
+        );
+        let mut blocks = Vec::new();
+        let mut c_in = width;
+        for (l, &n) in layers.iter().enumerate() {
+            let planes = width << l;
+            let stride = [1, 2, 2, last_stride][l];
+            for b in 0..n {
+                let name = format!("layer{}.{b}", l + 1);
+                let s = if b == 0 { stride } else { 1 };
+                let c_out = planes * expansion;
+                let convs = if bottleneck {
+                    vec![
+                        (
+                            Conv::new(p, &format!("{name}.conv1"), c_in, planes, 1, 1)?,
+                            BatchNorm::new(p, &format!("{name}.bn1"), planes)?,
+                        ),
+                        (
+                            Conv::new(p, &format!("{name}.conv2"), planes, planes, 3, s)?,
+                            BatchNorm::new(p, &format!("{name}.bn2"), planes)?,
+                        ),
+                        (
+                            Conv::new(p, &format!("{name}.conv3"), planes, c_out, 1, 1)?,
+                            BatchNorm::new(p, &format!("{name}.bn3"), c_out)?,
+                        ),
+                    ]
+                } else {
+                    vec![
+                        (
+                            Conv::new(p, &format!("{name}.conv1"), c_in, planes, 3, s)?,
+                            BatchNorm::new(p, &format!("{name}.bn1"), planes)?,
+                        ),
+                        (
+                            Conv::new(p, &format!("{name}.conv2"), planes, planes, 3, 1)?,
+                            BatchNorm::new(p, &format!("{name}.bn2"), planes)?,
+                        ),
+                    ]
+                };
+                let downsample = if s != 1 || c_in != c_out {
+                    Some((
+                        Conv::new(p, &format!("{name}.downsample.0"), c_in, c_out, 1, s)?,
+                        BatchNorm::new(p, &format!("{name}.downsample.1"), c_out)?,
+                    ))
+                } else {
+                    None
+                };
+                blocks.push(Block { convs, downsample });
+                c_in = c_out;
+            }
+        }
+        Ok(Self {
+            stem,
+            blocks,
+            out_dim: c_in,
+        })
+    }
+
+    /// Feature dimension after pooling.
+    pub fn out_dim(&self) -> usize {
+        self.out_dim
+    }
+
+    /// N×3×H×W images → N×D pooled features.
+    pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let y = self
+            .stem
+            .1
+            .forward(&self.stem.0.forward(x)?, train)?
+            .relu()?;
+        let mut y = max_pool_3x3_stride_2(&y)?;
+        for block in &self.blocks {
+            y = block.forward(&y, train)?;
+        }
+        y.mean(D::Minus1)?.mean(D::Minus1)
+    }
+}
+
+/// Max pooling 3×3, stride 2, padding 1, as the maximum of the nine strided shifts of the padded input (candle's
+/// own pooling has no gradient when kernel and stride differ). Inputs follow a ReLU, so every value is ≥ 0 and zero
+/// padding equals −∞ padding.
+fn max_pool_3x3_stride_2(x: &Tensor) -> candle_core::Result<Tensor> {
+    let padded = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
+    let out = |len: usize| (len - 1) / 2 + 1;
+    let (ho, wo) = (out(x.dim(2)?), out(x.dim(3)?));
+    // Rows (or columns) offset, offset + 2, …: take 2n − 1 from the offset, pad to 2n, keep every other one.
+    let every_other =
+        |t: &Tensor, dim: usize, offset: usize, n: usize| -> candle_core::Result<Tensor> {
+            let t = t
+                .narrow(dim, offset, 2 * n - 1)?
+                .pad_with_zeros(dim, 0, 1)?;
+            let mut shape = t.dims().to_vec();
+            shape.splice(dim..=dim, [n, 2]);
+            t.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
+        };
+    let mut result: Option<Tensor> = None;
+    for dy in 0..3 {
+        let rows = every_other(&padded, 2, dy, ho)?;
+        for dx in 0..3 {
+            let shifted = every_other(&rows, 3, dx, wo)?;
+            result = Some(match result {
+                Some(r) => r.maximum(&shifted)?,
+                None => shifted,
+            });
+        }
+    }
+    result.ok_or_else(|| candle_core::Error::Msg("empty pooling window".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn max_pool_matches_a_direct_computation() {
+        let (h, w) = (5, 6);
+        let values: Vec<f32> = (0..h * w).map(|i| ((i * 7919) % 23) as f32).collect();
+        let x = Tensor::from_vec(values.clone(), (1, 1, h, w), &Device::Cpu).unwrap();
+        let y = max_pool_3x3_stride_2(&x).unwrap();
+        assert_eq!(y.dims(), [1, 1, 3, 3]);
+        let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for i in 0..3usize {
+            for j in 0..3usize {
+                let mut m = 0f32;
+                for r in (2 * i).saturating_sub(1)..(2 * i + 2).min(h) {
+                    for c in (2 * j).saturating_sub(1)..(2 * j + 2).min(w) {
+                        m = m.max(values[r * w + c]);
+                    }
+                }
+                assert_eq!(y[i * 3 + j], m, "({i},{j})");
+            }
+        }
+    }
+
+    use super::*;
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn torchvision_names_shapes_and_output() {
+        let mut p = Params::new(Device::Cpu, DType::F32, 1);
+        let net = ResNet::new(&mut p, Backbone::Resnet50, 8, 1).unwrap();
+        let t = p.tensors();
+        assert_eq!(t["conv1.weight"].dims(), [8, 3, 7, 7]);
+        assert_eq!(t["layer1.0.downsample.0.weight"].dims(), [32, 8, 1, 1]);
+        assert_eq!(t["layer4.2.bn3.running_var"].dims(), [256]);
+        assert_eq!(t.len(), 53 * 2 + 53 * 2 + 53); // 53 conv weights; 53 BNs with 2 weights and 2 buffers
+        assert_eq!(net.out_dim(), 256);
+        let x = Tensor::zeros((2, 3, 64, 32), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(net.forward(&x, false).unwrap().dims(), [2, 256]);
+        let mut p18 = Params::new(Device::Cpu, DType::F32, 1);
+        let r18 = ResNet::new(&mut p18, Backbone::Resnet18, 16, 2).unwrap();
+        assert_eq!(r18.out_dim(), 128);
+        assert!(p18.tensors().contains_key("layer4.1.bn2.running_mean"));
+    }
+
+    #[test]
+    fn batch_norm_train_uses_batch_statistics_and_updates_running_ones() {
+        let mut p = Params::new(Device::Cpu, DType::F64, 1);
+        let bn = BatchNorm::new(&mut p, "bn", 2).unwrap();
+        let x = Tensor::new(&[[1.0f64, 10.0], [3.0, 14.0]], &Device::Cpu).unwrap();
+        let y = bn.forward(&x, true).unwrap().to_vec2::<f64>().unwrap();
+        assert!(
+            (y[0][0] + 1.0).abs() < 1e-4 && (y[1][1] - 1.0).abs() < 1e-4,
+            "{y:?}"
+        );
+        let t = p.tensors();
+        let rm = t["bn.running_mean"].to_vec1::<f64>().unwrap();
+        assert!(
+            (rm[0] - 0.2).abs() < 1e-12 && (rm[1] - 1.2).abs() < 1e-12,
+            "{rm:?}"
+        );
+        // Unbiased batch variances 2 and 8: 0.9·1 + 0.1·v.
+        let rv = t["bn.running_var"].to_vec1::<f64>().unwrap();
+        assert!(
+            (rv[0] - 1.1).abs() < 1e-12 && (rv[1] - 1.7).abs() < 1e-12,
+            "{rv:?}"
+        );
+    }
+}

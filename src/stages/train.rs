@@ -1,0 +1,84 @@
+//! The `train` stage: trains the cell's network on the index stage's training split, resuming from the last
+//! epoch checkpoint in its partial directory, and leaves `model.safetensors` and `train_log.csv`.
+
+use super::{
+    Produced, StageEnv, StageError,
+    index::{INDEX_FILE, dataset_root},
+};
+use crate::data::DatasetIndex;
+use crate::model::params::device;
+use crate::plan::Stage;
+use crate::train::train;
+use indicatif::ProgressBar;
+use serde_json::json;
+use std::path::Path;
+
+pub fn run(
+    env: &StageEnv,
+    stage: &Stage,
+    out: &Path,
+    bar: &ProgressBar,
+) -> Result<Produced, StageError> {
+    let index_stage = &env.plan.stages[stage.deps[0]];
+    let index = read_index(env, index_stage)?;
+    let root = dataset_root(env, index_stage)?;
+    let cfg = &env.plan.cells[stage.cells[0]].cell.config;
+    let (device, device_name) = device(&cfg.train.device)?;
+    tracing::info!(
+        "{}: training {:?} ({:?} head) on {device_name}",
+        stage.label(),
+        cfg.model.backbone,
+        cfg.model.head
+    );
+    let project = env.lock.path().parent().unwrap_or(Path::new("."));
+    let pretrained = cfg.model.pretrained.as_ref().map(|p| project.join(p));
+    let log = train(
+        cfg,
+        &index,
+        &root,
+        out,
+        &device,
+        pretrained.as_deref(),
+        &|done, total, epoch| {
+            bar.set_length(total);
+            bar.set_position(done);
+            if let Some(e) = epoch {
+                bar.set_message(format!(
+                    "epoch {} loss {:.3} acc {:.2} {:.0} img/s",
+                    e.epoch, e.loss, e.accuracy, e.images_per_s
+                ));
+            }
+        },
+    )?;
+    let last = log.last();
+    let seconds: f64 = log.iter().map(|e| e.seconds).sum();
+    let images: f64 = log.iter().map(|e| e.images_per_s * e.seconds).sum();
+    let summary = json!({
+        "epochs": log.len(),
+        "final_loss": last.map(|e| e.loss),
+        "final_id_loss": last.map(|e| e.id_loss),
+        "final_accuracy": last.map(|e| e.accuracy),
+        "train_seconds": seconds,
+        "images_per_s": images / seconds.max(1e-9),
+    });
+    Ok(Produced {
+        device: device_name,
+        summary,
+    })
+}
+
+/// The index stage's `index.json`.
+pub fn read_index(env: &StageEnv, index_stage: &Stage) -> Result<DatasetIndex, StageError> {
+    let path = env
+        .cache
+        .entry_dir(index_stage.kind.name(), &index_stage.key)
+        .join(INDEX_FILE);
+    let text = std::fs::read(&path).map_err(|source| StageError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_slice(&text).map_err(|e| StageError::Io {
+        path,
+        source: e.into(),
+    })
+}

@@ -1,0 +1,267 @@
+//! The training loop: P×K batches through backbone, head and classifier; ID, OF and triplet losses; the optimiser
+//! and schedule; a checkpoint after every epoch (weights, optimiser state, log) so that a killed run resumes and
+//! reaches the same final weights; `model.safetensors` and `train_log.csv` at the end.
+
+pub mod data;
+pub mod loss;
+pub mod optim;
+
+use crate::data::DatasetIndex;
+use crate::model::Network;
+use crate::model::params::{ModelError, Params};
+use crate::spec::RunConfig;
+use candle_core::{DType, Device, Tensor};
+use data::ImageError;
+use optim::{Optimizer, learning_rate};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const LOG_FILE: &str = "train_log.csv";
+const CHECKPOINT: &str = "checkpoint.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("training diverged in epoch {epoch}: the loss is {loss}")]
+    Diverged { epoch: u32, loss: f64 },
+}
+
+/// One row of `train_log.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: u32,
+    pub lr: f64,
+    pub loss: f64,
+    pub id_loss: f64,
+    pub of_loss: f64,
+    pub triplet_loss: f64,
+    pub accuracy: f64,
+    pub images_per_s: f64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Checkpoint {
+    epochs_done: u32,
+    steps: u64,
+    weights: String,
+    log: Vec<EpochLog>,
+}
+
+/// Progress reports: (batches done in all, total batches, latest epoch log if an epoch just ended).
+pub type OnProgress<'a> = &'a (dyn Fn(u64, u64, Option<&EpochLog>) + Sync);
+
+/// Trains on the index's training split (images under `root`), writing checkpoints and results into `out`.
+pub fn train(
+    cfg: &RunConfig,
+    index: &DatasetIndex,
+    root: &Path,
+    out: &Path,
+    device: &Device,
+    pretrained: Option<&Path>,
+    on_progress: OnProgress,
+) -> Result<Vec<EpochLog>, TrainError> {
+    let (m, t) = (&cfg.model, &cfg.train);
+    let mut params = Params::new(device.clone(), DType::F32, t.seed);
+    let net = Network::new(&mut params, m, index.num_train_pids)?;
+    if let Some(path) = pretrained {
+        // An ImageNet checkpoint covers the backbone; head, BN-neck and classifier start fresh.
+        params.load(path, |name| {
+            name.starts_with("conv1") || name.starts_with("bn1") || name.starts_with("layer")
+        })?;
+    }
+    let mut opt = Optimizer::new(t, params.trainable())?;
+    let mut log = resume(out, &params, &mut opt)?;
+    let batches_per_epoch = data::epoch_batches(t, &index.train, 0).len() as u64;
+    let total = batches_per_epoch * u64::from(t.epochs);
+    let (n, h, w) = (t.batch_size as usize, t.height as usize, t.width as usize);
+    for epoch in log.len() as u32..t.epochs {
+        let lr = learning_rate(t, epoch);
+        let started = Instant::now();
+        let mut sums = [0f64; 5];
+        let mut batches = 0u64;
+        for batch in data::stream_epoch(root, &index.train, t, epoch, 0) {
+            let batch = batch?;
+            let images = Tensor::from_vec(batch.images, (n, 3, h, w), device)?;
+            let labels = Tensor::from_vec(batch.labels, n, device)?;
+            let o = net.forward_train(&images, &labels, m.id_loss_on_x)?;
+            let mut id = loss::cross_entropy(&o.logits, &labels, m.label_smoothing)?;
+            if let Some(lx) = &o.logits_x {
+                id = (id + loss::cross_entropy(lx, &labels, m.label_smoothing)?)?;
+            }
+            let of = if net.head.is_some() {
+                loss::of_loss(&o.features, &o.refined)?
+            } else {
+                Tensor::new(0f32, device)?
+            };
+            let tri = if m.triplet_weight > 0.0 {
+                loss::triplet_hard(&o.features, &labels, m.triplet_margin)?
+            } else {
+                Tensor::new(0f32, device)?
+            };
+            let total_loss = ((&id + (&of * m.of_weight)?)? + (&tri * m.triplet_weight)?)?;
+            let value = f64::from(total_loss.to_scalar::<f32>()?);
+            if !value.is_finite() {
+                return Err(TrainError::Diverged { epoch, loss: value });
+            }
+            opt.step(&total_loss.backward()?, lr)?;
+            let scalars = [
+                value,
+                f64::from(id.to_scalar::<f32>()?),
+                f64::from(of.to_scalar::<f32>()?),
+                f64::from(tri.to_scalar::<f32>()?),
+                loss::accuracy(&o.logits, &labels)?,
+            ];
+            sums.iter_mut().zip(scalars).for_each(|(s, v)| *s += v);
+            batches += 1;
+            on_progress(u64::from(epoch) * batches_per_epoch + batches, total, None);
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let mean = |i: usize| sums[i] / batches.max(1) as f64;
+        let row = EpochLog {
+            epoch: epoch + 1,
+            lr,
+            loss: mean(0),
+            id_loss: mean(1),
+            of_loss: mean(2),
+            triplet_loss: mean(3),
+            accuracy: mean(4),
+            images_per_s: (batches * n as u64) as f64 / seconds,
+            seconds,
+        };
+        on_progress(u64::from(epoch + 1) * batches_per_epoch, total, Some(&row));
+        log.push(row);
+        save_checkpoint(out, &params, &opt, &log)?;
+    }
+    params.save(&out.join(MODEL_FILE))?;
+    write(&out.join(LOG_FILE), log_csv(&log).as_bytes())?;
+    remove_checkpoints(out)?;
+    Ok(log)
+}
+
+/// Loads the last checkpoint in `out`, if any, returning the log of the epochs it covers.
+fn resume(out: &Path, params: &Params, opt: &mut Optimizer) -> Result<Vec<EpochLog>, TrainError> {
+    let path = out.join(CHECKPOINT);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(Vec::new());
+    };
+    let ckpt: Checkpoint = serde_json::from_str(&text).map_err(|e| TrainError::Io {
+        path: path.clone(),
+        source: e.into(),
+    })?;
+    let weights = out.join(&ckpt.weights);
+    params.load(&weights, |_| true)?;
+    let state = candle_core::safetensors::load(&weights, &params.device)?;
+    opt.restore(&state, ckpt.steps)?;
+    tracing::info!(
+        "resuming training after epoch {} from {}",
+        ckpt.epochs_done,
+        weights.display()
+    );
+    Ok(ckpt.log)
+}
+
+/// Writes weights and optimiser state to `ckpt-E.safetensors`, then points `checkpoint.json` at it (atomically),
+/// then removes older checkpoints: a kill at any moment leaves a consistent checkpoint.
+fn save_checkpoint(
+    out: &Path,
+    params: &Params,
+    opt: &Optimizer,
+    log: &[EpochLog],
+) -> Result<(), TrainError> {
+    let epochs_done = log.len() as u32;
+    let weights = format!("ckpt-{epochs_done}.safetensors");
+    let mut tensors = params.tensors();
+    tensors.extend(opt.state());
+    candle_core::safetensors::save(&tensors, out.join(&weights))?;
+    let ckpt = Checkpoint {
+        epochs_done,
+        steps: opt.steps(),
+        weights: weights.clone(),
+        log: log.to_vec(),
+    };
+    let json = serde_json::to_vec_pretty(&ckpt).map_err(|e| TrainError::Io {
+        path: out.join(CHECKPOINT),
+        source: e.into(),
+    })?;
+    let tmp = out.join(format!("{CHECKPOINT}.tmp"));
+    write(&tmp, &json)?;
+    std::fs::rename(&tmp, out.join(CHECKPOINT)).map_err(|source| TrainError::Io {
+        path: out.join(CHECKPOINT),
+        source,
+    })?;
+    for entry in std::fs::read_dir(out)
+        .map_err(|source| TrainError::Io {
+            path: out.into(),
+            source,
+        })?
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("ckpt-") && name != weights {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
+fn remove_checkpoints(out: &Path) -> Result<(), TrainError> {
+    for entry in std::fs::read_dir(out)
+        .map_err(|source| TrainError::Io {
+            path: out.into(),
+            source,
+        })?
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("ckpt-") || name.starts_with(CHECKPOINT) {
+            std::fs::remove_file(entry.path()).map_err(|source| TrainError::Io {
+                path: entry.path(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    std::fs::write(path, bytes).map_err(|source| TrainError::Io {
+        path: path.into(),
+        source,
+    })
+}
+
+/// `train_log.csv`: one row per epoch.
+pub fn log_csv(log: &[EpochLog]) -> String {
+    let mut out =
+        String::from("epoch,lr,loss,id_loss,of_loss,triplet_loss,accuracy,images_per_s,seconds\n");
+    for r in log {
+        let _ = writeln!(
+            out,
+            "{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.6},{:.1},{:.2}",
+            r.epoch,
+            r.lr,
+            r.loss,
+            r.id_loss,
+            r.of_loss,
+            r.triplet_loss,
+            r.accuracy,
+            r.images_per_s,
+            r.seconds
+        );
+    }
+    out
+}

@@ -1,0 +1,149 @@
+//! End-to-end tests of the train and eval stages: learning on synthetic data, kill-and-resume to identical
+//! weights, and the eval stage's outputs.
+
+mod common;
+
+use common::Project;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const DATA: &str = "--seed 21 --ids 24 --cameras 3 --images-per-camera 4 --height 64 --width 32 --junk 4 --distractors 6";
+
+fn spec(epochs: u32) -> String {
+    format!(
+        "name: t\nbase:\n  dataset: {{name: toy}}\n  model: {{backbone: resnet18, width: 8, bnneck: true, head: none}}\n  train: {{height: 64, width: 32, batch_size: 16, instances: 4, epochs: {epochs}, warmup_epochs: 1, lr: 0.003, schedule: cosine, lr_steps: [], pad: 4, random_erasing: 0.0, workers: 2}}\ngrid:\n  model.head: [none, mgat]\nseeds: [1]\n"
+    )
+}
+
+fn entry_file(p: &Project, cache: &str, kind: &str, file: &str) -> PathBuf {
+    let dir = p.path(cache).join(kind);
+    let key = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| !n.starts_with('.'))
+        .unwrap();
+    dir.join(key).join(file)
+}
+
+#[test]
+fn training_lowers_the_id_loss_and_lifts_accuracy_well_above_chance() {
+    let p = Project::new("learn");
+    p.lock_synth("toy", DATA);
+    p.write("experiments/t.yaml", &spec(6));
+    p.mgat(&["run", "experiments/t.yaml", "--only", "head=none,*", "-q"])
+        .success();
+    let log =
+        std::fs::read_to_string(entry_file(&p, ".mgat/cache", "train", "train_log.csv")).unwrap();
+    let rows: Vec<Vec<f64>> = log
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(rows.len(), 6, "{log}");
+    let (first, last) = (&rows[0], &rows[5]);
+    assert!(
+        last[3] < first[3] - 0.3,
+        "id loss {} → {}\n{log}",
+        first[3],
+        last[3]
+    );
+    let chance = 1.0 / 12.0; // 12 training identities
+    assert!(
+        last[6] > 3.0 * chance,
+        "train accuracy {} vs chance {chance:.3}\n{log}",
+        last[6]
+    );
+
+    let metrics: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(entry_file(&p, ".mgat/cache", "eval", "metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        metrics["num_query"].as_u64().unwrap() as usize,
+        metrics["num_valid_query"].as_u64().unwrap() as usize
+    );
+    let rank1 = metrics["cmc"]["1"].as_f64().unwrap();
+    let cmc = std::fs::read_to_string(entry_file(&p, ".mgat/cache", "eval", "cmc.csv")).unwrap();
+    assert!(cmc.starts_with("rank,cmc\n1,"), "{cmc}");
+    assert!((0.0..=1.0).contains(&rank1) && metrics["mAP"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn a_killed_training_resumes_to_the_same_weights_as_an_uninterrupted_run() {
+    let p = Project::new("resume");
+    p.lock_synth("toy", DATA);
+    p.write("experiments/t.yaml", &spec(5));
+    let args = ["run", "experiments/t.yaml", "--only", "head=mgat,*", "-q"];
+    let mut child = p.command(&args).spawn().unwrap();
+    let partial = p.cache_dir().join("train/.partial");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let checkpointed = loop {
+        let found = std::fs::read_dir(&partial)
+            .ok()
+            .and_then(|mut d| d.next())
+            .is_some_and(|e| e.unwrap().path().join("checkpoint.json").exists());
+        if found || Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(300)); // into the next epoch
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(checkpointed, "no epoch checkpoint appeared");
+    assert!(
+        p.entries("train").is_empty(),
+        "the killed training must not look complete"
+    );
+
+    let resumed = p.mgat(&args[..args.len() - 1]); // without -q, to see the resume message
+    resumed.success();
+    assert!(
+        resumed.stderr().contains("resuming training after epoch"),
+        "{}",
+        resumed.stderr()
+    );
+    let fresh = p.mgat(&[
+        "run",
+        "experiments/t.yaml",
+        "--only",
+        "head=mgat,*",
+        "-q",
+        "--cache",
+        "fresh",
+    ]);
+    fresh.success();
+    let a = std::fs::read(entry_file(&p, ".mgat/cache", "train", "model.safetensors")).unwrap();
+    let b = std::fs::read(entry_file(&p, "fresh", "train", "model.safetensors")).unwrap();
+    assert!(a == b, "resumed and uninterrupted weights differ");
+    let files: Vec<String> = std::fs::read_dir(entry_file(&p, ".mgat/cache", "train", ""))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files
+            .iter()
+            .all(|f| !f.starts_with("ckpt-") && !f.starts_with("checkpoint")),
+        "checkpoints are not outputs: {files:?}"
+    );
+    p.mgat(&["cache", "verify"]).success();
+}
+
+#[test]
+fn a_missing_or_mismatched_pretrained_checkpoint_is_bad_input() {
+    let p = Project::new("pretrained");
+    p.lock_synth("toy", DATA);
+    p.write(
+        "experiments/t.yaml",
+        &spec(2).replace("head: none}", "head: none, pretrained: nope.safetensors}"),
+    );
+    let run = p.mgat(&["run", "experiments/t.yaml", "--only", "head=none,*"]);
+    assert_eq!(run.code(), 2, "{}", run.stdout());
+    assert!(
+        run.stdout().contains("nope.safetensors"),
+        "{}",
+        run.stdout()
+    );
+}
