@@ -1,7 +1,8 @@
 //! The `eval` stage: rebuilds the trained network, extracts query and gallery features with the backbone alone,
 //! scores them with the dataset's protocol and writes `metrics.json` and `cmc.csv`.
 
-use super::{Produced, StageEnv, StageError, index::dataset_root, train::read_index};
+use super::train::{cell_config, indexed_dataset};
+use super::{Produced, StageEnv, StageError};
 use crate::eval::distance::for_each_block;
 use crate::eval::extract::Extraction;
 use crate::eval::metrics::{Evaluator, Ids};
@@ -27,9 +28,8 @@ pub fn run(
         &env.plan.stages[stage.deps[0]],
         &env.plan.stages[stage.deps[1]],
     );
-    let index = read_index(env, index_stage)?;
-    let root = dataset_root(env, index_stage)?;
-    let cfg = &env.plan.cells[stage.cells[0]].cell.config;
+    let (index, root) = indexed_dataset(env, index_stage)?;
+    let cfg = cell_config(env, stage);
     let (device, device_name) = device(&cfg.train.device)?;
     let mut params = Params::new(device.clone(), DType::F32, 0);
     let net = Network::new(&mut params, &cfg.model, index.num_train_pids)?;

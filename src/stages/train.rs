@@ -8,10 +8,11 @@ use super::{
 use crate::data::DatasetIndex;
 use crate::model::params::device;
 use crate::plan::Stage;
+use crate::spec::RunConfig;
 use crate::train::train;
 use indicatif::ProgressBar;
 use serde_json::json;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub fn run(
     env: &StageEnv,
@@ -19,10 +20,8 @@ pub fn run(
     out: &Path,
     bar: &ProgressBar,
 ) -> Result<Produced, StageError> {
-    let index_stage = &env.plan.stages[stage.deps[0]];
-    let index = read_index(env, index_stage)?;
-    let root = dataset_root(env, index_stage)?;
-    let cfg = &env.plan.cells[stage.cells[0]].cell.config;
+    let (index, root) = indexed_dataset(env, &env.plan.stages[stage.deps[0]])?;
+    let cfg = cell_config(env, stage);
     let (device, device_name) = device(&cfg.train.device)?;
     tracing::info!(
         "{}: training {:?} ({:?} head) on {device_name}",
@@ -67,8 +66,24 @@ pub fn run(
     })
 }
 
+/// The configuration of the (first) cell using `stage`: every cell sharing a stage agrees on what it reads.
+pub fn cell_config<'a>(env: &'a StageEnv, stage: &Stage) -> &'a RunConfig {
+    &env.plan.cells[stage.cells[0]].cell.config
+}
+
+/// The dataset behind `index_stage`: its index, and its root on this machine.
+pub fn indexed_dataset(
+    env: &StageEnv,
+    index_stage: &Stage,
+) -> Result<(DatasetIndex, PathBuf), StageError> {
+    Ok((
+        read_index(env, index_stage)?,
+        dataset_root(env, index_stage)?,
+    ))
+}
+
 /// The index stage's `index.json`.
-pub fn read_index(env: &StageEnv, index_stage: &Stage) -> Result<DatasetIndex, StageError> {
+fn read_index(env: &StageEnv, index_stage: &Stage) -> Result<DatasetIndex, StageError> {
     let path = env
         .cache
         .entry_dir(index_stage.kind.name(), &index_stage.key)

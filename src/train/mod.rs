@@ -203,38 +203,32 @@ fn save_checkpoint(
         path: out.join(CHECKPOINT),
         source,
     })?;
-    for entry in std::fs::read_dir(out)
-        .map_err(|source| TrainError::Io {
-            path: out.into(),
-            source,
-        })?
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for (name, path) in checkpoint_files(out)? {
         if name.starts_with("ckpt-") && name != weights {
-            let _ = std::fs::remove_file(entry.path());
+            let _ = std::fs::remove_file(path);
         }
     }
     Ok(())
 }
 
 fn remove_checkpoints(out: &Path) -> Result<(), TrainError> {
-    for entry in std::fs::read_dir(out)
-        .map_err(|source| TrainError::Io {
-            path: out.into(),
-            source,
-        })?
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("ckpt-") || name.starts_with(CHECKPOINT) {
-            std::fs::remove_file(entry.path()).map_err(|source| TrainError::Io {
-                path: entry.path(),
-                source,
-            })?;
-        }
+    for (_, path) in checkpoint_files(out)? {
+        std::fs::remove_file(&path).map_err(|source| TrainError::Io { path, source })?;
     }
     Ok(())
+}
+
+/// Checkpoint files in `out` (weights `ckpt-E.safetensors`, `checkpoint.json` and its temporary), by name.
+fn checkpoint_files(out: &Path) -> Result<Vec<(String, PathBuf)>, TrainError> {
+    let entries = std::fs::read_dir(out).map_err(|source| TrainError::Io {
+        path: out.into(),
+        source,
+    })?;
+    Ok(entries
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .filter(|(name, _)| name.starts_with("ckpt-") || name.starts_with(CHECKPOINT))
+        .collect())
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
