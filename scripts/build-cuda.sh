@@ -9,7 +9,6 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$repo/target/cuda-dist}
 work=$repo/target/cuda-toolkit
-root=$work/cuda
 export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
 
 echo "== toolkit from PyPI into $work/venv"
@@ -19,33 +18,31 @@ python3 -m venv "$work/venv"
   "nvidia-cuda-nvrtc==13.0.*" "nvidia-cuda-cccl==13.0.*" "nvidia-cublas==13.0.*" "nvidia-curand==10.4.0.*"
 site=$("$work/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia
 
-echo "== gathering CUDA_ROOT at $root"
-rm -rf "$root" && mkdir -p "$root/bin" "$root/include" "$root/lib64/stubs"
-while IFS= read -r f; do ln -sf "$f" "$root/bin/"; done < <(find "$site" -path '*/bin/*' \( -type f -o -type l \) -not -path '*/nvvm/*')
-while IFS= read -r d; do cp -rsf "$d"/. "$root/include/"; done < <(find "$site" -type d -name include -not -path '*/nvvm/*')
-while IFS= read -r f; do ln -sf "$f" "$root/lib64/"; done < <(find "$site" -name 'lib*.so*' -not -path '*/nvvm/*')
-nvvm=$(find "$site" -type d -name nvvm | head -1)
-[ -n "$nvvm" ] || { echo "error: no nvvm folder under $site" >&2; exit 1; }
-ln -sfn "$nvvm" "$root/nvvm"
-ln -sfn lib64 "$root/lib"
-for so in "$root"/lib64/lib*.so.[0-9]*; do   # unversioned names for the linker
+# The CUDA 13 wheels install into one tree, nvidia/cu13/{bin,include,lib,nvvm}: that tree is the CUDA root (nvcc
+# finds its headers and nvvm relative to its own folder). It gets lib64 and unversioned library names for the
+# linker, and the driver stub below.
+root=$site/cu13
+echo "== CUDA_ROOT is $root"
+[ -x "$root/bin/nvcc" ] || { echo "error: nvcc not found at $root/bin" >&2; exit 1; }
+ln -sfn lib "$root/lib64"
+mkdir -p "$root/lib/stubs"
+for so in "$root"/lib/lib*.so.[0-9]*; do
   base=${so%%.so.*}.so; [ -e "$base" ] || ln -s "$(basename "$so")" "$base"
 done
-[ -x "$root/bin/nvcc" ] || { echo "error: nvcc not found in the PyPI packages" >&2; exit 1; }
 
 echo "== libcuda link stub"
-registry=$(dirname "$(cargo metadata --format-version 1 --manifest-path "$repo/Cargo.toml" | python3 -c 'import json,sys; print([p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"]=="cudarc"][0])')")
+registry=$(dirname "$(cargo metadata --format-version 1 --features cuda --manifest-path "$repo/Cargo.toml" | python3 -c 'import json,sys; print([p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"]=="cudarc"][0])')")
 {
   grep -rhoE 'pub (unsafe )?fn cu[A-Za-z0-9_]+' "$registry/src/driver/sys" 2>/dev/null | sed -E 's/.*fn //'
   gcc -E -I"$root/include" "$root/include/cuda.h" 2>/dev/null | grep -oE '\bcu[A-Z][A-Za-z0-9_]*\s*\(' | sed -E 's/\s*\($//'
 } | sort -u | awk '{ print "void " $1 "(void) {}" }' > "$work/libcuda_stub.c"
-gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$root/lib64/stubs/libcuda.so" "$work/libcuda_stub.c"
-ln -sf stubs/libcuda.so "$root/lib64/libcuda.so"
+gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$root/lib/stubs/libcuda.so" "$work/libcuda_stub.c"
+ln -sf stubs/libcuda.so "$root/lib/libcuda.so"
 echo "   $(wc -l < "$work/libcuda_stub.c") driver entry points"
 
 echo "== cargo build --release --features cuda (CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP)"
 start=$(date +%s)
-CUDA_ROOT=$root CUDA_HOME=$root CUDA_PATH=$root PATH="$root/bin:$PATH" LIBRARY_PATH="$root/lib64:$root/lib64/stubs" \
+CUDA_ROOT=$root CUDA_HOME=$root CUDA_PATH=$root PATH="$root/bin:$PATH" LIBRARY_PATH="$root/lib:$root/lib/stubs" \
   cargo build --release --features cuda --manifest-path "$repo/Cargo.toml" --target-dir "$repo/target/cuda"
 echo "   built in $(( $(date +%s) - start )) s"
 
