@@ -4,6 +4,7 @@
 use super::{Context, SynthArgs, UsageError};
 use crate::data::hash::{FileDigest, hash_tree};
 use crate::data::index::index;
+use crate::data::lock::expand_env;
 use crate::data::synth::{generate, image_count};
 use crate::data::{Format, LockEntry};
 use anyhow::{Context as _, Result};
@@ -164,7 +165,8 @@ fn lock(
 /// and where it is on this machine.
 fn root_forms(root: &str, lock_path: &Path) -> Result<(String, PathBuf)> {
     if root.contains("${") {
-        let expanded = expand_env(root)?;
+        let expanded = expand_env(root)
+            .map_err(|var| UsageError(format!("--root {root}: ${{{var}}} is not set")))?;
         return Ok((
             root.to_string(),
             lock_path.parent().unwrap_or(Path::new("")).join(expanded),
@@ -182,25 +184,6 @@ fn root_forms(root: &str, lock_path: &Path) -> Result<(String, PathBuf)> {
         None => resolved.to_string_lossy().into_owned(),
     };
     Ok((stored, resolved))
-}
-
-fn expand_env(text: &str) -> Result<String> {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        let end = rest[start..]
-            .find('}')
-            .map(|e| start + e)
-            .ok_or_else(|| UsageError(format!("--root {text}: unclosed ${{")))?;
-        let var = &rest[start + 2..end];
-        let value = std::env::var(var)
-            .map_err(|_| UsageError(format!("--root {text}: ${{{var}}} is not set")))?;
-        out.push_str(&rest[..start]);
-        out.push_str(&value);
-        rest = &rest[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 fn verify(ctx: &Context, only: Option<&str>) -> Result<ExitCode> {

@@ -254,24 +254,13 @@ impl LockFile {
         let Some(root) = &self.entry(name)?.root else {
             return Ok(None);
         };
-        let mut expanded = String::new();
-        let mut rest = root.as_str();
-        while let Some(start) = rest.find("${") {
-            let end = rest[start..].find('}').map(|e| start + e);
-            let Some(end) = end else { break };
-            let var = &rest[start + 2..end];
-            let value = std::env::var(var).map_err(|_| LockError::UnsetVar {
-                file: self.path.clone(),
-                line: self.line_of(&["datasets", name, "root"]),
-                name: name.to_string(),
-                root: root.clone(),
-                var: var.to_string(),
-            })?;
-            expanded.push_str(&rest[..start]);
-            expanded.push_str(&value);
-            rest = &rest[end + 1..];
-        }
-        expanded.push_str(rest);
+        let expanded = expand_env(root).map_err(|var| LockError::UnsetVar {
+            file: self.path.clone(),
+            line: self.line_of(&["datasets", name, "root"]),
+            name: name.to_string(),
+            root: root.clone(),
+            var,
+        })?;
         Ok(Some(self.dir().join(expanded)))
     }
 
@@ -420,6 +409,24 @@ const LOCK_HEADER: &str = "\
 # this file, absolute, or use ${ENV_VAR}.
 ";
 
+/// `text` with every `${VAR}` replaced by the variable's value; the error is the name of an unset variable.
+/// A `${` without its `}` is kept as written.
+pub fn expand_env(text: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let Some(end) = rest[start..].find('}').map(|e| start + e) else {
+            break;
+        };
+        let var = &rest[start + 2..end];
+        out.push_str(&rest[..start]);
+        out.push_str(&std::env::var(var).map_err(|_| var.to_string())?);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 fn is_digest(d: &str) -> bool {
     d.strip_prefix("sha256:")
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -487,6 +494,17 @@ mod tests {
             err.contains("MGAT_TEST_ROOT") && err.contains("datasets.lock:7:"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn env_expansion_replaces_set_variables_and_names_unset_ones() {
+        let path = std::env::var("PATH").unwrap();
+        assert_eq!(expand_env("a/${PATH}/b").unwrap(), format!("a/{path}/b"));
+        assert_eq!(
+            expand_env("${MGAT_SURELY_UNSET_VAR}/x").unwrap_err(),
+            "MGAT_SURELY_UNSET_VAR"
+        );
+        assert_eq!(expand_env("plain/${open").unwrap(), "plain/${open");
     }
 
     #[test]
