@@ -12,6 +12,21 @@ pub struct Pos {
     pub column: usize,
 }
 
+/// A serde_yaml error as its position and its message without the " at line L column C" serde_yaml appends (we
+/// print the position ourselves).
+pub fn split_serde_error(e: &serde_yaml::Error) -> (Option<Pos>, String) {
+    let pos = e.location().map(|l| Pos {
+        line: l.line(),
+        column: l.column(),
+    });
+    let text = e.to_string();
+    let message = match text.rfind(" at line ") {
+        Some(i) if pos.is_some() => text[..i].to_string(),
+        _ => text,
+    };
+    (pos, message)
+}
+
 /// Positions of every node in the first document of a YAML text, keyed by path.
 #[derive(Debug, Default)]
 pub struct PosIndex {

@@ -2,8 +2,7 @@
 
 use super::UsageError;
 use crate::eval::array::{ArrayError, Matrix, load_ids, load_matrix};
-use crate::eval::distance::{DimensionMismatch, for_each_block};
-use crate::eval::metrics::{Evaluator, Ids, Metrics, MetricsError};
+use crate::eval::metrics::{Evaluator, Ids, Metrics, MetricsError, ScoringError};
 use crate::spec::config::{Metric, Protocol};
 use anyhow::Result;
 use clap::{Args, ValueEnum};
@@ -60,7 +59,7 @@ pub enum ScoreError {
     #[error(transparent)]
     Metrics(#[from] MetricsError),
     #[error(transparent)]
-    Dimensions(#[from] DimensionMismatch),
+    Scoring(#[from] ScoringError),
     #[error("{path}: {found} {what}, but {other} has {expected}")]
     Shape {
         path: PathBuf,
@@ -95,9 +94,9 @@ pub fn run(args: MetricsArgs) -> Result<ExitCode> {
                 MetricArg::Euclidean => Metric::Euclidean,
                 MetricArg::Cosine => Metric::Cosine,
             };
-            for_each_block::<ScoreError>(&q, &g, metric, args.normalize, |rows| {
-                Ok(evaluator.add_rows(rows)?)
-            })?;
+            evaluator
+                .add_features(&q, &g, metric, args.normalize)
+                .map_err(ScoreError::from)?;
         }
         _ => {
             let path = find("distmat")?;

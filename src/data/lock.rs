@@ -5,7 +5,7 @@
 use super::hash::{FileDigest, tree_digest};
 use super::index::Format;
 use super::synth::SynthParams;
-use crate::yamlpos::PosIndex;
+use crate::yamlpos::{PosIndex, split_serde_error};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -201,13 +201,8 @@ impl LockFile {
             LockDoc::default()
         } else {
             serde_yaml::from_str(&text).map_err(|e| {
-                let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-                let message = e.to_string();
-                let message = message
-                    .split(" at line ")
-                    .next()
-                    .unwrap_or(&message)
-                    .to_string();
+                let (pos, message) = split_serde_error(&e);
+                let (line, column) = pos.map_or((0, 0), |p| (p.line, p.column));
                 LockError::Invalid {
                     file: path.to_path_buf(),
                     line,

@@ -5,7 +5,9 @@
 //! CUHK03's single-gallery-shot CMC is the exact expectation over drawing one gallery image per identity.
 //! Queries run in parallel; sums are taken in query order in f64, so results do not depend on thread count.
 
-use crate::spec::config::Protocol;
+use super::array::Matrix;
+use super::distance::{DimensionMismatch, for_each_block};
+use crate::spec::config::{Metric, Protocol};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -73,6 +75,15 @@ pub enum MetricsError {
     MaxRank,
     #[error("the gallery is empty")]
     EmptyGallery,
+}
+
+/// A failure of scoring features: the metrics' own errors, or feature sets of different dimensions.
+#[derive(Debug, thiserror::Error)]
+pub enum ScoringError {
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Dimensions(#[from] DimensionMismatch),
 }
 
 /// What one query contributes.
@@ -207,6 +218,19 @@ impl<'a> Evaluator<'a> {
             .collect();
         self.scores.extend(scored);
         Ok(())
+    }
+
+    /// Scores query features against gallery features, computing the distances block by block.
+    pub fn add_features(
+        &mut self,
+        query: &Matrix,
+        gallery: &Matrix,
+        metric: Metric,
+        normalize: bool,
+    ) -> Result<(), ScoringError> {
+        for_each_block::<ScoringError>(query, gallery, metric, normalize, |rows| {
+            Ok(self.add_rows(rows)?)
+        })
     }
 
     pub fn finish(self) -> Result<Metrics, MetricsError> {

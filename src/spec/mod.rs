@@ -7,7 +7,7 @@ pub mod grid;
 pub use config::RunConfig;
 pub use grid::format_value;
 
-use crate::yamlpos::{Pos, PosIndex};
+use crate::yamlpos::{Pos, PosIndex, split_serde_error};
 use grid::{Assignment, Axis, GridSpec};
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -264,7 +264,7 @@ impl Parser<'_> {
                 .map(|(p, v)| format!("{p} = {}", format_value(v)))
                 .collect::<Vec<_>>()
                 .join(", ");
-            self.at(at, format!("{shown}: {}", strip_location(&e)))
+            self.at(at, format!("{shown}: {}", split_serde_error(&e).1))
         })?;
         // The base is valid, so whatever is out of range now was caused by the overrides at `at`.
         self.check_config(&config, at)?;
@@ -340,11 +340,8 @@ impl Parser<'_> {
     }
 
     fn serde_error(&self, e: &serde_yaml::Error) -> SpecError {
-        let pos = e.location().map(|l| Pos {
-            line: l.line(),
-            column: l.column(),
-        });
-        self.error(pos, strip_location(e))
+        let (pos, message) = split_serde_error(e);
+        self.error(pos, message)
     }
 
     fn error(&self, pos: Option<Pos>, message: String) -> SpecError {
@@ -357,15 +354,6 @@ impl Parser<'_> {
             message,
             source_line,
         }
-    }
-}
-
-/// serde_yaml appends " at line L column C" to its messages; we print the location ourselves.
-fn strip_location(e: &serde_yaml::Error) -> String {
-    let text = e.to_string();
-    match text.rfind(" at line ") {
-        Some(i) if e.location().is_some() => text[..i].to_string(),
-        _ => text,
     }
 }
 

@@ -3,7 +3,6 @@
 
 use super::train::{cell_config, indexed_dataset};
 use super::{Produced, StageEnv, StageError};
-use crate::eval::distance::for_each_block;
 use crate::eval::extract::Extraction;
 use crate::eval::metrics::{Evaluator, Ids};
 use crate::model::Network;
@@ -71,9 +70,7 @@ pub fn run(
         g_camids: &g_camids,
     };
     let mut evaluator = Evaluator::new(ids, cfg.eval.protocol, cfg.eval.max_rank as usize)?;
-    for_each_block::<StageError>(&qf, &gf, cfg.eval.metric, cfg.eval.normalize, |rows| {
-        Ok(evaluator.add_rows(rows)?)
-    })?;
+    evaluator.add_features(&qf, &gf, cfg.eval.metric, cfg.eval.normalize)?;
     let metrics = evaluator.finish()?;
 
     let json = metrics.to_json();

@@ -54,7 +54,7 @@ pub enum StageError {
     #[error(transparent)]
     Metrics(#[from] crate::eval::metrics::MetricsError),
     #[error(transparent)]
-    Distance(#[from] crate::eval::distance::DimensionMismatch),
+    Scoring(#[from] crate::eval::metrics::ScoringError),
 }
 
 impl StageError {
