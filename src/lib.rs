@@ -1,6 +1,7 @@
 //! mgat: a reproducible experiment pipeline for "Masked Graph Attention Network for Person Re-identification".
-//! Modules follow the data flow: spec → plan/cache → data → model/train → eval → stages → exec → cli.
+//! Modules follow the data flow: spec → plan/cache → data → model/train → eval → stages → report → exec → cli.
 
+pub mod atomic;
 pub mod cache;
 pub mod cli;
 pub mod data;
@@ -10,6 +11,7 @@ pub mod exec;
 pub mod model;
 pub mod plan;
 pub mod provenance;
+pub mod report;
 pub mod rng;
 pub mod spec;
 pub mod stages;

@@ -2,7 +2,15 @@
 
 fn main() -> std::process::ExitCode {
     pin_thread_count();
+    restore_sigpipe();
     mgat::cli::main()
+}
+
+/// Rust ignores SIGPIPE, so `mgat plan | head` would panic on the closed pipe; a command-line tool should end
+/// quietly instead, as with the default action.
+fn restore_sigpipe() {
+    // SAFETY: setting a signal disposition to its default has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
 /// candle looks up its thread count on every CPU operation, parsing /proc/cpuinfo each time unless

@@ -310,6 +310,11 @@ fn gc_removes_only_unreferenced_entries_and_only_with_yes() {
     p.lock_synth("toy", SMALL_SYNTH);
     p.lock_synth("toy2", &SMALL_SYNTH.replace("--seed 5", "--seed 6"));
     p.write("experiments/a.yaml", &spec("a", "toy", ""));
+    // A spec on a dataset this machine has not locked references nothing and does not stop gc.
+    p.write(
+        "experiments/elsewhere.yaml",
+        &spec("elsewhere", "market1501", ""),
+    );
     p.write("old.yaml", &spec("old", "toy2", ""));
     p.mgat(&["run", "experiments/a.yaml", "-q", "--until", "index"])
         .success();
@@ -319,6 +324,11 @@ fn gc_removes_only_unreferenced_entries_and_only_with_yes() {
     let dry = p.mgat(&["cache", "gc"]);
     assert!(
         dry.success().stdout().contains("dry run: 2 entries"),
+        "{}",
+        dry.stdout()
+    );
+    assert!(
+        dry.stdout().contains("name datasets not in"),
         "{}",
         dry.stdout()
     );

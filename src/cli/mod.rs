@@ -4,6 +4,7 @@
 mod cache_cmd;
 mod data_cmd;
 mod metrics_cmd;
+mod report_cmd;
 mod run_cmd;
 
 use crate::cache::Cache;
@@ -55,6 +56,10 @@ enum Command {
     Data(data_cmd::DataCommand),
     /// Score a distance matrix or query/gallery features with the re-ID protocol (CMC, mAP, mINP).
     Metrics(metrics_cmd::MetricsArgs),
+    /// Regenerate reports/<spec>/ (results.csv, summary tables, figures) from the cache; render the paper's tables.
+    Report(report_cmd::ReportArgs),
+    /// Compare reports/*/results.csv between two git revisions (default HEAD and the working tree).
+    Diff(report_cmd::DiffArgs),
 }
 
 /// A bad command-line value found after parsing (unknown cell, bad format name, …): exit code 2.
@@ -189,6 +194,8 @@ pub fn main() -> ExitCode {
         Command::Cache(cmd) => cache_cmd::run(&ctx, cmd),
         Command::Data(cmd) => data_cmd::run(&ctx, cmd),
         Command::Metrics(args) => metrics_cmd::run(args),
+        Command::Report(args) => report_cmd::report(&ctx, args),
+        Command::Diff(args) => report_cmd::diff(&ctx, args),
     });
     match result {
         Ok(code) => code,
@@ -208,6 +215,8 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
             || e.is::<UsageError>()
             || e.is::<metrics_cmd::ScoreError>()
             || e.is::<crate::eval::array::ArrayError>()
+            || e.downcast_ref::<crate::report::ReportError>()
+                .is_some_and(|r| r.is_bad_input())
     })
 }
 

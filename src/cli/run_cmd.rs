@@ -73,7 +73,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     if args.jobs == 0 {
         return Err(UsageError("--jobs 0: expected at least 1".into()).into());
     }
-    let (_specs, plan, lock) = load_plan(ctx, &args.specs)?;
+    let (specs, plan, lock) = load_plan(ctx, &args.specs)?;
     let cells: Vec<usize> = (0..plan.cells.len())
         .filter(|&c| {
             args.only
@@ -122,6 +122,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     println!(
         "stages: {ran} ran, {cached} cached, {reused} reused, {failed} failed, {skipped} skipped"
     );
+    super::report_cmd::write_reports(ctx, &specs, &plan)?;
     let failures: Vec<_> = report.failed().collect();
     if failures.is_empty() {
         return Ok(ExitCode::SUCCESS);

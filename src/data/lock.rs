@@ -429,16 +429,10 @@ fn is_digest(d: &str) -> bool {
 
 /// Writes through a temporary file in the same folder and renames it into place.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LockError> {
-    let err = |source| LockError::Write {
+    crate::atomic::write_atomic(path, bytes).map_err(|source| LockError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    })
 }
 
 #[cfg(test)]

@@ -50,7 +50,8 @@ pub struct ModelConfig {
     pub width: u32,
     pub last_stride: u32,
     pub bnneck: bool,
-    /// Path to a safetensors checkpoint in torchvision naming, or null for random initialisation.
+    /// Path to a safetensors checkpoint in torchvision naming (relative to the project root; `${VAR}` expanded), or
+    /// null for random initialisation.
     pub pretrained: Option<String>,
     pub head: Head,
     /// γ in a_ij = exp(−γ·e_ij).

@@ -3,9 +3,11 @@
 
 pub mod config;
 pub mod grid;
+pub mod layout;
 
 pub use config::RunConfig;
 pub use grid::format_value;
+pub use layout::ReportLayout;
 
 use crate::yamlpos::{Pos, PosIndex, split_serde_error};
 use grid::{Assignment, Axis, GridSpec};
@@ -65,6 +67,17 @@ impl Cell {
     }
 }
 
+/// A cell's name without its seed (`head=mgat,gamma=1,seed=2` → `head=mgat,gamma=1`): what tables average over
+/// seeds by and what `mgat diff` joins on. A spec without axes has the one group `base`.
+pub fn group_name(cell_name: &str) -> &str {
+    let seed = format!("{}=", grid::SEED);
+    match cell_name.rsplit_once(',') {
+        Some((group, last)) if last.starts_with(&seed) => group,
+        None if cell_name.starts_with(&seed) => "base",
+        _ => cell_name,
+    }
+}
+
 /// A parsed, validated and expanded spec.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -77,6 +90,8 @@ pub struct Spec {
     /// Grid axis paths in spec order (without `seed`).
     pub axes: Vec<String>,
     pub cells: Vec<Cell>,
+    /// How reports lay out this spec's results (the `report:` section with its defaults).
+    pub report: ReportLayout,
     text: String,
 }
 
@@ -99,6 +114,8 @@ struct RawSpec {
     exclude: Vec<IndexMap<String, Value>>,
     #[serde(default = "default_seeds")]
     seeds: Vec<u64>,
+    #[serde(default)]
+    report: layout::RawLayout,
 }
 
 fn default_seeds() -> Vec<u64> {
@@ -232,6 +249,10 @@ impl Parser<'_> {
                 })
             })
             .collect::<Result<Vec<_>, SpecError>>()?;
+        let report = raw.report.resolve(&cells).map_err(|e| {
+            let at: Vec<&str> = e.at.iter().map(String::as_str).collect();
+            self.at(&at, e.message)
+        })?;
 
         Ok(Spec {
             path: self.file.to_path_buf(),
@@ -241,6 +262,7 @@ impl Parser<'_> {
             base: raw.base,
             axes: raw.grid.keys().cloned().collect(),
             cells,
+            report,
             text: self.text.to_string(),
         })
     }
@@ -495,5 +517,49 @@ seeds: [1, 2]
     fn bad_name_is_rejected() {
         let (line, _) = error_at(&GOOD.replace("name: ablation", "name: a/b"));
         assert_eq!(line, 1);
+    }
+
+    #[test]
+    fn report_layout_defaults_to_last_axis_as_columns() {
+        let spec = parse(GOOD).unwrap();
+        assert_eq!(spec.report.rows, ["model.head"]);
+        assert_eq!(spec.report.columns, ["model.gamma"]);
+        assert_eq!(spec.report.metrics, ["rank1", "mAP"]);
+        assert_eq!(spec.report.sweeps, ["model.gamma"]);
+    }
+
+    #[test]
+    fn report_layout_as_written() {
+        let text =
+            format!("{GOOD}report:\n  columns: [model.head]\n  metrics: [mINP]\n  sweeps: []\n");
+        let spec = parse(&text).unwrap();
+        assert_eq!(spec.report.rows, ["model.gamma"]);
+        assert_eq!(spec.report.columns, ["model.head"]);
+        assert_eq!(spec.report.metrics, ["mINP"]);
+        assert!(spec.report.sweeps.is_empty());
+    }
+
+    #[test]
+    fn report_layout_errors_point_at_the_value() {
+        let (line, msg) = error_at(&format!("{GOOD}report:\n  rows: [model.lr]\n"));
+        assert_eq!(line, 17);
+        assert!(msg.contains("`model.lr` is not an axis"), "{msg}");
+        let (line, msg) = error_at(&format!("{GOOD}report:\n  metrics: [rank1, top5]\n"));
+        assert_eq!(line, 17);
+        assert!(msg.contains("unknown metric `top5`"), "{msg}");
+        let (line, msg) = error_at(&format!("{GOOD}report:\n  sweeps:\n    - model.head\n"));
+        assert_eq!(line, 18);
+        assert!(msg.contains("not a numeric axis"), "{msg}");
+        let (_, msg) = error_at(&format!(
+            "{GOOD}report:\n  rows: [model.head]\n  columns: []\n"
+        ));
+        assert!(msg.contains("axis `model.gamma` is neither"), "{msg}");
+    }
+
+    #[test]
+    fn group_name_drops_the_seed() {
+        assert_eq!(group_name("head=mgat,gamma=1,seed=2"), "head=mgat,gamma=1");
+        assert_eq!(group_name("seed=3"), "base");
+        assert_eq!(group_name("head=mgat"), "head=mgat");
     }
 }

@@ -6,6 +6,8 @@ mod index;
 mod synth;
 mod train;
 
+pub use eval::{CMC_FILE, METRICS_FILE};
+
 use crate::cache::Cache;
 use crate::data::hash::HashError;
 use crate::data::index::IndexError;
@@ -55,6 +57,8 @@ pub enum StageError {
     Metrics(#[from] crate::eval::metrics::MetricsError),
     #[error(transparent)]
     Scoring(#[from] crate::eval::metrics::ScoringError),
+    #[error("{0}")]
+    Setting(String),
 }
 
 impl StageError {
@@ -71,7 +75,7 @@ impl StageError {
             )
         };
         match self {
-            StageError::Lock(_) | StageError::Index(_) => true,
+            StageError::Lock(_) | StageError::Index(_) | StageError::Setting(_) => true,
             StageError::Model(e) | StageError::Train(crate::train::TrainError::Model(e)) => {
                 bad_model(e)
             }

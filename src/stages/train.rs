@@ -6,6 +6,7 @@ use super::{
     index::{INDEX_FILE, dataset_root},
 };
 use crate::data::DatasetIndex;
+use crate::data::lock::expand_env;
 use crate::model::params::device;
 use crate::plan::Stage;
 use crate::spec::RunConfig;
@@ -30,7 +31,18 @@ pub fn run(
         cfg.model.head
     );
     let project = env.lock.path().parent().unwrap_or(Path::new("."));
-    let pretrained = cfg.model.pretrained.as_ref().map(|p| project.join(p));
+    let pretrained = cfg
+        .model
+        .pretrained
+        .as_ref()
+        .map(|p| {
+            expand_env(p).map(|p| project.join(p)).map_err(|var| {
+                StageError::Setting(format!(
+                    "model.pretrained `{p}`: environment variable {var} is not set"
+                ))
+            })
+        })
+        .transpose()?;
     let log = train(
         cfg,
         &index,

@@ -1,0 +1,154 @@
+//! `mgat report` (regenerate a spec's results, tables and figures from the cache; render the paper's tables) and
+//! `mgat diff` (compare results between git revisions).
+
+use super::{Context, UsageError};
+use crate::plan::Plan;
+use crate::report::diff::{Side, compare};
+use crate::report::paper::{PAPER_FILE, PAPER_REPORT, PaperTables, Verdict, render};
+use crate::report::results::{RESULTS_FILE, Results};
+use crate::report::{ReportError, write_spec_report};
+use crate::spec::Spec;
+use anyhow::{Context as _, Result};
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Specs whose reports/<name>/ to regenerate from the cache.
+    #[arg(required_unless_present = "paper")]
+    specs: Vec<PathBuf>,
+    /// Render reports/paper.yaml against the committed results into reports/paper.md and print it.
+    #[arg(long)]
+    paper: bool,
+    /// With --paper: exit 1 when a reproduced value with a reported value is outside its tolerance.
+    #[arg(long, requires = "paper")]
+    check: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// Base revision [default: HEAD].
+    rev_a: Option<String>,
+    /// Revision to compare with the base [default: the working tree].
+    rev_b: Option<String>,
+    /// Only this spec's results (its `name`).
+    #[arg(long, value_name = "NAME")]
+    spec: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Md,
+    Json,
+}
+
+pub fn report(ctx: &Context, args: ReportArgs) -> Result<ExitCode> {
+    if !args.specs.is_empty() {
+        let specs = args
+            .specs
+            .iter()
+            .map(|p| Spec::load(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let lock = ctx.load_lock()?;
+        let plan = Plan::new(&specs, &lock)?;
+        write_reports(ctx, &specs, &plan)?;
+    }
+    if !args.paper {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let reports = ctx.root.join("reports");
+    let paper = PaperTables::load(&reports.join(PAPER_FILE))?;
+    let results_of = |name: &str| -> Option<Results> {
+        let path = reports.join(name).join(RESULTS_FILE);
+        path.is_file()
+            .then(|| Results::read(&path))
+            .and_then(|r| r.map_err(|e| tracing::warn!("{e}")).ok())
+    };
+    let mut compared = Vec::new();
+    for table in &paper.tables {
+        compared.push((table, table.compare(&results_of)?));
+    }
+    let text = render(&paper, &compared);
+    let out = reports.join(PAPER_REPORT);
+    crate::atomic::write_atomic(&out, text.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    print!("{text}");
+    let outside = compared
+        .iter()
+        .flat_map(|(_, c)| c)
+        .filter(|c| c.verdict == Verdict::Outside)
+        .count();
+    eprintln!(
+        "wrote {}; {outside} value(s) outside tolerance",
+        out.display()
+    );
+    Ok(if args.check && outside > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Regenerates `reports/<name>/` for every spec of the plan and says what it wrote.
+pub fn write_reports(ctx: &Context, specs: &[Spec], plan: &Plan) -> Result<(), ReportError> {
+    let reports = ctx.root.join("reports");
+    for (i, spec) in specs.iter().enumerate() {
+        let written = write_spec_report(spec, i, plan, &ctx.cache, &reports)?;
+        let dir = reports.join(&spec.name);
+        let shown = dir.strip_prefix(&ctx.root).unwrap_or(&dir).display();
+        if written.rows == 0 {
+            println!("report {shown}/: no evaluated cells yet, nothing written");
+        } else {
+            println!(
+                "report {shown}/: {} cells in {RESULTS_FILE}, {} files",
+                written.rows,
+                written.files.len()
+            );
+        }
+        if !written.missing.is_empty() {
+            println!(
+                "  {} cells without eval results: {}",
+                written.missing.len(),
+                written.missing.join(" ")
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn diff(ctx: &Context, args: DiffArgs) -> Result<ExitCode> {
+    let a = Side::Rev(args.rev_a.unwrap_or_else(|| "HEAD".into()));
+    let b = args.rev_b.map_or(Side::WorkingTree, Side::Rev);
+    let load = |side: &Side| -> Result<_> {
+        let mut all = side.load(&ctx.root)?;
+        if let Some(name) = &args.spec {
+            all.retain(|n, _| n == name);
+        }
+        if all.is_empty() {
+            let what = args
+                .spec
+                .as_ref()
+                .map_or("reports/*/results.csv".to_string(), |n| {
+                    format!("reports/{n}/results.csv")
+                });
+            return Err(UsageError(format!("{} has no {what}", side.label())).into());
+        }
+        Ok(all)
+    };
+    let (results_a, results_b) = (load(&a)?, load(&b)?);
+    let diff = compare(&results_a, &results_b, args.spec.as_deref());
+    let (la, lb) = (a.label(), b.label());
+    match args.format {
+        Format::Table => print!("{}", diff.table(la, lb)),
+        Format::Md => print!("{}", diff.markdown(la, lb)),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&diff.json(la, lb)).unwrap_or_default()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,376 @@
+//! `mgat diff`: results.csv files at two git revisions (or a revision and the working tree) joined by cell without
+//! seed; per metric the means, Δ, and with two or more seeds on both sides Welch's t-test, marking moves larger than
+//! seed noise (p < 0.05). Files are read with `git show`, so any clone can compare any two commits.
+
+use super::ReportError;
+use super::results::{RESULTS_FILE, Results};
+use super::stats::{mean, welch};
+use crate::spec::layout::METRICS;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+/// p below this marks a move larger than seed noise.
+pub const SIGNIFICANCE: f64 = 0.05;
+
+/// Where a side's results come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Side {
+    Rev(String),
+    WorkingTree,
+}
+
+impl Side {
+    pub fn label(&self) -> &str {
+        match self {
+            Side::Rev(r) => r,
+            Side::WorkingTree => "working tree",
+        }
+    }
+
+    /// Every `reports/<spec>/results.csv` at this side, by spec name.
+    pub fn load(&self, root: &Path) -> Result<BTreeMap<String, Results>, ReportError> {
+        let mut out = BTreeMap::new();
+        match self {
+            Side::WorkingTree => {
+                let reports = root.join("reports");
+                let Ok(dirs) = std::fs::read_dir(&reports) else {
+                    return Ok(out);
+                };
+                for dir in dirs.flatten() {
+                    let path = dir.path().join(RESULTS_FILE);
+                    if path.is_file() {
+                        let name = dir.file_name().to_string_lossy().into_owned();
+                        out.insert(name, Results::read(&path)?);
+                    }
+                }
+            }
+            Side::Rev(rev) => {
+                git(root, &["rev-parse", "--git-dir"]).map_err(|_| {
+                    ReportError::Git(format!("{} is not in a git repository", root.display()))
+                })?;
+                git(
+                    root,
+                    &[
+                        "rev-parse",
+                        "--verify",
+                        "--quiet",
+                        &format!("{rev}^{{commit}}"),
+                    ],
+                )
+                .map_err(|_| ReportError::UnknownRevision(rev.clone()))?;
+                let listing = git(
+                    root,
+                    &["ls-tree", "-r", "--name-only", rev, "--", "reports/"],
+                )?;
+                for path in String::from_utf8_lossy(&listing).lines() {
+                    let Some(name) = path
+                        .strip_prefix("reports/")
+                        .and_then(|p| p.strip_suffix(&format!("/{RESULTS_FILE}")))
+                        .filter(|n| !n.contains('/'))
+                    else {
+                        continue;
+                    };
+                    let bytes = git(root, &["show", &format!("{rev}:{path}")])?;
+                    out.insert(
+                        name.to_string(),
+                        Results::parse(&bytes, &format!("{rev}:{path}"))?,
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn git(root: &Path, args: &[&str]) -> Result<Vec<u8>, ReportError> {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(args)
+        .output()
+        .map_err(|e| ReportError::Git(format!("cannot run git: {e}")))?;
+    if !output.status.success() {
+        return Err(ReportError::Git(format!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(output.stdout)
+}
+
+/// One metric of one cell group on both sides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricDiff {
+    pub spec: String,
+    pub group: String,
+    pub metric: String,
+    /// Per-seed values (fractions) at A and B.
+    pub a: Vec<f64>,
+    pub b: Vec<f64>,
+    /// Welch's t-test of B against A: (t, df, p), with ≥ 2 seeds on both sides.
+    pub welch: Option<(f64, f64, f64)>,
+}
+
+impl MetricDiff {
+    pub fn delta(&self) -> f64 {
+        mean(&self.b) - mean(&self.a)
+    }
+
+    pub fn significant(&self) -> bool {
+        self.welch.is_some_and(|(_, _, p)| p < SIGNIFICANCE)
+    }
+}
+
+/// The comparison of two sides.
+#[derive(Debug, Clone, Default)]
+pub struct Diff {
+    pub metrics: Vec<MetricDiff>,
+    /// (spec, group) present only at A, only at B.
+    pub only_a: Vec<(String, String)>,
+    pub only_b: Vec<(String, String)>,
+}
+
+/// Joins the two sides' results by spec and cell group; `spec` restricts to one spec name.
+pub fn compare(
+    a: &BTreeMap<String, Results>,
+    b: &BTreeMap<String, Results>,
+    spec: Option<&str>,
+) -> Diff {
+    let mut diff = Diff::default();
+    let names: Vec<&String> = {
+        let mut n: Vec<&String> = a.keys().chain(b.keys()).collect();
+        n.sort();
+        n.dedup();
+        n.retain(|s| spec.is_none_or(|want| want == s.as_str()));
+        n
+    };
+    let empty = Results::default();
+    for name in names {
+        let (ra, rb) = (a.get(name).unwrap_or(&empty), b.get(name).unwrap_or(&empty));
+        let groups_a = groups(ra);
+        let groups_b = groups(rb);
+        for (group, rows_a) in &groups_a {
+            let Some((_, rows_b)) = groups_b.iter().find(|(g, _)| g == group) else {
+                diff.only_a.push((name.clone(), group.clone()));
+                continue;
+            };
+            for metric in METRICS {
+                let values = |rows: &[usize], results: &Results| -> Vec<f64> {
+                    rows.iter()
+                        .filter_map(|&i| results.rows[i].metric(metric))
+                        .collect()
+                };
+                let (va, vb) = (values(rows_a, ra), values(rows_b, rb));
+                let welch = welch(&va, &vb).map(|w| (w.t, w.df, w.p));
+                diff.metrics.push(MetricDiff {
+                    spec: name.clone(),
+                    group: group.clone(),
+                    metric: metric.to_string(),
+                    a: va,
+                    b: vb,
+                    welch,
+                });
+            }
+        }
+        for (group, _) in &groups_b {
+            if !groups_a.iter().any(|(g, _)| g == group) {
+                diff.only_b.push((name.clone(), group.clone()));
+            }
+        }
+    }
+    diff
+}
+
+/// Row indices per cell group, groups in file order.
+fn groups(results: &Results) -> Vec<(String, Vec<usize>)> {
+    let mut out: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, r) in results.rows.iter().enumerate() {
+        match out.iter_mut().find(|(g, _)| g == r.group()) {
+            Some((_, rows)) => rows.push(i),
+            None => out.push((r.group().to_string(), vec![i])),
+        }
+    }
+    out
+}
+
+fn side_text(values: &[f64]) -> String {
+    format!("{:.2} ({})", mean(values) * 100.0, values.len())
+}
+
+fn p_text(m: &MetricDiff) -> String {
+    match m.welch {
+        Some((_, _, p)) if m.significant() => format!("{p:.3} *"),
+        Some((_, _, p)) => format!("{p:.3}"),
+        None => "–".into(),
+    }
+}
+
+impl Diff {
+    fn header(label_a: &str, label_b: &str) -> [String; 7] {
+        [
+            "spec".into(),
+            "cell".into(),
+            "metric".into(),
+            format!("{label_a} % (n)"),
+            format!("{label_b} % (n)"),
+            "Δ points".into(),
+            "p (Welch)".into(),
+        ]
+    }
+
+    fn lines(&self) -> Vec<[String; 7]> {
+        self.metrics
+            .iter()
+            .map(|m| {
+                [
+                    m.spec.clone(),
+                    m.group.clone(),
+                    m.metric.clone(),
+                    side_text(&m.a),
+                    side_text(&m.b),
+                    format!("{:+.2}", m.delta() * 100.0),
+                    p_text(m),
+                ]
+            })
+            .collect()
+    }
+
+    fn footer(&self, label_a: &str, label_b: &str) -> String {
+        let mut out = String::new();
+        let significant = self.metrics.iter().filter(|m| m.significant()).count();
+        let tested = self.metrics.iter().filter(|m| m.welch.is_some()).count();
+        let _ = writeln!(
+            out,
+            "{significant} of {tested} tested metric changes exceed seed noise (* = Welch's t-test p < {SIGNIFICANCE}); \
+             untested (–): fewer than 2 seeds on a side."
+        );
+        for (which, list) in [(label_a, &self.only_a), (label_b, &self.only_b)] {
+            for (spec, group) in list {
+                let _ = writeln!(out, "only at {which}: {spec} {group}");
+            }
+        }
+        out
+    }
+
+    /// Aligned plain-text columns for a terminal.
+    pub fn table(&self, label_a: &str, label_b: &str) -> String {
+        let header = Self::header(label_a, label_b);
+        let lines = self.lines();
+        let widths: Vec<usize> = (0..7)
+            .map(|i| {
+                lines
+                    .iter()
+                    .chain(std::iter::once(&header))
+                    .map(|l| l[i].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut out = String::new();
+        for line in std::iter::once(&header).chain(lines.iter()) {
+            let cells: Vec<String> = line
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(i, (text, w))| {
+                    let pad = w - text.chars().count();
+                    if i >= 3 {
+                        format!("{}{text}", " ".repeat(pad))
+                    } else {
+                        format!("{text}{}", " ".repeat(pad))
+                    }
+                })
+                .collect();
+            out.push_str(cells.join("  ").trim_end());
+            out.push('\n');
+        }
+        out + &self.footer(label_a, label_b)
+    }
+
+    pub fn markdown(&self, label_a: &str, label_b: &str) -> String {
+        let mut out = format!("| {} |\n", Self::header(label_a, label_b).join(" | "));
+        out.push_str("|---|---|---|---:|---:|---:|---:|\n");
+        for line in self.lines() {
+            let _ = writeln!(out, "| {} |", line.join(" | "));
+        }
+        out + "\n" + &self.footer(label_a, label_b)
+    }
+
+    pub fn json(&self, label_a: &str, label_b: &str) -> Value {
+        let metrics: Vec<Value> = self
+            .metrics
+            .iter()
+            .map(|m| {
+                json!({
+                    "spec": m.spec, "cell": m.group, "metric": m.metric,
+                    "a": {"values": m.a, "mean": mean(&m.a)},
+                    "b": {"values": m.b, "mean": mean(&m.b)},
+                    "delta": m.delta(),
+                    "welch": m.welch.map(|(t, df, p)| json!({"t": t, "df": df, "p": p})),
+                    "significant": m.significant(),
+                })
+            })
+            .collect();
+        let pairs = |v: &[(String, String)]| -> Vec<Value> {
+            v.iter()
+                .map(|(s, g)| json!({"spec": s, "cell": g}))
+                .collect()
+        };
+        json!({
+            "a": label_a, "b": label_b, "metrics": metrics,
+            "only_a": pairs(&self.only_a), "only_b": pairs(&self.only_b),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::results::tests::table;
+
+    #[test]
+    fn joins_by_group_and_marks_significant_moves() {
+        let a = table(
+            &["model.head"],
+            &[
+                (&["mgat"], 1, 0.50, 0.30),
+                (&["mgat"], 2, 0.52, 0.31),
+                (&["gat"], 1, 0.40, 0.20),
+            ],
+        );
+        let b = table(
+            &["model.head"],
+            &[
+                (&["mgat"], 1, 0.60, 0.30),
+                (&["mgat"], 2, 0.61, 0.32),
+                (&["none"], 1, 0.30, 0.10),
+            ],
+        );
+        let diff = compare(
+            &BTreeMap::from([("q".to_string(), a)]),
+            &BTreeMap::from([("q".to_string(), b)]),
+            None,
+        );
+        assert_eq!(diff.only_a, [("q".to_string(), "head=gat".to_string())]);
+        assert_eq!(diff.only_b, [("q".to_string(), "head=none".to_string())]);
+        let r1 = &diff.metrics[0];
+        assert_eq!(
+            (r1.group.as_str(), r1.metric.as_str()),
+            ("head=mgat", "rank1")
+        );
+        assert!((r1.delta() - 0.095).abs() < 1e-12);
+        // By hand: var a = 0.0002, var b = 0.00005; se² = 0.0001 + 0.000025; t = 0.095 / sqrt(0.000125).
+        let (t, df, p) = r1.welch.unwrap();
+        assert!((t - 0.095 / 0.000125f64.sqrt()).abs() < 1e-9);
+        // df = se⁴ / ((1e-4)²/1 + (2.5e-5)²/1).
+        assert!((df - 0.000125f64.powi(2) / (1e-8 + 6.25e-10)).abs() < 1e-9);
+        assert!(p < 0.05 && r1.significant());
+        let text = diff.table("HEAD", "working tree");
+        assert!(text.contains("only at HEAD: q head=gat"), "{text}");
+        assert!(text.lines().nth(1).unwrap().ends_with(" *"), "{text}");
+    }
+}

@@ -1,0 +1,442 @@
+//! The paper's tables as data (`reports/paper.yaml`): which cells each row selects, which dataset × metric each
+//! column shows, the reported numbers with their sources and tolerances; rendered beside the reproduced
+//! mean ± std (n) with Δ and a verdict per cell.
+
+use super::ReportError;
+use super::results::Results;
+use super::stats::{mean, sample_std};
+use super::summary::metric_label;
+use crate::spec::format_value;
+use crate::spec::layout::METRICS;
+use crate::yamlpos::{Pos, PosIndex, split_serde_error};
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_yaml::Value;
+use std::fmt::Write as _;
+use std::path::Path;
+
+pub const PAPER_FILE: &str = "paper.yaml";
+pub const PAPER_REPORT: &str = "paper.md";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaperTables {
+    pub paper: String,
+    pub tables: Vec<Table>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Table {
+    pub id: String,
+    pub title: String,
+    /// Where in the paper (e.g. "Table 2"), or null where we cannot say.
+    pub paper_table: Option<String>,
+    /// Specs whose `reports/<name>/results.csv` feed this table.
+    pub results: Vec<String>,
+    /// Allowed |reproduced − reported| in percentage points, unless a row says otherwise.
+    pub tolerance: f64,
+    pub columns: Vec<TableColumn>,
+    pub rows: Vec<TableRow>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableColumn {
+    /// The dataset's name in datasets.lock.
+    pub dataset: String,
+    pub metric: String,
+}
+
+impl TableColumn {
+    /// How rows' `reported` maps name this column: `dataset/metric`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.dataset, self.metric)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableRow {
+    pub label: String,
+    /// Axis path → value; a row reproduces the cells (and seeds) whose axes have these values. Without it the row
+    /// is a reference only: shown, never reproduced.
+    #[serde(default)]
+    pub select: Option<IndexMap<String, Value>>,
+    /// Where the reported numbers come from.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Column id → reported value in percent, or null.
+    #[serde(default)]
+    pub reported: IndexMap<String, Option<f64>>,
+    #[serde(default)]
+    pub tolerance: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Within,
+    Outside,
+    NoReported,
+    NotRun,
+    Reference,
+}
+
+impl Verdict {
+    pub fn text(self) -> &'static str {
+        match self {
+            Verdict::Within => "within tolerance",
+            Verdict::Outside => "OUTSIDE tolerance",
+            Verdict::NoReported => "no reported value",
+            Verdict::NotRun => "not run",
+            Verdict::Reference => "reference only",
+        }
+    }
+}
+
+/// One rendered table cell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    pub row: String,
+    pub column: String,
+    pub reported: Option<f64>,
+    /// Percent: mean, sample std (NaN for one seed), n.
+    pub reproduced: Option<(f64, f64, usize)>,
+    pub tolerance: f64,
+    pub verdict: Verdict,
+}
+
+impl PaperTables {
+    /// Reads and validates `paper.yaml`: errors name the file, line and value.
+    pub fn load(path: &Path) -> Result<PaperTables, ReportError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ReportError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<PaperTables, ReportError> {
+        let fail = |pos: Option<Pos>, message: String| ReportError::Paper {
+            file: path.to_path_buf(),
+            line: pos.map_or(0, |p| p.line),
+            message,
+        };
+        let tables: PaperTables = serde_yaml::from_str(text).map_err(|e| {
+            let (pos, message) = split_serde_error(&e);
+            fail(pos, message)
+        })?;
+        let index = PosIndex::new(text);
+        let at = |path: &[String]| index.find(path);
+        for (t, table) in tables.tables.iter().enumerate() {
+            let base = ["tables".to_string(), t.to_string()];
+            let path = |tail: &[&str]| -> Vec<String> {
+                base.iter()
+                    .cloned()
+                    .chain(tail.iter().map(|s| s.to_string()))
+                    .collect()
+            };
+            if !valid_tolerance(table.tolerance) {
+                return Err(fail(
+                    at(&path(&["tolerance"])),
+                    format!("tolerance {}: expected a number ≥ 0", table.tolerance),
+                ));
+            }
+            for (c, column) in table.columns.iter().enumerate() {
+                if !METRICS.contains(&column.metric.as_str()) {
+                    return Err(fail(
+                        at(&path(&["columns", &c.to_string(), "metric"])),
+                        format!(
+                            "unknown metric `{}`: expected one of {}",
+                            column.metric,
+                            METRICS.join(", ")
+                        ),
+                    ));
+                }
+            }
+            let ids: Vec<String> = table.columns.iter().map(TableColumn::id).collect();
+            for (r, row) in table.rows.iter().enumerate() {
+                let r = r.to_string();
+                for id in row.reported.keys() {
+                    if !ids.contains(id) {
+                        return Err(fail(
+                            at(&path(&["rows", &r, "reported", id])),
+                            format!(
+                                "`{id}` is not a column of table `{}`: expected one of {}",
+                                table.id,
+                                ids.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                if row.tolerance.is_some_and(|t| !valid_tolerance(t)) {
+                    return Err(fail(
+                        at(&path(&["rows", &r, "tolerance"])),
+                        "tolerance: expected a number ≥ 0".into(),
+                    ));
+                }
+            }
+        }
+        Ok(tables)
+    }
+}
+
+fn valid_tolerance(t: f64) -> bool {
+    t.is_finite() && t >= 0.0
+}
+
+impl Table {
+    /// Compares every row × column with the results of the table's specs (`results_of(spec name)`, `None` where
+    /// the spec has no results yet).
+    pub fn compare(
+        &self,
+        results_of: &dyn Fn(&str) -> Option<Results>,
+    ) -> Result<Vec<Comparison>, ReportError> {
+        let all: Vec<Results> = self.results.iter().filter_map(|s| results_of(s)).collect();
+        let mut out = Vec::new();
+        for row in &self.rows {
+            let tolerance = row.tolerance.unwrap_or(self.tolerance);
+            for column in &self.columns {
+                let reported = row.reported.get(&column.id()).copied().flatten();
+                let values = self.selected(row, column, &all)?;
+                let reproduced = (!values.is_empty()).then(|| {
+                    (
+                        mean(&values) * 100.0,
+                        sample_std(&values) * 100.0,
+                        values.len(),
+                    )
+                });
+                let verdict = match (reported, reproduced) {
+                    _ if row.select.is_none() => Verdict::Reference,
+                    (_, None) => Verdict::NotRun,
+                    (None, _) => Verdict::NoReported,
+                    (Some(r), Some((m, ..))) if (m - r).abs() <= tolerance + 1e-9 => {
+                        Verdict::Within
+                    }
+                    _ => Verdict::Outside,
+                };
+                out.push(Comparison {
+                    row: row.label.clone(),
+                    column: column.id(),
+                    reported,
+                    reproduced,
+                    tolerance,
+                    verdict,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The metric values (fractions) of the seeds of the one cell group that `row` selects on `column`'s dataset.
+    fn selected(
+        &self,
+        row: &TableRow,
+        column: &TableColumn,
+        all: &[Results],
+    ) -> Result<Vec<f64>, ReportError> {
+        let Some(select) = &row.select else {
+            return Ok(Vec::new());
+        };
+        let mut groups: Vec<&str> = Vec::new();
+        let mut values = Vec::new();
+        for results in all {
+            for r in &results.rows {
+                let matches = r.dataset == column.dataset
+                    && select.iter().all(|(axis, want)| {
+                        r.axis(&results.axes, axis) == Some(format_value(want).as_str())
+                    });
+                if !matches {
+                    continue;
+                }
+                if !groups.contains(&r.group()) {
+                    groups.push(r.group());
+                }
+                values.extend(r.metric(&column.metric));
+            }
+        }
+        if groups.len() > 1 {
+            return Err(ReportError::Ambiguous {
+                table: self.id.clone(),
+                row: row.label.clone(),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+            });
+        }
+        Ok(values)
+    }
+}
+
+fn percent(v: f64) -> String {
+    format!("{v:.1}")
+}
+
+/// Markdown for all tables: one line per row × column with reported, reproduced, Δ and verdict.
+pub fn render(paper: &PaperTables, compared: &[(&Table, Vec<Comparison>)]) -> String {
+    let mut out = format!(
+        "# {}: reported vs reproduced\n\nValues in percent. Reproduced: mean ± sample std over seeds (n). \
+         Δ = reproduced − reported. Generated by `mgat report --paper` from reports/paper.yaml.\n",
+        paper.paper
+    );
+    for (table, rows) in compared {
+        let _ = write!(out, "\n## {}\n\n", table.title);
+        let _ = writeln!(
+            out,
+            "Paper: {} · results: {} · tolerance ±{} points unless a row says otherwise\n",
+            table
+                .paper_table
+                .as_deref()
+                .unwrap_or("table number not given"),
+            table.results.join(", "),
+            table.tolerance
+        );
+        out.push_str("| row | dataset | metric | reported | reproduced | Δ | verdict |\n");
+        out.push_str("|---|---|---|---:|---:|---:|---|\n");
+        for c in rows {
+            let (dataset, metric) = c.column.split_once('/').unwrap_or((&c.column, ""));
+            let reported = c.reported.map_or("–".into(), percent);
+            let reproduced = c.reproduced.map_or("–".into(), |(m, s, n)| {
+                if s.is_nan() {
+                    format!("{} ({n})", percent(m))
+                } else {
+                    format!("{} ± {} ({n})", percent(m), percent(s))
+                }
+            });
+            let delta = match (c.reported, c.reproduced) {
+                (Some(r), Some((m, ..))) => format!("{:+.1}", m - r),
+                _ => "–".into(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {dataset} | {} | {reported} | {reproduced} | {delta} | {} |",
+                c.row,
+                metric_label(metric),
+                c.verdict.text()
+            );
+        }
+        let sources: Vec<String> = table
+            .rows
+            .iter()
+            .filter_map(|r| r.source.as_ref().map(|s| format!("- {}: {s}", r.label)))
+            .collect();
+        if !sources.is_empty() {
+            let _ = write!(out, "\nSources:\n{}\n", sources.join("\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::results::tests::table;
+
+    const PAPER: &str = "\
+paper: MGAT
+tables:
+  - id: ablation
+    title: Ablation
+    paper_table: null
+    results: [abl]
+    tolerance: 1.0
+    columns:
+      - {dataset: market1501, metric: rank1}
+      - {dataset: market1501, metric: mAP}
+    rows:
+      - label: MGAT
+        select: {model.head: mgat}
+        reported: {market1501/rank1: 55.0, market1501/mAP: 20.0}
+      - label: GAT
+        select: {model.head: gat}
+        reported: {market1501/rank1: null}
+        tolerance: 0.5
+      - label: Plain
+        select: {model.head: none}
+        reported: {market1501/rank1: 10.0}
+      - label: Reference
+        source: elsewhere
+        reported: {market1501/rank1: 90.0}
+";
+
+    fn parse(text: &str) -> Result<PaperTables, ReportError> {
+        PaperTables::parse(Path::new("paper.yaml"), text)
+    }
+
+    #[test]
+    fn verdicts_follow_reported_values_and_tolerance() {
+        let paper = parse(PAPER).unwrap();
+        let results = table(
+            &["model.head"],
+            &[
+                (&["mgat"], 1, 0.55, 0.30),
+                (&["mgat"], 2, 0.57, 0.30),
+                (&["gat"], 1, 0.40, 0.20),
+            ],
+        );
+        let compared = paper.tables[0]
+            .compare(&|name| (name == "abl").then(|| results.clone()))
+            .unwrap();
+        let verdicts: Vec<(&str, &str, Verdict)> = compared
+            .iter()
+            .map(|c| (c.row.as_str(), c.column.as_str(), c.verdict))
+            .collect();
+        assert_eq!(
+            verdicts,
+            [
+                ("MGAT", "market1501/rank1", Verdict::Within),
+                ("MGAT", "market1501/mAP", Verdict::Outside),
+                ("GAT", "market1501/rank1", Verdict::NoReported),
+                ("GAT", "market1501/mAP", Verdict::NoReported),
+                ("Plain", "market1501/rank1", Verdict::NotRun),
+                ("Plain", "market1501/mAP", Verdict::NotRun),
+                ("Reference", "market1501/rank1", Verdict::Reference),
+                ("Reference", "market1501/mAP", Verdict::Reference),
+            ]
+        );
+        let (m, s, n) = compared[0].reproduced.unwrap();
+        assert!((m - 56.0).abs() < 1e-9 && (s - 2f64.sqrt()).abs() < 1e-9 && n == 2);
+        let md = render(&paper, &[(&paper.tables[0], compared)]);
+        assert!(
+            md.contains(
+                "| MGAT | market1501 | rank-1 | 55.0 | 56.0 ± 1.4 (2) | +1.0 | within tolerance |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| MGAT | market1501 | mAP | 20.0 | 30.0 ± 0.0 (2) | +10.0 | OUTSIDE tolerance |"
+            ),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn a_row_selecting_two_groups_is_an_error() {
+        let paper = parse(&PAPER.replace("select: {model.head: mgat}", "select: {}")).unwrap();
+        let results = table(
+            &["model.head"],
+            &[(&["mgat"], 1, 0.5, 0.3), (&["gat"], 1, 0.4, 0.2)],
+        );
+        let err = paper.tables[0]
+            .compare(&|_| Some(results.clone()))
+            .unwrap_err();
+        assert!(err.to_string().contains("head=mgat, head=gat"), "{err}");
+    }
+
+    #[test]
+    fn bad_paper_yaml_names_the_line() {
+        let err = parse(&PAPER.replace("market1501/mAP: 20.0", "market/mAP: 20.0")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("paper.yaml:14: `market/mAP` is not a column"),
+            "{err}"
+        );
+        let err = parse(&PAPER.replace("metric: mAP}", "metric: map}")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("paper.yaml:10: unknown metric `map`"),
+            "{err}"
+        );
+        let err = parse(&PAPER.replace("tolerance: 0.5", "tolerance: lots")).unwrap_err();
+        assert!(err.to_string().starts_with("paper.yaml:18:"), "{err}");
+    }
+}

@@ -1,0 +1,394 @@
+//! `results.csv`: one row per evaluated cell, gathered from the cache (eval metrics, train figures, provenance),
+//! written and read with polars. Rows keep the spec's cell order and floats a fixed precision, so unchanged results
+//! rewrite a byte-identical file.
+
+use super::ReportError;
+use crate::cache::Cache;
+use crate::plan::{Plan, StageKind};
+use crate::spec::layout::METRICS;
+use crate::spec::{Spec, format_value, group_name};
+use crate::stages::METRICS_FILE;
+use polars::prelude::*;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::path::Path;
+
+pub const RESULTS_FILE: &str = "results.csv";
+/// Decimal places of every float column.
+const FLOAT_DIGITS: usize = 6;
+
+/// One evaluated cell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultRow {
+    pub cell: String,
+    /// One value per [`Results::axes`], as the cell name writes it; empty where the cell does not set that axis.
+    pub axes: Vec<String>,
+    pub seed: u64,
+    pub dataset: String,
+    pub lock_digest: String,
+    pub train_key: String,
+    pub eval_key: String,
+    /// In the order of [`METRICS`].
+    pub metrics: [f64; 6],
+    pub train_seconds: f64,
+    pub images_per_s: f64,
+    pub device: String,
+    pub git_commit: String,
+    pub git_dirty: bool,
+}
+
+impl ResultRow {
+    /// The cell name without its seed: what seeds are averaged over.
+    pub fn group(&self) -> &str {
+        group_name(&self.cell)
+    }
+
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        METRICS
+            .iter()
+            .position(|m| *m == name)
+            .map(|i| self.metrics[i])
+    }
+
+    /// The value of `axis` in this row, if the results have that axis.
+    pub fn axis<'a>(&'a self, axes: &[String], axis: &str) -> Option<&'a str> {
+        axes.iter()
+            .position(|a| a == axis)
+            .map(|i| self.axes[i].as_str())
+    }
+}
+
+/// A results table: the axis columns and the rows.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Results {
+    pub axes: Vec<String>,
+    pub rows: Vec<ResultRow>,
+}
+
+/// Columns a results.csv must have besides `cell` and the axes (which sit between `cell` and `seed`).
+const REQUIRED: [&str; 16] = [
+    "seed",
+    "dataset",
+    "lock_digest",
+    "train_key",
+    "eval_key",
+    "rank1",
+    "rank5",
+    "rank10",
+    "rank20",
+    "mAP",
+    "mINP",
+    "train_seconds",
+    "images_per_s",
+    "device",
+    "git_commit",
+    "git_dirty",
+];
+
+impl Results {
+    /// Rows for every cell of `spec` (planned as spec number `spec_index` of `plan`) whose eval stage is cached,
+    /// in spec order, and the names of the cells without one.
+    pub fn collect(
+        spec: &Spec,
+        spec_index: usize,
+        plan: &Plan,
+        cache: &Cache,
+    ) -> Result<(Results, Vec<String>), ReportError> {
+        let mut results = Results {
+            axes: spec.report.axes.clone(),
+            rows: Vec::new(),
+        };
+        let mut missing = Vec::new();
+        for pc in plan.cells.iter().filter(|pc| pc.spec == spec_index) {
+            let Some(&eval) = pc.stages.last() else {
+                continue;
+            };
+            let eval = &plan.stages[eval];
+            if eval.kind != StageKind::Eval || !cache.contains("eval", &eval.key) {
+                missing.push(pc.cell.name.clone());
+                continue;
+            }
+            let train = &plan.stages[eval.deps[0]];
+            let eval_manifest = cache.manifest("eval", &eval.key)?;
+            let train_manifest = cache.manifest("train", &train.key)?;
+            let metrics_path = cache.entry_dir("eval", &eval.key).join(METRICS_FILE);
+            let metrics = read_json(&metrics_path)?;
+            let axes = results
+                .axes
+                .iter()
+                .map(|a| {
+                    pc.cell
+                        .axes
+                        .iter()
+                        .find(|(p, _)| p == a)
+                        .map(|(_, v)| format_value(v))
+                        .unwrap_or_default()
+                })
+                .collect();
+            let number = |v: &Value, path: &str| -> Result<f64, ReportError> {
+                v.pointer(path)
+                    .and_then(Value::as_f64)
+                    .ok_or_else(|| ReportError::Cache {
+                        path: metrics_path.clone(),
+                        message: format!("no number at {path}"),
+                    })
+            };
+            let summary = &train_manifest.summary;
+            results.rows.push(ResultRow {
+                cell: pc.cell.name.clone(),
+                axes,
+                seed: pc.cell.seed(),
+                dataset: eval.dataset.clone(),
+                lock_digest: eval.inputs.lock_digest.clone().unwrap_or_default(),
+                train_key: train.key.clone(),
+                eval_key: eval.key.clone(),
+                metrics: [
+                    number(&metrics, "/cmc/1")?,
+                    number(&metrics, "/cmc/5")?,
+                    number(&metrics, "/cmc/10")?,
+                    number(&metrics, "/cmc/20")?,
+                    number(&metrics, "/mAP")?,
+                    number(&metrics, "/mINP")?,
+                ],
+                train_seconds: summary["train_seconds"].as_f64().unwrap_or(f64::NAN),
+                images_per_s: summary["images_per_s"].as_f64().unwrap_or(f64::NAN),
+                device: train_manifest.device.clone(),
+                git_commit: eval_manifest.git.commit.clone().unwrap_or_default(),
+                git_dirty: eval_manifest.git.dirty,
+            });
+        }
+        Ok((results, missing))
+    }
+
+    /// The table as a polars frame, columns in file order.
+    pub fn to_frame(&self) -> PolarsResult<DataFrame> {
+        let strings = |name: &str, f: &dyn Fn(&ResultRow) -> String| {
+            Column::new(
+                name.into(),
+                self.rows.iter().map(f).collect::<Vec<String>>(),
+            )
+        };
+        let floats = |name: &str, f: &dyn Fn(&ResultRow) -> f64| {
+            Column::new(name.into(), self.rows.iter().map(f).collect::<Vec<f64>>())
+        };
+        let mut columns = vec![strings("cell", &|r| r.cell.clone())];
+        for (i, axis) in self.axes.iter().enumerate() {
+            columns.push(strings(axis, &|r| r.axes[i].clone()));
+        }
+        columns.push(Column::new(
+            "seed".into(),
+            self.rows.iter().map(|r| r.seed).collect::<Vec<u64>>(),
+        ));
+        columns.push(strings("dataset", &|r| r.dataset.clone()));
+        columns.push(strings("lock_digest", &|r| r.lock_digest.clone()));
+        columns.push(strings("train_key", &|r| r.train_key.clone()));
+        columns.push(strings("eval_key", &|r| r.eval_key.clone()));
+        for (i, m) in METRICS.iter().enumerate() {
+            columns.push(floats(m, &|r| r.metrics[i]));
+        }
+        columns.push(floats("train_seconds", &|r| r.train_seconds));
+        columns.push(floats("images_per_s", &|r| r.images_per_s));
+        columns.push(strings("device", &|r| r.device.clone()));
+        columns.push(strings("git_commit", &|r| r.git_commit.clone()));
+        columns.push(Column::new(
+            "git_dirty".into(),
+            self.rows.iter().map(|r| r.git_dirty).collect::<Vec<bool>>(),
+        ));
+        DataFrame::new(self.rows.len(), columns)
+    }
+
+    /// The CSV text: header, one line per row, `\n` line ends, floats with six decimals.
+    pub fn to_csv(&self) -> PolarsResult<Vec<u8>> {
+        let mut frame = self.to_frame()?;
+        let mut out = Vec::new();
+        CsvWriter::new(&mut out)
+            .include_header(true)
+            .with_float_precision(Some(FLOAT_DIGITS))
+            .with_float_scientific(Some(false))
+            .finish(&mut frame)?;
+        Ok(out)
+    }
+
+    /// Parses a results.csv; `origin` (a path, or `REV:path`) names it in errors.
+    pub fn parse(bytes: &[u8], origin: &str) -> Result<Results, ReportError> {
+        let bad = |message: String| ReportError::Results {
+            origin: origin.to_string(),
+            message,
+        };
+        let frame = CsvReadOptions::default()
+            .with_has_header(true)
+            .with_infer_schema_length(Some(0))
+            .into_reader_with_file_handle(Cursor::new(bytes.to_vec()))
+            .finish()
+            .map_err(|e| bad(e.to_string()))?;
+        let names: Vec<String> = frame
+            .get_column_names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        let seed_at = names
+            .iter()
+            .position(|n| n == "seed")
+            .ok_or_else(|| bad("no `seed` column".into()))?;
+        if names.first().map(String::as_str) != Some("cell") {
+            return Err(bad("the first column must be `cell`".into()));
+        }
+        let axes = names[1..seed_at].to_vec();
+        let text = |name: &str| -> Result<Vec<String>, ReportError> {
+            let column = frame
+                .column(name)
+                .map_err(|_| bad(format!("no `{name}` column")))?;
+            let values = column.str().map_err(|e| bad(e.to_string()))?;
+            Ok(values
+                .iter()
+                .map(|v| v.unwrap_or_default().to_string())
+                .collect())
+        };
+        let mut columns: HashMap<&str, Vec<String>> = HashMap::new();
+        for name in std::iter::once("cell").chain(REQUIRED) {
+            columns.insert(name, text(name)?);
+        }
+        let axis_values: Vec<Vec<String>> =
+            axes.iter().map(|a| text(a)).collect::<Result<_, _>>()?;
+        let rows = (0..frame.height())
+            .map(|i| {
+                let get = |name: &str| columns[name][i].as_str();
+                let line = i + 2;
+                let float = |name: &str| -> Result<f64, ReportError> {
+                    let v = get(name);
+                    v.parse::<f64>().map_err(|_| {
+                        bad(format!(
+                            "line {line}, column `{name}`: `{v}` is not a number"
+                        ))
+                    })
+                };
+                let mut metrics = [0.0; 6];
+                for (slot, m) in metrics.iter_mut().zip(METRICS) {
+                    *slot = float(m)?;
+                }
+                Ok(ResultRow {
+                    cell: get("cell").to_string(),
+                    axes: axis_values.iter().map(|v| v[i].clone()).collect(),
+                    seed: get("seed").parse().map_err(|_| {
+                        bad(format!(
+                            "line {line}, column `seed`: `{}` is not a seed",
+                            get("seed")
+                        ))
+                    })?,
+                    dataset: get("dataset").to_string(),
+                    lock_digest: get("lock_digest").to_string(),
+                    train_key: get("train_key").to_string(),
+                    eval_key: get("eval_key").to_string(),
+                    metrics,
+                    train_seconds: float("train_seconds")?,
+                    images_per_s: float("images_per_s")?,
+                    device: get("device").to_string(),
+                    git_commit: get("git_commit").to_string(),
+                    git_dirty: get("git_dirty") == "true",
+                })
+            })
+            .collect::<Result<Vec<_>, ReportError>>()?;
+        Ok(Results { axes, rows })
+    }
+
+    /// Reads the results.csv at `path`.
+    pub fn read(path: &Path) -> Result<Results, ReportError> {
+        let bytes = std::fs::read(path).map_err(|source| ReportError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&bytes, &path.display().to_string())
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value, ReportError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ReportError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| ReportError::Cache {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A results table with the given (group axes, seed, rank-1, mAP) rows; other metrics derived from rank-1.
+    pub fn table(axes: &[&str], rows: &[(&[&str], u64, f64, f64)]) -> Results {
+        Results {
+            axes: axes.iter().map(|a| a.to_string()).collect(),
+            rows: rows
+                .iter()
+                .map(|(values, seed, r1, map)| {
+                    let short = |a: &str| a.rsplit('.').next().unwrap_or(a).to_string();
+                    let mut parts: Vec<String> = axes
+                        .iter()
+                        .zip(values.iter())
+                        .map(|(a, v)| format!("{}={v}", short(a)))
+                        .collect();
+                    parts.push(format!("seed={seed}"));
+                    ResultRow {
+                        cell: parts.join(","),
+                        axes: values.iter().map(|v| v.to_string()).collect(),
+                        seed: *seed,
+                        dataset: "market1501".into(),
+                        lock_digest: "sha256:00".into(),
+                        train_key: format!("t{seed}"),
+                        eval_key: format!("e{seed}"),
+                        metrics: [*r1, r1 + 0.1, r1 + 0.15, r1 + 0.2, *map, map / 2.0],
+                        train_seconds: 12.25,
+                        images_per_s: 100.5,
+                        device: "cpu".into(),
+                        git_commit: "abc".into(),
+                        git_dirty: false,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn csv_round_trips_with_fixed_precision() {
+        let results = table(
+            &["model.head", "model.gamma"],
+            &[
+                (&["mgat", "0.5"], 1, 0.5, 1.0 / 3.0),
+                (&["gat", "2"], 2, 0.25, 0.125),
+            ],
+        );
+        let csv = String::from_utf8(results.to_csv().unwrap()).unwrap();
+        let mut lines = csv.lines();
+        assert_eq!(
+            lines.next().unwrap(),
+            "cell,model.head,model.gamma,seed,dataset,lock_digest,train_key,eval_key,rank1,rank5,rank10,rank20,mAP,mINP,train_seconds,images_per_s,device,git_commit,git_dirty"
+        );
+        assert_eq!(
+            lines.next().unwrap(),
+            "\"head=mgat,gamma=0.5,seed=1\",mgat,0.5,1,market1501,sha256:00,t1,e1,0.500000,0.600000,0.650000,0.700000,0.333333,0.166667,12.250000,100.500000,cpu,abc,false"
+        );
+        let back = Results::parse(csv.as_bytes(), "x.csv").unwrap();
+        assert_eq!(back.axes, results.axes);
+        assert_eq!(back.rows[1].axes, ["gat", "2"]);
+        assert_eq!(back.rows[1].metric("mAP"), Some(0.125));
+        assert_eq!(back.rows[0].group(), "head=mgat,gamma=0.5");
+        assert_eq!(back.to_csv().unwrap(), csv.as_bytes());
+    }
+
+    #[test]
+    fn parse_errors_name_origin_line_and_column() {
+        let results = table(&["model.head"], &[(&["mgat"], 1, 0.5, 0.25)]);
+        let csv = String::from_utf8(results.to_csv().unwrap()).unwrap();
+        let broken = csv.replace("0.250000", "n/a");
+        let err = Results::parse(broken.as_bytes(), "HEAD:reports/q/results.csv").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "HEAD:reports/q/results.csv: line 2, column `mAP`: `n/a` is not a number"
+        );
+        let err = Results::parse(b"a,b\n1,2\n", "r.csv").unwrap_err();
+        assert!(err.to_string().contains("no `seed` column"), "{err}");
+    }
+}

@@ -1,0 +1,426 @@
+//! Seed aggregates: results grouped by cell without seed (polars group-by), mean ± sample std (n) per metric, and
+//! the spec's summary tables pivoted by its `report:` layout, written as Markdown, CSV and LaTeX (booktabs).
+
+use super::results::Results;
+use crate::spec::ReportLayout;
+use crate::spec::layout::METRICS;
+use polars::prelude::*;
+use std::fmt::Write as _;
+
+/// One group of cells that differ only in seed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupStats {
+    pub group: String,
+    /// Axis values, as in [`Results::axes`].
+    pub axes: Vec<String>,
+    pub dataset: String,
+    pub n: usize,
+    /// In the order of [`METRICS`]; std is NaN for a single seed.
+    pub mean: [f64; 6],
+    pub std: [f64; 6],
+}
+
+impl GroupStats {
+    pub fn stat(&self, metric: &str) -> Option<(f64, f64)> {
+        let i = METRICS.iter().position(|m| *m == metric)?;
+        Some((self.mean[i], self.std[i]))
+    }
+}
+
+/// Groups in order of first appearance, with polars computing the aggregates.
+pub fn group_stats(results: &Results) -> PolarsResult<Vec<GroupStats>> {
+    let mut columns = vec![Column::new(
+        "group".into(),
+        results
+            .rows
+            .iter()
+            .map(|r| r.group().to_string())
+            .collect::<Vec<_>>(),
+    )];
+    for (i, m) in METRICS.iter().enumerate() {
+        columns.push(Column::new(
+            (*m).into(),
+            results
+                .rows
+                .iter()
+                .map(|r| r.metrics[i])
+                .collect::<Vec<_>>(),
+        ));
+    }
+    let frame = DataFrame::new(results.rows.len(), columns)?;
+    let (means, stds, counts) = aggregate(&frame)?;
+    let groups = means.column("group")?.str()?.clone();
+    let mut out = Vec::with_capacity(groups.len());
+    for (g, group) in groups.iter().enumerate() {
+        let group = group.unwrap_or_default().to_string();
+        let first = results
+            .rows
+            .iter()
+            .find(|r| r.group() == group)
+            .ok_or_else(|| polars_err!(ComputeError: "group {group} has no rows"))?;
+        let mut stats = GroupStats {
+            group,
+            axes: first.axes.clone(),
+            dataset: first.dataset.clone(),
+            n: counts
+                .column(&format!("{}_count", METRICS[0]))?
+                .cast(&DataType::UInt64)?
+                .u64()?
+                .get(g)
+                .unwrap_or(0) as usize,
+            mean: [f64::NAN; 6],
+            std: [f64::NAN; 6],
+        };
+        for (i, m) in METRICS.iter().enumerate() {
+            stats.mean[i] = means
+                .column(&format!("{m}_mean"))?
+                .f64()?
+                .get(g)
+                .unwrap_or(f64::NAN);
+            stats.std[i] = stds
+                .column(&format!("{m}_agg_std"))?
+                .f64()?
+                .get(g)
+                .unwrap_or(f64::NAN);
+        }
+        out.push(stats);
+    }
+    Ok(out)
+}
+
+/// Mean, sample std (ddof 1) and count per group, groups in order of first appearance. The eager group-by
+/// aggregations are deprecated in favour of polars' lazy engine, which would add several crates and minutes of
+/// compile time for a table of a few hundred rows.
+#[allow(deprecated)]
+fn aggregate(frame: &DataFrame) -> PolarsResult<(DataFrame, DataFrame, DataFrame)> {
+    let grouped = frame.group_by_stable(["group"])?;
+    let grouped = grouped.select(METRICS);
+    Ok((grouped.mean()?, grouped.std(1)?, grouped.count()?))
+}
+
+/// `mean ± std (n)` in percent with one decimal; `mean (1)` for one seed.
+pub fn format_stat(mean: f64, std: f64, n: usize) -> String {
+    if std.is_nan() {
+        format!("{:.1} ({n})", mean * 100.0)
+    } else {
+        format!("{:.1} ± {:.1} ({n})", mean * 100.0, std * 100.0)
+    }
+}
+
+/// Readable metric names for table headers.
+pub fn metric_label(metric: &str) -> &str {
+    match metric {
+        "rank1" => "rank-1",
+        "rank5" => "rank-5",
+        "rank10" => "rank-10",
+        "rank20" => "rank-20",
+        other => other,
+    }
+}
+
+/// An axis's short name: its last path segment.
+pub fn short(axis: &str) -> &str {
+    axis.rsplit('.').next().unwrap_or(axis)
+}
+
+/// The summary table of one spec: distinct row and column combinations in order of first appearance.
+pub struct Pivot<'a> {
+    layout: &'a ReportLayout,
+    axes: &'a [String],
+    stats: &'a [GroupStats],
+    rows: Vec<Vec<String>>,
+    columns: Vec<Vec<String>>,
+}
+
+impl<'a> Pivot<'a> {
+    pub fn new(layout: &'a ReportLayout, axes: &'a [String], stats: &'a [GroupStats]) -> Self {
+        let values = |g: &GroupStats, which: &[String]| -> Vec<String> {
+            which
+                .iter()
+                .map(|a| {
+                    axes.iter()
+                        .position(|x| x == a)
+                        .map(|i| g.axes[i].clone())
+                        .unwrap_or_default()
+                })
+                .collect()
+        };
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        let mut columns: Vec<Vec<String>> = Vec::new();
+        for g in stats {
+            let (r, c) = (values(g, &layout.rows), values(g, &layout.columns));
+            if !rows.contains(&r) {
+                rows.push(r);
+            }
+            if !columns.contains(&c) {
+                columns.push(c);
+            }
+        }
+        Pivot {
+            layout,
+            axes,
+            stats,
+            rows,
+            columns,
+        }
+    }
+
+    fn cell(&self, row: &[String], column: &[String]) -> Option<&GroupStats> {
+        let want: Vec<(&String, &String)> = self
+            .layout
+            .rows
+            .iter()
+            .zip(row)
+            .chain(self.layout.columns.iter().zip(column))
+            .collect();
+        self.stats.iter().find(|g| {
+            want.iter().all(|(axis, value)| {
+                self.axes
+                    .iter()
+                    .position(|a| a == *axis)
+                    .is_some_and(|i| &g.axes[i] == *value)
+            })
+        })
+    }
+
+    fn row_header(&self) -> String {
+        let rows: Vec<&str> = self.layout.rows.iter().map(|a| short(a)).collect();
+        if rows.is_empty() {
+            "cells".into()
+        } else {
+            rows.join(", ")
+        }
+    }
+
+    fn column_label(&self, column: &[String]) -> String {
+        if column.is_empty() {
+            return "all".into();
+        }
+        self.layout
+            .columns
+            .iter()
+            .zip(column)
+            .map(|(a, v)| format!("{}={v}", short(a)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn row_label(&self, row: &[String]) -> String {
+        if row.is_empty() {
+            "all".into()
+        } else {
+            row.join(", ")
+        }
+    }
+
+    fn text(&self, metric: &str, row: &[String], column: &[String]) -> String {
+        match self
+            .cell(row, column)
+            .and_then(|g| Some((g, g.stat(metric)?)))
+        {
+            Some((g, (mean, std))) => format_stat(mean, std, g.n),
+            None => "–".into(),
+        }
+    }
+
+    /// One Markdown table per metric, values in percent.
+    pub fn markdown(&self, title: &str) -> String {
+        let mut out = format!(
+            "# {title}\n\nMean ± sample standard deviation over seeds (number of seeds), in percent.\n"
+        );
+        for metric in &self.layout.metrics {
+            let _ = write!(
+                out,
+                "\n## {} (%)\n\n| {} |",
+                metric_label(metric),
+                self.row_header()
+            );
+            for c in &self.columns {
+                let _ = write!(out, " {} |", self.column_label(c));
+            }
+            out.push_str("\n|---|");
+            out.push_str(&"---:|".repeat(self.columns.len()));
+            out.push('\n');
+            for r in &self.rows {
+                let _ = write!(out, "| {} |", self.row_label(r));
+                for c in &self.columns {
+                    let _ = write!(out, " {} |", self.text(metric, r, c));
+                }
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Rows: metric × row combination; per column combination three columns: mean, std (fractions, not percent,
+    /// six decimals; empty for one seed) and n.
+    pub fn csv(&self) -> String {
+        let mut out = String::from("metric");
+        for a in &self.layout.rows {
+            let _ = write!(out, ",{}", csv_field(a));
+        }
+        for c in &self.columns {
+            let label = self.column_label(c);
+            for suffix in ["mean", "std", "n"] {
+                let _ = write!(out, ",{}", csv_field(&format!("{label} {suffix}")));
+            }
+        }
+        out.push('\n');
+        for metric in &self.layout.metrics {
+            for r in &self.rows {
+                out.push_str(metric);
+                for v in r {
+                    let _ = write!(out, ",{}", csv_field(v));
+                }
+                for c in &self.columns {
+                    match self.cell(r, c).and_then(|g| Some((g, g.stat(metric)?))) {
+                        Some((g, (mean, std))) => {
+                            let std = if std.is_nan() {
+                                String::new()
+                            } else {
+                                format!("{std:.6}")
+                            };
+                            let _ = write!(out, ",{mean:.6},{std},{}", g.n);
+                        }
+                        None => out.push_str(",,,"),
+                    }
+                }
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// One booktabs tabular per metric, values in percent.
+    pub fn latex(&self, title: &str) -> String {
+        let mut out = format!(
+            "% {title}: mean $\\pm$ sample std over seeds (n), in percent. Needs \\usepackage{{booktabs}}.\n"
+        );
+        for metric in &self.layout.metrics {
+            let _ = writeln!(
+                out,
+                "\n% {}\n\\begin{{tabular}}{{l{}}}\n\\toprule",
+                metric_label(metric),
+                "r".repeat(self.columns.len())
+            );
+            let _ = write!(out, "{}", latex_escape(&self.row_header()));
+            for c in &self.columns {
+                let _ = write!(out, " & {}", latex_escape(&self.column_label(c)));
+            }
+            out.push_str(" \\\\\n\\midrule\n");
+            for r in &self.rows {
+                let _ = write!(out, "{}", latex_escape(&self.row_label(r)));
+                for c in &self.columns {
+                    let text = self
+                        .text(metric, r, c)
+                        .replace('±', "$\\pm$")
+                        .replace('–', "--");
+                    let _ = write!(out, " & {text}");
+                }
+                out.push_str(" \\\\\n");
+            }
+            out.push_str("\\bottomrule\n\\end{tabular}\n");
+        }
+        out
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn latex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '_' | '%' | '&' | '#' | '$' | '{' | '}' => {
+                out.push('\\');
+                out.push(ch);
+            }
+            _ => out.push(ch),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::results::tests::table;
+
+    fn layout(rows: &[&str], columns: &[&str]) -> ReportLayout {
+        let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        ReportLayout {
+            axes: own(&["model.head", "model.gamma"]),
+            rows: own(rows),
+            columns: own(columns),
+            metrics: own(&["rank1", "mAP"]),
+            sweeps: vec![],
+        }
+    }
+
+    #[test]
+    fn group_stats_match_a_hand_computation() {
+        let results = table(
+            &["model.head", "model.gamma"],
+            &[
+                (&["mgat", "0.5"], 1, 0.50, 0.30),
+                (&["gat", "0.5"], 1, 0.40, 0.20),
+                (&["mgat", "0.5"], 2, 0.60, 0.36),
+                (&["mgat", "0.5"], 3, 0.70, 0.33),
+            ],
+        );
+        let stats = group_stats(&results).unwrap();
+        assert_eq!(stats.len(), 2);
+        assert_eq!(stats[0].group, "head=mgat,gamma=0.5");
+        assert_eq!(stats[0].n, 3);
+        // rank-1: mean 0.6, deviations ±0.1 → sample variance 0.02/2 = 0.01.
+        let (m, s) = stats[0].stat("rank1").unwrap();
+        assert!(
+            (m - 0.6).abs() < 1e-12 && (s - 0.1).abs() < 1e-12,
+            "{m} {s}"
+        );
+        // mAP: mean 0.33, deviations −0.03, 0.03, 0 → variance 0.0018/2.
+        let (m, s) = stats[0].stat("mAP").unwrap();
+        assert!((m - 0.33).abs() < 1e-12 && (s - 0.0009f64.sqrt()).abs() < 1e-12);
+        assert_eq!(stats[1].n, 1);
+        assert!(stats[1].stat("rank1").unwrap().1.is_nan());
+    }
+
+    #[test]
+    fn pivot_renders_markdown_csv_and_latex() {
+        let results = table(
+            &["model.head", "model.gamma"],
+            &[
+                (&["gat", "0.5"], 1, 0.40, 0.20),
+                (&["gat", "0.5"], 2, 0.50, 0.30),
+                (&["mgat", "2"], 1, 0.25, 0.125),
+            ],
+        );
+        let stats = group_stats(&results).unwrap();
+        let layout = layout(&["model.head"], &["model.gamma"]);
+        let pivot = Pivot::new(&layout, &results.axes, &stats);
+        let md = pivot.markdown("q");
+        assert!(md.contains("| head | gamma=0.5 | gamma=2 |"), "{md}");
+        assert!(md.contains("| gat | 45.0 ± 7.1 (2) | – |"), "{md}");
+        assert!(md.contains("| mgat | – | 25.0 (1) |"), "{md}");
+        let csv = pivot.csv();
+        assert!(
+            csv.starts_with(
+                "metric,model.head,gamma=0.5 mean,gamma=0.5 std,gamma=0.5 n,gamma=2 mean"
+            ),
+            "{csv}"
+        );
+        assert!(
+            csv.contains("\nrank1,gat,0.450000,0.070711,2,,,\n"),
+            "{csv}"
+        );
+        let tex = pivot.latex("q");
+        assert!(tex.contains("gat & 45.0 $\\pm$ 7.1 (2) & -- \\\\"), "{tex}");
+        assert!(tex.contains("\\toprule") && tex.contains("\\bottomrule"));
+    }
+}

@@ -1,0 +1,454 @@
+//! End-to-end tests of reports: results.csv against the cache and byte-stable, summary statistics against an
+//! independent computation, paper-table verdicts and `--check`, `mgat diff` between commits against a hand-computed
+//! Welch t-test, and the paper's experiment specs.
+
+mod common;
+
+use common::Project;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+const DATA: &str = "--seed 21 --ids 24 --cameras 3 --images-per-camera 4 --height 64 --width 32 --junk 4 --distractors 6";
+
+const SPEC: &str = "\
+name: t
+description: report test
+base:
+  dataset: {name: toy}
+  model: {backbone: resnet18, width: 8, bnneck: true, head: none}
+  train: {height: 64, width: 32, batch_size: 16, instances: 4, epochs: 1, warmup_epochs: 0, lr: 0.003, schedule: constant, lr_steps: [], pad: 4, random_erasing: 0.0, workers: 2}
+grid:
+  model.head: [none, mgat]
+seeds: [1, 2, 3]
+report:
+  metrics: [rank1, mAP, mINP]
+";
+
+/// Splits a CSV line whose only quoted field is the first (cell names contain commas).
+fn fields(line: &str) -> Vec<String> {
+    let (first, rest) = match line.strip_prefix('"') {
+        Some(quoted) => {
+            let end = quoted.find('"').unwrap();
+            (quoted[..end].to_string(), &quoted[end + 2..])
+        }
+        None => {
+            let (f, r) = line.split_once(',').unwrap_or((line, ""));
+            (f.to_string(), r)
+        }
+    };
+    std::iter::once(first)
+        .chain(rest.split(',').map(str::to_string))
+        .collect()
+}
+
+/// Rows of a CSV as column name → value.
+fn rows(text: &str) -> Vec<BTreeMap<String, String>> {
+    let mut lines = text.lines();
+    let header = fields(lines.next().unwrap());
+    lines
+        .map(|l| header.iter().cloned().zip(fields(l)).collect())
+        .collect()
+}
+
+fn mean_std(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let m = xs.iter().sum::<f64>() / n;
+    let v = xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
+    (m, v.sqrt())
+}
+
+#[test]
+fn run_writes_results_and_tables_that_match_the_cache_and_rewrites_them_byte_identically() {
+    let p = Project::new("report");
+    p.lock_synth("toy", DATA);
+    p.write("experiments/t.yaml", SPEC);
+    let run = p.mgat(&["-q", "run", "experiments/t.yaml", "-j", "2"]);
+    run.success();
+    assert!(
+        run.stdout()
+            .contains("report reports/t/: 6 cells in results.csv"),
+        "{}",
+        run.stdout()
+    );
+    let results_path = p.path("reports/t/results.csv");
+    let first = std::fs::read(&results_path).unwrap();
+    let results = rows(&String::from_utf8(first.clone()).unwrap());
+    assert_eq!(results.len(), 6);
+    assert_eq!(results[0]["cell"], "head=none,seed=1");
+    assert_eq!(results[5]["cell"], "head=mgat,seed=3");
+
+    // Every metric equals the eval stage's metrics.json in the cache, at six decimals.
+    for row in &results {
+        let metrics_path = p
+            .cache_dir()
+            .join("eval")
+            .join(&row["eval_key"])
+            .join("metrics.json");
+        let metrics: Value =
+            serde_json::from_str(&std::fs::read_to_string(metrics_path).unwrap()).unwrap();
+        for (column, pointer) in [
+            ("rank1", "/cmc/1"),
+            ("rank5", "/cmc/5"),
+            ("mAP", "/mAP"),
+            ("mINP", "/mINP"),
+        ] {
+            let expected = format!("{:.6}", metrics.pointer(pointer).unwrap().as_f64().unwrap());
+            assert_eq!(row[column], expected, "{column} of {}", row["cell"]);
+        }
+        assert_eq!(row["dataset"], "toy");
+        assert!(p.cache_dir().join("train").join(&row["train_key"]).is_dir());
+    }
+
+    // Summary: mean and sample std over the three seeds, computed here from results.csv.
+    let summary = rows(&std::fs::read_to_string(p.path("reports/t/summary.csv")).unwrap());
+    for metric in ["rank1", "mAP", "mINP"] {
+        for head in ["none", "mgat"] {
+            let values: Vec<f64> = results
+                .iter()
+                .filter(|r| r["model.head"] == head)
+                .map(|r| r[metric].parse().unwrap())
+                .collect();
+            let (m, s) = mean_std(&values);
+            let line = summary
+                .iter()
+                .find(|r| r["metric"] == metric && r["model.head"] == head)
+                .unwrap_or_else(|| panic!("no {metric}/{head} in summary.csv"));
+            let got_m: f64 = line["all mean"].parse().unwrap();
+            let got_s: f64 = line["all std"].parse().unwrap();
+            assert!(
+                (got_m - m).abs() < 2e-6,
+                "{metric} {head}: mean {got_m} vs {m}"
+            );
+            assert!(
+                (got_s - s).abs() < 2e-6,
+                "{metric} {head}: std {got_s} vs {s}"
+            );
+            assert_eq!(line["all n"], "3");
+        }
+    }
+    let md = std::fs::read_to_string(p.path("reports/t/summary.md")).unwrap();
+    assert!(md.contains("## mINP (%)"), "{md}");
+    let tex = std::fs::read_to_string(p.path("reports/t/summary.tex")).unwrap();
+    assert!(tex.contains("\\toprule"), "{tex}");
+    for figure in ["cmc", "training"] {
+        let png = std::fs::read(p.path(&format!("reports/t/figures/{figure}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{figure}.png");
+        let svg =
+            std::fs::read_to_string(p.path(&format!("reports/t/figures/{figure}.svg"))).unwrap();
+        assert!(
+            svg.contains("head=mgat"),
+            "{figure}.svg has no legend entry"
+        );
+    }
+
+    // Regenerating from the unchanged cache rewrites identical bytes.
+    let again = p.mgat(&["report", "experiments/t.yaml"]);
+    again.success();
+    assert_eq!(std::fs::read(&results_path).unwrap(), first);
+    let rerun = p.mgat(&["-q", "run", "experiments/t.yaml"]);
+    assert_eq!(rerun.summary("ran"), 0);
+    assert_eq!(std::fs::read(&results_path).unwrap(), first);
+}
+
+const HEADER: &str = "cell,model.head,seed,dataset,lock_digest,train_key,eval_key,rank1,rank5,rank10,rank20,mAP,mINP,train_seconds,images_per_s,device,git_commit,git_dirty";
+
+/// A results.csv with (head, seed, rank-1, mAP) rows.
+fn results_csv(rows: &[(&str, u64, f64, f64)]) -> String {
+    let mut out = format!("{HEADER}\n");
+    for (head, seed, r1, map) in rows {
+        out.push_str(&format!(
+            "\"head={head},seed={seed}\",{head},{seed},market1501,sha256:0,t,e,{r1:.6},0.9,0.95,0.99,{map:.6},0.1,10.0,100.0,cpu,abc,false\n"
+        ));
+    }
+    out
+}
+
+const PAPER: &str = "\
+paper: test paper
+tables:
+  - id: ablation
+    title: Ablation
+    paper_table: Table 1
+    results: [q]
+    tolerance: 1.0
+    columns:
+      - {dataset: market1501, metric: rank1}
+      - {dataset: market1501, metric: mAP}
+    rows:
+      - label: MGAT
+        select: {model.head: mgat}
+        source: Table 1, row 2
+        reported: {market1501/rank1: 61.0, market1501/mAP: 35.0}
+      - label: GAT
+        select: {model.head: gat}
+        reported: {market1501/rank1: null, market1501/mAP: null}
+";
+
+#[test]
+fn paper_tables_show_verdicts_and_check_fails_outside_tolerance() {
+    let p = Project::new("paper");
+    p.write("datasets.lock", "datasets: {}\n");
+    p.write(
+        "reports/q/results.csv",
+        &results_csv(&[("mgat", 1, 0.60, 0.30), ("mgat", 2, 0.62, 0.31)]),
+    );
+    p.write("reports/paper.yaml", PAPER);
+    let run = p.mgat(&["report", "--paper"]);
+    run.success();
+    let out = run.stdout();
+    // rank-1: mean 61.0 ± 1.4 vs 61.0 → within; mAP 30.5 vs 35.0 → outside; GAT has no reported value and no run.
+    assert!(
+        out.contains(
+            "| MGAT | market1501 | rank-1 | 61.0 | 61.0 ± 1.4 (2) | +0.0 | within tolerance |"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "| MGAT | market1501 | mAP | 35.0 | 30.5 ± 0.7 (2) | -4.5 | OUTSIDE tolerance |"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("| GAT | market1501 | rank-1 | – | – | – | not run |"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.path("reports/paper.md")).unwrap(),
+        out
+    );
+    assert_eq!(p.mgat(&["report", "--paper", "--check"]).code(), 1);
+
+    // Filling in a value within tolerance is a one-line edit, and the check passes.
+    p.write(
+        "reports/paper.yaml",
+        &PAPER.replace("market1501/mAP: 35.0", "market1501/mAP: 31.0"),
+    );
+    p.mgat(&["report", "--paper", "--check"]).success();
+
+    // A bad paper.yaml names its line.
+    p.write(
+        "reports/paper.yaml",
+        &PAPER.replace("metric: mAP}", "metric: top1}"),
+    );
+    let bad = p.mgat(&["report", "--paper"]);
+    assert_eq!(bad.code(), 2);
+    assert!(
+        bad.stderr()
+            .contains("paper.yaml:10: unknown metric `top1`"),
+        "{}",
+        bad.stderr()
+    );
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+}
+
+/// Two-sided p-value of Student's t by Simpson integration of the density from 0 to |t| (independent of mgat's
+/// incomplete-beta implementation).
+fn t_two_sided_by_integration(t: f64, df: f64) -> f64 {
+    let ln_gamma = |x: f64| -> f64 {
+        // Stirling series, accurate to ~1e-10 for x ≥ 7; shift smaller arguments up.
+        let mut shift = 0.0;
+        let mut x = x;
+        while x < 7.0 {
+            shift -= x.ln();
+            x += 1.0;
+        }
+        shift + (x - 0.5) * x.ln() - x + 0.5 * (2.0 * std::f64::consts::PI).ln() + 1.0 / (12.0 * x)
+            - 1.0 / (360.0 * x.powi(3))
+            + 1.0 / (1260.0 * x.powi(5))
+    };
+    let c = (ln_gamma((df + 1.0) / 2.0) - ln_gamma(df / 2.0)).exp()
+        / (df * std::f64::consts::PI).sqrt();
+    let density = |x: f64| c * (1.0 + x * x / df).powf(-(df + 1.0) / 2.0);
+    let n = 20_000;
+    let h = t.abs() / n as f64;
+    let mut sum = density(0.0) + density(t.abs());
+    for i in 1..n {
+        sum += density(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+    }
+    1.0 - 2.0 * sum * h / 3.0
+}
+
+#[test]
+fn diff_between_commits_reports_the_planted_change_with_welch_p() {
+    let p = Project::new("diff");
+    p.write("datasets.lock", "datasets: {}\n");
+    git(&p.dir, &["init", "-q", "-b", "main"]);
+    let a = [
+        ("mgat", 1, 0.50, 0.30),
+        ("mgat", 2, 0.52, 0.31),
+        ("mgat", 3, 0.51, 0.29),
+        ("gat", 1, 0.40, 0.2),
+    ];
+    let b = [
+        ("mgat", 1, 0.56, 0.30),
+        ("mgat", 2, 0.55, 0.31),
+        ("mgat", 3, 0.58, 0.29),
+        ("none", 1, 0.30, 0.1),
+    ];
+    p.write("reports/q/results.csv", &results_csv(&a));
+    git(&p.dir, &["add", "-A"]);
+    git(&p.dir, &["commit", "-q", "-m", "a"]);
+    p.write("reports/q/results.csv", &results_csv(&b));
+    git(&p.dir, &["commit", "-q", "-am", "b"]);
+
+    let run = p.mgat(&["diff", "HEAD~1", "HEAD", "--format", "json"]);
+    run.success();
+    let json: Value = serde_json::from_str(&run.stdout()).unwrap();
+    let rank1 = json["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["cell"] == "head=mgat" && m["metric"] == "rank1")
+        .unwrap();
+    // By hand: A = 0.50, 0.52, 0.51 (mean 0.51, var 1e-4); B = 0.56, 0.55, 0.58 (mean 0.5633…, var 2.3333e-4).
+    let (ma, va) = (0.51, 1e-4);
+    let (mb, vb) = (
+        1.69 / 3.0,
+        (0.0033333f64.powi(2) + 0.0133333f64.powi(2) + 0.0166667f64.powi(2)) / 2.0,
+    );
+    let se2 = va / 3.0 + vb / 3.0;
+    let t = (mb - ma) / se2.sqrt();
+    let df = se2 * se2 / ((va / 3.0f64).powi(2) / 2.0 + (vb / 3.0f64).powi(2) / 2.0);
+    let got = &rank1["welch"];
+    assert!((rank1["delta"].as_f64().unwrap() - (mb - ma)).abs() < 1e-9);
+    assert!(
+        (got["t"].as_f64().unwrap() - t).abs() < 1e-3 * t,
+        "t {} vs {t}",
+        got["t"]
+    );
+    assert!(
+        (got["df"].as_f64().unwrap() - df).abs() < 1e-3 * df,
+        "df {} vs {df}",
+        got["df"]
+    );
+    let p_expected = t_two_sided_by_integration(t, df);
+    assert!(
+        (got["p"].as_f64().unwrap() - p_expected).abs() < 1e-4,
+        "p {} vs {p_expected}",
+        got["p"]
+    );
+    assert!(p_expected < 0.05 && rank1["significant"] == true);
+    let map = json["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["cell"] == "head=mgat" && m["metric"] == "mAP")
+        .unwrap();
+    assert_eq!(map["delta"].as_f64().unwrap(), 0.0);
+    assert_eq!(map["significant"], false);
+    assert_eq!(json["only_a"][0]["cell"], "head=gat");
+    assert_eq!(json["only_b"][0]["cell"], "head=none");
+
+    // The default compares HEAD with the working tree; the table marks the significant move.
+    p.write("reports/q/results.csv", &results_csv(&a));
+    let table = p.mgat(&["diff"]);
+    table.success();
+    let out = table.stdout();
+    let line = out
+        .lines()
+        .find(|l| l.contains("head=mgat") && l.contains("rank1"))
+        .unwrap();
+    assert!(line.contains("-5.33") && line.ends_with('*'), "{out}");
+    assert!(out.contains("only at HEAD: q head=none"), "{out}");
+
+    let bad = p.mgat(&["diff", "no-such-rev"]);
+    assert_eq!(bad.code(), 2);
+    assert!(
+        bad.stderr().contains("unknown revision `no-such-rev`"),
+        "{}",
+        bad.stderr()
+    );
+    let none = p.mgat(&["diff", "HEAD", "--spec", "other"]);
+    assert_eq!(none.code(), 2);
+    assert!(
+        none.stderr()
+            .contains("HEAD has no reports/other/results.csv"),
+        "{}",
+        none.stderr()
+    );
+}
+
+#[test]
+fn the_paper_specs_expand_to_their_grids_and_paper_yaml_renders() {
+    let p = Project::new("paper-specs");
+    let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+    let mut lock = String::from("datasets:\n");
+    for (name, format, c) in [
+        ("market1501", "market1501", '1'),
+        ("dukemtmc-reid", "dukemtmc-reid", '2'),
+        ("cuhk03-np-detected", "cuhk03-np", '3'),
+    ] {
+        std::fs::create_dir_all(p.path(name)).unwrap();
+        lock.push_str(&format!(
+            "  {name}: {{format: {format}, root: {name}, files: 1, bytes: 1, digest: \"{}\"}}\n",
+            digest(c)
+        ));
+    }
+    p.write("datasets.lock", &lock);
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut all_keys = std::collections::HashSet::new();
+    for (spec, cells, stages) in [
+        ("paper-ablation", 36, 75),
+        ("paper-gamma", 30, 61),
+        ("paper-of-weight", 18, 37),
+    ] {
+        let file = format!("experiments/{spec}.yaml");
+        std::fs::copy(repo.join(&file), p.path(&file)).unwrap();
+        let run = p.mgat(&["plan", "--json", &file]);
+        run.success();
+        let plan: Value = serde_json::from_str(&run.stdout()).unwrap();
+        let cells_json = plan["cells"].as_array().unwrap();
+        let keys: std::collections::HashSet<(String, String)> = cells_json
+            .iter()
+            .flat_map(|c| c["stages"].as_array().unwrap())
+            .map(|s| {
+                (
+                    s["kind"].as_str().unwrap().to_string(),
+                    s["key"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!((cells_json.len(), keys.len()), (cells, stages), "{spec}");
+        all_keys.extend(keys);
+    }
+    // MGAT at γ = 1, λ_of = 1 (and λ_of = 0) on Market-1501 is one training in all three specs: 20 stages shared.
+    assert_eq!(all_keys.len(), 75 + 61 + 37 - 20);
+
+    std::fs::create_dir_all(p.path("reports")).unwrap();
+    std::fs::copy(
+        repo.join("reports/paper.yaml"),
+        p.path("reports/paper.yaml"),
+    )
+    .unwrap();
+    let run = p.mgat(&["report", "--paper", "--check"]);
+    run.success();
+    let out = run.stdout();
+    assert!(
+        out.contains("| MGAT | market1501 | rank-1 | – | – | – | not run |"),
+        "{out}"
+    );
+    assert!(out.contains("| Reference: Bag of Tricks ResNet-50 baseline | market1501 | rank-1 | 94.5 | – | – | reference only |"), "{out}");
+}
