@@ -18,5 +18,9 @@ pub mod stages;
 pub mod train;
 mod yamlpos;
 
+/// Set by the `mgat` binary when it chose RAYON_NUM_THREADS itself (the user did not): a Slurm job then picks its
+/// own on its node.
+pub const THREADS_PINNED_BY_MGAT: &str = "MGAT_THREADS_PINNED";
+
 #[cfg(test)]
 mod testutil;

@@ -6,6 +6,8 @@ mod data_cmd;
 mod metrics_cmd;
 mod report_cmd;
 mod run_cmd;
+mod slurm_args;
+mod stage_cmd;
 
 use crate::cache::Cache;
 use crate::data::index::IndexError;
@@ -60,6 +62,9 @@ enum Command {
     Report(report_cmd::ReportArgs),
     /// Compare reports/*/results.csv between two git revisions (default HEAD and the working tree).
     Diff(report_cmd::DiffArgs),
+    /// Compute one planned stage (what each Slurm job runs).
+    #[command(hide = true)]
+    Stage(stage_cmd::StageArgs),
 }
 
 /// A bad command-line value found after parsing (unknown cell, bad format name, …): exit code 2.
@@ -196,6 +201,7 @@ pub fn main() -> ExitCode {
         Command::Metrics(args) => metrics_cmd::run(args),
         Command::Report(args) => report_cmd::report(&ctx, args),
         Command::Diff(args) => report_cmd::diff(&ctx, args),
+        Command::Stage(args) => stage_cmd::stage(&ctx, args),
     });
     match result {
         Ok(code) => code,

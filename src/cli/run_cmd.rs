@@ -1,8 +1,10 @@
 //! `mgat run`, `mgat plan` and `mgat explain`: load specs, plan them against the lock and the cache, and run,
 //! list or explain their stages.
 
+use super::slurm_args::{Executor, ExecutorArgs, job_command};
 use super::{Context, UsageError};
-use crate::exec::{self, Outcome, RunOptions};
+use crate::exec::slurm::{self, Finished};
+use crate::exec::{Outcome, RunOptions, RunReport, local};
 use crate::plan::{KeyInputs, Plan, StageKind};
 use crate::provenance::git_state;
 use crate::spec::Spec;
@@ -34,9 +36,11 @@ pub struct RunArgs {
     /// Run stages up to this kind only (synth, index, train or eval), e.g. to prepare data before training.
     #[arg(long, value_name = "KIND", value_parser = parse_kind)]
     until: Option<StageKind>,
+    #[command(flatten)]
+    executor: ExecutorArgs,
 }
 
-fn parse_kind(s: &str) -> Result<StageKind, String> {
+pub fn parse_kind(s: &str) -> Result<StageKind, String> {
     StageKind::ALL
         .into_iter()
         .find(|k| k.name() == s)
@@ -59,7 +63,10 @@ pub struct ExplainArgs {
     cell: String,
 }
 
-fn load_plan(ctx: &Context, paths: &[PathBuf]) -> Result<(Vec<Spec>, Plan, crate::data::LockFile)> {
+pub fn load_plan(
+    ctx: &Context,
+    paths: &[PathBuf],
+) -> Result<(Vec<Spec>, Plan, crate::data::LockFile)> {
     let specs = paths
         .iter()
         .map(|p| Spec::load(p))
@@ -73,6 +80,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     if args.jobs == 0 {
         return Err(UsageError("--jobs 0: expected at least 1".into()).into());
     }
+    let slurm_options = args.executor.slurm_options()?;
     let (specs, plan, lock) = load_plan(ctx, &args.specs)?;
     let cells: Vec<usize> = (0..plan.cells.len())
         .filter(|&c| {
@@ -106,14 +114,45 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
         selected.len(),
         ctx.cache.root().display()
     );
-    let report = exec::run(
-        &env,
-        &selected,
-        opts,
-        &ctx.progress(),
-        &git_state(&ctx.root),
-    );
+    let report = match args.executor.executor {
+        Executor::Local => local::run(
+            &env,
+            &selected,
+            opts,
+            &ctx.progress(),
+            &git_state(&ctx.root),
+        ),
+        Executor::Slurm => {
+            let command = job_command(ctx, &args.specs)?;
+            match slurm::run(&env, &selected, &slurm_options, &command, &ctx.progress())? {
+                Finished::Waited(report) => report,
+                Finished::Detached(jobs) => return Ok(detached(&plan, &jobs)),
+            }
+        }
+    };
+    summarize(ctx, &specs, &plan, &cells, &report)
+}
 
+/// After `--detach`: which jobs hold which stages, and how to pick the results up.
+fn detached(plan: &Plan, jobs: &[(usize, String)]) -> ExitCode {
+    for (s, id) in jobs {
+        println!("job {id}: {}", plan.stages[*s].label());
+    }
+    println!(
+        "{} stages in the Slurm queue; run the same command without --detach to wait for them and write the reports",
+        jobs.len()
+    );
+    ExitCode::SUCCESS
+}
+
+/// The summary line, the reports and the failed cells; the exit code.
+fn summarize(
+    ctx: &Context,
+    specs: &[Spec],
+    plan: &Plan,
+    cells: &[usize],
+    report: &RunReport,
+) -> Result<ExitCode> {
     let ran = report.count(|o| matches!(o, Outcome::Ran(_)));
     let cached = report.count(|o| matches!(o, Outcome::Cached));
     let reused = report.count(|o| matches!(o, Outcome::Reused));
@@ -122,13 +161,13 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     println!(
         "stages: {ran} ran, {cached} cached, {reused} reused, {failed} failed, {skipped} skipped"
     );
-    super::report_cmd::write_reports(ctx, &specs, &plan)?;
+    super::report_cmd::write_reports(ctx, specs, plan)?;
     let failures: Vec<_> = report.failed().collect();
     if failures.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
     println!("failed cells:");
-    for &c in &cells {
+    for &c in cells {
         let pc = &plan.cells[c];
         if let Some((s, message, _)) = failures.iter().find(|(s, ..)| pc.stages.contains(s)) {
             let first_line = message.lines().next().unwrap_or_default();

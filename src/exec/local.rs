@@ -2,6 +2,7 @@
 //! threads, each under its cache key's lock, committing outputs atomically. A failed stage skips its dependents;
 //! with keep-going (the default) every independent stage still runs.
 
+use super::{Outcome, RunOptions, RunReport, log_outcome};
 use crate::cache::Manifest;
 use crate::plan::Stage;
 use crate::provenance::{GitState, hostname, utc_timestamp};
@@ -9,49 +10,7 @@ use crate::stages::{self, StageEnv};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime};
-
-#[derive(Debug, Clone, Copy)]
-pub struct RunOptions {
-    pub jobs: usize,
-    pub keep_going: bool,
-}
-
-/// What happened to one stage.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// Complete in the cache before this run started.
-    Cached,
-    /// Computed by this run.
-    Ran(Duration),
-    /// Computed by another process while this one waited for the key's lock.
-    Reused,
-    Failed {
-        message: String,
-        bad_input: bool,
-    },
-    /// Not run: a stage it consumes failed (or the run stopped at the first failure).
-    Skipped,
-}
-
-/// Outcomes of the selected stages, by plan index.
-#[derive(Debug, Clone, Default)]
-pub struct RunReport {
-    pub outcomes: Vec<(usize, Outcome)>,
-}
-
-impl RunReport {
-    pub fn count(&self, pred: impl Fn(&Outcome) -> bool) -> usize {
-        self.outcomes.iter().filter(|(_, o)| pred(o)).count()
-    }
-
-    pub fn failed(&self) -> impl Iterator<Item = (usize, &str, bool)> {
-        self.outcomes.iter().filter_map(|(s, o)| match o {
-            Outcome::Failed { message, bad_input } => Some((*s, message.as_str(), *bad_input)),
-            _ => None,
-        })
-    }
-}
+use std::time::{Instant, SystemTime};
 
 /// Runs `selected` (plan indices in dependency order).
 pub fn run(
@@ -140,22 +99,6 @@ fn stage_bar(stage: &Stage) -> ProgressBar {
     ProgressBar::new(0)
         .with_style(style)
         .with_prefix(stage.label())
-}
-
-fn log_outcome(stage: &Stage, outcome: &Outcome) {
-    match outcome {
-        Outcome::Ran(d) => tracing::info!(
-            "ran {} ({}) in {:.1}s",
-            stage.label(),
-            stage.dataset,
-            d.as_secs_f64()
-        ),
-        Outcome::Reused => {
-            tracing::info!("reused {}: another mgat process computed it", stage.label())
-        }
-        Outcome::Failed { message, .. } => tracing::error!("{} failed: {message}", stage.label()),
-        Outcome::Cached | Outcome::Skipped => {}
-    }
 }
 
 /// Computes one stage under its key's lock, unless another process completed it meanwhile.

@@ -1,0 +1,87 @@
+//! `mgat stage KIND KEY SPEC…` (hidden): computes one planned stage, with whatever it consumes that is not cached,
+//! in this process. It is what every Slurm job runs.
+
+use super::{Context, UsageError};
+use crate::exec::local;
+use crate::exec::slurm::record_failure;
+use crate::exec::{Outcome, RunOptions};
+use crate::plan::{Plan, StageKind};
+use crate::provenance::git_state;
+use crate::stages::StageEnv;
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct StageArgs {
+    #[arg(value_parser = super::run_cmd::parse_kind)]
+    kind: StageKind,
+    /// The stage's full key, as `mgat plan --json` lists it.
+    key: String,
+    /// The specs the stage was planned from.
+    #[arg(required = true)]
+    specs: Vec<PathBuf>,
+}
+
+pub fn stage(ctx: &Context, args: StageArgs) -> Result<ExitCode> {
+    let (_specs, plan, lock) = super::run_cmd::load_plan(ctx, &args.specs)?;
+    let s = plan
+        .stages
+        .iter()
+        .position(|st| st.kind == args.kind && st.key == args.key)
+        .ok_or_else(|| {
+            UsageError(format!(
+                "no {} stage with key {} in these specs: the specs, datasets.lock or mgat changed since it was planned",
+                args.kind.name(),
+                args.key
+            ))
+        })?;
+    let env = StageEnv {
+        cache: &ctx.cache,
+        lock: &lock,
+        plan: &plan,
+    };
+    let opts = RunOptions {
+        jobs: 1,
+        keep_going: false,
+    };
+    let selected = with_upstream(&plan, s);
+    let report = local::run(
+        &env,
+        &selected,
+        opts,
+        &ctx.progress(),
+        &git_state(&ctx.root),
+    );
+    match report
+        .outcomes
+        .iter()
+        .find(|(i, _)| *i == s)
+        .map(|(_, o)| o)
+    {
+        Some(Outcome::Ran(_) | Outcome::Cached | Outcome::Reused) => Ok(ExitCode::SUCCESS),
+        _ => {
+            let mut bad = false;
+            for (i, message, bad_input) in report.failed() {
+                eprintln!("error: {} failed: {message}", plan.stages[i].label());
+                record_failure(ctx.cache.root(), message, bad_input);
+                bad |= bad_input;
+            }
+            Ok(ExitCode::from(if bad { 2 } else { 1 }))
+        }
+    }
+}
+
+/// `s` and every stage it consumes, directly or not, in plan (dependency) order.
+fn with_upstream(plan: &Plan, s: usize) -> Vec<usize> {
+    let mut needed = vec![false; plan.stages.len()];
+    let mut todo = vec![s];
+    while let Some(i) = todo.pop() {
+        if !needed[i] {
+            needed[i] = true;
+            todo.extend(&plan.stages[i].deps);
+        }
+    }
+    (0..plan.stages.len()).filter(|&i| needed[i]).collect()
+}

@@ -1,0 +1,66 @@
+//! Executors: run the stages a selection of cells needs and say what happened to each. `local` computes them in
+//! this process; `slurm` submits each as a batch job running `mgat stage` and follows the queue.
+
+pub mod local;
+pub mod slurm;
+
+use crate::plan::Stage;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    pub jobs: usize,
+    pub keep_going: bool,
+}
+
+/// What happened to one stage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Complete in the cache before this run started.
+    Cached,
+    /// Computed by this run.
+    Ran(Duration),
+    /// Computed by another process while this one waited for the key's lock.
+    Reused,
+    Failed {
+        message: String,
+        bad_input: bool,
+    },
+    /// Not run: a stage it consumes failed (or the run stopped at the first failure).
+    Skipped,
+}
+
+/// Outcomes of the selected stages, by plan index.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    pub outcomes: Vec<(usize, Outcome)>,
+}
+
+impl RunReport {
+    pub fn count(&self, pred: impl Fn(&Outcome) -> bool) -> usize {
+        self.outcomes.iter().filter(|(_, o)| pred(o)).count()
+    }
+
+    pub fn failed(&self) -> impl Iterator<Item = (usize, &str, bool)> {
+        self.outcomes.iter().filter_map(|(s, o)| match o {
+            Outcome::Failed { message, bad_input } => Some((*s, message.as_str(), *bad_input)),
+            _ => None,
+        })
+    }
+}
+
+pub(crate) fn log_outcome(stage: &Stage, outcome: &Outcome) {
+    match outcome {
+        Outcome::Ran(d) => tracing::info!(
+            "ran {} ({}) in {:.1}s",
+            stage.label(),
+            stage.dataset,
+            d.as_secs_f64()
+        ),
+        Outcome::Reused => {
+            tracing::info!("reused {}: another mgat process computed it", stage.label())
+        }
+        Outcome::Failed { message, .. } => tracing::error!("{} failed: {message}", stage.label()),
+        Outcome::Cached | Outcome::Skipped => {}
+    }
+}

@@ -1,0 +1,247 @@
+//! End-to-end tests of the Slurm executor against a real single-node Slurm (`scripts/slurm-local.sh start`, which
+//! `.ci/run` does before setting MGAT_TEST_SLURM=1): same results as the local executor, nothing resubmitted when
+//! cached, a failed stage's dependents cancelled and only the missing stages resubmitted; and clear errors when
+//! Slurm is not there (these run everywhere).
+
+mod common;
+
+use common::{Project, Run};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+const DATA: &str = "--seed 21 --ids 24 --cameras 3 --images-per-camera 4 --height 64 --width 32 --junk 4 --distractors 6";
+
+const SPEC: &str = "\
+name: t
+base:
+  dataset: {name: toy}
+  model: {backbone: resnet18, width: 8, bnneck: true, head: none}
+  train: {height: 64, width: 32, batch_size: 16, instances: 4, epochs: 1, warmup_epochs: 0, lr: 0.003, schedule: constant, lr_steps: [], pad: 4, random_erasing: 0.0, workers: 2}
+grid:
+  model.head: [none, mgat]
+seeds: [1, 2]
+";
+
+/// Whether the Slurm tests should run: MGAT_TEST_SLURM=1 says a local Slurm is up, and then it must work.
+fn slurm_enabled() -> bool {
+    let on = std::env::var("MGAT_TEST_SLURM").is_ok_and(|v| v == "1");
+    if !on {
+        eprintln!(
+            "MGAT_TEST_SLURM is not 1: skipping (run `scripts/slurm-local.sh start` and set it, as .ci/run does)"
+        );
+    }
+    on
+}
+
+fn project(name: &str, spec: &str) -> Project {
+    let p = Project::new(name);
+    p.lock_synth("toy", DATA);
+    p.write("experiments/t.yaml", spec);
+    p
+}
+
+fn job_logs(p: &Project) -> Vec<String> {
+    let dir = p.cache_dir().join(".slurm/logs");
+    let mut logs: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    logs.sort();
+    logs
+}
+
+/// results.csv rows by cell, without the columns that measure time.
+fn results_without_timing(p: &Project) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(p.path("reports/t/results.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let timing: Vec<usize> = header
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| **h == "train_seconds" || **h == "images_per_s")
+        .map(|(i, _)| i + 1) // the quoted cell name holds one comma
+        .collect();
+    lines
+        .map(|l| {
+            let fields: Vec<&str> = l.split(',').collect();
+            let kept: Vec<&str> = fields
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !timing.contains(i))
+                .map(|(_, f)| *f)
+                .collect();
+            (format!("{},{}", fields[0], fields[1]), kept.join(","))
+        })
+        .collect()
+}
+
+#[test]
+fn slurm_gives_the_local_results_and_a_second_run_submits_nothing() {
+    if !slurm_enabled() {
+        return;
+    }
+    let local = project("slurm-local", SPEC);
+    let started = Instant::now();
+    local.mgat(&["-q", "run", "experiments/t.yaml"]).success();
+    let local_s = started.elapsed().as_secs_f64();
+
+    let slurm = project("slurm", SPEC);
+    let started = Instant::now();
+    let run = slurm.mgat(&["-q", "run", "experiments/t.yaml", "--executor", "slurm"]);
+    run.success();
+    let slurm_s = started.elapsed().as_secs_f64();
+    assert_eq!(run.summary("ran"), 10, "{}", run.stdout());
+    assert_eq!(job_logs(&slurm).len(), 10, "one job per stage");
+    eprintln!(
+        "10 stages: local {local_s:.1}s, slurm {slurm_s:.1}s: {:.2}s overhead per stage",
+        (slurm_s - local_s) / 10.0
+    );
+    let (a, b) = (
+        results_without_timing(&local),
+        results_without_timing(&slurm),
+    );
+    assert_eq!(a.len(), 4);
+    assert_eq!(a, b, "slurm and local results differ");
+
+    let again = slurm.mgat(&["-q", "run", "experiments/t.yaml", "--executor", "slurm"]);
+    again.success();
+    assert_eq!(again.summary("cached"), 10);
+    assert_eq!(job_logs(&slurm).len(), 10, "a cached run submits nothing");
+}
+
+#[test]
+fn a_failed_stage_cancels_its_dependents_and_the_rerun_submits_only_what_is_missing() {
+    if !slurm_enabled() {
+        return;
+    }
+    // The second cell starts from a checkpoint that is not there yet.
+    let spec = SPEC
+        .replace("[none, mgat]", "[none]")
+        .replace("[1, 2]", "[1]")
+        + "include:\n  - {model.head: mgat, model.pretrained: ckpt/backbone.safetensors}\n";
+    let p = project("slurm-fail", &spec);
+    let run = p.mgat(&[
+        "run",
+        "experiments/t.yaml",
+        "--executor",
+        "slurm",
+        "--poll",
+        "0.5",
+    ]);
+    assert_eq!(run.code(), 2, "{}\n{}", run.stdout(), run.stderr());
+    assert_eq!(run.summary("failed"), 1, "{}", run.stdout());
+    assert_eq!(run.summary("skipped"), 1, "{}", run.stdout());
+    assert!(
+        run.stdout().contains("backbone.safetensors"),
+        "{}",
+        run.stdout()
+    );
+    let logs = job_logs(&p);
+    assert_eq!(
+        logs.len(),
+        5,
+        "synth, index, two trains and one eval ran: {logs:?}"
+    );
+    assert_eq!(
+        logs.iter().filter(|l| l.starts_with("eval-")).count(),
+        1,
+        "the failed training's eval was cancelled before it started: {logs:?}"
+    );
+
+    // Put a backbone checkpoint in place (the baseline's weights): the key is unchanged, the rerun submits the two
+    // missing stages only.
+    let train = p.entries("train");
+    assert_eq!(train.len(), 1);
+    let weights = p
+        .cache_dir()
+        .join("train")
+        .join(&train[0])
+        .join("model.safetensors");
+    std::fs::create_dir_all(p.path("ckpt")).unwrap();
+    std::fs::copy(weights, p.path("ckpt/backbone.safetensors")).unwrap();
+    let rerun = p.mgat(&["-q", "run", "experiments/t.yaml", "--executor", "slurm"]);
+    rerun.success();
+    assert_eq!(
+        (rerun.summary("ran"), rerun.summary("cached")),
+        (2, 4),
+        "{}",
+        rerun.stdout()
+    );
+    assert_eq!(job_logs(&p).len(), 7);
+}
+
+#[test]
+fn an_unreachable_controller_is_an_error_before_submitting() {
+    if !slurm_enabled() {
+        return;
+    }
+    let p = project("slurm-down", SPEC);
+    // The running cluster's configuration, with the controller on a port where nothing listens.
+    let conf = std::env::var("SLURM_CONF").unwrap_or_else(|_| "/etc/slurm/slurm.conf".into());
+    let down = p.write(
+        "down.conf",
+        &(std::fs::read_to_string(conf).unwrap() + "SlurmctldPort=6999\n"),
+    );
+    let run = Run(p
+        .command(&["run", "experiments/t.yaml", "--executor", "slurm"])
+        .env("SLURM_CONF", down)
+        .output()
+        .unwrap());
+    assert_eq!(run.code(), 1);
+    assert!(
+        run.stderr().contains(
+            "Slurm is not available, nothing was submitted: `squeue -h --me -o %i` failed"
+        ),
+        "{}",
+        run.stderr()
+    );
+    assert!(p.entries("synth").is_empty() && job_logs(&p).is_empty());
+}
+
+#[test]
+fn a_missing_sbatch_is_an_error_before_submitting() {
+    let p = project("no-slurm", SPEC);
+    let empty = p.path("empty-bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    let run = Run(p
+        .command(&["run", "experiments/t.yaml", "--executor", "slurm"])
+        .env("PATH", &empty)
+        .output()
+        .unwrap());
+    assert_eq!(run.code(), 1);
+    assert!(
+        run.stderr().contains("`sbatch` is not on PATH"),
+        "{}",
+        run.stderr()
+    );
+    assert!(p.entries("synth").is_empty(), "nothing ran");
+}
+
+#[test]
+fn slurm_flags_need_the_slurm_executor() {
+    let p = project("slurm-flags", SPEC);
+    let run = p.mgat(&["run", "experiments/t.yaml", "--partition", "gpu"]);
+    assert_eq!(run.code(), 2);
+    assert!(
+        run.stderr().contains("--partition needs --executor slurm"),
+        "{}",
+        run.stderr()
+    );
+    let run = p.mgat(&[
+        "run",
+        "experiments/t.yaml",
+        "--executor",
+        "slurm",
+        "--time",
+        "1h",
+    ]);
+    assert_eq!(run.code(), 2);
+    assert!(
+        run.stderr().contains("--time 1h: expected"),
+        "{}",
+        run.stderr()
+    );
+}
