@@ -4,27 +4,18 @@
 
 mod common;
 
-use common::Project;
+use common::{Project, TOY_BASE, TOY_DATA};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-const DATA: &str = "--seed 21 --ids 24 --cameras 3 --images-per-camera 4 --height 64 --width 32 --junk 4 --distractors 6";
-
-const SPEC: &str = "\
-name: t
-description: report test
-base:
-  dataset: {name: toy}
-  model: {backbone: resnet18, width: 8, bnneck: true, head: none}
-  train: {height: 64, width: 32, batch_size: 16, instances: 4, epochs: 1, warmup_epochs: 0, lr: 0.003, schedule: constant, lr_steps: [], pad: 4, random_erasing: 0.0, workers: 2}
-grid:
-  model.head: [none, mgat]
-seeds: [1, 2, 3]
-report:
-  metrics: [rank1, mAP, mINP]
-";
+/// The toy base with a head × seed grid.
+fn spec() -> String {
+    format!(
+        "name: t\ndescription: report test\n{TOY_BASE}grid:\n  model.head: [none, mgat]\nseeds: [1, 2, 3]\nreport:\n  metrics: [rank1, mAP, mINP]\n"
+    )
+}
 
 /// Splits a CSV line whose only quoted field is the first (cell names contain commas).
 fn fields(line: &str) -> Vec<String> {
@@ -62,8 +53,8 @@ fn mean_std(xs: &[f64]) -> (f64, f64) {
 #[test]
 fn run_writes_results_and_tables_that_match_the_cache_and_rewrites_them_byte_identically() {
     let p = Project::new("report");
-    p.lock_synth("toy", DATA);
-    p.write("experiments/t.yaml", SPEC);
+    p.lock_synth("toy", TOY_DATA);
+    p.write("experiments/t.yaml", &spec());
     let run = p.mgat(&["-q", "run", "experiments/t.yaml", "-j", "2"]);
     run.success();
     assert!(

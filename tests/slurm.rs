@@ -5,22 +5,14 @@
 
 mod common;
 
-use common::{Project, Run};
+use common::{Project, Run, TOY_BASE, TOY_DATA};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-const DATA: &str = "--seed 21 --ids 24 --cameras 3 --images-per-camera 4 --height 64 --width 32 --junk 4 --distractors 6";
-
-const SPEC: &str = "\
-name: t
-base:
-  dataset: {name: toy}
-  model: {backbone: resnet18, width: 8, bnneck: true, head: none}
-  train: {height: 64, width: 32, batch_size: 16, instances: 4, epochs: 1, warmup_epochs: 0, lr: 0.003, schedule: constant, lr_steps: [], pad: 4, random_erasing: 0.0, workers: 2}
-grid:
-  model.head: [none, mgat]
-seeds: [1, 2]
-";
+/// The toy base with a head × seed grid.
+fn spec() -> String {
+    format!("name: t\n{TOY_BASE}grid:\n  model.head: [none, mgat]\nseeds: [1, 2]\n")
+}
 
 /// Whether the Slurm tests should run: MGAT_TEST_SLURM=1 says a local Slurm is up, and then it must work.
 fn slurm_enabled() -> bool {
@@ -35,7 +27,7 @@ fn slurm_enabled() -> bool {
 
 fn project(name: &str, spec: &str) -> Project {
     let p = Project::new(name);
-    p.lock_synth("toy", DATA);
+    p.lock_synth("toy", TOY_DATA);
     p.write("experiments/t.yaml", spec);
     p
 }
@@ -83,12 +75,12 @@ fn slurm_gives_the_local_results_and_a_second_run_submits_nothing() {
     if !slurm_enabled() {
         return;
     }
-    let local = project("slurm-local", SPEC);
+    let local = project("slurm-local", &spec());
     let started = Instant::now();
     local.mgat(&["-q", "run", "experiments/t.yaml"]).success();
     let local_s = started.elapsed().as_secs_f64();
 
-    let slurm = project("slurm", SPEC);
+    let slurm = project("slurm", &spec());
     let started = Instant::now();
     let run = slurm.mgat(&["-q", "run", "experiments/t.yaml", "--executor", "slurm"]);
     run.success();
@@ -113,12 +105,50 @@ fn slurm_gives_the_local_results_and_a_second_run_submits_nothing() {
 }
 
 #[test]
+fn detach_returns_at_once_and_the_next_run_adopts_the_queued_jobs() {
+    if !slurm_enabled() {
+        return;
+    }
+    let p = project("slurm-detach", &spec());
+    let detached = p.mgat(&[
+        "-q",
+        "run",
+        "experiments/t.yaml",
+        "--executor",
+        "slurm",
+        "--detach",
+    ]);
+    detached.success();
+    assert!(
+        detached.stdout().contains("10 stages in the Slurm queue"),
+        "{}",
+        detached.stdout()
+    );
+    assert!(!p.path("reports/t/results.csv").exists(), "no results yet");
+    let waited = p.mgat(&["run", "experiments/t.yaml", "--executor", "slurm"]);
+    waited.success();
+    assert_eq!(
+        waited.summary("ran") + waited.summary("cached"),
+        10,
+        "{}",
+        waited.stdout()
+    );
+    assert!(
+        waited.stderr().contains("is already queued as job"),
+        "the second run adopts the queued jobs: {}",
+        waited.stderr()
+    );
+    assert_eq!(job_logs(&p).len(), 10, "no stage was submitted twice");
+    assert!(p.path("reports/t/results.csv").is_file());
+}
+
+#[test]
 fn a_failed_stage_cancels_its_dependents_and_the_rerun_submits_only_what_is_missing() {
     if !slurm_enabled() {
         return;
     }
     // The second cell starts from a checkpoint that is not there yet.
-    let spec = SPEC
+    let spec = spec()
         .replace("[none, mgat]", "[none]")
         .replace("[1, 2]", "[1]")
         + "include:\n  - {model.head: mgat, model.pretrained: ckpt/backbone.safetensors}\n";
@@ -178,7 +208,7 @@ fn an_unreachable_controller_is_an_error_before_submitting() {
     if !slurm_enabled() {
         return;
     }
-    let p = project("slurm-down", SPEC);
+    let p = project("slurm-down", &spec());
     // The running cluster's configuration, with the controller on a port where nothing listens.
     let conf = std::env::var("SLURM_CONF").unwrap_or_else(|_| "/etc/slurm/slurm.conf".into());
     let down = p.write(
@@ -203,7 +233,7 @@ fn an_unreachable_controller_is_an_error_before_submitting() {
 
 #[test]
 fn a_missing_sbatch_is_an_error_before_submitting() {
-    let p = project("no-slurm", SPEC);
+    let p = project("no-slurm", &spec());
     let empty = p.path("empty-bin");
     std::fs::create_dir_all(&empty).unwrap();
     let run = Run(p
@@ -222,7 +252,7 @@ fn a_missing_sbatch_is_an_error_before_submitting() {
 
 #[test]
 fn slurm_flags_need_the_slurm_executor() {
-    let p = project("slurm-flags", SPEC);
+    let p = project("slurm-flags", &spec());
     let run = p.mgat(&["run", "experiments/t.yaml", "--partition", "gpu"]);
     assert_eq!(run.code(), 2);
     assert!(

@@ -3,11 +3,9 @@
 
 mod common;
 
-use common::Project;
+use common::{Project, TOY_DATA};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-const DATA: &str = "--seed 21 --ids 24 --cameras 3 --images-per-camera 4 --height 64 --width 32 --junk 4 --distractors 6";
 
 fn spec(epochs: u32) -> String {
     format!(
@@ -29,7 +27,7 @@ fn entry_file(p: &Project, cache: &str, kind: &str, file: &str) -> PathBuf {
 #[test]
 fn training_lowers_the_id_loss_and_lifts_accuracy_well_above_chance() {
     let p = Project::new("learn");
-    p.lock_synth("toy", DATA);
+    p.lock_synth("toy", TOY_DATA);
     p.write("experiments/t.yaml", &spec(6));
     p.mgat(&["run", "experiments/t.yaml", "--only", "head=none,*", "-q"])
         .success();
@@ -72,7 +70,7 @@ fn training_lowers_the_id_loss_and_lifts_accuracy_well_above_chance() {
 #[test]
 fn a_killed_training_resumes_to_the_same_weights_as_an_uninterrupted_run() {
     let p = Project::new("resume");
-    p.lock_synth("toy", DATA);
+    p.lock_synth("toy", TOY_DATA);
     p.write("experiments/t.yaml", &spec(5));
     let args = ["run", "experiments/t.yaml", "--only", "head=mgat,*", "-q"];
     let mut child = p.command(&args).spawn().unwrap();
@@ -134,7 +132,7 @@ fn a_killed_training_resumes_to_the_same_weights_as_an_uninterrupted_run() {
 #[test]
 fn a_missing_or_mismatched_pretrained_checkpoint_is_bad_input() {
     let p = Project::new("pretrained");
-    p.lock_synth("toy", DATA);
+    p.lock_synth("toy", TOY_DATA);
     p.write(
         "experiments/t.yaml",
         &spec(2).replace("head: none}", "head: none, pretrained: nope.safetensors}"),

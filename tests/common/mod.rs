@@ -5,6 +5,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// A small synthetic dataset (255 files) for tests that train: `p.lock_synth("toy", TOY_DATA)`.
+pub const TOY_DATA: &str = "--seed 21 --ids 24 --cameras 3 --images-per-camera 4 --height 64 --width 32 --junk 4 --distractors 6";
+
+/// A spec's `base:` on the toy dataset: a ResNet-18 of width 8 trained for one epoch (about 2 s a stage).
+pub const TOY_BASE: &str = "\
+base:
+  dataset: {name: toy}
+  model: {backbone: resnet18, width: 8, bnneck: true, head: none}
+  train: {height: 64, width: 32, batch_size: 16, instances: 4, epochs: 1, warmup_epochs: 0, lr: 0.003, schedule: constant, lr_steps: [], pad: 4, random_erasing: 0.0, workers: 2}
+";
+
 /// A temporary project folder (removed on drop) with its own cache under `.mgat/cache`.
 pub struct Project {
     pub dir: PathBuf,
