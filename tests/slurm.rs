@@ -160,6 +160,8 @@ fn a_failed_stage_cancels_its_dependents_and_the_rerun_submits_only_what_is_miss
         "slurm",
         "--poll",
         "0.5",
+        "--cpus-per-task",
+        "1",
     ]);
     assert_eq!(run.code(), 2, "{}\n{}", run.stdout(), run.stderr());
     assert_eq!(run.summary("failed"), 1, "{}", run.stdout());

@@ -123,6 +123,11 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
             &git_state(&ctx.root),
         ),
         Executor::Slurm => {
+            if args.jobs != 1 {
+                tracing::warn!(
+                    "--jobs has no effect with --executor slurm: Slurm schedules the jobs"
+                );
+            }
             let command = job_command(ctx, &args.specs)?;
             match slurm::run(&env, &selected, &slurm_options, &command, &ctx.progress())? {
                 Finished::Waited(report) => report,

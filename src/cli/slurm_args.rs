@@ -31,6 +31,9 @@ pub struct ExecutorArgs {
     /// Slurm account to charge.
     #[arg(long, value_name = "A")]
     account: Option<String>,
+    /// CPUs per job (mgat's threads follow the CPUs a job may use).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    cpus_per_task: Option<u32>,
     /// Submit and return at once; run again later to wait for the jobs and write the reports.
     #[arg(long)]
     detach: bool,
@@ -52,6 +55,7 @@ impl ExecutorArgs {
                 ("--gres", self.gres.is_some()),
                 ("--time", self.time.is_some()),
                 ("--account", self.account.is_some()),
+                ("--cpus-per-task", self.cpus_per_task.is_some()),
                 ("--detach", self.detach),
             ];
             if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
@@ -69,6 +73,7 @@ impl ExecutorArgs {
             gres: self.gres.clone(),
             time: self.time.clone(),
             account: self.account.clone(),
+            cpus_per_task: self.cpus_per_task,
             detach: self.detach,
             poll: Duration::from_secs_f64(self.poll),
         })

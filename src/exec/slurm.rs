@@ -21,6 +21,7 @@ pub struct SlurmOptions {
     /// Time limit per job, in a format sbatch accepts (checked by [`check_time`]).
     pub time: Option<String>,
     pub account: Option<String>,
+    pub cpus_per_task: Option<u32>,
     /// Submit and return without waiting.
     pub detach: bool,
     /// How often to poll the queue.
@@ -282,6 +283,9 @@ fn submit(
         if let Some(v) = value {
             sbatch.arg(format!("{flag}={v}"));
         }
+    }
+    if let Some(n) = opts.cpus_per_task {
+        sbatch.arg(format!("--cpus-per-task={n}"));
     }
     if let (Some(gres), StageKind::Train | StageKind::Eval) = (&opts.gres, stage.kind) {
         sbatch.arg(format!("--gres={gres}"));
