@@ -1,13 +1,15 @@
 //! The plan: every cell of every spec turned into its stages (synth → index → train → eval), each keyed by the
 //! SHA-256 of a canonical JSON of what determines its outputs, and shared between cells whose keys are equal.
 
+use crate::data::lock::expand_env;
 use crate::data::{Format, LockError, LockFile};
-use crate::digest::{canonical_json, sha256_bytes};
+use crate::digest::{canonical_json, sha256_bytes, sha256_file};
 use crate::spec::config::Head;
 use crate::spec::{Cell, RunConfig, Spec, SpecError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
 /// Bump when the meaning of a key's inputs changes: every key changes with it.
 pub const KEY_SCHEMA: u32 = 1;
@@ -128,9 +130,10 @@ impl Plan {
     pub fn new(specs: &[Spec], lock: &LockFile) -> Result<Plan, PlanError> {
         let mut plan = Plan::default();
         let mut by_key: HashMap<String, usize> = HashMap::new();
+        let mut weights = WeightDigests::default();
         for (s, spec) in specs.iter().enumerate() {
             for cell in &spec.cells {
-                let stages = plan.stages_for(spec, cell, lock, &mut by_key)?;
+                let stages = plan.stages_for(spec, cell, lock, &mut by_key, &mut weights)?;
                 let c = plan.cells.len();
                 for &i in &stages {
                     plan.stages[i].cells.push(c);
@@ -151,8 +154,19 @@ impl Plan {
         cell: &Cell,
         lock: &LockFile,
         by_key: &mut HashMap<String, usize>,
+        weights: &mut WeightDigests,
     ) -> Result<Vec<usize>, PlanError> {
         let dataset = &cell.config.dataset.name;
+        let mut train = train_config(&cell.config);
+        if let Some(value) = &cell.config.model.pretrained {
+            let digest = weights.digest(lock, value).map_err(|message| {
+                spec.error_at(
+                    &["base", "model", "pretrained"],
+                    format!("model.pretrained `{value}` (cell {}): {message}", cell.name),
+                )
+            })?;
+            train["model"]["pretrained_sha256"] = Value::String(digest);
+        }
         let entry = lock
             .entry(dataset)
             .map_err(|e| spec.error_at(&["base", "dataset", "name"], e.to_string()))?;
@@ -210,7 +224,7 @@ impl Plan {
         );
         let train = add(
             StageKind::Train,
-            train_config(&cell.config),
+            train,
             vec![index],
             digest.clone(),
             &mut self.stages,
@@ -234,6 +248,33 @@ impl Plan {
             }
         }
         (0..self.stages.len()).filter(|&s| needed[s]).collect()
+    }
+}
+
+/// Where `model.pretrained` points: `${VAR}`s expanded, relative to the project root (the lock's folder).
+pub fn pretrained_path(lock: &LockFile, value: &str) -> Result<PathBuf, String> {
+    let expanded =
+        expand_env(value).map_err(|var| format!("environment variable {var} is not set"))?;
+    let project = lock.path().parent().unwrap_or(Path::new("."));
+    Ok(project.join(expanded))
+}
+
+/// SHA-256 of each pretrained checkpoint a plan names, read once per plan: the weights are in the train key, so
+/// replacing the file behind the same path trains again.
+#[derive(Default)]
+struct WeightDigests(HashMap<PathBuf, String>);
+
+impl WeightDigests {
+    fn digest(&mut self, lock: &LockFile, value: &str) -> Result<String, String> {
+        let path = pretrained_path(lock, value)?;
+        if let Some(d) = self.0.get(&path) {
+            return Ok(d.clone());
+        }
+        let (digest, _) =
+            sha256_file(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let digest = format!("sha256:{digest}");
+        self.0.insert(path, digest.clone());
+        Ok(digest)
     }
 }
 
@@ -396,6 +437,43 @@ seeds: [1, 2]
         assert!(
             err.starts_with("t.yaml:3:") && err.contains("no dataset `nope`"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn pretrained_weights_are_in_the_train_key_by_content() {
+        let (dir, lock) = lock();
+        let text = SPEC.replace(
+            "  train: {",
+            "  model: {pretrained: w/r.safetensors}\n  train: {",
+        );
+        let spec = Spec::parse(Path::new("t.yaml"), &text).unwrap();
+        let err = Plan::new(std::slice::from_ref(&spec), &lock)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("t.yaml:")
+                && err.contains("model.pretrained `w/r.safetensors`")
+                && err.contains("cannot read"),
+            "{err}"
+        );
+        std::fs::create_dir_all(dir.join("w")).unwrap();
+        std::fs::write(dir.join("w/r.safetensors"), b"one").unwrap();
+        let train_keys = |lock: &LockFile| -> Vec<String> {
+            let p = Plan::new(std::slice::from_ref(&spec), lock).unwrap();
+            p.stages
+                .iter()
+                .filter(|s| s.kind == StageKind::Train)
+                .map(|s| s.key.clone())
+                .collect()
+        };
+        let first = train_keys(&lock);
+        assert_eq!(train_keys(&lock), first, "stable");
+        std::fs::write(dir.join("w/r.safetensors"), b"two").unwrap();
+        let second = train_keys(&lock);
+        assert!(
+            first.iter().zip(&second).all(|(a, b)| a != b),
+            "new weights, new keys"
         );
     }
 }

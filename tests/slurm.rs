@@ -147,12 +147,13 @@ fn a_failed_stage_cancels_its_dependents_and_the_rerun_submits_only_what_is_miss
     if !slurm_enabled() {
         return;
     }
-    // The second cell starts from a checkpoint that is not there yet.
+    // The second cell starts from a file that is not a checkpoint.
     let spec = spec()
         .replace("[none, mgat]", "[none]")
         .replace("[1, 2]", "[1]")
         + "include:\n  - {model.head: mgat, model.pretrained: ckpt/backbone.safetensors}\n";
     let p = project("slurm-fail", &spec);
+    p.write("ckpt/backbone.safetensors", "not a checkpoint");
     let run = p.mgat(&[
         "run",
         "experiments/t.yaml",
@@ -183,8 +184,8 @@ fn a_failed_stage_cancels_its_dependents_and_the_rerun_submits_only_what_is_miss
         "the failed training's eval was cancelled before it started: {logs:?}"
     );
 
-    // Put a backbone checkpoint in place (the baseline's weights): the key is unchanged, the rerun submits the two
-    // missing stages only.
+    // Put a real backbone checkpoint in place (the baseline's weights): the rerun submits the two missing stages
+    // only (new weights, new keys), and the baseline's stages stay cached.
     let train = p.entries("train");
     assert_eq!(train.len(), 1);
     let weights = p
@@ -192,7 +193,6 @@ fn a_failed_stage_cancels_its_dependents_and_the_rerun_submits_only_what_is_miss
         .join("train")
         .join(&train[0])
         .join("model.safetensors");
-    std::fs::create_dir_all(p.path("ckpt")).unwrap();
     std::fs::copy(weights, p.path("ckpt/backbone.safetensors")).unwrap();
     let rerun = p.mgat(&["-q", "run", "experiments/t.yaml", "--executor", "slurm"]);
     rerun.success();

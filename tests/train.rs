@@ -137,6 +137,17 @@ fn a_missing_or_mismatched_pretrained_checkpoint_is_bad_input() {
         "experiments/t.yaml",
         &spec(2).replace("head: none}", "head: none, pretrained: nope.safetensors}"),
     );
+    // Missing: refused while planning, before any stage runs.
+    let run = p.mgat(&["run", "experiments/t.yaml", "--only", "head=none,*"]);
+    assert_eq!(run.code(), 2, "{}", run.stdout());
+    assert!(
+        run.stderr().contains("model.pretrained `nope.safetensors`"),
+        "{}",
+        run.stderr()
+    );
+    assert!(p.entries("synth").is_empty());
+    // Present but not a checkpoint: the train stage fails as bad input.
+    p.write("nope.safetensors", "not a safetensors file");
     let run = p.mgat(&["run", "experiments/t.yaml", "--only", "head=none,*"]);
     assert_eq!(run.code(), 2, "{}", run.stdout());
     assert!(

@@ -6,9 +6,8 @@ use super::{
     index::{INDEX_FILE, dataset_root},
 };
 use crate::data::DatasetIndex;
-use crate::data::lock::expand_env;
 use crate::model::params::device;
-use crate::plan::Stage;
+use crate::plan::{Stage, pretrained_path};
 use crate::spec::RunConfig;
 use crate::train::train;
 use indicatif::ProgressBar;
@@ -30,16 +29,13 @@ pub fn run(
         cfg.model.backbone,
         cfg.model.head
     );
-    let project = env.lock.path().parent().unwrap_or(Path::new("."));
     let pretrained = cfg
         .model
         .pretrained
         .as_ref()
         .map(|p| {
-            expand_env(p).map(|p| project.join(p)).map_err(|var| {
-                StageError::Setting(format!(
-                    "model.pretrained `{p}`: environment variable {var} is not set"
-                ))
+            pretrained_path(env.lock, p).map_err(|message| {
+                StageError::Setting(format!("model.pretrained `{p}`: {message}"))
             })
         })
         .transpose()?;
