@@ -151,11 +151,11 @@ pub fn compare(
     let empty = Results::default();
     for name in names {
         let (ra, rb) = (a.get(name).unwrap_or(&empty), b.get(name).unwrap_or(&empty));
-        let groups_a = groups(ra);
-        let groups_b = groups(rb);
+        let groups_a = ra.groups();
+        let groups_b = rb.groups();
         for (group, rows_a) in &groups_a {
             let Some((_, rows_b)) = groups_b.iter().find(|(g, _)| g == group) else {
-                diff.only_a.push((name.clone(), group.clone()));
+                diff.only_a.push((name.clone(), group.to_string()));
                 continue;
             };
             for metric in METRICS {
@@ -168,7 +168,7 @@ pub fn compare(
                 let welch = welch(&va, &vb).map(|w| (w.t, w.df, w.p));
                 diff.metrics.push(MetricDiff {
                     spec: name.clone(),
-                    group: group.clone(),
+                    group: group.to_string(),
                     metric: metric.to_string(),
                     a: va,
                     b: vb,
@@ -178,23 +178,11 @@ pub fn compare(
         }
         for (group, _) in &groups_b {
             if !groups_a.iter().any(|(g, _)| g == group) {
-                diff.only_b.push((name.clone(), group.clone()));
+                diff.only_b.push((name.clone(), group.to_string()));
             }
         }
     }
     diff
-}
-
-/// Row indices per cell group, groups in file order.
-fn groups(results: &Results) -> Vec<(String, Vec<usize>)> {
-    let mut out: Vec<(String, Vec<usize>)> = Vec::new();
-    for (i, r) in results.rows.iter().enumerate() {
-        match out.iter_mut().find(|(g, _)| g == r.group()) {
-            Some((_, rows)) => rows.push(i),
-            None => out.push((r.group().to_string(), vec![i])),
-        }
-    }
-    out
 }
 
 fn side_text(values: &[f64]) -> String {

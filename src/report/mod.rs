@@ -197,16 +197,13 @@ fn per_group(
     results: &Results,
     read: impl Fn(&results::ResultRow) -> Option<Vec<f64>>,
 ) -> Vec<(String, Vec<Vec<f64>>)> {
-    let mut groups: Vec<(String, Vec<Vec<f64>>)> = Vec::new();
-    for row in &results.rows {
-        let Some(curve) = read(row) else {
-            continue;
-        };
-        match groups.iter_mut().find(|(g, _)| g == row.group()) {
-            Some((_, curves)) => curves.push(curve),
-            None => groups.push((row.group().to_string(), vec![curve])),
-        }
-    }
+    let groups = results.groups().into_iter().filter_map(|(group, rows)| {
+        let curves: Vec<Vec<f64>> = rows
+            .iter()
+            .filter_map(|&i| read(&results.rows[i]))
+            .collect();
+        (!curves.is_empty()).then(|| (group.to_string(), curves))
+    });
     let mut folded: Vec<(String, Vec<Vec<f64>>)> = Vec::new();
     for (group, curves) in groups {
         match folded.iter_mut().find(|(_, c)| *c == curves) {

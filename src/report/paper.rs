@@ -5,7 +5,7 @@
 use super::ReportError;
 use super::results::Results;
 use super::stats::{mean, sample_std};
-use super::summary::metric_label;
+use super::summary::{format_percent, metric_label};
 use crate::spec::format_value;
 use crate::spec::layout::METRICS;
 use crate::yamlpos::{Pos, PosIndex, split_serde_error};
@@ -294,13 +294,9 @@ pub fn render(paper: &PaperTables, compared: &[(&Table, Vec<Comparison>)]) -> St
         for c in rows {
             let (dataset, metric) = c.column.split_once('/').unwrap_or((&c.column, ""));
             let reported = c.reported.map_or("–".into(), percent);
-            let reproduced = c.reproduced.map_or("–".into(), |(m, s, n)| {
-                if s.is_nan() {
-                    format!("{} ({n})", percent(m))
-                } else {
-                    format!("{} ± {} ({n})", percent(m), percent(s))
-                }
-            });
+            let reproduced = c
+                .reproduced
+                .map_or("–".into(), |(m, s, n)| format_percent(m, s, n));
             let delta = match (c.reported, c.reproduced) {
                 (Some(r), Some((m, ..))) => format!("{:+.1}", m - r),
                 _ => "–".into(),

@@ -292,6 +292,18 @@ impl Results {
         Ok(Results { axes, rows })
     }
 
+    /// Row indices per cell group (cell without seed), groups in row order.
+    pub fn groups(&self) -> Vec<(&str, Vec<usize>)> {
+        let mut out: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (i, r) in self.rows.iter().enumerate() {
+            match out.iter_mut().find(|(g, _)| *g == r.group()) {
+                Some((_, rows)) => rows.push(i),
+                None => out.push((r.group(), vec![i])),
+            }
+        }
+        out
+    }
+
     /// Reads the results.csv at `path`.
     pub fn read(path: &Path) -> Result<Results, ReportError> {
         let bytes = std::fs::read(path).map_err(|source| ReportError::Io {

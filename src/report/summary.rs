@@ -98,12 +98,12 @@ fn aggregate(frame: &DataFrame) -> PolarsResult<(DataFrame, DataFrame, DataFrame
     Ok((grouped.mean()?, grouped.std(1)?, grouped.count()?))
 }
 
-/// `mean ± std (n)` in percent with one decimal; `mean (1)` for one seed.
-pub fn format_stat(mean: f64, std: f64, n: usize) -> String {
+/// `mean ± std (n)` with one decimal, for values already in percent; `mean (1)` for one seed.
+pub fn format_percent(mean: f64, std: f64, n: usize) -> String {
     if std.is_nan() {
-        format!("{:.1} ({n})", mean * 100.0)
+        format!("{mean:.1} ({n})")
     } else {
-        format!("{:.1} ± {:.1} ({n})", mean * 100.0, std * 100.0)
+        format!("{mean:.1} ± {std:.1} ({n})")
     }
 }
 
@@ -218,7 +218,7 @@ impl<'a> Pivot<'a> {
             .cell(row, column)
             .and_then(|g| Some((g, g.stat(metric)?)))
         {
-            Some((g, (mean, std))) => format_stat(mean, std, g.n),
+            Some((g, (mean, std))) => format_percent(mean * 100.0, std * 100.0, g.n),
             None => "–".into(),
         }
     }
