@@ -2,6 +2,7 @@
 //! and the ID classifier. At test time features come from the backbone alone.
 
 pub mod head;
+pub mod ops;
 pub mod params;
 pub mod resnet;
 

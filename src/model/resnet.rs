@@ -2,9 +2,10 @@
 //! naming (`conv1.weight`, `layer1.0.bn1.running_mean`, …), ending in global average pooling. BatchNorm uses batch
 //! statistics and updates its running statistics in training mode, and uses the running statistics otherwise.
 
+use super::ops::{self, Epilogue};
 use super::params::{Init, ModelError, Params};
 use crate::spec::config::Backbone;
-use candle_core::{D, Tensor, Var};
+use candle_core::{Tensor, Var};
 
 /// A convolution without bias.
 struct Conv {
@@ -36,8 +37,8 @@ impl Conv {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.conv2d(self.weight.as_tensor(), self.padding, self.stride, 1, 1)
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        ops::conv2d(x, &weight(&self.weight, train), self.stride, self.padding)
     }
 }
 
@@ -60,35 +61,42 @@ impl BatchNorm {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        const EPS: f64 = 1e-5;
+        self.forward_then(x, train, Epilogue::default())
+    }
+
+    /// BatchNorm followed by `then` (residual addition, ReLU), fused into one op on the CPU. In training the batch
+    /// statistics normalise and update the running ones with momentum 0.1 (variance unbiased), as torch.
+    pub fn forward_then(
+        &self,
+        x: &Tensor,
+        train: bool,
+        then: Epilogue,
+    ) -> candle_core::Result<Tensor> {
         const MOMENTUM: f64 = 0.1;
-        let c = self.weight.dims()[0];
-        let shape: Vec<usize> = (0..x.rank()).map(|d| if d == 1 { c } else { 1 }).collect();
-        let (mean, var) = if train {
-            let reduce: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
-            let mean = x.mean_keepdim(reduce.as_slice())?;
-            let centered = x.broadcast_sub(&mean)?;
-            let var = centered.sqr()?.mean_keepdim(reduce.as_slice())?;
-            let n = (x.elem_count() / c) as f64;
-            let unbiased = (var.detach().flatten_all()? * (n / (n - 1.0).max(1.0)))?;
-            let update = |stat: &Var, batch: &Tensor| {
-                stat.set(&((stat.as_tensor().detach() * (1.0 - MOMENTUM))? + (batch * MOMENTUM)?)?)
-            };
-            update(&self.running_mean, &mean.detach().flatten_all()?)?;
-            update(&self.running_var, &unbiased)?;
-            (mean, var)
-        } else {
-            (
-                self.running_mean.as_tensor().reshape(shape.as_slice())?,
-                self.running_var.as_tensor().reshape(shape.as_slice())?,
-            )
+        let (gamma, beta) = (weight(&self.weight, train), weight(&self.bias, train));
+        if !train {
+            let (mean, var) = (self.running_mean.as_tensor(), self.running_var.as_tensor());
+            return ops::batch_norm_eval(x, &gamma, &beta, mean, var, then);
+        }
+        let (y, mean, var) = ops::batch_norm_train(x, &gamma, &beta, then)?;
+        let n = (x.elem_count() / gamma.elem_count()) as f64;
+        let unbiased = (var * (n / (n - 1.0).max(1.0)))?;
+        let update = |stat: &Var, batch: &Tensor| {
+            stat.set(&((stat.as_tensor().detach() * (1.0 - MOMENTUM))? + (batch * MOMENTUM)?)?)
         };
-        let normed = x
-            .broadcast_sub(&mean)?
-            .broadcast_div(&(var + EPS)?.sqrt()?)?;
-        normed
-            .broadcast_mul(&self.weight.as_tensor().reshape(shape.as_slice())?)?
-            .broadcast_add(&self.bias.as_tensor().reshape(shape.as_slice())?)
+        update(&self.running_mean, &mean)?;
+        update(&self.running_var, &unbiased)?;
+        Ok(y)
+    }
+}
+
+/// A weight as the forward pass uses it: tracked for gradients in training, detached otherwise, so that an
+/// evaluation pass builds no autograd graph and frees each activation once the next layer has read it.
+fn weight(v: &Var, train: bool) -> Tensor {
+    if train {
+        v.as_tensor().clone()
+    } else {
+        v.as_tensor().detach()
     }
 }
 
@@ -100,18 +108,20 @@ struct Block {
 
 impl Block {
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let mut y = x.clone();
-        for (i, (conv, bn)) in self.convs.iter().enumerate() {
-            y = bn.forward(&conv.forward(&y)?, train)?;
-            if i + 1 < self.convs.len() {
-                y = y.relu()?;
-            }
-        }
         let shortcut = match &self.downsample {
-            Some((conv, bn)) => bn.forward(&conv.forward(x)?, train)?,
+            Some((conv, bn)) => bn.forward(&conv.forward(x, train)?, train)?,
             None => x.clone(),
         };
-        (y + shortcut)?.relu()
+        let mut y = x.clone();
+        let last = self.convs.len() - 1;
+        for (i, (conv, bn)) in self.convs.iter().enumerate() {
+            let then = Epilogue {
+                shortcut: (i == last).then_some(&shortcut),
+                relu: true,
+            };
+            y = bn.forward_then(&conv.forward(&y, train)?, train, then)?;
+        }
+        Ok(y)
     }
 }
 
@@ -201,73 +211,24 @@ impl ResNet {
 
     /// N×3×H×W images → N×D pooled features.
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let relu = Epilogue {
+            shortcut: None,
+            relu: true,
+        };
         let y = self
             .stem
             .1
-            .forward(&self.stem.0.forward(x)?, train)?
-            .relu()?;
-        let mut y = max_pool_3x3_stride_2(&y)?;
+            .forward_then(&self.stem.0.forward(x, train)?, train, relu)?;
+        let mut y = ops::max_pool2d(&y, 3, 2, 1)?;
         for block in &self.blocks {
             y = block.forward(&y, train)?;
         }
-        y.mean(D::Minus1)?.mean(D::Minus1)
+        ops::global_avg_pool(&y)
     }
-}
-
-/// Max pooling 3×3, stride 2, padding 1, as the maximum of the nine strided shifts of the padded input (candle's
-/// own pooling has no gradient when kernel and stride differ). Inputs follow a ReLU, so every value is ≥ 0 and zero
-/// padding equals −∞ padding.
-fn max_pool_3x3_stride_2(x: &Tensor) -> candle_core::Result<Tensor> {
-    let padded = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
-    let out = |len: usize| (len - 1) / 2 + 1;
-    let (ho, wo) = (out(x.dim(2)?), out(x.dim(3)?));
-    // Rows (or columns) offset, offset + 2, …: take 2n − 1 from the offset, pad to 2n, keep every other one.
-    let every_other =
-        |t: &Tensor, dim: usize, offset: usize, n: usize| -> candle_core::Result<Tensor> {
-            let t = t
-                .narrow(dim, offset, 2 * n - 1)?
-                .pad_with_zeros(dim, 0, 1)?;
-            let mut shape = t.dims().to_vec();
-            shape.splice(dim..=dim, [n, 2]);
-            t.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
-        };
-    let mut result: Option<Tensor> = None;
-    for dy in 0..3 {
-        let rows = every_other(&padded, 2, dy, ho)?;
-        for dx in 0..3 {
-            let shifted = every_other(&rows, 3, dx, wo)?;
-            result = Some(match result {
-                Some(r) => r.maximum(&shifted)?,
-                None => shifted,
-            });
-        }
-    }
-    result.ok_or_else(|| candle_core::Error::Msg("empty pooling window".into()))
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn max_pool_matches_a_direct_computation() {
-        let (h, w) = (5, 6);
-        let values: Vec<f32> = (0..h * w).map(|i| ((i * 7919) % 23) as f32).collect();
-        let x = Tensor::from_vec(values.clone(), (1, 1, h, w), &Device::Cpu).unwrap();
-        let y = max_pool_3x3_stride_2(&x).unwrap();
-        assert_eq!(y.dims(), [1, 1, 3, 3]);
-        let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        for i in 0..3usize {
-            for j in 0..3usize {
-                let mut m = 0f32;
-                for r in (2 * i).saturating_sub(1)..(2 * i + 2).min(h) {
-                    for c in (2 * j).saturating_sub(1)..(2 * j + 2).min(w) {
-                        m = m.max(values[r * w + c]);
-                    }
-                }
-                assert_eq!(y[i * 3 + j], m, "({i},{j})");
-            }
-        }
-    }
-
     use super::*;
     use candle_core::{DType, Device};
 
