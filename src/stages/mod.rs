@@ -95,7 +95,16 @@ pub fn run(
     match stage.kind {
         StageKind::Synth => synth::run(stage, out, bar),
         StageKind::Index => index::run(env, stage, out, bar),
-        StageKind::Train => train::run(env, stage, out, bar),
-        StageKind::Eval => eval::run(env, stage, out, bar),
+        StageKind::Train => on_compute_pool(|| train::run(env, stage, out, bar)),
+        StageKind::Eval => on_compute_pool(|| eval::run(env, stage, out, bar)),
     }
+}
+
+/// Runs `f` on a worker of rayon's global pool, so that the thread driving a model is one of the threads its
+/// kernels run on: the other workers help with each parallel kernel instead of spinning beside a driver thread that
+/// competes with them for the cores.
+fn on_compute_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let mut result = None;
+    rayon::scope(|s| s.spawn(|_| result = Some(f())));
+    result.expect("a rayon scope returns after its tasks ran")
 }

@@ -7,7 +7,6 @@ use crate::rng::Rng;
 use crate::spec::config::TrainConfig;
 use image::RgbImage;
 use image::imageops::FilterType;
-use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -161,7 +160,8 @@ fn erase(chw: &mut [f32], h: usize, w: usize, rng: &mut Rng) {
     }
 }
 
-/// Streams the batches of one epoch, decoded by `workers` threads, at most two batches ahead of the consumer.
+/// Streams the batches of one epoch, decoded by `workers` threads, at most two batches ahead of the consumer. The
+/// decoding threads are plain threads started per batch, not a pool: nothing of theirs spins while the model runs.
 pub fn stream_epoch(
     root: &Path,
     train: &[Item],
@@ -173,42 +173,58 @@ pub fn stream_epoch(
     let batches = epoch_batches(cfg, train, epoch);
     let (root, train, cfg) = (root.to_path_buf(), train.to_vec(), cfg.clone());
     std::thread::spawn(move || {
-        let pool = match rayon::ThreadPoolBuilder::new()
-            .num_threads(cfg.workers as usize)
-            .build()
-        {
-            Ok(pool) => pool,
-            Err(e) => {
-                let _ = tx.send(Err(ImageError {
-                    path: root.clone(),
-                    message: format!("cannot start decoding threads: {e}"),
-                }));
-                return;
-            }
-        };
         for (b, batch) in batches.iter().enumerate().skip(start_batch) {
-            let decoded: Result<Vec<Vec<f32>>, ImageError> = pool.install(|| {
-                batch
-                    .par_iter()
-                    .enumerate()
-                    .map(|(slot, &i)| {
-                        let img = load_resized(&root.join(&train[i].path), cfg.height, cfg.width)?;
-                        let mut rng =
-                            Rng::new(cfg.seed, &[0xa06, u64::from(epoch), b as u64, slot as u64]);
-                        Ok(augment(&img, &cfg, &mut rng))
-                    })
-                    .collect()
-            });
-            let message = decoded.map(|images| Batch {
-                images: images.concat(),
-                labels: batch.iter().map(|&i| train[i].pid as u32).collect(),
-            });
+            let message = decode_batch(&root, &train, &cfg, (epoch, b), batch);
             if tx.send(message).is_err() {
                 return; // the trainer stopped listening
             }
         }
     });
     rx
+}
+
+/// Decodes and augments batch `b` of `epoch`: slot i on thread i mod `workers`, each slot from its own seeded
+/// stream, so the result does not depend on the thread count.
+fn decode_batch(
+    root: &Path,
+    train: &[Item],
+    cfg: &TrainConfig,
+    (epoch, b): (u32, usize),
+    batch: &[usize],
+) -> Result<Batch, ImageError> {
+    let workers = (cfg.workers as usize).clamp(1, batch.len().max(1));
+    let decode = |slot: usize| -> Result<Vec<f32>, ImageError> {
+        let item = &train[batch[slot]];
+        let img = load_resized(&root.join(&item.path), cfg.height, cfg.width)?;
+        let mut rng = Rng::new(cfg.seed, &[0xa06, u64::from(epoch), b as u64, slot as u64]);
+        Ok(augment(&img, cfg, &mut rng))
+    };
+    let mut images: Vec<Vec<f32>> = vec![Vec::new(); batch.len()];
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..workers)
+            .map(|t| {
+                scope.spawn(move || {
+                    (t..batch.len())
+                        .step_by(workers)
+                        .map(|slot| (slot, decode(slot)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for thread in threads {
+            let decoded = thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            for (slot, image) in decoded {
+                images[slot] = image?;
+            }
+        }
+        Ok::<_, ImageError>(())
+    })?;
+    Ok(Batch {
+        images: images.concat(),
+        labels: batch.iter().map(|&i| train[i].pid as u32).collect(),
+    })
 }
 
 #[cfg(test)]
