@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# Benchmark: training images/s of mgat (candle, CPU) for the quickstart model (ResNet-18 width 8, 64×32,
-# batch 32 = 8×4, MGAT head, BN-neck) and for the paper's ResNet-50 at 256×128, batch 64 = 16×4, each next to
-# PyTorch CPU running the same architecture, losses and optimiser on random images of the same shape
-# (benches/train_speed_torch.py). mgat's figure is the second epoch of a real train stage (JPEG decoding on worker
-# threads included); PyTorch's excludes data loading.
-# Usage: benches/train_speed.sh [python-with-torch]   (PyTorch is skipped when no python with torch is given)
+# Benchmark: CPU training speed and memory of mgat against PyTorch, side by side in one run, for the quickstart
+# model (ResNet-18 width 8, 64×32, batch 32 = 8×4) and the paper's ResNet-50 (256×128, batch 64 = 16×4), both with
+# the MGAT head and a BN-neck. mgat's images/s is the second epoch of a real train stage (JPEG decoding on worker
+# threads included); PyTorch's (benches/train_speed_torch.py: the same architecture, losses and Adam on random
+# images) excludes data loading. Peak RSS is each whole process's, from /usr/bin/time.
+# Usage: benches/train_speed.sh [PYTHON]   PYTHON has torch; without it, torch is installed from PyPI into a
+# throwaway venv under target/ (about 5 GB).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 mgat=$repo/target/release/mgat
-[ -x "$mgat" ] || (cd "$repo" && cargo build --release -q)
+(cd "$repo" && cargo build --release -q)
 py=${1:-}
+if [ -z "$py" ]; then
+  venv=$repo/target/bench-venv
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -c 'import torch' 2>/dev/null || "$venv/bin/pip" install -q --disable-pip-version-check torch numpy
+  py=$venv/bin/python
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
+
+peak_gb() { awk '{ printf "%.2f", $1 / 1048576 }' "$1"; }
 
 bench() { # name backbone width height img_width p k iters
   local name=$1 backbone=$2 width=$3 h=$4 w=$5 p=$6 k=$7 iters=$8
@@ -26,17 +35,20 @@ base:
   train: {height: $h, width: $w, batch_size: $((p * k)), instances: $k, epochs: 2, iters_per_epoch: $iters,
           warmup_epochs: 0, schedule: constant, lr: 0.00035, workers: 2}
 SPEC
-  "$mgat" -q run "$name.yaml" --until train >/dev/null
-  local ours
+  /usr/bin/time -f %M -o "$name.mgat.rss" "$mgat" -q run "$name.yaml" --until train >/dev/null
+  local ours theirs
   ours=$(tail -1 .mgat/cache/train/*/train_log.csv | cut -d, -f8)
   rm -rf .mgat/cache/train .mgat/cache/eval
-  local theirs="not run"
-  if [ -n "$py" ]; then
-    local depth=${backbone#resnet}
-    theirs=$("$py" "$repo/benches/train_speed_torch.py" "$depth" "$width" "$h" "$w" "$p" "$k" "$iters")
-  fi
-  echo "$name: mgat $ours images/s, PyTorch $theirs images/s"
+  theirs=$(/usr/bin/time -f %M -o "$name.torch.rss" "$py" "$repo/benches/train_speed_torch.py" \
+    "${backbone#resnet}" "$width" "$h" "$w" "$p" "$k" "$iters" 2>/dev/null)
+  local rss_ours rss_theirs
+  rss_ours=$(peak_gb "$name.mgat.rss")
+  rss_theirs=$(peak_gb "$name.torch.rss")
+  awk -v n="$name" -v a="$ours" -v b="$theirs" -v c="$rss_ours" -v d="$rss_theirs" \
+    'BEGIN { printf "%-11s %10s %10s %6.2f× %10s %10s %6.2f×\n", n, a, b, a / b, c, d, c / d }'
 }
 
-bench quickstart resnet18 8 64 32 8 4 16
+echo "$(nproc) cores, $(date -u +%FT%TZ), mgat $(git -C "$repo" rev-parse --short HEAD), $("$py" -c 'import torch; print("torch", torch.__version__, "threads", torch.get_num_threads())')"
+printf '%-11s %10s %10s %7s %10s %10s %7s\n' model "mgat img/s" "torch" ratio "mgat GB" "torch GB" ratio
+bench quickstart resnet18 8 64 32 8 4 64
 bench resnet50 resnet50 64 256 128 16 4 3
