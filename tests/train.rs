@@ -156,3 +156,47 @@ fn a_missing_or_mismatched_pretrained_checkpoint_is_bad_input() {
         run.stdout()
     );
 }
+
+#[test]
+fn device_check_compares_a_training_step_with_f64_and_refuses_bad_arguments() {
+    let p = Project::new("device-check");
+    let small = [
+        "device",
+        "check",
+        "--device",
+        "cpu",
+        "--backbone",
+        "resnet18",
+        "--channels",
+        "8",
+        "--height",
+        "64",
+        "--width",
+        "32",
+    ];
+    let out = p.mgat(&small);
+    out.success();
+    let text = out.stdout();
+    assert!(
+        text.contains("against cpu f64") && text.contains("within tolerance"),
+        "{text}"
+    );
+    // An impossible tolerance fails the check (exit 1), so the check can fail.
+    let mut strict = small.to_vec();
+    strict.extend(["--tolerance", "1e-12"]);
+    let out = p.mgat(&strict);
+    assert_eq!(out.code(), 1, "{}", out.stdout());
+    assert!(out.stdout().contains("OUTSIDE tolerance"));
+    let mut bf16 = small.to_vec();
+    bf16.extend(["--precision", "bf16"]);
+    let out = p.mgat(&bf16);
+    assert_eq!(out.code(), 2, "{}", out.stderr());
+    assert!(
+        out.stderr().contains("bf16 needs a CUDA device"),
+        "{}",
+        out.stderr()
+    );
+    let mut one = small.to_vec();
+    one.extend(["--ids", "1"]);
+    assert_eq!(p.mgat(&one).code(), 2);
+}

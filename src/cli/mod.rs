@@ -3,6 +3,7 @@
 
 mod cache_cmd;
 mod data_cmd;
+mod device_cmd;
 mod metrics_cmd;
 mod report_cmd;
 mod run_cmd;
@@ -56,6 +57,9 @@ enum Command {
     /// Generate, lock and verify datasets.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
+    /// Check a compute device: one training step against the same step in f64 on the CPU.
+    #[command(subcommand)]
+    Device(device_cmd::DeviceCommand),
     /// Score a distance matrix or query/gallery features with the re-ID protocol (CMC, mAP, mINP).
     Metrics(metrics_cmd::MetricsArgs),
     /// Regenerate reports/<spec>/ (results.csv, summary tables, figures) from the cache; render the paper's tables.
@@ -198,6 +202,7 @@ pub fn main() -> ExitCode {
         Command::Explain(args) => run_cmd::explain(&ctx, args),
         Command::Cache(cmd) => cache_cmd::run(&ctx, cmd),
         Command::Data(cmd) => data_cmd::run(&ctx, cmd),
+        Command::Device(cmd) => device_cmd::run(cmd),
         Command::Metrics(args) => metrics_cmd::run(args),
         Command::Report(args) => report_cmd::report(&ctx, args),
         Command::Diff(args) => report_cmd::diff(&ctx, args),

@@ -6,8 +6,8 @@ pub mod ops;
 pub mod params;
 pub mod resnet;
 
-use crate::spec::config::ModelConfig;
-use candle_core::{Tensor, Var};
+use crate::spec::config::{ModelConfig, Precision};
+use candle_core::{DType, Tensor, Var};
 use head::GraphHead;
 use params::{Init, ModelError, Params};
 use resnet::{BatchNorm, ResNet};
@@ -87,6 +87,21 @@ impl Network {
             Some(bn) => bn.forward(x, true)?,
             None => x.clone(),
         };
-        x.matmul(&self.classifier.as_tensor().t()?)
+        let w = self.classifier.as_tensor().t()?;
+        match self.backbone.compute() {
+            Some(dtype) if dtype != x.dtype() => x
+                .to_dtype(dtype)?
+                .matmul(&w.to_dtype(dtype)?)?
+                .to_dtype(x.dtype()),
+            _ => x.matmul(&w),
+        }
+    }
+
+    /// Train with convolutions and the classifier in `precision` (bf16: their inputs and weights cast to bfloat16,
+    /// outputs back to the parameters' dtype; master weights, BatchNorm, the head and the losses stay in f32).
+    pub fn set_precision(&mut self, precision: Precision) {
+        if precision == Precision::Bf16 {
+            self.backbone.set_compute(DType::BF16);
+        }
     }
 }

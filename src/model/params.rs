@@ -90,6 +90,11 @@ impl Params {
         self.trainable.values().cloned().collect()
     }
 
+    /// Trainable tensors with their names, in name order.
+    pub fn named_trainable(&self) -> impl Iterator<Item = (&str, &Var)> {
+        self.trainable.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
     /// Every tensor by name (weights and buffers).
     pub fn tensors(&self) -> HashMap<String, Tensor> {
         self.trainable

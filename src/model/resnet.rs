@@ -5,7 +5,7 @@
 use super::ops::{self, Epilogue};
 use super::params::{Init, ModelError, Params};
 use crate::spec::config::Backbone;
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 
 /// A convolution without bias.
 struct Conv {
@@ -37,8 +37,26 @@ impl Conv {
         })
     }
 
-    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        ops::conv2d(x, &weight(&self.weight, train), self.stride, self.padding)
+    /// The convolution, computed in `compute` (input and weight cast to it, the output cast back) when given.
+    fn forward(
+        &self,
+        x: &Tensor,
+        train: bool,
+        compute: Option<DType>,
+    ) -> candle_core::Result<Tensor> {
+        let w = weight(&self.weight, train);
+        match compute {
+            Some(dtype) if dtype != x.dtype() => {
+                let y = ops::conv2d(
+                    &x.to_dtype(dtype)?,
+                    &w.to_dtype(dtype)?,
+                    self.stride,
+                    self.padding,
+                )?;
+                y.to_dtype(x.dtype())
+            }
+            _ => ops::conv2d(x, &w, self.stride, self.padding),
+        }
     }
 }
 
@@ -107,9 +125,14 @@ struct Block {
 }
 
 impl Block {
-    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        train: bool,
+        compute: Option<DType>,
+    ) -> candle_core::Result<Tensor> {
         let shortcut = match &self.downsample {
-            Some((conv, bn)) => bn.forward(&conv.forward(x, train)?, train)?,
+            Some((conv, bn)) => bn.forward(&conv.forward(x, train, compute)?, train)?,
             None => x.clone(),
         };
         let mut y = x.clone();
@@ -119,7 +142,7 @@ impl Block {
                 shortcut: (i == last).then_some(&shortcut),
                 relu: true,
             };
-            y = bn.forward_then(&conv.forward(&y, train)?, train, then)?;
+            y = bn.forward_then(&conv.forward(&y, train, compute)?, train, then)?;
         }
         Ok(y)
     }
@@ -129,6 +152,8 @@ pub struct ResNet {
     stem: (Conv, BatchNorm),
     blocks: Vec<Block>,
     out_dim: usize,
+    /// The dtype convolutions compute in, when not the parameters' (bf16 training).
+    compute: Option<DType>,
 }
 
 impl ResNet {
@@ -201,7 +226,17 @@ impl ResNet {
             stem,
             blocks,
             out_dim: c_in,
+            compute: None,
         })
+    }
+
+    /// Convolutions compute in `dtype` from now on (weights, BatchNorm and everything else stay as they are).
+    pub fn set_compute(&mut self, dtype: DType) {
+        self.compute = Some(dtype);
+    }
+
+    pub fn compute(&self) -> Option<DType> {
+        self.compute
     }
 
     /// Feature dimension after pooling.
@@ -215,13 +250,13 @@ impl ResNet {
             shortcut: None,
             relu: true,
         };
-        let y = self
-            .stem
-            .1
-            .forward_then(&self.stem.0.forward(x, train)?, train, relu)?;
+        let y =
+            self.stem
+                .1
+                .forward_then(&self.stem.0.forward(x, train, self.compute)?, train, relu)?;
         let mut y = ops::max_pool2d(&y, 3, 2, 1)?;
         for block in &self.blocks {
-            y = block.forward(&y, train)?;
+            y = block.forward(&y, train, self.compute)?;
         }
         ops::global_avg_pool(&y)
     }

@@ -145,6 +145,18 @@ pub struct TrainConfig {
     pub random_erasing: f64,
     /// JPEG decoding threads. Not part of the stage key.
     pub workers: u32,
+    /// fp32, or bf16: convolutions and the classifier's matmul in bfloat16 with fp32 master weights, optimiser state,
+    /// BatchNorm, head and losses (CUDA only). Part of the train key: it changes the numbers.
+    pub precision: Precision,
+}
+
+/// The arithmetic of training's convolutions and matmuls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Bf16,
 }
 
 impl Default for TrainConfig {
@@ -170,6 +182,7 @@ impl Default for TrainConfig {
             pad: 10,
             random_erasing: 0.5,
             workers: 4,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -319,6 +332,12 @@ impl RunConfig {
             &format!("P×K with K = train.instances = {} and P >= 2", t.instances),
         );
         check(
+            !(t.precision == Precision::Bf16 && t.device == "cpu"),
+            "train.precision",
+            "bf16".into(),
+            "fp32 on train.device cpu (bf16 runs on CUDA only)",
+        );
+        check(
             t.epochs >= 1,
             "train.epochs",
             t.epochs.to_string(),
@@ -439,6 +458,10 @@ mod tests {
             ("train.device", |c| c.train.device = "cuda:".into()),
             ("model.last_stride", |c| c.model.last_stride = 3),
             ("train.lr_steps", |c| c.train.lr_steps = vec![70, 40]),
+            ("train.precision", |c| {
+                c.train.device = "cpu".into();
+                c.train.precision = Precision::Bf16;
+            }),
         ];
         for (path, mutate) in cases {
             let mut c = config();

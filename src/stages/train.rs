@@ -9,6 +9,7 @@ use crate::data::DatasetIndex;
 use crate::model::params::device;
 use crate::plan::{Stage, pretrained_path};
 use crate::spec::RunConfig;
+use crate::spec::config::Precision;
 use crate::train::train;
 use indicatif::ProgressBar;
 use serde_json::json;
@@ -23,6 +24,12 @@ pub fn run(
     let (index, root) = indexed_dataset(env, &env.plan.stages[stage.deps[0]])?;
     let cfg = cell_config(env, stage);
     let (device, device_name) = device(&cfg.train.device)?;
+    if cfg.train.precision == Precision::Bf16 && device.is_cpu() {
+        return Err(StageError::Setting(format!(
+            "train.precision: bf16 needs a CUDA device, and this stage runs on {device_name} \
+             (set train.device to cuda, or train.precision to fp32)"
+        )));
+    }
     tracing::info!(
         "{}: training {:?} ({:?} head) on {device_name}",
         stage.label(),

@@ -2,14 +2,16 @@
 //! and schedule; a checkpoint after every epoch (weights, optimiser state, log) so that a killed run resumes and
 //! reaches the same final weights; `model.safetensors` and `train_log.csv` at the end.
 
+pub mod check;
 pub mod data;
 pub mod loss;
 pub mod optim;
 
 use crate::data::DatasetIndex;
-use crate::model::Network;
 use crate::model::params::{ModelError, Params};
+use crate::model::{Network, Outputs};
 use crate::spec::RunConfig;
+use crate::spec::config::ModelConfig;
 use candle_core::{DType, Device, Tensor};
 use data::ImageError;
 use optim::{Optimizer, learning_rate};
@@ -76,7 +78,8 @@ pub fn train(
 ) -> Result<Vec<EpochLog>, TrainError> {
     let (m, t) = (&cfg.model, &cfg.train);
     let mut params = Params::new(device.clone(), DType::F32, t.seed);
-    let net = Network::new(&mut params, m, index.num_train_pids)?;
+    let mut net = Network::new(&mut params, m, index.num_train_pids)?;
+    net.set_precision(t.precision);
     if let Some(path) = pretrained {
         // An ImageNet checkpoint covers the backbone; head, BN-neck and classifier start fresh.
         params.load(path, |name| {
@@ -98,26 +101,13 @@ pub fn train(
             let images = Tensor::from_vec(batch.images, (n, 3, h, w), device)?;
             let labels = Tensor::from_vec(batch.labels, n, device)?;
             let o = net.forward_train(&images, &labels, m.id_loss_on_x)?;
-            let mut id = loss::cross_entropy(&o.logits, &labels, m.label_smoothing)?;
-            if let Some(lx) = &o.logits_x {
-                id = (id + loss::cross_entropy(lx, &labels, m.label_smoothing)?)?;
-            }
-            let of = if net.head.is_some() {
-                loss::of_loss(&o.features, &o.refined)?
-            } else {
-                Tensor::new(0f32, device)?
-            };
-            let tri = if m.triplet_weight > 0.0 {
-                loss::triplet_hard(&o.features, &labels, m.triplet_margin)?
-            } else {
-                Tensor::new(0f32, device)?
-            };
-            let total_loss = ((&id + (&of * m.of_weight)?)? + (&tri * m.triplet_weight)?)?;
-            let value = f64::from(total_loss.to_scalar::<f32>()?);
+            let losses = Losses::of(&net, &o, &labels, m)?;
+            let value = f64::from(losses.total.to_scalar::<f32>()?);
             if !value.is_finite() {
                 return Err(TrainError::Diverged { epoch, loss: value });
             }
-            opt.step(&total_loss.backward()?, lr)?;
+            opt.step(&losses.total.backward()?, lr)?;
+            let (id, of, tri) = (&losses.id, &losses.of, &losses.triplet);
             let scalars = [
                 value,
                 f64::from(id.to_scalar::<f32>()?),
@@ -150,6 +140,45 @@ pub fn train(
     write(&out.join(LOG_FILE), log_csv(&log).as_bytes())?;
     remove_checkpoints(out)?;
     Ok(log)
+}
+
+/// The loss terms of one batch: ID cross-entropy on X' (plus on X with `id_loss_on_x`), the OF loss (zero for the
+/// baseline), batch-hard triplet loss (zero when its weight is), and their weighted total.
+pub struct Losses {
+    pub total: Tensor,
+    pub id: Tensor,
+    pub of: Tensor,
+    pub triplet: Tensor,
+}
+
+impl Losses {
+    pub fn of(
+        net: &Network,
+        o: &Outputs,
+        labels: &Tensor,
+        m: &ModelConfig,
+    ) -> candle_core::Result<Self> {
+        let zero = || Tensor::zeros((), o.features.dtype(), o.features.device());
+        let mut id = loss::cross_entropy(&o.logits, labels, m.label_smoothing)?;
+        if let Some(lx) = &o.logits_x {
+            id = (id + loss::cross_entropy(lx, labels, m.label_smoothing)?)?;
+        }
+        let of = match net.head {
+            Some(_) => loss::of_loss(&o.features, &o.refined)?,
+            None => zero()?,
+        };
+        let triplet = match m.triplet_weight > 0.0 {
+            true => loss::triplet_hard(&o.features, labels, m.triplet_margin)?,
+            false => zero()?,
+        };
+        let total = ((&id + (&of * m.of_weight)?)? + (&triplet * m.triplet_weight)?)?;
+        Ok(Self {
+            total,
+            id,
+            of,
+            triplet,
+        })
+    }
 }
 
 /// Loads the last checkpoint in `out`, if any, returning the log of the epochs it covers.
