@@ -1,8 +1,11 @@
 """PyTorch twin of mgat's training step, for benches/train_speed.sh: the same ResNet (width multiplier, last
 stride), BN-neck, MGAT head, ID + OF losses and Adam, on random images of the same shape and batch.
 
-Usage: python train_speed_torch.py DEPTH WIDTH HEIGHT IMG_WIDTH P K ITERS   (prints images/s)
+Usage: python train_speed_torch.py DEPTH WIDTH HEIGHT IMG_WIDTH P K ITERS [--device cpu|cuda] [--amp]
+Prints images/s on stdout; on CUDA also the peak allocated memory (GiB) on stderr. --amp runs the forward pass
+under bfloat16 autocast (CUDA).
 """
+import argparse
 import sys
 import time
 
@@ -69,7 +72,7 @@ def mgat(x, labels, gamma):
     n = x.shape[0]
     sq = (x * x).sum(1, keepdim=True)
     d2 = (sq + sq.t() - 2 * x @ x.t()).clamp(min=0)
-    e = (d2 + 1e-12).sqrt() * (1 - torch.eye(n))
+    e = (d2 + 1e-12).sqrt() * (1 - torch.eye(n, device=x.device))
     a = torch.exp(-gamma * e)
     a = a / a.sum(1, keepdim=True)
     mask = (labels[:, None] == labels[None, :]).float() * 2 - 1
@@ -77,31 +80,47 @@ def mgat(x, labels, gamma):
 
 
 def main():
-    depth, width, h, w, p, k, iters = map(int, sys.argv[1:8])
+    parser = argparse.ArgumentParser()
+    for name in ["depth", "width", "h", "w", "p", "k", "iters"]:
+        parser.add_argument(name, type=int)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", action="store_true")
+    a = parser.parse_args()
+    dev = torch.device(a.device)
     torch.manual_seed(0)
-    net = ResNet(depth, width, 1)
-    neck = nn.BatchNorm1d(net.dim)
-    classes = max(p, 16)
-    fc = nn.Linear(net.dim, classes, bias=False)
+    net = ResNet(a.depth, a.width, 1).to(dev)
+    neck = nn.BatchNorm1d(net.dim).to(dev)
+    classes = max(a.p, 16)
+    fc = nn.Linear(net.dim, classes, bias=False).to(dev)
     params = list(net.parameters()) + list(neck.parameters()) + list(fc.parameters())
     opt = torch.optim.Adam(params, lr=3.5e-4, weight_decay=5e-4)
-    images = torch.randn(p * k, 3, h, w)
-    labels = torch.arange(p).repeat_interleave(k)
+    images = torch.randn(a.p * a.k, 3, a.h, a.w, device=dev)
+    labels = torch.arange(a.p, device=dev).repeat_interleave(a.k)
 
     def step():
-        x = net(images)
-        refined = mgat(x, labels, 1.0)
-        loss = F.cross_entropy(fc(neck(refined)), labels) + F.mse_loss(x, refined.detach())
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=a.amp):
+            x = net(images)
+            refined = mgat(x.float(), labels, 1.0)
+            logits = fc(neck(refined))
+        loss = F.cross_entropy(logits.float(), labels) + F.mse_loss(x.float(), refined.detach())
         opt.zero_grad()
         loss.backward()
         opt.step()
 
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
     for _ in range(2):
         step()
+    sync()
     start = time.perf_counter()
-    for _ in range(iters):
+    for _ in range(a.iters):
         step()
-    print(f"{iters * p * k / (time.perf_counter() - start):.1f}")
+    sync()
+    print(f"{a.iters * a.p * a.k / (time.perf_counter() - start):.1f}")
+    if dev.type == "cuda":
+        print(f"peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB", file=sys.stderr)
 
 
 if __name__ == "__main__":

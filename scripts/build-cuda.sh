@@ -3,7 +3,7 @@
 # the toolkit pieces come from PyPI (nvcc and nvvm pinned to 13.0.88: an unpinned nvvm emits PTX that the 13.0
 # ptxas and driver 580 reject), the driver library is a generated link stub, and CUDA_COMPUTE_CAP picks the GPU
 # generation (90 for H100/H200; 80 gives PTX that newer GPUs JIT). The binary and libcurand.so.10 (which PyTorch's
-# wheels no longer carry) land in one folder; at run time the machine's driver, cuBLAS and cudart are used.
+# wheels no longer carry) land in one folder; at run time the machine's driver, cuBLAS, cuDNN and cudart are used.
 # Usage: scripts/build-cuda.sh [OUT_DIR]      (default target/cuda-dist; about 13 minutes on 2 cores)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,7 +15,8 @@ echo "== toolkit from PyPI into $work/venv"
 python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install -q --disable-pip-version-check \
   nvidia-cuda-nvcc==13.0.88 nvidia-nvvm==13.0.88 "nvidia-cuda-runtime==13.0.*" "nvidia-cuda-crt==13.0.*" \
-  "nvidia-cuda-nvrtc==13.0.*" "nvidia-cuda-cccl==13.0.*" "nvidia-cublas==13.0.*" "nvidia-curand==10.4.0.*"
+  "nvidia-cuda-nvrtc==13.0.*" "nvidia-cuda-cccl==13.0.*" "nvidia-cublas==13.0.*" "nvidia-curand==10.4.0.*" \
+  "nvidia-cudnn-cu13==9.*"
 site=$("$work/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia
 
 # The CUDA 13 wheels install into one tree, nvidia/cu13/{bin,include,lib,nvvm}: that tree is the CUDA root (nvcc
@@ -26,6 +27,10 @@ echo "== CUDA_ROOT is $root"
 [ -x "$root/bin/nvcc" ] || { echo "error: nvcc not found at $root/bin" >&2; exit 1; }
 ln -sfn lib "$root/lib64"
 mkdir -p "$root/lib/stubs"
+# cuDNN's wheel has a tree of its own; its libraries join the root's for the linker.
+for so in "$site"/cudnn/lib/libcudnn*.so.[0-9]*; do
+  [ -e "$so" ] && ln -sf "$so" "$root/lib/$(basename "$so")"
+done
 for so in "$root"/lib/lib*.so.[0-9]*; do
   base=${so%%.so.*}.so; [ -e "$base" ] || ln -s "$(basename "$so")" "$base"
 done
