@@ -1,17 +1,26 @@
-//! The content-addressed stage cache: `<cache>/<kind>/<key>/` holds a stage's outputs and `manifest.json`. Stages
-//! are computed in `<cache>/<kind>/.partial/<key>/` and renamed into place only when complete, so an entry that
-//! exists is whole; a per-key file lock (`<cache>/<kind>/.locks/<key>.lock`) makes a second process wait for, then
-//! reuse, an entry another process is computing.
+//! The content-addressed stage cache: `<cache>/<kind>/<key>/` holds a stage's outputs and `manifest.json`.
+//!
+//! - Stages are computed in `<cache>/<kind>/.partial/<key>/` and renamed into place only when complete, so an entry
+//!   that exists was whole when committed; a per-key file lock (`<cache>/<kind>/.locks/<key>.lock`) makes a second
+//!   process wait for, then reuse, an entry another process is computing.
+//! - An entry is *sound* when its manifest parses, names this kind and key, and every file in the entry is listed
+//!   in it with the recorded size and SHA-256 (and nothing else is there). [`Cache::trusted`] checks that before an
+//!   entry's outputs are used, through a per-entry stat cache (`<cache>/.stat/entries/<kind>/<key>.tsv`), so an
+//!   unchanged file costs one `stat`. A damaged entry is moved to `<cache>/.quarantine/` with a warning, and its
+//!   stage runs again; nothing damaged is ever read.
 
-use crate::digest::sha256_file;
+use crate::data::hash::{FileDigest, hash_tree};
+use crate::fsio::{self, IoError};
+use crate::plan::{KeyInputs, StageKind};
 use crate::provenance::GitState;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
 pub const MANIFEST: &str = "manifest.json";
+/// Where damaged entries are moved.
+pub const QUARANTINE: &str = ".quarantine";
 
 /// One output file of a stage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,13 +29,13 @@ pub struct OutputFile {
     pub bytes: u64,
 }
 
-/// What a cache entry records about how it was made.
+/// What a cache entry records about how it was made: written by the executor, read by everything else.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Manifest {
-    pub kind: String,
+    pub kind: StageKind,
     pub key: String,
-    /// The key inputs (see `plan::KeyInputs`).
-    pub inputs: Value,
+    pub inputs: KeyInputs,
     /// Output files by path relative to the entry, with their sha256.
     pub outputs: BTreeMap<String, OutputFile>,
     pub started: String,
@@ -36,26 +45,57 @@ pub struct Manifest {
     pub device: String,
     pub git: GitState,
     pub mgat_version: String,
-    /// Stage-specific figures (counts, timings) for reports.
-    pub summary: Value,
+    pub summary: Summary,
+}
+
+/// Each kind's figures for listings and reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Summary {
+    Synth(crate::data::synth::SynthSummary),
+    Index(crate::data::index::IndexSummary),
+    Train(crate::train::TrainSummary),
+    Eval(crate::eval::metrics::EvalSummary),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: unreadable manifest: {message}")]
-    BadManifest { path: PathBuf, message: String },
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("{} is not a stage cache (no such folder)", .0.display())]
+    Missing(PathBuf),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
-    move |source| CacheError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+/// Why an entry on disk cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Damage {
+    #[error("no manifest.json")]
+    NoManifest,
+    #[error("unreadable manifest: {0}")]
+    BadManifest(String),
+    #[error("the manifest describes {0}")]
+    Elsewhere(String),
+    #[error("missing output {0}")]
+    Missing(String),
+    #[error("{path}: sha256 {found} ({bytes} bytes), the manifest says {expected}")]
+    Changed {
+        path: String,
+        found: String,
+        bytes: u64,
+        expected: String,
+    },
+    #[error("unexpected file {0}")]
+    Unexpected(String),
+    #[error("cannot be read: {0}")]
+    Unreadable(String),
+}
+
+/// What the cache holds under a key, judged by the manifest alone.
+#[derive(Debug)]
+pub enum Lookup {
+    Absent,
+    Present(Box<Manifest>),
+    Damaged(Damage),
 }
 
 /// A complete entry on disk.
@@ -70,7 +110,7 @@ pub struct EntryRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Corruption {
     pub entry: EntryRef,
-    pub problem: String,
+    pub problem: Damage,
 }
 
 /// Held while a process computes (or checks for) one key; released on drop or process death.
@@ -93,72 +133,167 @@ impl Cache {
         &self.root
     }
 
-    pub fn entry_dir(&self, kind: &str, key: &str) -> PathBuf {
-        self.root.join(kind).join(key)
+    /// An error unless the cache folder exists (for commands that only read it).
+    pub fn require(&self) -> Result<(), CacheError> {
+        match self.root.is_dir() {
+            true => Ok(()),
+            false => Err(CacheError::Missing(self.root.clone())),
+        }
     }
 
-    pub fn partial_dir(&self, kind: &str, key: &str) -> PathBuf {
-        self.root.join(kind).join(".partial").join(key)
+    pub fn entry_dir(&self, kind: StageKind, key: &str) -> PathBuf {
+        self.root.join(kind.name()).join(key)
     }
 
-    /// Whether a complete entry exists (renamed into place, so its manifest is there).
-    pub fn contains(&self, kind: &str, key: &str) -> bool {
-        self.entry_dir(kind, key).join(MANIFEST).is_file()
+    pub fn partial_dir(&self, kind: StageKind, key: &str) -> PathBuf {
+        self.root.join(kind.name()).join(".partial").join(key)
+    }
+
+    /// The manifest of an entry, parsed and checked to name this kind and key; outputs are not read.
+    pub fn lookup(&self, kind: StageKind, key: &str) -> Lookup {
+        let dir = self.entry_dir(kind, key);
+        match read_manifest(&dir.join(MANIFEST)) {
+            Ok(m) if m.kind == kind && m.key == key => Lookup::Present(Box::new(m)),
+            Ok(m) => Lookup::Damaged(Damage::Elsewhere(format!("{} {}", m.kind.name(), m.key))),
+            Err(_) if !dir.exists() => Lookup::Absent,
+            Err(damage) => Lookup::Damaged(damage),
+        }
+    }
+
+    /// Whether a sound-looking entry (by its manifest) exists, without touching anything.
+    pub fn contains(&self, kind: StageKind, key: &str) -> bool {
+        matches!(self.lookup(kind, key), Lookup::Present(_))
+    }
+
+    /// The entry's manifest once its outputs are checked against it (through the stat cache). An absent entry is
+    /// None; a damaged one is quarantined with a warning and is None too, so that its stage runs again.
+    pub fn trusted(&self, kind: StageKind, key: &str) -> Result<Option<Manifest>, CacheError> {
+        let damage = match self.lookup(kind, key) {
+            Lookup::Absent => return Ok(None),
+            Lookup::Present(m) => match self.check_outputs(&m, true) {
+                Ok(()) => return Ok(Some(*m)),
+                Err(d) => d,
+            },
+            Lookup::Damaged(d) => d,
+        };
+        self.quarantine(kind, key, &damage)?;
+        Ok(None)
+    }
+
+    /// Quarantines the entry under `key` if it is damaged by its manifest alone; says whether one is present after.
+    pub fn settle(&self, kind: StageKind, key: &str) -> Result<bool, CacheError> {
+        match self.lookup(kind, key) {
+            Lookup::Absent => Ok(false),
+            Lookup::Present(_) => Ok(true),
+            Lookup::Damaged(damage) => {
+                self.quarantine(kind, key, &damage)?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Compares the files of `manifest`'s entry with its list: re-hashing only files whose stat changed when
+    /// `cached` (and recording the hashes for next time), every file otherwise.
+    pub fn check_outputs(&self, manifest: &Manifest, cached: bool) -> Result<(), Damage> {
+        let dir = self.entry_dir(manifest.kind, &manifest.key);
+        let stats = cached.then(|| self.entry_stat_path(manifest.kind, &manifest.key));
+        let files = hash_tree(&dir, stats.as_deref(), &|| {})
+            .map_err(|e| Damage::Unreadable(e.to_string()))?;
+        compare_outputs(&manifest.outputs, &files)
+    }
+
+    /// Moves the entry under `key` to `<cache>/.quarantine/`, with a warning naming the damage.
+    pub fn quarantine(
+        &self,
+        kind: StageKind,
+        key: &str,
+        damage: &Damage,
+    ) -> Result<PathBuf, CacheError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dest = self
+            .root
+            .join(QUARANTINE)
+            .join(format!("{}-{key}-{nanos}", kind.name()));
+        fsio::create_dir_all(&self.root.join(QUARANTINE))?;
+        fsio::rename_durable(&self.entry_dir(kind, key), &dest)?;
+        let _ = std::fs::remove_file(self.entry_stat_path(kind, key));
+        tracing::warn!(
+            "{} {}: {damage}; moved to {} (its stage runs again when next needed)",
+            kind.name(),
+            &key[..12.min(key.len())],
+            dest.display()
+        );
+        Ok(dest)
     }
 
     /// Takes the key's lock, calling `on_wait` first if another process holds it.
     pub fn lock(
         &self,
-        kind: &str,
+        kind: StageKind,
         key: &str,
         on_wait: impl FnOnce(),
     ) -> Result<KeyLock, CacheError> {
-        let dir = self.root.join(kind).join(".locks");
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let dir = self.root.join(kind.name()).join(".locks");
+        fsio::create_dir_all(&dir)?;
         let path = dir.join(format!("{key}.lock"));
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(io_err(&path))?;
+            .map_err(IoError::at(&path))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 on_wait();
-                file.lock().map_err(io_err(&path))?;
+                file.lock().map_err(IoError::at(&path))?;
             }
-            Err(TryLockError::Error(e)) => return Err(io_err(&path)(e)),
+            Err(TryLockError::Error(e)) => return Err(IoError::new(&path, e).into()),
         }
         Ok(KeyLock { _file: file })
     }
 
-    /// Hashes the partial directory's files into the manifest, writes it, and renames the directory into place.
-    /// The caller holds the key's lock.
+    /// Hashes the partial directory's files into the manifest, writes it durably, and renames the directory into
+    /// place; whatever damaged entry is in the way is quarantined first. The caller holds the key's lock.
     pub fn commit(&self, partial: &Path, mut manifest: Manifest) -> Result<PathBuf, CacheError> {
-        manifest.outputs = hash_outputs(partial)?;
+        let files = hash_tree(partial, None, &|| {})
+            .map_err(|e| IoError::new(partial, std::io::Error::other(e.to_string())))?;
+        manifest.outputs = files
+            .into_iter()
+            .filter(|f| f.path != MANIFEST)
+            .map(|f| {
+                (
+                    f.path,
+                    OutputFile {
+                        sha256: f.sha256,
+                        bytes: f.bytes,
+                    },
+                )
+            })
+            .collect();
         let manifest_path = partial.join(MANIFEST);
         let text = serde_json::to_string_pretty(&manifest)
-            .map_err(|e| io_err(&manifest_path)(e.into()))?;
-        std::fs::write(&manifest_path, text + "\n").map_err(io_err(&manifest_path))?;
-        File::open(&manifest_path)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err(&manifest_path))?;
-        let dest = self.entry_dir(&manifest.kind, &manifest.key);
-        std::fs::rename(partial, &dest).map_err(io_err(&dest))?;
+            .map_err(|e| IoError::new(&manifest_path, std::io::Error::other(e)))?;
+        fsio::write_atomic(&manifest_path, (text + "\n").as_bytes())?;
+        let dest = self.entry_dir(manifest.kind, &manifest.key);
+        if let Lookup::Damaged(damage) = self.lookup(manifest.kind, &manifest.key) {
+            self.quarantine(manifest.kind, &manifest.key, &damage)?;
+        }
+        fsio::rename_durable(partial, &dest)?;
         Ok(dest)
     }
 
-    pub fn manifest(&self, kind: &str, key: &str) -> Result<Manifest, CacheError> {
-        read_manifest(&self.entry_dir(kind, key).join(MANIFEST))
-    }
-
-    /// Every complete entry, ordered by kind then key.
+    /// Every entry folder, ordered by kind then key.
     pub fn entries(&self) -> Result<Vec<EntryRef>, CacheError> {
         let mut out = Vec::new();
         for kind in self.kind_names()? {
             let dir = self.root.join(&kind);
-            for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))?.flatten() {
+            for entry in std::fs::read_dir(&dir)
+                .map_err(IoError::at(&dir))?
+                .flatten()
+            {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if !name.starts_with('.') && entry.path().is_dir() {
                     out.push(EntryRef {
@@ -173,22 +308,29 @@ impl Cache {
         Ok(out)
     }
 
-    /// Re-hashes every entry's outputs against its manifest.
+    /// Re-hashes every entry's files against its manifest (no stat cache).
     pub fn verify(&self, on_entry: &(dyn Fn() + Sync)) -> Result<Vec<Corruption>, CacheError> {
         use rayon::prelude::*;
         let entries = self.entries()?;
         let problems = entries
             .par_iter()
-            .flat_map(|entry| {
-                let found = verify_entry(entry);
+            .filter_map(|entry| {
+                let damage = match entry.kind() {
+                    None => Some(Damage::Elsewhere(format!(
+                        "an unknown stage kind `{}`",
+                        entry.kind
+                    ))),
+                    Some(kind) => match self.lookup(kind, &entry.key) {
+                        Lookup::Present(m) => self.check_outputs(&m, false).err(),
+                        Lookup::Damaged(d) => Some(d),
+                        Lookup::Absent => None,
+                    },
+                };
                 on_entry();
-                found
-                    .into_iter()
-                    .map(|problem| Corruption {
-                        entry: entry.clone(),
-                        problem,
-                    })
-                    .collect::<Vec<_>>()
+                damage.map(|problem| Corruption {
+                    entry: entry.clone(),
+                    problem,
+                })
             })
             .collect();
         Ok(problems)
@@ -226,7 +368,7 @@ impl Cache {
         Ok(out)
     }
 
-    /// The stage kind folders of the cache (hidden folders hold locks, stat caches and file lists).
+    /// The stage kind folders of the cache (hidden folders hold locks, stat caches, file lists and quarantine).
     fn kind_names(&self) -> Result<Vec<String>, CacheError> {
         match std::fs::read_dir(&self.root) {
             Ok(k) => Ok(k
@@ -236,7 +378,7 @@ impl Cache {
                 .filter(|name| !name.starts_with('.'))
                 .collect()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(io_err(&self.root)(e)),
+            Err(e) => Err(IoError::new(&self.root, e).into()),
         }
     }
 
@@ -248,86 +390,71 @@ impl Cache {
         let id = crate::digest::sha256_bytes(canonical.to_string_lossy().as_bytes());
         self.root.join(".stat").join(format!("{}.tsv", &id[..24]))
     }
+
+    fn entry_stat_path(&self, kind: StageKind, key: &str) -> PathBuf {
+        self.root
+            .join(".stat")
+            .join("entries")
+            .join(kind.name())
+            .join(format!("{key}.tsv"))
+    }
 }
 
-fn read_manifest(path: &Path) -> Result<Manifest, CacheError> {
-    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-    serde_json::from_str(&text).map_err(|e| CacheError::BadManifest {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+impl EntryRef {
+    /// The stage kind of the entry's folder, if it is one.
+    pub fn kind(&self) -> Option<StageKind> {
+        StageKind::ALL.into_iter().find(|k| k.name() == self.kind)
+    }
 }
 
-fn hash_outputs(dir: &Path) -> Result<BTreeMap<String, OutputFile>, CacheError> {
-    use rayon::prelude::*;
-    let mut files = Vec::new();
-    for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
-        let entry = entry.map_err(|e| io_err(dir)(e.into()))?;
-        if entry.file_type().is_file() {
-            let rel = entry
-                .path()
-                .strip_prefix(dir)
-                .unwrap_or(entry.path())
-                .to_string_lossy()
-                .replace('\\', "/");
-            if rel != MANIFEST {
-                files.push((rel, entry.into_path()));
+fn read_manifest(path: &Path) -> Result<Manifest, Damage> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Damage::NoManifest),
+        Err(e) => return Err(Damage::Unreadable(e.to_string())),
+    };
+    serde_json::from_str(&text).map_err(|e| Damage::BadManifest(e.to_string()))
+}
+
+/// The first difference between a manifest's outputs and the files found in its entry.
+fn compare_outputs(
+    outputs: &BTreeMap<String, OutputFile>,
+    files: &[FileDigest],
+) -> Result<(), Damage> {
+    let found: BTreeMap<&str, &FileDigest> = files.iter().map(|f| (f.path.as_str(), f)).collect();
+    for (path, expected) in outputs {
+        match found.get(path.as_str()) {
+            None => return Err(Damage::Missing(path.clone())),
+            Some(f) if f.sha256 != expected.sha256 || f.bytes != expected.bytes => {
+                return Err(Damage::Changed {
+                    path: path.clone(),
+                    found: f.sha256.clone(),
+                    bytes: f.bytes,
+                    expected: expected.sha256.clone(),
+                });
             }
-        }
-    }
-    files
-        .par_iter()
-        .map(|(rel, path)| {
-            let (sha256, bytes) = sha256_file(path).map_err(io_err(path))?;
-            Ok((rel.clone(), OutputFile { sha256, bytes }))
-        })
-        .collect()
-}
-
-fn verify_entry(entry: &EntryRef) -> Vec<String> {
-    let manifest = match read_manifest(&entry.path.join(MANIFEST)) {
-        Ok(m) => m,
-        Err(e) => return vec![e.to_string()],
-    };
-    let actual = match hash_outputs(&entry.path) {
-        Ok(a) => a,
-        Err(e) => return vec![e.to_string()],
-    };
-    let mut problems = Vec::new();
-    if manifest.kind != entry.kind || manifest.key != entry.key {
-        problems.push(format!(
-            "manifest says {} {}, entry is {} {}",
-            manifest.kind, manifest.key, entry.kind, entry.key
-        ));
-    }
-    for (path, expected) in &manifest.outputs {
-        match actual.get(path) {
-            None => problems.push(format!("missing output {path}")),
-            Some(found) if found != expected => problems.push(format!(
-                "{path}: sha256 {} (manifest: {})",
-                found.sha256, expected.sha256
-            )),
             Some(_) => {}
         }
     }
-    problems.extend(
-        actual
-            .keys()
-            .filter(|p| !manifest.outputs.contains_key(*p))
-            .map(|p| format!("unexpected file {p}")),
-    );
-    problems
+    match files
+        .iter()
+        .find(|f| f.path != MANIFEST && !outputs.contains_key(&f.path))
+    {
+        Some(f) => Err(Damage::Unexpected(f.path.clone())),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::index::IndexSummary;
 
-    fn manifest(kind: &str, key: &str) -> Manifest {
+    fn manifest(key: &str) -> Manifest {
         Manifest {
-            kind: kind.into(),
+            kind: StageKind::Index,
             key: key.into(),
-            inputs: Value::Null,
+            inputs: KeyInputs::for_tests(StageKind::Index),
             outputs: BTreeMap::new(),
             started: String::new(),
             finished: String::new(),
@@ -339,17 +466,17 @@ mod tests {
                 dirty: false,
             },
             mgat_version: "0".into(),
-            summary: Value::Null,
+            summary: Summary::Index(IndexSummary::default()),
         }
     }
 
     fn committed(cache: &Cache, key: &str) -> PathBuf {
-        let partial = cache.partial_dir("index", key);
+        let partial = cache.partial_dir(StageKind::Index, key);
         std::fs::create_dir_all(partial.join("sub")).unwrap();
         std::fs::write(partial.join("a.json"), b"{}").unwrap();
         std::fs::write(partial.join("sub/b.bin"), b"bytes").unwrap();
-        assert!(!cache.contains("index", key));
-        cache.commit(&partial, manifest("index", key)).unwrap()
+        assert!(!cache.contains(StageKind::Index, key));
+        cache.commit(&partial, manifest(key)).unwrap()
     }
 
     #[test]
@@ -357,8 +484,8 @@ mod tests {
         let dir = crate::testutil::tempdir();
         let cache = Cache::new(dir.join("c"));
         let entry = committed(&cache, "k1");
-        assert!(cache.contains("index", "k1"));
-        let m = cache.manifest("index", "k1").unwrap();
+        assert!(cache.contains(StageKind::Index, "k1"));
+        let m = cache.trusted(StageKind::Index, "k1").unwrap().unwrap();
         assert_eq!(
             m.outputs["sub/b.bin"],
             OutputFile {
@@ -368,16 +495,66 @@ mod tests {
         );
         assert!(cache.verify(&|| {}).unwrap().is_empty());
         std::fs::write(entry.join("sub/b.bin"), b"tampered").unwrap();
-        std::fs::write(entry.join("extra"), b"").unwrap();
-        let problems: Vec<String> = cache
-            .verify(&|| {})
-            .unwrap()
-            .into_iter()
-            .map(|c| c.problem)
-            .collect();
-        assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems[0].starts_with("sub/b.bin: sha256"));
-        assert_eq!(problems[1], "unexpected file extra");
+        let problems = cache.verify(&|| {}).unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            matches!(&problems[0].problem, Damage::Changed { path, .. } if path == "sub/b.bin")
+        );
+    }
+
+    #[test]
+    fn damaged_entries_are_quarantined_and_never_trusted() {
+        let dir = crate::testutil::tempdir();
+        let cache = Cache::new(dir.join("c"));
+        type Damaging = fn(&Path);
+        let cases: [(&str, Damaging); 5] = [
+            ("flipped", |e| {
+                std::fs::write(e.join("sub/b.bin"), b"bytez").unwrap()
+            }),
+            ("deleted-manifest", |e| {
+                std::fs::remove_file(e.join(MANIFEST)).unwrap()
+            }),
+            ("garbage-manifest", |e| {
+                std::fs::write(e.join(MANIFEST), b"{not json").unwrap()
+            }),
+            ("extra", |e| std::fs::write(e.join("extra"), b"").unwrap()),
+            ("truncated", |e| {
+                std::fs::write(e.join("a.json"), b"{").unwrap()
+            }),
+        ];
+        for (key, damage) in cases {
+            let entry = committed(&cache, key);
+            // The first check records the stat cache; damage made after it must still be seen.
+            assert!(cache.trusted(StageKind::Index, key).unwrap().is_some());
+            damage(&entry);
+            assert!(
+                cache.trusted(StageKind::Index, key).unwrap().is_none(),
+                "{key}"
+            );
+            assert!(!entry.exists(), "{key}: quarantined");
+            // The next commit of the key finds nothing in its way.
+            committed(&cache, key);
+            assert!(
+                cache.trusted(StageKind::Index, key).unwrap().is_some(),
+                "{key}: recomputed"
+            );
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.join("c").join(QUARANTINE))
+                .unwrap()
+                .count(),
+            5
+        );
+    }
+
+    #[test]
+    fn a_damaged_leftover_is_moved_aside_when_its_key_is_committed() {
+        let dir = crate::testutil::tempdir();
+        let cache = Cache::new(dir.join("c"));
+        let entry = committed(&cache, "k");
+        std::fs::remove_file(entry.join(MANIFEST)).unwrap();
+        committed(&cache, "k");
+        assert!(cache.trusted(StageKind::Index, "k").unwrap().is_some());
     }
 
     #[test]
@@ -386,41 +563,43 @@ mod tests {
         let cache = Cache::new(dir.join("c"));
         committed(&cache, "keep");
         committed(&cache, "drop");
-        std::fs::create_dir_all(cache.partial_dir("train", "idle")).unwrap();
-        std::fs::create_dir_all(cache.partial_dir("train", "busy")).unwrap();
-        let _held = cache.lock("train", "busy", || {}).unwrap();
+        std::fs::create_dir_all(cache.partial_dir(StageKind::Train, "idle")).unwrap();
+        std::fs::create_dir_all(cache.partial_dir(StageKind::Train, "busy")).unwrap();
+        let _held = cache.lock(StageKind::Train, "busy", || {}).unwrap();
         let keep = HashSet::from([("index".to_string(), "keep".to_string())]);
         let mut garbage = cache.garbage(&keep).unwrap();
         garbage.sort();
         assert_eq!(
             garbage,
             [
-                cache.entry_dir("index", "drop"),
-                cache.partial_dir("train", "idle")
+                cache.entry_dir(StageKind::Index, "drop"),
+                cache.partial_dir(StageKind::Train, "idle")
             ]
         );
     }
 
     #[test]
-    fn a_held_lock_makes_the_second_taker_wait() {
+    fn a_held_lock_makes_the_second_taker_wait_until_released() {
         let dir = crate::testutil::tempdir();
         let cache = Cache::new(dir.join("c"));
         let first = cache
-            .lock("synth", "k", || panic!("nobody holds it yet"))
+            .lock(StageKind::Synth, "k", || panic!("nobody holds it yet"))
             .unwrap();
-        let waited = std::sync::atomic::AtomicBool::new(false);
+        let (waiting_tx, waiting_rx) = std::sync::mpsc::channel();
         std::thread::scope(|s| {
-            let handle = s.spawn(|| {
+            let second = s.spawn(|| {
                 cache
-                    .lock("synth", "k", || {
-                        waited.store(true, std::sync::atomic::Ordering::SeqCst)
-                    })
+                    .lock(StageKind::Synth, "k", || waiting_tx.send(()).unwrap())
                     .unwrap()
             });
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            // The second taker reports that it waits; only then is the first lock released.
+            waiting_rx.recv().unwrap();
+            assert!(
+                !second.is_finished(),
+                "the second taker got the lock while the first held it"
+            );
             drop(first);
-            handle.join().unwrap();
+            second.join().unwrap();
         });
-        assert!(waited.load(std::sync::atomic::Ordering::SeqCst));
     }
 }

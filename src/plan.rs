@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Bump when the meaning of a key's inputs changes: every key changes with it.
-pub const KEY_SCHEMA: u32 = 1;
+pub const KEY_SCHEMA: u32 = 2;
 
 mod fingerprints {
     include!(concat!(env!("OUT_DIR"), "/fingerprints.rs"));
@@ -75,6 +75,20 @@ pub struct KeyInputs {
 }
 
 impl KeyInputs {
+    /// Inputs of a stage of `kind` with no configuration, for tests of what stores them.
+    #[cfg(test)]
+    pub fn for_tests(kind: StageKind) -> Self {
+        Self {
+            schema: KEY_SCHEMA,
+            kind,
+            config: Value::Null,
+            upstream: BTreeMap::new(),
+            lock_digest: None,
+            fingerprint: kind.fingerprint().into(),
+            version: None,
+        }
+    }
+
     pub fn key(&self) -> String {
         let value = serde_json::to_value(self).unwrap_or(Value::Null);
         sha256_bytes(canonical_json(&value).as_bytes())
@@ -222,21 +236,31 @@ impl Plan {
             digest.clone(),
             &mut self.stages,
         );
+        // Train and eval read the dataset's files too, so a synthetic dataset's entry is one of their inputs.
         let train = add(
             StageKind::Train,
             train,
-            vec![index],
+            [index].into_iter().chain(synth).collect(),
             digest.clone(),
             &mut self.stages,
         );
         add(
             StageKind::Eval,
             json!({"eval": cell.config.eval}),
-            vec![train, index],
+            [train, index].into_iter().chain(synth).collect(),
             digest,
             &mut self.stages,
         );
         Ok(chain)
+    }
+
+    /// The stage of `kind` that `stage` consumes, if any.
+    pub fn input(&self, stage: &Stage, kind: StageKind) -> Option<&Stage> {
+        stage
+            .deps
+            .iter()
+            .map(|&d| &self.stages[d])
+            .find(|d| d.kind == kind)
     }
 
     /// Indices of the stages that `cells` need, in dependency order.

@@ -2,6 +2,7 @@
 //! `experiments/` references (dry run unless `--yes`).
 
 use super::Context;
+use crate::cache::{Damage, Lookup};
 use crate::plan::Plan;
 use crate::spec::Spec;
 use anyhow::{Context as _, Result};
@@ -33,14 +34,22 @@ pub fn run(ctx: &Context, cmd: CacheCommand) -> Result<ExitCode> {
 }
 
 fn ls(ctx: &Context) -> Result<ExitCode> {
+    ctx.cache.require()?;
     let entries = ctx.cache.entries()?;
     println!(
         "{:<6} {:<12} {:<24} {:>9} {:<6} {:>10}",
         "kind", "key", "finished", "seconds", "device", "bytes"
     );
     for e in &entries {
-        match ctx.cache.manifest(&e.kind, &e.key) {
-            Ok(m) => {
+        let lookup = match e.kind() {
+            Some(kind) => ctx.cache.lookup(kind, &e.key),
+            None => Lookup::Damaged(Damage::Elsewhere(format!(
+                "an unknown stage kind `{}`",
+                e.kind
+            ))),
+        };
+        match lookup {
+            Lookup::Present(m) => {
                 let bytes: u64 = m.outputs.values().map(|o| o.bytes).sum();
                 println!(
                     "{:<6} {:<12} {:<24} {:>9.1} {:<6} {:>10}",
@@ -52,11 +61,12 @@ fn ls(ctx: &Context) -> Result<ExitCode> {
                     bytes
                 );
             }
-            Err(err) => println!(
-                "{:<6} {:<12} unreadable manifest: {err}",
+            Lookup::Damaged(damage) => println!(
+                "{:<6} {:<12} damaged: {damage}",
                 e.kind,
                 &e.key[..12.min(e.key.len())]
             ),
+            Lookup::Absent => {}
         }
     }
     println!(
@@ -68,6 +78,7 @@ fn ls(ctx: &Context) -> Result<ExitCode> {
 }
 
 fn verify(ctx: &Context) -> Result<ExitCode> {
+    ctx.cache.require()?;
     let entries = ctx.cache.entries()?;
     let bar = ctx
         .progress()

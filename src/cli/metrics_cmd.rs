@@ -118,7 +118,7 @@ pub fn run(args: MetricsArgs) -> Result<ExitCode> {
     }
     let metrics = evaluator.finish().map_err(ScoreError::from)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&metrics.to_json())?);
+        println!("{}", serde_json::to_string_pretty(&metrics.record())?);
     } else {
         print_table(&metrics, args.protocol);
     }
@@ -170,8 +170,10 @@ fn print_table(m: &Metrics, protocol: ProtocolArg) {
         m.num_valid_query,
         m.num_gallery
     );
-    for k in [1, 5, 10, 20] {
-        println!("  rank-{k:<3} {:6.2}%", 100.0 * m.rank(k));
+    for k in crate::eval::metrics::REPORTED_RANKS {
+        if let Some(v) = m.rank(k) {
+            println!("  rank-{k:<3} {:6.2}%", 100.0 * v);
+        }
     }
     println!("  mAP      {:6.2}%", 100.0 * m.map);
     println!("  mINP     {:6.2}%", 100.0 * m.minp);

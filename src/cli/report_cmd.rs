@@ -8,7 +8,7 @@ use crate::report::paper::{PAPER_FILE, PAPER_REPORT, PaperTables, Verdict, rende
 use crate::report::results::{RESULTS_FILE, Results};
 use crate::report::{ReportError, write_spec_report};
 use crate::spec::Spec;
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,8 +74,7 @@ pub fn report(ctx: &Context, args: ReportArgs) -> Result<ExitCode> {
     }
     let text = render(&paper, &compared);
     let out = reports.join(PAPER_REPORT);
-    crate::atomic::write_atomic(&out, text.as_bytes())
-        .with_context(|| format!("writing {}", out.display()))?;
+    crate::fsio::write_atomic(&out, text.as_bytes())?;
     print!("{text}");
     let outside = compared
         .iter()

@@ -3,6 +3,7 @@
 
 use super::slurm_args::{Executor, ExecutorArgs, job_command};
 use super::{Context, UsageError};
+use crate::cache::Lookup;
 use crate::exec::slurm::{self, Finished};
 use crate::exec::{Outcome, RunOptions, RunReport, local};
 use crate::plan::{KeyInputs, Plan, StageKind};
@@ -189,10 +190,8 @@ fn summarize(
 
 pub fn plan(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
     let (_specs, plan, _lock) = load_plan(ctx, std::slice::from_ref(&args.spec))?;
-    let cached = |s: usize| {
-        ctx.cache
-            .contains(plan.stages[s].kind.name(), &plan.stages[s].key)
-    };
+    // By the manifests alone: outputs are checked when a stage or report reads them.
+    let cached = |s: usize| ctx.cache.contains(plan.stages[s].kind, &plan.stages[s].key);
     if args.json {
         let cells: Vec<Value> = plan
             .cells
@@ -253,18 +252,28 @@ pub fn explain(ctx: &Context, args: ExplainArgs) -> Result<ExitCode> {
     for &s in &pc.stages {
         let stage = &plan.stages[s];
         let kind = stage.kind.name();
-        if ctx.cache.contains(kind, &stage.key) {
-            println!("  {}: cached", stage.label());
-            continue;
+        match ctx.cache.lookup(stage.kind, &stage.key) {
+            Lookup::Present(_) => {
+                println!("  {}: cached", stage.label());
+                continue;
+            }
+            Lookup::Damaged(damage) => {
+                println!(
+                    "  {}: would run again: the cached entry is damaged ({damage})",
+                    stage.label()
+                );
+                continue;
+            }
+            Lookup::Absent => {}
         }
         let candidates: Vec<(String, KeyInputs)> = ctx
             .cache
             .entries()?
             .into_iter()
             .filter(|e| e.kind == kind)
-            .filter_map(|e| {
-                let m = ctx.cache.manifest(&e.kind, &e.key).ok()?;
-                Some((e.key, serde_json::from_value(m.inputs).ok()?))
+            .filter_map(|e| match ctx.cache.lookup(stage.kind, &e.key) {
+                Lookup::Present(m) => Some((e.key, m.inputs)),
+                _ => None,
             })
             .collect();
         let closest = candidates

@@ -3,7 +3,7 @@
 
 use super::{Context, UsageError};
 use crate::exec::local;
-use crate::exec::slurm::record_failure;
+use crate::exec::slurm::{FailureRecord, record_failure};
 use crate::exec::{Outcome, RunOptions};
 use crate::plan::{Plan, StageKind};
 use crate::provenance::git_state;
@@ -65,7 +65,11 @@ pub fn stage(ctx: &Context, args: StageArgs) -> Result<ExitCode> {
             let mut bad = false;
             for (i, message, bad_input) in report.failed() {
                 eprintln!("error: {} failed: {message}", plan.stages[i].label());
-                record_failure(ctx.cache.root(), message, bad_input);
+                let record = FailureRecord {
+                    message: message.to_string(),
+                    bad_input,
+                };
+                record_failure(ctx.cache.root(), &record);
                 bad |= bad_input;
             }
             Ok(ExitCode::from(if bad { 2 } else { 1 }))

@@ -2,6 +2,7 @@
 //! (path, size, mtime, inode → sha256) so that a warm re-hash reads only files that changed.
 
 use crate::digest::{hex, sha256_file};
+use crate::fsio::IoError;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -20,11 +21,8 @@ pub struct FileDigest {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("{0}: file name is not valid UTF-8")]
     NonUtf8(PathBuf),
 }
@@ -46,7 +44,7 @@ pub fn hash_tree(
                 _ => {
                     let path = root.join(rel);
                     sha256_file(&path)
-                        .map_err(|source| HashError::Io { path, source })?
+                        .map_err(|source| HashError::Io(IoError::new(path, source)))?
                         .0
                 }
             };
@@ -85,9 +83,8 @@ struct Stat {
 }
 
 fn walk(root: &Path) -> Result<Vec<(String, Stat)>, HashError> {
-    let io_err = |path: &Path, source: std::io::Error| HashError::Io {
-        path: path.to_path_buf(),
-        source,
+    let io_err = |path: &Path, source: std::io::Error| {
+        HashError::Io(IoError::new(path.to_path_buf(), source))
     };
     let meta = std::fs::metadata(root).map_err(|e| io_err(root, e))?;
     if !meta.is_dir() {
@@ -100,10 +97,7 @@ fn walk(root: &Path) -> Result<Vec<(String, Stat)>, HashError> {
     {
         let entry = entry.map_err(|e| {
             let path = e.path().unwrap_or(root).to_path_buf();
-            HashError::Io {
-                path,
-                source: e.into(),
-            }
+            HashError::Io(IoError::new(path, std::io::Error::from(e)))
         })?;
         if !entry.file_type().is_file() {
             continue;

@@ -3,6 +3,7 @@
 //! distractors (pid 0) stay in the gallery; training pids are relabelled 0..n in ascending order of raw pid;
 //! query and gallery pids keep their raw values. Camera ids are 0-based, as in torchreid.
 
+use crate::fsio::IoError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -66,13 +67,32 @@ pub struct DatasetIndex {
     pub num_cameras: usize,
 }
 
+/// What an index holds, in counts: the index stage's manifest summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexSummary {
+    pub train_images: usize,
+    pub train_ids: usize,
+    pub query_images: usize,
+    pub gallery_images: usize,
+    pub cameras: usize,
+}
+
+impl DatasetIndex {
+    pub fn summary(&self) -> IndexSummary {
+        IndexSummary {
+            train_images: self.train.len(),
+            train_ids: self.num_train_pids,
+            query_images: self.query.len(),
+            gallery_images: self.gallery.len(),
+            cameras: self.num_cameras,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("{0}: missing; a {1} root holds {2}")]
     MissingDir(PathBuf, &'static str, &'static str),
     #[error("{file}: cannot read identity and camera from the file name ({expected})")]
@@ -214,10 +234,8 @@ fn msmt17_layout(root: &Path) -> Result<Splits, IndexError> {
 }
 
 fn read_msmt_list(list: &Path, dir: &str) -> Result<Vec<Item>, IndexError> {
-    let text = std::fs::read_to_string(list).map_err(|source| IndexError::Io {
-        path: list.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(list)
+        .map_err(|source| IndexError::Io(IoError::new(list.to_path_buf(), source)))?;
     let mut items = Vec::new();
     for (i, line) in text
         .lines()
@@ -268,10 +286,7 @@ fn read_msmt_list(list: &Path, dir: &str) -> Result<Vec<Item>, IndexError> {
 }
 
 fn image_files(dir: &Path) -> Result<Vec<PathBuf>, IndexError> {
-    let io_err = |source| IndexError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let io_err = |source| IndexError::Io(IoError::new(dir.to_path_buf(), source));
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_err)? {
         let path = entry.map_err(io_err)?.path();

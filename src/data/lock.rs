@@ -167,11 +167,10 @@ pub enum LockError {
     },
     #[error("{0}")]
     Mismatch(Box<Mismatch>),
-    #[error("{path}: cannot write: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::fsio::IoError),
+    #[error("{}: cannot serialise the lock: {message}", path.display())]
+    Serialise { path: PathBuf, message: String },
 }
 
 /// A loaded `datasets.lock`.
@@ -271,14 +270,14 @@ impl LockFile {
         for f in files {
             let _ = writeln!(list, "{}\t{}\t{}", f.sha256, f.bytes, f.path);
         }
-        write_atomic(&list_path, list.as_bytes())?;
+        crate::fsio::write_atomic(&list_path, list.as_bytes())?;
         self.doc.datasets.insert(name.to_string(), entry);
-        let body = serde_yaml::to_string(&self.doc).map_err(|e| LockError::Write {
+        let body = serde_yaml::to_string(&self.doc).map_err(|e| LockError::Serialise {
             path: self.path.clone(),
-            source: std::io::Error::other(e),
+            message: e.to_string(),
         })?;
         let text = format!("{LOCK_HEADER}{body}");
-        write_atomic(&self.path, text.as_bytes())?;
+        crate::fsio::write_atomic(&self.path, text.as_bytes())?;
         self.text = text;
         Ok(())
     }
@@ -425,14 +424,6 @@ pub fn expand_env(text: &str) -> Result<String, String> {
 fn is_digest(d: &str) -> bool {
     d.strip_prefix("sha256:")
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-/// Writes through a temporary file in the same folder and renames it into place.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LockError> {
-    crate::atomic::write_atomic(path, bytes).map_err(|source| LockError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 #[cfg(test)]

@@ -4,12 +4,13 @@
 //! Deterministic: every image draws from its own seeded stream and only exact IEEE arithmetic (no transcendental
 //! functions), so the same parameters give byte-identical files on any machine and thread count.
 
+use crate::fsio::IoError;
 use crate::rng::Rng;
 use image::ExtendedColorType;
 use image::codecs::jpeg::JpegEncoder;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Generator parameters. Half the identities (rounded up) are training identities, the rest test identities.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,17 +87,14 @@ pub enum SynthError {
         value: String,
         expected: &'static str,
     },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("JPEG encoding failed: {0}")]
     Encode(#[from] image::ImageError),
 }
 
 /// Counts of what was written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SynthSummary {
     pub train_images: usize,
     pub query_images: usize,
@@ -121,7 +119,8 @@ pub fn generate(
     let jobs = plan(params);
     for dir in [TRAIN_DIR, QUERY_DIR, GALLERY_DIR] {
         let path = out.join(dir);
-        std::fs::create_dir_all(&path).map_err(|source| SynthError::Io { path, source })?;
+        std::fs::create_dir_all(&path)
+            .map_err(|source| SynthError::Io(IoError::new(path, source)))?;
     }
     let cameras: Vec<Camera> = (1..=params.cameras)
         .map(|c| Camera::new(params.seed, c))
@@ -129,7 +128,8 @@ pub fn generate(
     jobs.par_iter().try_for_each(|job| {
         let bytes = render_jpeg(params, &cameras, job)?;
         let path = out.join(job.dir).join(&job.file_name);
-        std::fs::write(&path, bytes).map_err(|source| SynthError::Io { path, source })?;
+        std::fs::write(&path, bytes)
+            .map_err(|source| SynthError::Io(IoError::new(path, source)))?;
         on_image();
         Ok::<_, SynthError>(())
     })?;

@@ -3,6 +3,7 @@
 //! white space; one id per line). A native-endian float32 C-order `.npy` is memory-mapped rather than copied, so
 //! a Market-scale distance matrix (214 MB) costs no read copy.
 
+use crate::fsio::IoError;
 use std::io::Read;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
@@ -62,11 +63,8 @@ impl From<Vec<f32>> for Values {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArrayError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("{path}: not a valid .npy file: {reason}")]
     BadNpy { path: PathBuf, reason: String },
     #[error("{path}: dtype `{dtype}` is not supported (expected an integer or float type)")]
@@ -192,10 +190,7 @@ fn read_npy_header(path: &Path, file: &mut std::fs::File) -> Result<NpyHeader, A
         path: path.into(),
         reason: reason.into(),
     };
-    let io = |source| ArrayError::Io {
-        path: path.into(),
-        source,
-    };
+    let io = |source| ArrayError::Io(IoError::new(path, source));
     let mut magic = [0u8; 8];
     file.read_exact(&mut magic).map_err(io)?;
     if &magic[..6] != b"\x93NUMPY" {
@@ -270,10 +265,7 @@ fn read_npy_header(path: &Path, file: &mut std::fs::File) -> Result<NpyHeader, A
 
 /// Reads an .npy file's values as f32, in C order: mapped when the payload is native f32 in C order, else decoded.
 fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Values), ArrayError> {
-    let io = |source| ArrayError::Io {
-        path: path.into(),
-        source,
-    };
+    let io = |source| ArrayError::Io(IoError::new(path, source));
     let mut file = std::fs::File::open(path).map_err(io)?;
     let h = read_npy_header(path, &mut file)?;
     let n: usize = h.shape.iter().product();
@@ -301,10 +293,8 @@ fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Values), ArrayError> {
 }
 
 fn read_npy_f64(path: &Path) -> Result<(Vec<usize>, Vec<f64>), ArrayError> {
-    let mut file = std::fs::File::open(path).map_err(|source| ArrayError::Io {
-        path: path.into(),
-        source,
-    })?;
+    let mut file =
+        std::fs::File::open(path).map_err(|source| ArrayError::Io(IoError::new(path, source)))?;
     let h = read_npy_header(path, &mut file)?;
     let n: usize = h.shape.iter().product();
     let values = read_npy_values(path, &mut file, &h, n)?;
@@ -319,10 +309,7 @@ fn read_npy_values(
 ) -> Result<Vec<f64>, ArrayError> {
     let mut bytes = vec![0u8; n * h.size];
     file.read_exact(&mut bytes)
-        .map_err(|source| ArrayError::Io {
-            path: path.into(),
-            source,
-        })?;
+        .map_err(|source| ArrayError::Io(IoError::new(path, source)))?;
     Ok(bytes
         .chunks_exact(h.size)
         .map(|c| decode(c, h.kind, h.big_endian))
@@ -377,10 +364,8 @@ fn read_text(path: &Path) -> Result<(Vec<usize>, Vec<f32>), ArrayError> {
 
 /// Text: one row per non-empty line; a file of one value per line is a vector.
 fn read_text_f64(path: &Path) -> Result<(Vec<usize>, Vec<f64>), ArrayError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ArrayError::Io {
-        path: path.into(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ArrayError::Io(IoError::new(path, source)))?;
     let mut values = Vec::new();
     let (mut rows, mut cols) = (0usize, None);
     for (i, line) in text

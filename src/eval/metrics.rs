@@ -9,8 +9,8 @@ use super::array::Matrix;
 use super::distance::{DimensionMismatch, for_each_block};
 use crate::spec::config::{Metric, Protocol};
 use rayon::prelude::*;
-use serde::Serialize;
-use std::collections::HashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
 
 /// Identities and cameras of queries and gallery.
 #[derive(Debug, Clone, Copy)]
@@ -34,28 +34,76 @@ pub struct Metrics {
     pub minp: f64,
 }
 
+/// The ranks reports show.
+pub const REPORTED_RANKS: [usize; 4] = [1, 5, 10, 20];
+
 impl Metrics {
-    /// The JSON report: counts, CMC at ranks 1/5/10/20, the whole curve, mAP and mINP.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "num_query": self.num_query,
-            "num_gallery": self.num_gallery,
-            "num_valid_query": self.num_valid_query,
-            "cmc": {"1": self.rank(1), "5": self.rank(5), "10": self.rank(10), "20": self.rank(20)},
-            "cmc_curve": self.cmc,
-            "mAP": self.map,
-            "mINP": self.minp,
-        })
+    /// CMC at rank `k` (1-based), if the curve reaches it.
+    pub fn rank(&self, k: usize) -> Option<f64> {
+        k.checked_sub(1).and_then(|i| self.cmc.get(i)).copied()
     }
 
-    /// CMC at rank `k` (1-based); ranks beyond the curve keep its last value.
-    pub fn rank(&self, k: usize) -> f64 {
-        self.cmc
-            .get(k - 1)
-            .or(self.cmc.last())
-            .copied()
-            .unwrap_or(0.0)
+    /// The `metrics.json` record.
+    pub fn record(&self) -> MetricsFile {
+        MetricsFile {
+            num_query: self.num_query,
+            num_gallery: self.num_gallery,
+            num_valid_query: self.num_valid_query,
+            cmc: REPORTED_RANKS
+                .iter()
+                .filter_map(|&k| Some((k, self.rank(k)?)))
+                .collect(),
+            cmc_curve: self.cmc.clone(),
+            map: self.map,
+            minp: self.minp,
+        }
     }
+
+    /// The eval stage's manifest summary.
+    pub fn summary(&self) -> EvalSummary {
+        EvalSummary {
+            rank1: self.rank(1),
+            map: self.map,
+            minp: self.minp,
+            num_valid_query: self.num_valid_query,
+        }
+    }
+}
+
+/// `metrics.json`: written by the eval stage and `mgat metrics --json`, read by reports. CMC is given at the
+/// reported ranks the curve reaches (the curve stops at `max_rank`, clamped to the gallery size).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsFile {
+    pub num_query: usize,
+    pub num_gallery: usize,
+    pub num_valid_query: usize,
+    pub cmc: BTreeMap<usize, f64>,
+    pub cmc_curve: Vec<f64>,
+    #[serde(rename = "mAP")]
+    pub map: f64,
+    #[serde(rename = "mINP")]
+    pub minp: f64,
+}
+
+impl MetricsFile {
+    /// CMC at rank `k`, if the curve reaches it.
+    pub fn rank(&self, k: usize) -> Option<f64> {
+        k.checked_sub(1)
+            .and_then(|i| self.cmc_curve.get(i))
+            .copied()
+    }
+}
+
+/// The eval stage's figures in its manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalSummary {
+    pub rank1: Option<f64>,
+    #[serde(rename = "mAP")]
+    pub map: f64,
+    #[serde(rename = "mINP")]
+    pub minp: f64,
+    pub num_valid_query: usize,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]

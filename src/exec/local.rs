@@ -1,14 +1,18 @@
 //! The local executor: runs the stages a selection of cells needs, in dependency order on `--jobs` worker
 //! threads, each under its cache key's lock, committing outputs atomically. A failed stage skips its dependents;
 //! with keep-going (the default) every independent stage still runs.
+//!
+//! Trust: an entry whose manifest is damaged is quarantined and its stage runs again; before a stage starts, every
+//! cached entry it consumes has its outputs checked against its manifest (through the stat cache), and a damaged
+//! one is quarantined and computed again first.
 
 use super::{Outcome, RunOptions, RunReport, log_outcome};
-use crate::cache::Manifest;
+use crate::cache::{CacheError, Manifest};
 use crate::plan::Stage;
 use crate::provenance::{GitState, hostname, utc_timestamp};
 use crate::stages::{self, StageEnv};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
 use std::time::{Instant, SystemTime};
 
@@ -20,19 +24,18 @@ pub fn run(
     progress: &MultiProgress,
     git: &GitState,
 ) -> RunReport {
-    let mut state: HashMap<usize, Option<Outcome>> = selected
-        .iter()
-        .map(|&s| {
-            let stage = &env.plan.stages[s];
-            (
-                s,
-                env.cache
-                    .contains(stage.kind.name(), &stage.key)
-                    .then_some(Outcome::Cached),
-            )
-        })
-        .collect();
+    let mut state: HashMap<usize, Option<Outcome>> = HashMap::new();
+    for &s in selected {
+        let stage = &env.plan.stages[s];
+        let outcome = match env.cache.settle(stage.kind, &stage.key) {
+            Ok(true) => Some(Outcome::Cached),
+            Ok(false) => None,
+            Err(e) => Some(failed(e)),
+        };
+        state.insert(s, outcome);
+    }
     let mut launched: Vec<usize> = Vec::new();
+    let mut checked: HashSet<usize> = HashSet::new();
     let mut stop = false;
     let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
     std::thread::scope(|scope| {
@@ -42,6 +45,9 @@ pub fn run(
                 let Some(s) = next_ready(env, selected, &state, &launched) else {
                     break;
                 };
+                if !inputs_sound(env, s, &mut state, &mut checked) {
+                    continue; // a damaged input was quarantined and is now to run first
+                }
                 launched.push(s);
                 running += 1;
                 let tx = tx.clone();
@@ -69,6 +75,45 @@ pub fn run(
         .map(|&s| (s, state.remove(&s).flatten().unwrap_or(Outcome::Skipped)))
         .collect();
     RunReport { outcomes }
+}
+
+fn failed(e: impl std::fmt::Display) -> Outcome {
+    Outcome::Failed {
+        message: e.to_string(),
+        bad_input: false,
+    }
+}
+
+/// Checks the outputs of the cached entries stage `s` consumes (each once per run); a damaged one is quarantined
+/// and put back to run. Whether all of them are sound.
+fn inputs_sound(
+    env: &StageEnv,
+    s: usize,
+    state: &mut HashMap<usize, Option<Outcome>>,
+    checked: &mut HashSet<usize>,
+) -> bool {
+    let mut sound = true;
+    for &d in &env.plan.stages[s].deps {
+        if !matches!(state.get(&d), Some(Some(Outcome::Cached | Outcome::Reused)))
+            || !checked.insert(d)
+        {
+            continue;
+        }
+        let stage = &env.plan.stages[d];
+        match env.cache.trusted(stage.kind, &stage.key) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                state.insert(d, None);
+                checked.remove(&d);
+                sound = false;
+            }
+            Err(e) => {
+                state.insert(d, Some(failed(e)));
+                sound = false;
+            }
+        }
+    }
+    sound
 }
 
 /// The first not-yet-launched stage whose inputs are all available.
@@ -103,32 +148,31 @@ fn stage_bar(stage: &Stage) -> ProgressBar {
 
 /// Computes one stage under its key's lock, unless another process completed it meanwhile.
 fn execute(env: &StageEnv, s: usize, bar: &ProgressBar, git: &GitState) -> Outcome {
+    match compute(env, s, bar, git) {
+        Ok(outcome) => outcome,
+        Err(e) => failed(e),
+    }
+}
+
+fn compute(
+    env: &StageEnv,
+    s: usize,
+    bar: &ProgressBar,
+    git: &GitState,
+) -> Result<Outcome, CacheError> {
     let stage = &env.plan.stages[s];
-    let failed = |message: String| Outcome::Failed {
-        message,
-        bad_input: false,
-    };
-    let kind = stage.kind.name();
-    let _lock = match env.cache.lock(kind, &stage.key, || {
+    let _lock = env.cache.lock(stage.kind, &stage.key, || {
         bar.set_message("waiting for another mgat process")
-    }) {
-        Ok(lock) => lock,
-        Err(e) => return failed(e.to_string()),
-    };
-    if env.cache.contains(kind, &stage.key) {
-        return Outcome::Reused;
+    })?;
+    if env.cache.settle(stage.kind, &stage.key)? {
+        return Ok(Outcome::Reused);
     }
-    let partial = env.cache.partial_dir(kind, &stage.key);
+    let partial = env.cache.partial_dir(stage.kind, &stage.key);
     // A train stage resumes from the checkpoints a killed run left; other kinds start over.
-    let cleared = if stage.kind.resumes() {
-        Ok(())
-    } else {
-        std::fs::remove_dir_all(&partial).or_else(ignore_missing)
-    };
-    let fresh = cleared.and_then(|()| std::fs::create_dir_all(&partial));
-    if let Err(e) = fresh {
-        return failed(format!("{}: {e}", partial.display()));
+    if !stage.kind.resumes() {
+        crate::fsio::remove_dir_all(&partial)?;
     }
+    crate::fsio::create_dir_all(&partial)?;
     let (started, clock) = (SystemTime::now(), Instant::now());
     let produced = match stages::run(env, s, &partial, bar) {
         Ok(p) => p,
@@ -136,16 +180,16 @@ fn execute(env: &StageEnv, s: usize, bar: &ProgressBar, git: &GitState) -> Outco
             if !stage.kind.resumes() {
                 let _ = std::fs::remove_dir_all(&partial);
             }
-            return Outcome::Failed {
+            return Ok(Outcome::Failed {
                 message: e.to_string(),
                 bad_input: e.is_bad_input(),
-            };
+            });
         }
     };
     let manifest = Manifest {
-        kind: kind.to_string(),
+        kind: stage.kind,
         key: stage.key.clone(),
-        inputs: serde_json::to_value(&stage.inputs).unwrap_or_default(),
+        inputs: stage.inputs.clone(),
         outputs: Default::default(),
         started: utc_timestamp(started),
         finished: utc_timestamp(SystemTime::now()),
@@ -156,16 +200,6 @@ fn execute(env: &StageEnv, s: usize, bar: &ProgressBar, git: &GitState) -> Outco
         mgat_version: env!("CARGO_PKG_VERSION").to_string(),
         summary: produced.summary,
     };
-    match env.cache.commit(&partial, manifest) {
-        Ok(_) => Outcome::Ran(clock.elapsed()),
-        Err(e) => failed(e.to_string()),
-    }
-}
-
-fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        Ok(())
-    } else {
-        Err(e)
-    }
+    env.cache.commit(&partial, manifest)?;
+    Ok(Outcome::Ran(clock.elapsed()))
 }

@@ -4,6 +4,7 @@
 //! cache, which the jobs share through a filesystem every node sees.
 
 use super::{Outcome, RunReport, log_outcome};
+use crate::cache::Lookup;
 use crate::plan::{Stage, StageKind};
 use crate::stages::StageEnv;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -42,6 +43,8 @@ pub enum SlurmError {
     },
     #[error("squeue failed while following the jobs: {0}")]
     Queue(String),
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
 }
 
 /// What each job runs: this mgat binary, pointed at the same project, cache, lock and specs.
@@ -86,12 +89,18 @@ pub fn failure_record(cache: &Path, job_id: &str) -> PathBuf {
         .join(format!("{job_id}.json"))
 }
 
+/// Why a job's stage failed: written by the job (`mgat stage`), read by the executor that submitted it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FailureRecord {
+    pub message: String,
+    pub bad_input: bool,
+}
+
 /// Inside a Slurm job (SLURM_JOB_ID set), records why the stage failed for the executor that submitted it.
-pub fn record_failure(cache: &Path, message: &str, bad_input: bool) {
-    if let Ok(id) = std::env::var("SLURM_JOB_ID") {
-        let record = serde_json::json!({"message": message, "bad_input": bad_input});
-        let _ =
-            crate::atomic::write_atomic(&failure_record(cache, &id), record.to_string().as_bytes());
+pub fn record_failure(cache: &Path, record: &FailureRecord) {
+    if let (Ok(id), Ok(json)) = (std::env::var("SLURM_JOB_ID"), serde_json::to_vec(record)) {
+        // Without the record the executor still reports the failure, only without the job's message.
+        let _ = crate::fsio::write_atomic(&failure_record(cache, &id), &json);
     }
 }
 
@@ -182,7 +191,7 @@ pub fn run(
     let mut order: Vec<usize> = Vec::new();
     for &s in selected {
         let stage = &env.plan.stages[s];
-        if env.cache.contains(stage.kind.name(), &stage.key) {
+        if env.cache.settle(stage.kind, &stage.key)? {
             outcomes.insert(s, Outcome::Cached);
             continue;
         }
@@ -413,7 +422,7 @@ fn finished(
     command: &JobCommand,
 ) -> Outcome {
     let stage = &env.plan.stages[s];
-    if let Ok(manifest) = env.cache.manifest(stage.kind.name(), &stage.key) {
+    if let Lookup::Present(manifest) = env.cache.lookup(stage.kind, &stage.key) {
         return Outcome::Ran(Duration::from_secs_f64(manifest.duration_s.max(0.0)));
     }
     let upstream_failed = stage.deps.iter().any(|d| {
@@ -431,15 +440,11 @@ fn finished(
         &stage.key[..12],
         job.id
     ));
-    let record: Option<serde_json::Value> =
-        std::fs::read_to_string(failure_record(&command.cache, &job.id))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok());
-    let (message, bad_input) = match &record {
-        Some(r) => (
-            r["message"].as_str().unwrap_or_default().to_string(),
-            r["bad_input"].as_bool().unwrap_or(false),
-        ),
+    let record: Option<FailureRecord> = std::fs::read(failure_record(&command.cache, &job.id))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let (message, bad_input) = match record {
+        Some(r) => (r.message, r.bad_input),
         None => (
             format!(
                 "Slurm job {} ended after {:.0}s without a result or an error (cancelled, timed out or killed?)",

@@ -180,8 +180,8 @@ pub fn write_figure(
         .map_err(|e| ReportError::Figure(e.to_string()))?;
     let svg_path = stem.with_extension("svg");
     let png_path = stem.with_extension("png");
-    super::write_atomic(&svg_path, svg.as_bytes())?;
-    super::write_atomic(&png_path, &png)?;
+    crate::fsio::write_atomic(&svg_path, svg.as_bytes())?;
+    crate::fsio::write_atomic(&png_path, &png)?;
     Ok(vec![svg_path, png_path])
 }
 

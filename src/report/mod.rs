@@ -9,7 +9,8 @@ pub mod stats;
 pub mod summary;
 
 use crate::cache::{Cache, CacheError};
-use crate::plan::Plan;
+use crate::fsio::IoError;
+use crate::plan::{Plan, StageKind};
 use crate::spec::Spec;
 use crate::stages::CMC_FILE;
 use crate::train::LOG_FILE;
@@ -22,11 +23,8 @@ use summary::{Pivot, group_stats, short};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error(transparent)]
     CacheEntry(#[from] CacheError),
     #[error("{path}: {message}")]
@@ -68,13 +66,6 @@ impl ReportError {
     }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    crate::atomic::write_atomic(path, bytes).map_err(|source| ReportError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
 /// What [`write_spec_report`] wrote and which cells had no results yet.
 #[derive(Debug, Default)]
 pub struct Written {
@@ -103,7 +94,7 @@ pub fn write_spec_report(
     }
     let mut put = |name: &str, bytes: &[u8]| -> Result<(), ReportError> {
         let path = dir.join(name);
-        write_atomic(&path, bytes)?;
+        crate::fsio::write_atomic(&path, bytes)?;
         written.files.push(path);
         Ok(())
     };
@@ -140,7 +131,10 @@ fn write_figures(
         )?);
     }
     let cmc = per_group(results, |r| {
-        read_column(&cache.entry_dir("eval", &r.eval_key).join(CMC_FILE), "cmc")
+        read_column(
+            &cache.entry_dir(StageKind::Eval, &r.eval_key).join(CMC_FILE),
+            "cmc",
+        )
     });
     if !cmc.is_empty() {
         let panel = Panel {
@@ -157,7 +151,9 @@ fn write_figures(
     let log = |column: &'static str| {
         per_group(results, move |r| {
             read_column(
-                &cache.entry_dir("train", &r.train_key).join(LOG_FILE),
+                &cache
+                    .entry_dir(StageKind::Train, &r.train_key)
+                    .join(LOG_FILE),
                 column,
             )
         })

@@ -6,6 +6,7 @@ use super::ReportError;
 use super::results::Results;
 use super::stats::{mean, sample_std};
 use super::summary::{format_percent, metric_label};
+use crate::fsio::IoError;
 use crate::spec::format_value;
 use crate::spec::layout::METRICS;
 use crate::yamlpos::{Pos, PosIndex, split_serde_error};
@@ -109,10 +110,8 @@ pub struct Comparison {
 impl PaperTables {
     /// Reads and validates `paper.yaml`: errors name the file, line and value.
     pub fn load(path: &Path) -> Result<PaperTables, ReportError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ReportError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ReportError::Io(IoError::new(path.to_path_buf(), source)))?;
         Self::parse(path, &text)
     }
 

@@ -3,13 +3,14 @@
 //! rewrite a byte-identical file.
 
 use super::ReportError;
-use crate::cache::Cache;
+use crate::cache::{Cache, Summary};
+use crate::eval::metrics::{MetricsFile, REPORTED_RANKS};
+use crate::fsio::IoError;
 use crate::plan::{Plan, StageKind};
 use crate::spec::layout::METRICS;
 use crate::spec::{Spec, format_value, group_name};
 use crate::stages::METRICS_FILE;
 use polars::prelude::*;
-use serde_json::Value;
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::Path;
@@ -29,8 +30,8 @@ pub struct ResultRow {
     pub lock_digest: String,
     pub train_key: String,
     pub eval_key: String,
-    /// In the order of [`METRICS`].
-    pub metrics: [f64; 6],
+    /// In the order of [`METRICS`]; a rank beyond the evaluation's `max_rank` is None (empty in the CSV).
+    pub metrics: [Option<f64>; 6],
     pub train_seconds: f64,
     pub images_per_s: f64,
     pub device: String,
@@ -48,7 +49,7 @@ impl ResultRow {
         METRICS
             .iter()
             .position(|m| *m == name)
-            .map(|i| self.metrics[i])
+            .and_then(|i| self.metrics[i])
     }
 
     /// The value of `axis` in this row, if the results have that axis.
@@ -101,19 +102,40 @@ impl Results {
         };
         let mut missing = Vec::new();
         for pc in plan.cells.iter().filter(|pc| pc.spec == spec_index) {
-            let Some(&eval) = pc.stages.last() else {
-                continue;
-            };
-            let eval = &plan.stages[eval];
-            if eval.kind != StageKind::Eval || !cache.contains("eval", &eval.key) {
+            let eval = pc
+                .stages
+                .last()
+                .map(|&e| &plan.stages[e])
+                .filter(|e| e.kind == StageKind::Eval);
+            let train = eval.and_then(|e| plan.input(e, StageKind::Train));
+            let (Some(eval), Some(train)) = (eval, train) else {
                 missing.push(pc.cell.name.clone());
                 continue;
-            }
-            let train = &plan.stages[eval.deps[0]];
-            let eval_manifest = cache.manifest("eval", &eval.key)?;
-            let train_manifest = cache.manifest("train", &train.key)?;
-            let metrics_path = cache.entry_dir("eval", &eval.key).join(METRICS_FILE);
-            let metrics = read_json(&metrics_path)?;
+            };
+            // Both entries' files are checked against their manifests; a damaged one is quarantined (and runs
+            // again with the next `mgat run`), so the cell shows as not run.
+            let entries = (
+                cache.trusted(StageKind::Eval, &eval.key)?,
+                cache.trusted(StageKind::Train, &train.key)?,
+            );
+            let (Some(eval_manifest), Some(train_manifest)) = entries else {
+                missing.push(pc.cell.name.clone());
+                continue;
+            };
+            let metrics_path = cache
+                .entry_dir(StageKind::Eval, &eval.key)
+                .join(METRICS_FILE);
+            let metrics: MetricsFile = serde_json::from_slice(&crate::fsio::read(&metrics_path)?)
+                .map_err(|e| ReportError::Cache {
+                path: metrics_path.clone(),
+                message: e.to_string(),
+            })?;
+            let Summary::Train(summary) = &train_manifest.summary else {
+                return Err(ReportError::Cache {
+                    path: cache.entry_dir(StageKind::Train, &train.key),
+                    message: "the manifest holds no train summary".into(),
+                });
+            };
             let axes = results
                 .axes
                 .iter()
@@ -126,15 +148,7 @@ impl Results {
                         .unwrap_or_default()
                 })
                 .collect();
-            let number = |v: &Value, path: &str| -> Result<f64, ReportError> {
-                v.pointer(path)
-                    .and_then(Value::as_f64)
-                    .ok_or_else(|| ReportError::Cache {
-                        path: metrics_path.clone(),
-                        message: format!("no number at {path}"),
-                    })
-            };
-            let summary = &train_manifest.summary;
+            let ranks = REPORTED_RANKS.map(|k| metrics.rank(k));
             results.rows.push(ResultRow {
                 cell: pc.cell.name.clone(),
                 axes,
@@ -144,15 +158,15 @@ impl Results {
                 train_key: train.key.clone(),
                 eval_key: eval.key.clone(),
                 metrics: [
-                    number(&metrics, "/cmc/1")?,
-                    number(&metrics, "/cmc/5")?,
-                    number(&metrics, "/cmc/10")?,
-                    number(&metrics, "/cmc/20")?,
-                    number(&metrics, "/mAP")?,
-                    number(&metrics, "/mINP")?,
+                    ranks[0],
+                    ranks[1],
+                    ranks[2],
+                    ranks[3],
+                    Some(metrics.map),
+                    Some(metrics.minp),
                 ],
-                train_seconds: summary["train_seconds"].as_f64().unwrap_or(f64::NAN),
-                images_per_s: summary["images_per_s"].as_f64().unwrap_or(f64::NAN),
+                train_seconds: summary.train_seconds,
+                images_per_s: summary.images_per_s,
                 device: train_manifest.device.clone(),
                 git_commit: eval_manifest.git.commit.clone().unwrap_or_default(),
                 git_dirty: eval_manifest.git.dirty,
@@ -185,7 +199,8 @@ impl Results {
         columns.push(strings("train_key", &|r| r.train_key.clone()));
         columns.push(strings("eval_key", &|r| r.eval_key.clone()));
         for (i, m) in METRICS.iter().enumerate() {
-            columns.push(floats(m, &|r| r.metrics[i]));
+            let values: Vec<Option<f64>> = self.rows.iter().map(|r| r.metrics[i]).collect();
+            columns.push(Column::new((*m).into(), values));
         }
         columns.push(floats("train_seconds", &|r| r.train_seconds));
         columns.push(floats("images_per_s", &|r| r.images_per_s));
@@ -263,9 +278,13 @@ impl Results {
                         ))
                     })
                 };
-                let mut metrics = [0.0; 6];
+                let mut metrics = [None; 6];
                 for (slot, m) in metrics.iter_mut().zip(METRICS) {
-                    *slot = float(m)?;
+                    *slot = if get(m).is_empty() {
+                        None
+                    } else {
+                        Some(float(m)?)
+                    };
                 }
                 Ok(ResultRow {
                     cell: get("cell").to_string(),
@@ -306,23 +325,10 @@ impl Results {
 
     /// Reads the results.csv at `path`.
     pub fn read(path: &Path) -> Result<Results, ReportError> {
-        let bytes = std::fs::read(path).map_err(|source| ReportError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = std::fs::read(path)
+            .map_err(|source| ReportError::Io(IoError::new(path.to_path_buf(), source)))?;
         Self::parse(&bytes, &path.display().to_string())
     }
-}
-
-fn read_json(path: &Path) -> Result<Value, ReportError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ReportError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|e| ReportError::Cache {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
 }
 
 #[cfg(test)]
@@ -351,7 +357,7 @@ pub(crate) mod tests {
                         lock_digest: "sha256:00".into(),
                         train_key: format!("t{seed}"),
                         eval_key: format!("e{seed}"),
-                        metrics: [*r1, r1 + 0.1, r1 + 0.15, r1 + 0.2, *map, map / 2.0],
+                        metrics: [*r1, r1 + 0.1, r1 + 0.15, r1 + 0.2, *map, map / 2.0].map(Some),
                         train_seconds: 12.25,
                         images_per_s: 100.5,
                         device: "cpu".into(),

@@ -1,13 +1,15 @@
 //! The `eval` stage: rebuilds the trained network, extracts query and gallery features with the backbone alone,
 //! scores them with the dataset's protocol and writes `metrics.json` and `cmc.csv`.
 
-use super::train::{cell_config, indexed_dataset};
+use super::train::cell_config;
 use super::{Produced, StageEnv, StageError};
+use crate::cache::Summary;
 use crate::eval::extract::Extraction;
 use crate::eval::metrics::{Evaluator, Ids};
 use crate::model::Network;
 use crate::model::params::{Params, device};
 use crate::plan::Stage;
+use crate::plan::StageKind;
 use crate::train::MODEL_FILE;
 use candle_core::DType;
 use indicatif::ProgressBar;
@@ -23,19 +25,15 @@ pub fn run(
     out: &Path,
     bar: &ProgressBar,
 ) -> Result<Produced, StageError> {
-    let (train_stage, index_stage) = (
-        &env.plan.stages[stage.deps[0]],
-        &env.plan.stages[stage.deps[1]],
-    );
-    let (index, root) = indexed_dataset(env, index_stage)?;
+    let (root, index) = env.verified_dataset(stage, bar)?;
+    let index =
+        index.ok_or_else(|| StageError::Plan(format!("{} read no index", stage.label())))?;
     let cfg = cell_config(env, stage);
     let (device, device_name) = device(&cfg.train.device)?;
     let mut params = Params::new(device.clone(), DType::F32, 0);
     let net = Network::new(&mut params, &cfg.model, index.num_train_pids)?;
     params.load(
-        &env.cache
-            .entry_dir(train_stage.kind.name(), &train_stage.key)
-            .join(MODEL_FILE),
+        &env.input_dir(stage, StageKind::Train)?.join(MODEL_FILE),
         |_| true,
     )?;
 
@@ -73,22 +71,16 @@ pub fn run(
     evaluator.add_features(&qf, &gf, cfg.eval.metric, cfg.eval.normalize)?;
     let metrics = evaluator.finish()?;
 
-    let json = metrics.to_json();
-    let path = out.join(METRICS_FILE);
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&json).unwrap_or_default() + "\n",
-    )
-    .map_err(|source| StageError::Io { path, source })?;
+    let json = serde_json::to_string_pretty(&metrics.record())
+        .map_err(|e| StageError::Plan(e.to_string()))?;
+    crate::fsio::write_atomic(&out.join(METRICS_FILE), (json + "\n").as_bytes())?;
     let mut csv = String::from("rank,cmc\n");
     for (k, v) in metrics.cmc.iter().enumerate() {
         let _ = writeln!(csv, "{},{v:.6}", k + 1);
     }
-    let path = out.join(CMC_FILE);
-    std::fs::write(&path, csv).map_err(|source| StageError::Io { path, source })?;
-    let summary = serde_json::json!({"rank1": metrics.rank(1), "mAP": metrics.map, "mINP": metrics.minp, "num_valid_query": metrics.num_valid_query});
+    crate::fsio::write_atomic(&out.join(CMC_FILE), csv.as_bytes())?;
     Ok(Produced {
         device: device_name,
-        summary,
+        summary: Summary::Eval(metrics.summary()),
     })
 }

@@ -9,13 +9,17 @@ mod train;
 pub use eval::{CMC_FILE, METRICS_FILE};
 
 use crate::cache::Cache;
+use crate::cache::Summary;
+use crate::data::DatasetIndex;
 use crate::data::hash::HashError;
+use crate::data::hash::hash_tree;
 use crate::data::index::IndexError;
 use crate::data::synth::SynthError;
 use crate::data::{LockError, LockFile};
+use crate::fsio::IoError;
+use crate::plan::Stage;
 use crate::plan::{Plan, StageKind};
 use indicatif::ProgressBar;
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// What a runner needs besides its own stage: the cache (to read upstream entries), the lock and the plan.
@@ -29,7 +33,66 @@ pub struct StageEnv<'a> {
 #[derive(Debug, Clone)]
 pub struct Produced {
     pub device: String,
-    pub summary: Value,
+    pub summary: Summary,
+}
+
+impl StageEnv<'_> {
+    /// The stage of `kind` that `stage` consumes.
+    pub fn input(&self, stage: &Stage, kind: StageKind) -> Result<&Stage, StageError> {
+        self.plan.input(stage, kind).ok_or_else(|| {
+            StageError::Plan(format!(
+                "{} consumes no {} stage",
+                stage.label(),
+                kind.name()
+            ))
+        })
+    }
+
+    /// The folder of the `kind` entry `stage` consumes (checked against its manifest by the executor before
+    /// this stage started).
+    pub fn input_dir(&self, stage: &Stage, kind: StageKind) -> Result<PathBuf, StageError> {
+        let input = self.input(stage, kind)?;
+        Ok(self.cache.entry_dir(input.kind, &input.key))
+    }
+
+    /// The dataset `stage` reads, after checking every file against its `datasets.lock` entry (through the stat
+    /// cache, so an unchanged tree costs one `stat` per file): its root on this machine and its index.
+    pub fn verified_dataset(
+        &self,
+        stage: &Stage,
+        bar: &ProgressBar,
+    ) -> Result<(PathBuf, Option<DatasetIndex>), StageError> {
+        let root = match stage.inputs.upstream.get(&StageKind::Synth) {
+            Some(_) => self
+                .input_dir(stage, StageKind::Synth)?
+                .join(synth::DATA_DIR),
+            None => self.lock.root(&stage.dataset)?.unwrap_or_default(),
+        };
+        let entry = self.lock.entry(&stage.dataset)?;
+        bar.set_length(entry.files);
+        bar.set_message(format!("verifying {} against datasets.lock", stage.dataset));
+        let files = hash_tree(&root, Some(&self.cache.stat_cache_path(&root)), &|| {
+            bar.inc(1)
+        })?;
+        self.lock.check_tree(&stage.dataset, &root, &files)?;
+        bar.set_position(0);
+        let index = match stage.kind {
+            StageKind::Synth | StageKind::Index => None,
+            StageKind::Train | StageKind::Eval => {
+                let path = self
+                    .input_dir(stage, StageKind::Index)?
+                    .join(index::INDEX_FILE);
+                Some(read_json(&path)?)
+            }
+        };
+        Ok((root, index))
+    }
+}
+
+/// A JSON output of a cache entry, typed; one that does not parse is damage the manifest check missed.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, StageError> {
+    let bytes = crate::fsio::read(path)?;
+    serde_json::from_slice(&bytes).map_err(|e| StageError::Plan(format!("{}: {e}", path.display())))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,11 +105,8 @@ pub enum StageError {
     Index(#[from] IndexError),
     #[error(transparent)]
     Hash(#[from] HashError),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error(transparent)]
     Train(#[from] crate::train::TrainError),
     #[error(transparent)]
@@ -59,6 +119,9 @@ pub enum StageError {
     Scoring(#[from] crate::eval::metrics::ScoringError),
     #[error("{0}")]
     Setting(String),
+    /// An internal inconsistency between the plan and the cache.
+    #[error("{0}")]
+    Plan(String),
 }
 
 impl StageError {

@@ -1,6 +1,7 @@
 //! The `synth` stage: generates the synthetic dataset of a lock entry into `data/` (Market-1501 layout).
 
 use super::{Produced, StageError};
+use crate::cache::Summary;
 use crate::data::synth::{SynthParams, generate, image_count};
 use crate::plan::Stage;
 use indicatif::ProgressBar;
@@ -10,16 +11,13 @@ use std::path::Path;
 pub const DATA_DIR: &str = "data";
 
 pub fn run(stage: &Stage, out: &Path, bar: &ProgressBar) -> Result<Produced, StageError> {
-    let params: SynthParams =
-        serde_json::from_value(stage.inputs.config.clone()).map_err(|e| StageError::Io {
-            path: out.to_path_buf(),
-            source: std::io::Error::other(e),
-        })?;
+    let params: SynthParams = serde_json::from_value(stage.inputs.config.clone())
+        .map_err(|e| StageError::Plan(format!("{}: synth parameters: {e}", stage.label())))?;
     bar.set_length(image_count(&params) as u64);
     bar.set_message(format!("generating {} images", image_count(&params)));
     let summary = generate(&params, &out.join(DATA_DIR), &|| bar.inc(1))?;
     Ok(Produced {
         device: "cpu".into(),
-        summary: serde_json::json!(summary),
+        summary: Summary::Synth(summary),
     })
 }

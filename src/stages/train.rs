@@ -1,19 +1,16 @@
 //! The `train` stage: trains the cell's network on the index stage's training split, resuming from the last
-//! epoch checkpoint in its partial directory, and leaves `model.safetensors` and `train_log.csv`.
+//! epoch checkpoint in its partial directory, and leaves `model.safetensors` and `train_log.csv`. The dataset is
+//! checked against `datasets.lock` first: it may have changed since it was indexed.
 
-use super::{
-    Produced, StageEnv, StageError,
-    index::{INDEX_FILE, dataset_root},
-};
-use crate::data::DatasetIndex;
+use super::{Produced, StageEnv, StageError};
+use crate::cache::Summary;
 use crate::model::params::device;
 use crate::plan::{Stage, pretrained_path};
 use crate::spec::RunConfig;
 use crate::spec::config::Precision;
-use crate::train::train;
+use crate::train::{TrainSummary, train};
 use indicatif::ProgressBar;
-use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub fn run(
     env: &StageEnv,
@@ -21,7 +18,9 @@ pub fn run(
     out: &Path,
     bar: &ProgressBar,
 ) -> Result<Produced, StageError> {
-    let (index, root) = indexed_dataset(env, &env.plan.stages[stage.deps[0]])?;
+    let (root, index) = env.verified_dataset(stage, bar)?;
+    let index =
+        index.ok_or_else(|| StageError::Plan(format!("{} read no index", stage.label())))?;
     let cfg = cell_config(env, stage);
     let (device, device_name) = device(&cfg.train.device)?;
     if cfg.train.precision == Precision::Bf16 && device.is_cpu() {
@@ -64,51 +63,13 @@ pub fn run(
             }
         },
     )?;
-    let last = log.last();
-    let seconds: f64 = log.iter().map(|e| e.seconds).sum();
-    let images: f64 = log.iter().map(|e| e.images_per_s * e.seconds).sum();
-    let summary = json!({
-        "epochs": log.len(),
-        "final_loss": last.map(|e| e.loss),
-        "final_id_loss": last.map(|e| e.id_loss),
-        "final_accuracy": last.map(|e| e.accuracy),
-        "train_seconds": seconds,
-        "images_per_s": images / seconds.max(1e-9),
-    });
     Ok(Produced {
         device: device_name,
-        summary,
+        summary: Summary::Train(TrainSummary::of(&log)),
     })
 }
 
 /// The configuration of the (first) cell using `stage`: every cell sharing a stage agrees on what it reads.
 pub fn cell_config<'a>(env: &'a StageEnv, stage: &Stage) -> &'a RunConfig {
     &env.plan.cells[stage.cells[0]].cell.config
-}
-
-/// The dataset behind `index_stage`: its index, and its root on this machine.
-pub fn indexed_dataset(
-    env: &StageEnv,
-    index_stage: &Stage,
-) -> Result<(DatasetIndex, PathBuf), StageError> {
-    Ok((
-        read_index(env, index_stage)?,
-        dataset_root(env, index_stage)?,
-    ))
-}
-
-/// The index stage's `index.json`.
-fn read_index(env: &StageEnv, index_stage: &Stage) -> Result<DatasetIndex, StageError> {
-    let path = env
-        .cache
-        .entry_dir(index_stage.kind.name(), &index_stage.key)
-        .join(INDEX_FILE);
-    let text = std::fs::read(&path).map_err(|source| StageError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    serde_json::from_slice(&text).map_err(|e| StageError::Io {
-        path,
-        source: e.into(),
-    })
 }

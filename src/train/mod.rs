@@ -8,6 +8,7 @@ pub mod loss;
 pub mod optim;
 
 use crate::data::DatasetIndex;
+use crate::fsio::IoError;
 use crate::model::params::{ModelError, Params};
 use crate::model::{Network, Outputs};
 use crate::spec::RunConfig;
@@ -32,11 +33,8 @@ pub enum TrainError {
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
     Image(#[from] ImageError),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("training diverged in epoch {epoch}: the loss is {loss}")]
     Diverged { epoch: u32, loss: f64 },
 }
@@ -53,6 +51,33 @@ pub struct EpochLog {
     pub accuracy: f64,
     pub images_per_s: f64,
     pub seconds: f64,
+}
+
+/// The train stage's figures in its manifest: the last epoch's loss and accuracy, and time and speed over all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub epochs: usize,
+    pub final_loss: f64,
+    pub final_id_loss: f64,
+    pub final_accuracy: f64,
+    pub train_seconds: f64,
+    pub images_per_s: f64,
+}
+
+impl TrainSummary {
+    pub fn of(log: &[EpochLog]) -> Self {
+        let last = log.last();
+        let seconds: f64 = log.iter().map(|e| e.seconds).sum();
+        let images: f64 = log.iter().map(|e| e.images_per_s * e.seconds).sum();
+        Self {
+            epochs: log.len(),
+            final_loss: last.map_or(f64::NAN, |e| e.loss),
+            final_id_loss: last.map_or(f64::NAN, |e| e.id_loss),
+            final_accuracy: last.map_or(f64::NAN, |e| e.accuracy),
+            train_seconds: seconds,
+            images_per_s: images / seconds.max(1e-9),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -187,10 +212,8 @@ fn resume(out: &Path, params: &Params, opt: &mut Optimizer) -> Result<Vec<EpochL
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(Vec::new());
     };
-    let ckpt: Checkpoint = serde_json::from_str(&text).map_err(|e| TrainError::Io {
-        path: path.clone(),
-        source: e.into(),
-    })?;
+    let ckpt: Checkpoint = serde_json::from_str(&text)
+        .map_err(|e| TrainError::Io(IoError::new(path.clone(), std::io::Error::other(e))))?;
     let weights = out.join(&ckpt.weights);
     params.load(&weights, |_| true)?;
     let state = candle_core::safetensors::load(&weights, &params.device)?;
@@ -222,16 +245,13 @@ fn save_checkpoint(
         weights: weights.clone(),
         log: log.to_vec(),
     };
-    let json = serde_json::to_vec_pretty(&ckpt).map_err(|e| TrainError::Io {
-        path: out.join(CHECKPOINT),
-        source: e.into(),
+    let json = serde_json::to_vec_pretty(&ckpt).map_err(|e| {
+        TrainError::Io(IoError::new(out.join(CHECKPOINT), std::io::Error::other(e)))
     })?;
     let tmp = out.join(format!("{CHECKPOINT}.tmp"));
     write(&tmp, &json)?;
-    std::fs::rename(&tmp, out.join(CHECKPOINT)).map_err(|source| TrainError::Io {
-        path: out.join(CHECKPOINT),
-        source,
-    })?;
+    std::fs::rename(&tmp, out.join(CHECKPOINT))
+        .map_err(|source| TrainError::Io(IoError::new(out.join(CHECKPOINT), source)))?;
     for (name, path) in checkpoint_files(out)? {
         if name.starts_with("ckpt-") && name != weights {
             let _ = std::fs::remove_file(path);
@@ -242,17 +262,15 @@ fn save_checkpoint(
 
 fn remove_checkpoints(out: &Path) -> Result<(), TrainError> {
     for (_, path) in checkpoint_files(out)? {
-        std::fs::remove_file(&path).map_err(|source| TrainError::Io { path, source })?;
+        std::fs::remove_file(&path).map_err(|source| TrainError::Io(IoError::new(path, source)))?;
     }
     Ok(())
 }
 
 /// Checkpoint files in `out` (weights `ckpt-E.safetensors`, `checkpoint.json` and its temporary), by name.
 fn checkpoint_files(out: &Path) -> Result<Vec<(String, PathBuf)>, TrainError> {
-    let entries = std::fs::read_dir(out).map_err(|source| TrainError::Io {
-        path: out.into(),
-        source,
-    })?;
+    let entries =
+        std::fs::read_dir(out).map_err(|source| TrainError::Io(IoError::new(out, source)))?;
     Ok(entries
         .flatten()
         .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
@@ -261,10 +279,7 @@ fn checkpoint_files(out: &Path) -> Result<Vec<(String, PathBuf)>, TrainError> {
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    std::fs::write(path, bytes).map_err(|source| TrainError::Io {
-        path: path.into(),
-        source,
-    })
+    std::fs::write(path, bytes).map_err(|source| TrainError::Io(IoError::new(path, source)))
 }
 
 /// `train_log.csv`: one row per epoch.

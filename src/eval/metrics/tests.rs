@@ -50,8 +50,8 @@ fn assert_matches(m: &Metrics, expected: &Value, tol: f64) {
     for (k, v) in expected["cmc"].as_object().unwrap() {
         let k: usize = k.parse().unwrap();
         assert!(
-            (m.rank(k) - v.as_f64().unwrap()).abs() < tol,
-            "rank-{k}: {} vs {v}",
+            (m.rank(k).unwrap() - v.as_f64().unwrap()).abs() < tol,
+            "rank-{k}: {:?} vs {v}",
             m.rank(k)
         );
     }
