@@ -115,7 +115,7 @@ fn gc(ctx: &Context, yes: bool) -> Result<ExitCode> {
             );
         }
     }
-    let plan = Plan::new(&specs, &lock)?;
+    let plan = Plan::new(&specs, &lock, ctx.weights(false))?;
     let keep: HashSet<(String, String)> = plan
         .stages
         .iter()

@@ -3,6 +3,7 @@
 
 use super::UsageError;
 use crate::model::params::device;
+use crate::plan::keys::ModelKey;
 use crate::spec::config::{Backbone, Head, ModelConfig, Precision};
 use crate::train::check::{CheckBatch, Step, TensorDifference, compare, step};
 use anyhow::Result;
@@ -87,7 +88,7 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
     } else {
         1e-3
     });
-    let model = ModelConfig {
+    let config = ModelConfig {
         backbone: match args.backbone {
             BackboneArg::Resnet18 => Backbone::Resnet18,
             BackboneArg::Resnet34 => Backbone::Resnet34,
@@ -98,6 +99,7 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
         head: Head::Mgat,
         ..ModelConfig::default()
     };
+    let model = ModelKey::of(&config, None);
     let batch = CheckBatch::random(args.seed, args.ids, args.instances, args.height, args.width);
     println!(
         "{:?} with {} channels, MGAT head and BN-neck; batch {}×{} at {}×{}; {name} {precision:?} against cpu f64",

@@ -83,6 +83,8 @@ pub struct Context {
     pub cache: Cache,
     pub lock_path: PathBuf,
     pub quiet: bool,
+    /// Digests of pretrained checkpoints, remembered by path (`<cache>/.weights/`).
+    weight_records: PathBuf,
 }
 
 impl Context {
@@ -106,12 +108,24 @@ impl Context {
             .lock
             .clone()
             .unwrap_or_else(|| root.join("datasets.lock"));
+        let cache_dir = absolute(&cache_dir, &cwd);
         Ok(Context {
             root,
-            cache: Cache::new(absolute(&cache_dir, &cwd)),
+            weight_records: cache_dir.join(".weights"),
+            cache: Cache::new(cache_dir),
             lock_path: absolute(&lock_path, &cwd),
             quiet: cli.quiet,
         })
+    }
+
+    /// How plans find pretrained weights: `compute` commands read the files (and remember their digests in the
+    /// cache); the others may use the remembered digests when the files are absent.
+    pub fn weights(&self, compute: bool) -> crate::plan::Weights<'_> {
+        let records = self.weight_records.as_path();
+        match compute {
+            true => crate::plan::Weights::Read { records },
+            false => crate::plan::Weights::Remembered { records },
+        }
     }
 
     pub fn load_lock(&self) -> Result<LockFile, LockError> {

@@ -54,7 +54,7 @@ pub fn report(ctx: &Context, args: ReportArgs) -> Result<ExitCode> {
             .map(|p| Spec::load(p))
             .collect::<Result<Vec<_>, _>>()?;
         let lock = ctx.load_lock()?;
-        let plan = Plan::new(&specs, &lock)?;
+        let plan = Plan::new(&specs, &lock, ctx.weights(false))?;
         write_reports(ctx, &specs, &plan)?;
     }
     if !args.paper {

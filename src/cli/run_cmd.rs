@@ -64,16 +64,18 @@ pub struct ExplainArgs {
     cell: String,
 }
 
+/// Loads and plans `paths`; `compute` says the stages are to be computed, so pretrained weights must be readable.
 pub fn load_plan(
     ctx: &Context,
     paths: &[PathBuf],
+    compute: bool,
 ) -> Result<(Vec<Spec>, Plan, crate::data::LockFile)> {
     let specs = paths
         .iter()
         .map(|p| Spec::load(p))
         .collect::<Result<Vec<_>, _>>()?;
     let lock = ctx.load_lock()?;
-    let plan = Plan::new(&specs, &lock)?;
+    let plan = Plan::new(&specs, &lock, ctx.weights(compute))?;
     Ok((specs, plan, lock))
 }
 
@@ -82,7 +84,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
         return Err(UsageError("--jobs 0: expected at least 1".into()).into());
     }
     let slurm_options = args.executor.slurm_options()?;
-    let (specs, plan, lock) = load_plan(ctx, &args.specs)?;
+    let (specs, plan, lock) = load_plan(ctx, &args.specs, true)?;
     let cells: Vec<usize> = (0..plan.cells.len())
         .filter(|&c| {
             args.only
@@ -189,7 +191,7 @@ fn summarize(
 }
 
 pub fn plan(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
-    let (_specs, plan, _lock) = load_plan(ctx, std::slice::from_ref(&args.spec))?;
+    let (_specs, plan, _lock) = load_plan(ctx, std::slice::from_ref(&args.spec), false)?;
     // By the manifests alone: outputs are checked when a stage or report reads them.
     let cached = |s: usize| ctx.cache.contains(plan.stages[s].kind, &plan.stages[s].key);
     if args.json {
@@ -232,7 +234,7 @@ pub fn plan(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
 }
 
 pub fn explain(ctx: &Context, args: ExplainArgs) -> Result<ExitCode> {
-    let (_specs, plan, _lock) = load_plan(ctx, std::slice::from_ref(&args.spec))?;
+    let (_specs, plan, _lock) = load_plan(ctx, std::slice::from_ref(&args.spec), false)?;
     let Some(pc) = plan.cells.iter().find(|pc| pc.cell.name == args.cell) else {
         let names: Vec<&str> = plan
             .cells
@@ -311,7 +313,7 @@ fn differences(old: &KeyInputs, new: &KeyInputs) -> Vec<String> {
     }
     if old.fingerprint != new.fingerprint {
         out.push(
-            "code fingerprint changed (the source files of this stage kind were edited)".into(),
+            "code fingerprint changed (mgat's sources, its locked dependencies, the compiler or the features)".into(),
         );
     }
     if old.version != new.version {
@@ -340,7 +342,14 @@ fn differences(old: &KeyInputs, new: &KeyInputs) -> Vec<String> {
             None => out.push(format!("upstream {} is new", kind.name())),
         }
     }
-    let (a, b) = (flatten(&old.config), flatten(&new.config));
+    // Paths inside the kind's configuration (`model.gamma`, not `train.model.gamma`).
+    let value = |c: &crate::plan::StageConfig| {
+        let v = serde_json::to_value(c).unwrap_or_default();
+        v.as_object()
+            .and_then(|m| m.values().next().cloned())
+            .unwrap_or(v)
+    };
+    let (a, b) = (flatten(&value(&old.config)), flatten(&value(&new.config)));
     for (path, value) in &b {
         match a.get(path) {
             Some(v) if v == value => {}
@@ -422,14 +431,18 @@ mod tests {
 
     #[test]
     fn differences_name_each_changed_component() {
-        let inputs = |lr: f64, fp: &str| KeyInputs {
-            schema: 1,
-            kind: crate::plan::StageKind::Train,
-            config: json!({"train": {"lr": lr, "epochs": 2}}),
-            upstream: BTreeMap::from([(crate::plan::StageKind::Index, "a".repeat(64))]),
-            lock_digest: Some("sha256:1".into()),
-            fingerprint: fp.into(),
-            version: None,
+        let inputs = |lr: f64, fp: &str| {
+            let mut key = crate::plan::TrainKey::of(&crate::spec::RunConfig::for_tests(), None);
+            key.train.lr = lr;
+            KeyInputs {
+                schema: 1,
+                kind: crate::plan::StageKind::Train,
+                config: crate::plan::StageConfig::Train(key),
+                upstream: BTreeMap::from([(crate::plan::StageKind::Index, "a".repeat(64))]),
+                lock_digest: Some("sha256:1".into()),
+                fingerprint: fp.into(),
+                version: None,
+            }
         };
         let d = differences(&inputs(0.1, "x"), &inputs(0.2, "y"));
         assert_eq!(d.len(), 2, "{d:?}");

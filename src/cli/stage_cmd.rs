@@ -25,7 +25,7 @@ pub struct StageArgs {
 }
 
 pub fn stage(ctx: &Context, args: StageArgs) -> Result<ExitCode> {
-    let (_specs, plan, lock) = super::run_cmd::load_plan(ctx, &args.specs)?;
+    let (_specs, plan, lock) = super::run_cmd::load_plan(ctx, &args.specs, true)?;
     let s = plan
         .stages
         .iter()

@@ -1,6 +1,8 @@
-//! Datasets: the synthetic generator, the indexers for real layouts, tree hashing and `datasets.lock`.
+//! Datasets: the synthetic generator, the indexers for real layouts, image reading, tree hashing and
+//! `datasets.lock`.
 
 pub mod hash;
+pub mod image;
 pub mod index;
 pub mod lock;
 pub mod synth;

@@ -2,9 +2,9 @@
 //! (BatchNorm running statistics, no graph head), optionally averaged with the features of the mirrored image.
 
 use super::array::Matrix;
+use crate::data::image::{ImageError, load_resized, normalized};
 use crate::data::index::Item;
 use crate::model::resnet::ResNet;
-use crate::train::data::{ImageError, load_resized, normalized};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use std::path::Path;

@@ -495,15 +495,7 @@ mod tests {
         let stage = Stage {
             kind: StageKind::Train,
             key: "ab".repeat(32),
-            inputs: crate::plan::KeyInputs {
-                schema: 1,
-                kind: StageKind::Train,
-                config: serde_json::Value::Null,
-                upstream: Default::default(),
-                lock_digest: None,
-                fingerprint: String::new(),
-                version: None,
-            },
+            inputs: crate::plan::KeyInputs::for_tests(StageKind::Train),
             deps: vec![],
             dataset: "d".into(),
             cells: vec![],

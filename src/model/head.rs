@@ -4,7 +4,7 @@
 //! weight and a residual connection. The mask is built from the labels, so any batch order is right.
 
 use super::params::{Init, ModelError, Params};
-use crate::spec::config::{Head, ModelConfig};
+use crate::plan::keys::ModelKey;
 use candle_core::{DType, Tensor, Var};
 
 pub struct GraphHead {
@@ -16,11 +16,11 @@ pub struct GraphHead {
 }
 
 impl GraphHead {
-    /// The head of `cfg`, or None for the baseline (`head: none`).
-    pub fn new(p: &mut Params, cfg: &ModelConfig, dim: usize) -> Result<Option<Self>, ModelError> {
-        if cfg.head == Head::None {
+    /// The head of `model`, or None for the baseline (`head: none`).
+    pub fn new(p: &mut Params, model: &ModelKey, dim: usize) -> Result<Option<Self>, ModelError> {
+        let Some((cfg, mask)) = model.graph() else {
             return Ok(None);
-        }
+        };
         let weight = match cfg.weight {
             true => Some(p.weight(
                 "head.weight",
@@ -31,7 +31,7 @@ impl GraphHead {
         };
         Ok(Some(Self {
             gamma: cfg.gamma,
-            mask: cfg.head == Head::Mgat && cfg.mask,
+            mask,
             squared: cfg.squared_distance,
             residual: cfg.residual,
             weight,
@@ -87,6 +87,7 @@ pub fn label_mask(labels: &Tensor, dtype: DType) -> candle_core::Result<Tensor> 
 mod tests {
     use super::*;
     use crate::rng::Rng;
+    use crate::spec::config::{Head, ModelConfig};
     use candle_core::Device;
 
     fn head(kind: Head, squared: bool, weight: bool, residual: bool, p: &mut Params) -> GraphHead {
@@ -98,7 +99,9 @@ mod tests {
             residual,
             ..ModelConfig::default()
         };
-        GraphHead::new(p, &cfg, 3).unwrap().unwrap()
+        GraphHead::new(p, &ModelKey::of(&cfg, None), 3)
+            .unwrap()
+            .unwrap()
     }
 
     #[test]

@@ -6,7 +6,8 @@ pub mod ops;
 pub mod params;
 pub mod resnet;
 
-use crate::spec::config::{ModelConfig, Precision};
+use crate::plan::keys::ModelKey;
+use crate::spec::config::Precision;
 use candle_core::{DType, Tensor, Var};
 use head::GraphHead;
 use params::{Init, ModelError, Params};
@@ -15,6 +16,8 @@ use resnet::{BatchNorm, ResNet};
 pub struct Network {
     pub backbone: ResNet,
     pub head: Option<GraphHead>,
+    /// The ID loss also applies to X (a graph head's setting).
+    id_loss_on_x: bool,
     bnneck: Option<BatchNorm>,
     classifier: Var,
 }
@@ -33,7 +36,7 @@ pub struct Outputs {
 
 impl Network {
     /// Builds the network for `classes` training identities, registering its parameters in `p`.
-    pub fn new(p: &mut Params, cfg: &ModelConfig, classes: usize) -> Result<Self, ModelError> {
+    pub fn new(p: &mut Params, cfg: &ModelKey, classes: usize) -> Result<Self, ModelError> {
         let backbone = ResNet::new(
             p,
             cfg.backbone,
@@ -51,25 +54,21 @@ impl Network {
         Ok(Self {
             backbone,
             head,
+            id_loss_on_x: cfg.graph().is_some_and(|(g, _)| g.id_loss_on_x),
             bnneck,
             classifier,
         })
     }
 
     /// The training forward pass on a batch with identity labels.
-    pub fn forward_train(
-        &self,
-        images: &Tensor,
-        labels: &Tensor,
-        id_loss_on_x: bool,
-    ) -> candle_core::Result<Outputs> {
+    pub fn forward_train(&self, images: &Tensor, labels: &Tensor) -> candle_core::Result<Outputs> {
         let features = self.backbone.forward(images, true)?;
         let refined = match &self.head {
             Some(h) => h.forward(&features, labels)?,
             None => features.clone(),
         };
         let logits = self.classify(&refined)?;
-        let logits_x = if id_loss_on_x && self.head.is_some() {
+        let logits_x = if self.id_loss_on_x {
             Some(self.classify(&features)?)
         } else {
             None

@@ -30,6 +30,15 @@ pub enum ModelError {
     },
     #[error("device `{0}`: {1}")]
     Device(String, String),
+    #[error(
+        "{}: model.pretrained has {found}, but its stage was planned with {expected}: the file changed since; run again to plan with it",
+        path.display()
+    )]
+    ChangedWeights {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
 }
 
 /// How a weight starts.

@@ -236,6 +236,19 @@ pub struct Invalid {
 }
 
 impl RunConfig {
+    /// The paper's defaults on a dataset named `market1501`, for tests.
+    #[cfg(test)]
+    pub fn for_tests() -> Self {
+        Self {
+            dataset: DatasetConfig {
+                name: "market1501".into(),
+            },
+            model: ModelConfig::default(),
+            train: TrainConfig::default(),
+            eval: EvalConfig::default(),
+        }
+    }
+
     /// Every range violation in this configuration, in field order.
     pub fn invalid_values(&self) -> Vec<Invalid> {
         let mut out = Vec::new();
@@ -431,14 +444,7 @@ mod tests {
     use super::*;
 
     fn config() -> RunConfig {
-        RunConfig {
-            dataset: DatasetConfig {
-                name: "market1501".into(),
-            },
-            model: ModelConfig::default(),
-            train: TrainConfig::default(),
-            eval: EvalConfig::default(),
-        }
+        RunConfig::for_tests()
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::eval::metrics::{Evaluator, Ids};
 use crate::model::Network;
 use crate::model::params::{Params, device};
 use crate::plan::Stage;
-use crate::plan::StageKind;
+use crate::plan::{EvalKey, StageConfig, StageKind};
 use crate::train::MODEL_FILE;
 use candle_core::DType;
 use indicatif::ProgressBar;
@@ -28,10 +28,16 @@ pub fn run(
     let (root, index) = env.verified_dataset(stage, bar)?;
     let index =
         index.ok_or_else(|| StageError::Plan(format!("{} read no index", stage.label())))?;
-    let cfg = cell_config(env, stage);
-    let (device, device_name) = device(&cfg.train.device)?;
+    let StageConfig::Eval(EvalKey { eval }) = &stage.inputs.config else {
+        return Err(StageError::Plan(format!(
+            "{} has no eval configuration",
+            stage.label()
+        )));
+    };
+    let trained = env.train_key(stage)?;
+    let (device, device_name) = device(&cell_config(env, stage).train.device)?;
     let mut params = Params::new(device.clone(), DType::F32, 0);
-    let net = Network::new(&mut params, &cfg.model, index.num_train_pids)?;
+    let net = Network::new(&mut params, &trained.model, index.num_train_pids)?;
     params.load(
         &env.input_dir(stage, StageKind::Train)?.join(MODEL_FILE),
         |_| true,
@@ -40,10 +46,10 @@ pub fn run(
     let extraction = Extraction {
         backbone: &net.backbone,
         device: &device,
-        height: cfg.train.height,
-        width: cfg.train.width,
-        flip: cfg.eval.flip,
-        batch_size: cfg.eval.batch_size as usize,
+        height: trained.train.height,
+        width: trained.train.width,
+        flip: eval.flip,
+        batch_size: eval.batch_size as usize,
     };
     bar.set_length((index.query.len() + index.gallery.len()) as u64);
     bar.set_message("extracting features");
@@ -67,8 +73,8 @@ pub fn run(
         q_camids: &q_camids,
         g_camids: &g_camids,
     };
-    let mut evaluator = Evaluator::new(ids, cfg.eval.protocol, cfg.eval.max_rank as usize)?;
-    evaluator.add_features(&qf, &gf, cfg.eval.metric, cfg.eval.normalize)?;
+    let mut evaluator = Evaluator::new(ids, eval.protocol, eval.max_rank as usize)?;
+    evaluator.add_features(&qf, &gf, eval.metric, eval.normalize)?;
     let metrics = evaluator.finish()?;
 
     let json = serde_json::to_string_pretty(&metrics.record())

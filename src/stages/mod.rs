@@ -17,8 +17,8 @@ use crate::data::index::IndexError;
 use crate::data::synth::SynthError;
 use crate::data::{LockError, LockFile};
 use crate::fsio::IoError;
-use crate::plan::Stage;
 use crate::plan::{Plan, StageKind};
+use crate::plan::{Stage, StageConfig, TrainKey};
 use indicatif::ProgressBar;
 use std::path::{Path, PathBuf};
 
@@ -46,6 +46,21 @@ impl StageEnv<'_> {
                 kind.name()
             ))
         })
+    }
+
+    /// The train key of a train stage, or of the train stage an eval stage consumes.
+    pub fn train_key<'a>(&'a self, stage: &'a Stage) -> Result<&'a TrainKey, StageError> {
+        let train = match stage.kind {
+            StageKind::Train => stage,
+            _ => self.input(stage, StageKind::Train)?,
+        };
+        match &train.inputs.config {
+            StageConfig::Train(key) => Ok(key),
+            _ => Err(StageError::Plan(format!(
+                "{} has no train configuration",
+                train.label()
+            ))),
+        }
     }
 
     /// The folder of the `kind` entry `stage` consumes (checked against its manifest by the executor before
@@ -133,6 +148,7 @@ impl StageError {
                 e,
                 ModelError::Shape { .. }
                     | ModelError::Missing { .. }
+                    | ModelError::ChangedWeights { .. }
                     | ModelError::Read { .. }
                     | ModelError::Device(..)
             )

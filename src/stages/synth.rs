@@ -2,8 +2,8 @@
 
 use super::{Produced, StageError};
 use crate::cache::Summary;
-use crate::data::synth::{SynthParams, generate, image_count};
-use crate::plan::Stage;
+use crate::data::synth::{generate, image_count};
+use crate::plan::{Stage, StageConfig};
 use indicatif::ProgressBar;
 use std::path::Path;
 
@@ -11,11 +11,15 @@ use std::path::Path;
 pub const DATA_DIR: &str = "data";
 
 pub fn run(stage: &Stage, out: &Path, bar: &ProgressBar) -> Result<Produced, StageError> {
-    let params: SynthParams = serde_json::from_value(stage.inputs.config.clone())
-        .map_err(|e| StageError::Plan(format!("{}: synth parameters: {e}", stage.label())))?;
-    bar.set_length(image_count(&params) as u64);
-    bar.set_message(format!("generating {} images", image_count(&params)));
-    let summary = generate(&params, &out.join(DATA_DIR), &|| bar.inc(1))?;
+    let StageConfig::Synth(params) = &stage.inputs.config else {
+        return Err(StageError::Plan(format!(
+            "{} has no synth parameters",
+            stage.label()
+        )));
+    };
+    bar.set_length(image_count(params) as u64);
+    bar.set_message(format!("generating {} images", image_count(params)));
+    let summary = generate(params, &out.join(DATA_DIR), &|| bar.inc(1))?;
     Ok(Produced {
         device: "cpu".into(),
         summary: Summary::Synth(summary),

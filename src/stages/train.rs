@@ -21,9 +21,11 @@ pub fn run(
     let (root, index) = env.verified_dataset(stage, bar)?;
     let index =
         index.ok_or_else(|| StageError::Plan(format!("{} read no index", stage.label())))?;
-    let cfg = cell_config(env, stage);
-    let (device, device_name) = device(&cfg.train.device)?;
-    if cfg.train.precision == Precision::Bf16 && device.is_cpu() {
+    let key = env.train_key(stage)?;
+    // Where it runs and with how many decoding threads are the cell's, outside the key.
+    let cell = cell_config(env, stage);
+    let (device, device_name) = device(&cell.train.device)?;
+    if key.train.precision == Precision::Bf16 && device.is_cpu() {
         return Err(StageError::Setting(format!(
             "train.precision: bf16 needs a CUDA device, and this stage runs on {device_name} \
              (set train.device to cuda, or train.precision to fp32)"
@@ -32,10 +34,10 @@ pub fn run(
     tracing::info!(
         "{}: training {:?} ({:?} head) on {device_name}",
         stage.label(),
-        cfg.model.backbone,
-        cfg.model.head
+        key.model.backbone,
+        key.model.head
     );
-    let pretrained = cfg
+    let pretrained = cell
         .model
         .pretrained
         .as_ref()
@@ -46,7 +48,8 @@ pub fn run(
         })
         .transpose()?;
     let log = train(
-        cfg,
+        key,
+        cell.train.workers,
         &index,
         &root,
         out,

@@ -5,8 +5,9 @@
 use super::{Losses, TrainError};
 use crate::model::Network;
 use crate::model::params::Params;
+use crate::plan::keys::ModelKey;
 use crate::rng::Rng;
-use crate::spec::config::{ModelConfig, Precision};
+use crate::spec::config::Precision;
 use candle_core::{DType, Device, Tensor};
 use std::collections::BTreeMap;
 
@@ -44,7 +45,7 @@ pub struct Step {
 /// One forward and backward pass of `model` on `batch`, with parameters in `dtype` on `device` and the given
 /// precision for convolutions and matmuls; weights are seeded by `seed`, so equal seeds give equal weights.
 pub fn step(
-    model: &ModelConfig,
+    model: &ModelKey,
     precision: Precision,
     device: &Device,
     dtype: DType,
@@ -56,7 +57,7 @@ pub fn step(
     net.set_precision(precision);
     let images = Tensor::from_slice(&batch.images, batch.shape, device)?.to_dtype(dtype)?;
     let labels = Tensor::from_slice(&batch.labels, batch.labels.len(), device)?;
-    let outputs = net.forward_train(&images, &labels, model.id_loss_on_x)?;
+    let outputs = net.forward_train(&images, &labels)?;
     let losses = Losses::of(&net, &outputs, &labels, model)?;
     let grads = losses.total.backward()?;
     let mut by_name = BTreeMap::new();

@@ -1,24 +1,13 @@
-//! Training and test images: the seeded P×K identity sampler, JPEG/PNG decoding and resizing, augmentation
-//! (horizontal flip, pad-and-crop, random erasing) and ImageNet normalisation, and a loader that decodes the next
-//! batches on worker threads while the model trains on the current one.
+//! Training batches: the seeded P×K identity sampler, augmentation (horizontal flip, pad-and-crop, random erasing),
+//! and a loader that decodes the next batches on worker threads while the model trains on the current one.
 
+use crate::data::image::{ImageError, load_resized, normalized};
 use crate::data::index::Item;
+use crate::plan::keys::TrainSettings;
 use crate::rng::Rng;
-use crate::spec::config::TrainConfig;
 use image::RgbImage;
-use image::imageops::FilterType;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
-
-const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-const STD: [f32; 3] = [0.229, 0.224, 0.225];
-
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct ImageError {
-    pub path: PathBuf,
-    pub message: String,
-}
 
 /// One batch: images as N×3×H×W values (row-major) and their training labels.
 pub struct Batch {
@@ -28,7 +17,7 @@ pub struct Batch {
 
 /// The batches of `epoch`: each picks P distinct identities at random and K images of each (without replacement
 /// where an identity has K or more). Seeded by (seed, epoch), so a resumed run sees the same batches.
-pub fn epoch_batches(cfg: &TrainConfig, train: &[Item], epoch: u32) -> Vec<Vec<usize>> {
+pub fn epoch_batches(cfg: &TrainSettings, train: &[Item], epoch: u32) -> Vec<Vec<usize>> {
     let k = cfg.instances as usize;
     let p = cfg.batch_size as usize / k;
     let mut by_pid: Vec<Vec<usize>> = Vec::new();
@@ -72,39 +61,8 @@ pub fn epoch_batches(cfg: &TrainConfig, train: &[Item], epoch: u32) -> Vec<Vec<u
         .collect()
 }
 
-/// Decodes an image file and resizes it to height × width (bilinear).
-pub fn load_resized(path: &Path, height: u32, width: u32) -> Result<RgbImage, ImageError> {
-    let img = image::open(path).map_err(|e| ImageError {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    Ok(image::imageops::resize(
-        &img.to_rgb8(),
-        width,
-        height,
-        FilterType::Triangle,
-    ))
-}
-
-/// CHW values of an image, ImageNet-normalised, optionally mirrored.
-pub fn normalized(img: &RgbImage, mirror: bool) -> Vec<f32> {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let mut out = vec![0f32; 3 * h * w];
-    for (x, y, px) in img.enumerate_pixels() {
-        let xo = if mirror {
-            w - 1 - x as usize
-        } else {
-            x as usize
-        };
-        for c in 0..3 {
-            out[c * h * w + y as usize * w + xo] = (px[c] as f32 / 255.0 - MEAN[c]) / STD[c];
-        }
-    }
-    out
-}
-
 /// Flip, pad-and-crop, normalise and random erasing, drawn from `rng`.
-fn augment(img: &RgbImage, cfg: &TrainConfig, rng: &mut Rng) -> Vec<f32> {
+fn augment(img: &RgbImage, cfg: &TrainSettings, rng: &mut Rng) -> Vec<f32> {
     let (h, w) = (cfg.height as usize, cfg.width as usize);
     let mut chw = normalized(img, cfg.flip && rng.chance(0.5));
     if cfg.pad > 0 {
@@ -165,7 +123,8 @@ fn erase(chw: &mut [f32], h: usize, w: usize, rng: &mut Rng) {
 pub fn stream_epoch(
     root: &Path,
     train: &[Item],
-    cfg: &TrainConfig,
+    cfg: &TrainSettings,
+    workers: u32,
     epoch: u32,
     start_batch: usize,
 ) -> mpsc::Receiver<Result<Batch, ImageError>> {
@@ -174,7 +133,7 @@ pub fn stream_epoch(
     let (root, train, cfg) = (root.to_path_buf(), train.to_vec(), cfg.clone());
     std::thread::spawn(move || {
         for (b, batch) in batches.iter().enumerate().skip(start_batch) {
-            let message = decode_batch(&root, &train, &cfg, (epoch, b), batch);
+            let message = decode_batch(&root, &train, &cfg, workers, (epoch, b), batch);
             if tx.send(message).is_err() {
                 return; // the trainer stopped listening
             }
@@ -188,11 +147,12 @@ pub fn stream_epoch(
 fn decode_batch(
     root: &Path,
     train: &[Item],
-    cfg: &TrainConfig,
+    cfg: &TrainSettings,
+    workers: u32,
     (epoch, b): (u32, usize),
     batch: &[usize],
 ) -> Result<Batch, ImageError> {
-    let workers = (cfg.workers as usize).clamp(1, batch.len().max(1));
+    let workers = (workers as usize).clamp(1, batch.len().max(1));
     let decode = |slot: usize| -> Result<Vec<f32>, ImageError> {
         let item = &train[batch[slot]];
         let img = load_resized(&root.join(&item.path), cfg.height, cfg.width)?;
@@ -249,11 +209,11 @@ mod tests {
     #[test]
     fn batches_are_p_identities_by_k_images_and_seeded() {
         let train = items(&[5, 2, 8, 4, 6, 4]);
-        let cfg = TrainConfig {
+        let cfg = TrainSettings {
             batch_size: 12,
             instances: 4,
             seed: 3,
-            ..TrainConfig::default()
+            ..TrainSettings::default()
         };
         let batches = epoch_batches(&cfg, &train, 0);
         assert_eq!(batches.len(), train.len() / 12);
@@ -277,16 +237,5 @@ mod tests {
         }
         assert_eq!(batches, epoch_batches(&cfg, &train, 0));
         assert_ne!(batches, epoch_batches(&cfg, &train, 1));
-    }
-
-    #[test]
-    fn normalisation_and_mirror() {
-        let mut img = RgbImage::new(2, 1);
-        img.put_pixel(0, 0, image::Rgb([255, 0, 0]));
-        let v = normalized(&img, false);
-        assert!((v[0] - (1.0 - 0.485) / 0.229).abs() < 1e-6);
-        assert!((v[1] - (0.0 - 0.485) / 0.229).abs() < 1e-6);
-        let m = normalized(&img, true);
-        assert_eq!((m[0], m[1]), (v[1], v[0]));
     }
 }

@@ -8,13 +8,12 @@ pub mod loss;
 pub mod optim;
 
 use crate::data::DatasetIndex;
+use crate::data::image::ImageError;
 use crate::fsio::IoError;
 use crate::model::params::{ModelError, Params};
 use crate::model::{Network, Outputs};
-use crate::spec::RunConfig;
-use crate::spec::config::ModelConfig;
+use crate::plan::keys::{ModelKey, TrainKey};
 use candle_core::{DType, Device, Tensor};
-use data::ImageError;
 use optim::{Optimizer, learning_rate};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -92,8 +91,10 @@ struct Checkpoint {
 pub type OnProgress<'a> = &'a (dyn Fn(u64, u64, Option<&EpochLog>) + Sync);
 
 /// Trains on the index's training split (images under `root`), writing checkpoints and results into `out`.
+#[allow(clippy::too_many_arguments)]
 pub fn train(
-    cfg: &RunConfig,
+    key: &TrainKey,
+    workers: u32,
     index: &DatasetIndex,
     root: &Path,
     out: &Path,
@@ -101,11 +102,12 @@ pub fn train(
     pretrained: Option<&Path>,
     on_progress: OnProgress,
 ) -> Result<Vec<EpochLog>, TrainError> {
-    let (m, t) = (&cfg.model, &cfg.train);
+    let (m, t) = (&key.model, &key.train);
     let mut params = Params::new(device.clone(), DType::F32, t.seed);
     let mut net = Network::new(&mut params, m, index.num_train_pids)?;
     net.set_precision(t.precision);
     if let Some(path) = pretrained {
+        check_weights(path, m.pretrained_sha256.as_deref())?;
         // An ImageNet checkpoint covers the backbone; head, BN-neck and classifier start fresh.
         params.load(path, |name| {
             name.starts_with("conv1") || name.starts_with("bn1") || name.starts_with("layer")
@@ -121,11 +123,11 @@ pub fn train(
         let started = Instant::now();
         let mut sums = [0f64; 5];
         let mut batches = 0u64;
-        for batch in data::stream_epoch(root, &index.train, t, epoch, 0) {
+        for batch in data::stream_epoch(root, &index.train, t, workers, epoch, 0) {
             let batch = batch?;
             let images = Tensor::from_vec(batch.images, (n, 3, h, w), device)?;
             let labels = Tensor::from_vec(batch.labels, n, device)?;
-            let o = net.forward_train(&images, &labels, m.id_loss_on_x)?;
+            let o = net.forward_train(&images, &labels)?;
             let losses = Losses::of(&net, &o, &labels, m)?;
             let value = f64::from(losses.total.to_scalar::<f32>()?);
             if !value.is_finite() {
@@ -181,28 +183,45 @@ impl Losses {
         net: &Network,
         o: &Outputs,
         labels: &Tensor,
-        m: &ModelConfig,
+        m: &ModelKey,
     ) -> candle_core::Result<Self> {
         let zero = || Tensor::zeros((), o.features.dtype(), o.features.device());
         let mut id = loss::cross_entropy(&o.logits, labels, m.label_smoothing)?;
         if let Some(lx) = &o.logits_x {
             id = (id + loss::cross_entropy(lx, labels, m.label_smoothing)?)?;
         }
-        let of = match net.head {
-            Some(_) => loss::of_loss(&o.features, &o.refined)?,
-            None => zero()?,
+        let (of, of_weight) = match (&net.head, m.graph()) {
+            (Some(_), Some((graph, _))) => {
+                (loss::of_loss(&o.features, &o.refined)?, graph.of_weight)
+            }
+            _ => (zero()?, 0.0),
         };
         let triplet = match m.triplet_weight > 0.0 {
             true => loss::triplet_hard(&o.features, labels, m.triplet_margin)?,
             false => zero()?,
         };
-        let total = ((&id + (&of * m.of_weight)?)? + (&triplet * m.triplet_weight)?)?;
+        let total = ((&id + (&of * of_weight)?)? + (&triplet * m.triplet_weight)?)?;
         Ok(Self {
             total,
             id,
             of,
             triplet,
         })
+    }
+}
+
+/// Refuses pretrained weights whose content is not what the plan hashed into the key: the file may have changed
+/// between planning and this run (hours later under Slurm).
+fn check_weights(path: &Path, expected: Option<&str>) -> Result<(), TrainError> {
+    let (found, _) = crate::digest::sha256_file(path).map_err(IoError::at(path))?;
+    let found = format!("sha256:{found}");
+    match expected {
+        Some(e) if e == found => Ok(()),
+        _ => Err(TrainError::Model(ModelError::ChangedWeights {
+            path: path.into(),
+            found,
+            expected: expected.unwrap_or("no weights").into(),
+        })),
     }
 }
 

@@ -2,7 +2,8 @@
 //! with their state exportable for checkpoints, and the learning-rate schedule (linear warm-up, then constant,
 //! step or cosine decay), evaluated per epoch.
 
-use crate::spec::config::{Optimizer as Kind, Schedule, TrainConfig};
+use crate::plan::keys::TrainSettings;
+use crate::spec::config::{Optimizer as Kind, Schedule};
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use std::collections::HashMap;
@@ -23,7 +24,7 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
-    pub fn new(cfg: &TrainConfig, vars: Vec<Var>) -> candle_core::Result<Self> {
+    pub fn new(cfg: &TrainSettings, vars: Vec<Var>) -> candle_core::Result<Self> {
         let zeros = |v: &Var| v.as_tensor().zeros_like();
         let first = vars.iter().map(zeros).collect::<candle_core::Result<_>>()?;
         let second = vars.iter().map(zeros).collect::<candle_core::Result<_>>()?;
@@ -122,7 +123,7 @@ impl Optimizer {
 }
 
 /// The learning rate of 0-based `epoch`: linear warm-up from 1% over `warmup_epochs`, then the schedule.
-pub fn learning_rate(cfg: &TrainConfig, epoch: u32) -> f64 {
+pub fn learning_rate(cfg: &TrainSettings, epoch: u32) -> f64 {
     if epoch < cfg.warmup_epochs {
         let alpha = epoch as f64 / cfg.warmup_epochs as f64;
         return cfg.lr * (0.01 * (1.0 - alpha) + alpha);
@@ -148,12 +149,12 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    fn cfg(kind: Kind) -> TrainConfig {
-        TrainConfig {
+    fn cfg(kind: Kind) -> TrainSettings {
+        TrainSettings {
             optimizer: kind,
             weight_decay: 0.0,
             momentum: 0.9,
-            ..TrainConfig::default()
+            ..TrainSettings::default()
         }
     }
 
@@ -185,21 +186,21 @@ mod tests {
 
     #[test]
     fn schedule_warms_up_then_decays() {
-        let c = TrainConfig {
+        let c = TrainSettings {
             lr: 1.0,
             epochs: 20,
             warmup_epochs: 4,
             lr_steps: vec![10, 15],
             lr_decay: 0.1,
             schedule: Schedule::Step,
-            ..TrainConfig::default()
+            ..TrainSettings::default()
         };
         assert!((learning_rate(&c, 0) - 0.01).abs() < 1e-12);
         assert!((learning_rate(&c, 2) - 0.505).abs() < 1e-12);
         assert_eq!(learning_rate(&c, 4), 1.0);
         assert!((learning_rate(&c, 10) - 0.1).abs() < 1e-12);
         assert!((learning_rate(&c, 19) - 0.01).abs() < 1e-12);
-        let cos = TrainConfig {
+        let cos = TrainSettings {
             schedule: Schedule::Cosine,
             ..c
         };

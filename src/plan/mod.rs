@@ -1,18 +1,38 @@
 //! The plan: every cell of every spec turned into its stages (synth → index → train → eval), each keyed by the
 //! SHA-256 of a canonical JSON of what determines its outputs, and shared between cells whose keys are equal.
+//!
+//! What a stage key is computed from ([`KeyInputs`]):
+//! - the key schema ([`KEY_SCHEMA`], bumped when the meaning of any input changes) and the stage kind;
+//! - the stage's own configuration, exactly the fields its kind reads ([`keys`]): a synth stage its generator
+//!   parameters, an index stage the dataset format, a train stage the model (head settings only where the head
+//!   reads them, the pretrained checkpoint by its SHA-256) and the training settings, an eval stage the
+//!   evaluation settings;
+//! - the keys of the stages it consumes, so a change upstream reaches every stage downstream;
+//! - the dataset's `datasets.lock` digest, for stages that read dataset files;
+//! - the code fingerprint (build.rs): the sources that compute stage outputs, the locked versions of every
+//!   dependency, the compiler, the target and the cargo features;
+//! - the spec's optional `version` salt.
+//!
+//! Deliberately not in it: where a stage runs (`train.device`: the same computation on another device is the same
+//! stage, and the manifest records which device produced the entry) and its decoding threads (`train.workers`,
+//! which change no output bit: results do not depend on thread counts); the host and the time; the path of the
+//! pretrained checkpoint (its content is in). A `cuda` build has its own fingerprint (features).
 
 use crate::data::lock::expand_env;
 use crate::data::{Format, LockError, LockFile};
 use crate::digest::{canonical_json, sha256_bytes, sha256_file};
-use crate::spec::config::Head;
-use crate::spec::{Cell, RunConfig, Spec, SpecError};
+use crate::spec::{Cell, Spec, SpecError};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Bump when the meaning of a key's inputs changes: every key changes with it.
 pub const KEY_SCHEMA: u32 = 2;
+
+pub mod keys;
+
+pub use keys::{EvalKey, StageConfig, TrainKey};
 
 mod fingerprints {
     include!(concat!(env!("OUT_DIR"), "/fingerprints.rs"));
@@ -49,14 +69,10 @@ impl StageKind {
         self == StageKind::Train
     }
 
-    /// Hash of the source files this kind's outputs depend on, computed by build.rs.
+    /// The code fingerprint in this kind's keys: one for every kind, computed by build.rs from the sources that
+    /// compute stage outputs, the locked dependency versions, the compiler, the target and the features.
     pub fn fingerprint(self) -> &'static str {
-        match self {
-            StageKind::Synth => fingerprints::SYNTH,
-            StageKind::Index => fingerprints::INDEX,
-            StageKind::Train => fingerprints::TRAIN,
-            StageKind::Eval => fingerprints::EVAL,
-        }
+        fingerprints::CODE
     }
 }
 
@@ -66,7 +82,7 @@ pub struct KeyInputs {
     pub schema: u32,
     pub kind: StageKind,
     /// Only the configuration fields this kind reads.
-    pub config: Value,
+    pub config: StageConfig,
     /// Keys of the stages this one consumes, by kind.
     pub upstream: BTreeMap<StageKind, String>,
     pub lock_digest: Option<String>,
@@ -81,7 +97,9 @@ impl KeyInputs {
         Self {
             schema: KEY_SCHEMA,
             kind,
-            config: Value::Null,
+            config: StageConfig::Index {
+                format: Format::Synth,
+            },
             upstream: BTreeMap::new(),
             lock_digest: None,
             fingerprint: kind.fingerprint().into(),
@@ -140,11 +158,15 @@ pub enum PlanError {
 }
 
 impl Plan {
-    /// Plans every cell of `specs` against the datasets pinned in `lock`.
-    pub fn new(specs: &[Spec], lock: &LockFile) -> Result<Plan, PlanError> {
+    /// Plans every cell of `specs` against the datasets pinned in `lock`, with pretrained checkpoints' digests
+    /// from `weights`.
+    pub fn new(specs: &[Spec], lock: &LockFile, weights: Weights) -> Result<Plan, PlanError> {
         let mut plan = Plan::default();
         let mut by_key: HashMap<String, usize> = HashMap::new();
-        let mut weights = WeightDigests::default();
+        let mut weights = WeightDigests {
+            mode: weights,
+            known: HashMap::new(),
+        };
         for (s, spec) in specs.iter().enumerate() {
             for cell in &spec.cells {
                 let stages = plan.stages_for(spec, cell, lock, &mut by_key, &mut weights)?;
@@ -171,23 +193,23 @@ impl Plan {
         weights: &mut WeightDigests,
     ) -> Result<Vec<usize>, PlanError> {
         let dataset = &cell.config.dataset.name;
-        let mut train = train_config(&cell.config);
-        if let Some(value) = &cell.config.model.pretrained {
-            let digest = weights.digest(lock, value).map_err(|message| {
+        let pretrained = match &cell.config.model.pretrained {
+            Some(value) => Some(weights.digest(lock, value).map_err(|message| {
                 spec.error_at(
                     &["base", "model", "pretrained"],
                     format!("model.pretrained `{value}` (cell {}): {message}", cell.name),
                 )
-            })?;
-            train["model"]["pretrained_sha256"] = Value::String(digest);
-        }
+            })?),
+            None => None,
+        };
+        let train = StageConfig::Train(TrainKey::of(&cell.config, pretrained));
         let entry = lock
             .entry(dataset)
             .map_err(|e| spec.error_at(&["base", "dataset", "name"], e.to_string()))?;
         let digest = Some(entry.digest.clone());
         let mut chain: Vec<usize> = Vec::new();
         let mut add = |kind: StageKind,
-                       config: Value,
+                       config: StageConfig,
                        deps: Vec<usize>,
                        lock_digest: Option<String>,
                        stages: &mut Vec<Stage>| {
@@ -222,7 +244,7 @@ impl Plan {
         let synth = match (&entry.format, &entry.synth) {
             (Format::Synth, Some(params)) => Some(add(
                 StageKind::Synth,
-                json!(params),
+                StageConfig::Synth(params.clone()),
                 vec![],
                 None,
                 &mut self.stages,
@@ -231,7 +253,9 @@ impl Plan {
         };
         let index = add(
             StageKind::Index,
-            json!({"format": entry.format}),
+            StageConfig::Index {
+                format: entry.format,
+            },
             synth.into_iter().collect(),
             digest.clone(),
             &mut self.stages,
@@ -246,7 +270,9 @@ impl Plan {
         );
         add(
             StageKind::Eval,
-            json!({"eval": cell.config.eval}),
+            StageConfig::Eval(EvalKey {
+                eval: cell.config.eval.clone(),
+            }),
             [train, index].into_iter().chain(synth).collect(),
             digest,
             &mut self.stages,
@@ -283,50 +309,56 @@ pub fn pretrained_path(lock: &LockFile, value: &str) -> Result<PathBuf, String> 
     Ok(project.join(expanded))
 }
 
-/// SHA-256 of each pretrained checkpoint a plan names, read once per plan: the weights are in the train key, so
-/// replacing the file behind the same path trains again.
-#[derive(Default)]
-struct WeightDigests(HashMap<PathBuf, String>);
-
-impl WeightDigests {
-    fn digest(&mut self, lock: &LockFile, value: &str) -> Result<String, String> {
-        let path = pretrained_path(lock, value)?;
-        if let Some(d) = self.0.get(&path) {
-            return Ok(d.clone());
-        }
-        let (digest, _) =
-            sha256_file(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let digest = format!("sha256:{digest}");
-        self.0.insert(path, digest.clone());
-        Ok(digest)
-    }
+/// Where a plan gets the SHA-256 of each pretrained checkpoint a cell names (the weights are in the train key by
+/// content, so replacing the file behind the same path trains again).
+#[derive(Debug, Clone, Copy)]
+pub enum Weights<'a> {
+    /// Hash the file, which must exist (to compute stages), and remember its digest in the `records` folder.
+    Read { records: &'a Path },
+    /// Hash the file when it exists, else use the digest remembered when it was last read: reports, `gc` and
+    /// `explain` then work from the cache on a machine without the weights.
+    Remembered { records: &'a Path },
 }
 
-/// What the train stage reads: the model settings its head uses (a baseline reads no head settings; plain GAT
-/// reads no mask) and the train settings minus where it runs (`device`, `workers`).
-fn train_config(config: &RunConfig) -> Value {
-    let mut model = json!(config.model);
-    let unread: &[&str] = match config.model.head {
-        Head::None => &[
-            "gamma",
-            "mask",
-            "squared_distance",
-            "weight",
-            "residual",
-            "of_weight",
-        ],
-        Head::Gat => &["mask"],
-        Head::Mgat => &[],
-    };
-    let mut train = json!(config.train);
-    if let (Some(m), Some(t)) = (model.as_object_mut(), train.as_object_mut()) {
-        for field in unread {
-            m.remove(*field);
+struct WeightDigests<'a> {
+    mode: Weights<'a>,
+    known: HashMap<PathBuf, String>,
+}
+
+impl WeightDigests<'_> {
+    fn digest(&mut self, lock: &LockFile, value: &str) -> Result<String, String> {
+        let path = pretrained_path(lock, value)?;
+        if let Some(d) = self.known.get(&path) {
+            return Ok(d.clone());
         }
-        t.remove("device");
-        t.remove("workers");
+        let (Weights::Read { records } | Weights::Remembered { records }) = self.mode;
+        let record = records.join(format!(
+            "{}.sha256",
+            &sha256_bytes(path.to_string_lossy().as_bytes())[..24]
+        ));
+        let digest = match (sha256_file(&path), self.mode) {
+            (Ok((hex, _)), _) => {
+                let digest = format!("sha256:{hex}");
+                // Without the record, only a later run without the file loses its key.
+                let _ = crate::fsio::write_atomic(&record, format!("{digest}\n").as_bytes());
+                digest
+            }
+            (Err(e), Weights::Remembered { .. }) => match std::fs::read_to_string(&record) {
+                Ok(text) => text.trim().to_string(),
+                Err(_) => {
+                    return Err(format!(
+                        "cannot read {}: {e} (and it was never planned with here)",
+                        path.display()
+                    ));
+                }
+            },
+            (Err(e), Weights::Read { .. }) => {
+                return Err(format!("cannot read {}: {e}", path.display()));
+            }
+        };
+        self.known.insert(path, digest.clone());
+        Ok(digest)
     }
-    json!({"model": model, "train": train})
 }
 
 #[cfg(test)]
@@ -345,6 +377,13 @@ grid:
 seeds: [1, 2]
 ";
 
+    /// Weights read from their files, digests remembered beside the lock.
+    fn read(lock: &LockFile) -> Weights<'_> {
+        Weights::Read {
+            records: lock.path().parent().unwrap(),
+        }
+    }
+
     fn lock() -> (crate::testutil::TempDir, LockFile) {
         let dir = crate::testutil::tempdir();
         let path = dir.join("datasets.lock");
@@ -356,7 +395,12 @@ seeds: [1, 2]
 
     fn plan(text: &str) -> Plan {
         let (_dir, lock) = lock();
-        Plan::new(&[Spec::parse(Path::new("t.yaml"), text).unwrap()], &lock).unwrap()
+        Plan::new(
+            &[Spec::parse(Path::new("t.yaml"), text).unwrap()],
+            &lock,
+            read(&lock),
+        )
+        .unwrap()
     }
 
     fn count(plan: &Plan, kind: StageKind) -> usize {
@@ -444,7 +488,7 @@ seeds: [1, 2]
         let expected =
             sha256_bytes(canonical_json(&serde_json::to_value(&synth.inputs).unwrap()).as_bytes());
         assert_eq!(synth.key, expected);
-        assert_eq!(synth.inputs.fingerprint, fingerprints::SYNTH);
+        assert_eq!(synth.inputs.fingerprint, fingerprints::CODE);
         assert_eq!(synth.inputs.lock_digest, None);
         assert!(p.stages[1].inputs.lock_digest.is_some());
     }
@@ -457,7 +501,9 @@ seeds: [1, 2]
             &SPEC.replace("name: toy", "name: nope"),
         )
         .unwrap();
-        let err = Plan::new(&[spec], &lock).unwrap_err().to_string();
+        let err = Plan::new(&[spec], &lock, read(&lock))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("t.yaml:3:") && err.contains("no dataset `nope`"),
             "{err}"
@@ -472,7 +518,7 @@ seeds: [1, 2]
             "  model: {pretrained: w/r.safetensors}\n  train: {",
         );
         let spec = Spec::parse(Path::new("t.yaml"), &text).unwrap();
-        let err = Plan::new(std::slice::from_ref(&spec), &lock)
+        let err = Plan::new(std::slice::from_ref(&spec), &lock, read(&lock))
             .unwrap_err()
             .to_string();
         assert!(
@@ -484,7 +530,7 @@ seeds: [1, 2]
         std::fs::create_dir_all(dir.join("w")).unwrap();
         std::fs::write(dir.join("w/r.safetensors"), b"one").unwrap();
         let train_keys = |lock: &LockFile| -> Vec<String> {
-            let p = Plan::new(std::slice::from_ref(&spec), lock).unwrap();
+            let p = Plan::new(std::slice::from_ref(&spec), lock, read(lock)).unwrap();
             p.stages
                 .iter()
                 .filter(|s| s.kind == StageKind::Train)
