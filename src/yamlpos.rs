@@ -12,25 +12,62 @@ pub struct Pos {
     pub column: usize,
 }
 
-/// A serde_yaml error as its position and its message without the " at line L column C" serde_yaml appends (we
-/// print the position ourselves).
+/// A serde_yaml error as its position and a message for people: without the " at line L column C" serde_yaml and
+/// libyaml insert (we print the position ourselves), and with the syntax errors people make most said plainly.
 pub fn split_serde_error(e: &serde_yaml::Error) -> (Option<Pos>, String) {
     let pos = e.location().map(|l| Pos {
         line: l.line(),
         column: l.column(),
     });
-    let text = e.to_string();
-    let message = match text.rfind(" at line ") {
-        Some(i) if pos.is_some() => text[..i].to_string(),
-        _ => text,
-    };
-    (pos, message)
+    (pos, plain_message(&e.to_string()))
 }
 
-/// Positions of every node in the first document of a YAML text, keyed by path.
+fn plain_message(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    // Drop every " at line L column C".
+    while let Some(i) = rest.find(" at line ") {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i + " at line ".len()..];
+        let skip = tail.find(" column ").map(|c| {
+            c + " column ".len()
+                + tail[c + " column ".len()..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .count()
+        });
+        rest = skip.map_or("", |s| &tail[s..]);
+    }
+    out.push_str(rest);
+    if out.contains("while parsing a flow sequence") {
+        return "a `[` list is not closed: expected `,` or `]`".into();
+    }
+    if out.contains("while parsing a flow mapping") {
+        return "a `{` mapping is not closed: expected `,` or `}`".into();
+    }
+    if out.contains("expected a Value::Tagged enum") {
+        return out.replace(
+            "expected a Value::Tagged enum",
+            "expected one of the setting's names",
+        );
+    }
+    out
+}
+
+/// Positions of every node in the first document of a YAML text, keyed by path, and the first mapping key given
+/// twice (YAML forbids it; serde keeps the last value silently).
 #[derive(Debug, Default)]
 pub struct PosIndex {
     positions: HashMap<Vec<String>, Pos>,
+    pub duplicate: Option<Duplicate>,
+}
+
+/// A mapping key that appears twice: the mapping's path, the key, and where it appears the second time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Duplicate {
+    pub mapping: Vec<String>,
+    pub key: String,
+    pub pos: Pos,
 }
 
 impl PosIndex {
@@ -43,6 +80,7 @@ impl PosIndex {
         }
         Self {
             positions: builder.positions,
+            duplicate: builder.duplicate,
         }
     }
 
@@ -55,8 +93,13 @@ impl PosIndex {
 }
 
 enum Frame {
-    Map { key: Option<String> },
-    Seq { index: usize },
+    Map {
+        key: Option<String>,
+        seen: std::collections::HashSet<String>,
+    },
+    Seq {
+        index: usize,
+    },
 }
 
 #[derive(Default)]
@@ -64,6 +107,7 @@ struct Builder {
     stack: Vec<Frame>,
     path: Vec<String>,
     positions: HashMap<Vec<String>, Pos>,
+    duplicate: Option<Duplicate>,
     done: bool,
 }
 
@@ -72,7 +116,7 @@ impl Builder {
     fn enter_value(&mut self, mark: Marker) -> bool {
         let segment = match self.stack.last_mut() {
             None => None,
-            Some(Frame::Map { key }) => match key.take() {
+            Some(Frame::Map { key, .. }) => match key.take() {
                 Some(k) => Some(k),
                 None => return false,
             },
@@ -110,7 +154,17 @@ impl MarkedEventReceiver for Builder {
             Event::Scalar(text, ..) => {
                 if self.enter_value(mark) {
                     self.leave_value();
-                } else if let Some(Frame::Map { key }) = self.stack.last_mut() {
+                } else if let Some(Frame::Map { key, seen }) = self.stack.last_mut() {
+                    if !seen.insert(text.clone()) && self.duplicate.is_none() {
+                        self.duplicate = Some(Duplicate {
+                            mapping: self.path.clone(),
+                            key: text.clone(),
+                            pos: Pos {
+                                line: mark.line(),
+                                column: mark.col() + 1,
+                            },
+                        });
+                    }
                     *key = Some(text);
                 }
             }
@@ -118,13 +172,16 @@ impl MarkedEventReceiver for Builder {
             Event::MappingStart(..) | Event::SequenceStart(..) => {
                 // A complex mapping key is not a path segment we can name; index it under an empty key.
                 if !self.enter_value(mark) {
-                    if let Some(Frame::Map { key }) = self.stack.last_mut() {
+                    if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
                         *key = Some(String::new());
                     }
                     self.enter_value(mark);
                 }
                 let frame = match ev {
-                    Event::MappingStart(..) => Frame::Map { key: None },
+                    Event::MappingStart(..) => Frame::Map {
+                        key: None,
+                        seen: Default::default(),
+                    },
                     _ => Frame::Seq { index: 0 },
                 };
                 self.stack.push(frame);
@@ -169,6 +226,31 @@ mod tests {
             idx.find(&path(&["grid", "train.lr", "1"])).map(|p| p.line),
             Some(9)
         );
+    }
+
+    #[test]
+    fn finds_the_second_occurrence_of_a_duplicate_key() {
+        let idx = PosIndex::new(
+            "base:\n  model: {a: 1}\n  train: {}\n  model: {b: 2}\ngrid: {x: [1], y: [2]}\n",
+        );
+        let d = idx.duplicate.unwrap();
+        assert_eq!(
+            (d.mapping, d.key.as_str(), d.pos.line),
+            (path(&["base"]), "model", 4)
+        );
+        assert!(
+            PosIndex::new("a: {x: 1}\nb: {x: 1}\n").duplicate.is_none(),
+            "same key in two mappings"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_read_plainly() {
+        let e = serde_yaml::from_str::<serde_yaml::Value>("a: [b, c\nd: 1\n").unwrap_err();
+        let (pos, message) = split_serde_error(&e);
+        assert!(pos.is_some());
+        assert_eq!(message, "a `[` list is not closed: expected `,` or `]`");
+        assert!(!plain_message("x at line 3 column 14, y at line 2 column 1").contains("line"));
     }
 
     #[test]

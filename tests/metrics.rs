@@ -125,9 +125,8 @@ fn bad_inputs_exit_2_naming_the_file() {
     let short = p.mgat(&["metrics", "--dir", &dir]);
     assert_eq!(short.code(), 2);
     assert!(
-        short
-            .stderr()
-            .contains("g_camids has 299 entries, expected 300"),
+        short.stderr().contains("g_camids.txt: 299 entries, but ")
+            && short.stderr().contains("g_pids.txt has 300"),
         "{}",
         short.stderr()
     );
@@ -144,4 +143,36 @@ fn bad_inputs_exit_2_naming_the_file() {
         "{}",
         nan.stderr()
     );
+
+    // Two encodings of one input must agree; neither wins silently.
+    std::fs::copy(src.join("distmat.csv"), p.path("distmat.csv")).unwrap();
+    std::fs::copy(
+        case("m2_junk_distractors").join("distmat.npy"),
+        p.path("distmat.npy"),
+    )
+    .unwrap();
+    let two = p.mgat(&["metrics", "--dir", &dir]);
+    assert_eq!(two.code(), 2);
+    assert!(
+        two.stderr().contains("hold different values"),
+        "{}",
+        two.stderr()
+    );
+    std::fs::remove_file(p.path("distmat.npy")).unwrap();
+
+    // Features with no dimensions are not scored.
+    let mut header = "{'descr': '<f4', 'fortran_order': False, 'shape': (50, 0), }".to_string();
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    npy.extend((header.len() as u16).to_le_bytes());
+    npy.extend(header.as_bytes());
+    std::fs::write(p.path("qf.npy"), &npy).unwrap();
+    let qf = p.path("qf.npy");
+    let qf = qf.to_str().unwrap();
+    let zero = p.mgat(&["metrics", "--dir", &dir, "--qf", qf, "--gf", qf]);
+    assert_eq!(zero.code(), 2, "{}", zero.stderr());
+    assert!(zero.stderr().contains("no dimensions"), "{}", zero.stderr());
 }

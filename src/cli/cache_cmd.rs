@@ -115,7 +115,7 @@ fn gc(ctx: &Context, yes: bool) -> Result<ExitCode> {
             );
         }
     }
-    let plan = Plan::new(&specs, &lock, ctx.weights(false))?;
+    let plan = Plan::new(&specs, &lock, ctx.purpose(false))?;
     let keep: HashSet<(String, String)> = plan
         .stages
         .iter()
@@ -160,10 +160,7 @@ fn experiment_specs(dir: &Path) -> Result<Vec<Spec>> {
         .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
         .collect();
     paths.sort();
-    Ok(paths
-        .iter()
-        .map(|p| Spec::load(p))
-        .collect::<Result<_, _>>()?)
+    Ok(Spec::load_all(&paths)?)
 }
 
 fn dir_bytes(path: &Path) -> u64 {

@@ -23,7 +23,7 @@ pub enum DataCommand {
         #[command(flatten)]
         params: SynthArgs,
     },
-    /// Hash a dataset and write its entry in datasets.lock (and the per-file list in datasets.lock.d/).
+    /// Hash a dataset and write its entry in datasets.lock (and the per-file list in <cache>/.file-lists/).
     Lock {
         /// The name specs use (`dataset.name`).
         name: String,
@@ -187,6 +187,13 @@ fn root_forms(root: &str, lock_path: &Path) -> Result<(String, PathBuf)> {
 }
 
 fn verify(ctx: &Context, only: Option<&str>) -> Result<ExitCode> {
+    if !ctx.lock_path.is_file() {
+        return Err(UsageError(format!(
+            "{}: no lock file to verify (create it with `mgat data lock`)",
+            ctx.lock_path.display()
+        ))
+        .into());
+    }
     let lock = ctx.load_lock()?;
     let names: Vec<String> = match only {
         Some(name) => {

@@ -1,7 +1,6 @@
 //! `mgat metrics`: score a distance matrix (or query/gallery features) from any source with mgat's protocol.
 
-use super::UsageError;
-use crate::eval::array::{ArrayError, Matrix, load_ids, load_matrix};
+use crate::eval::array::{ArrayError, load_ids, load_matrix};
 use crate::eval::metrics::{Evaluator, Ids, Metrics, MetricsError, ScoringError};
 use crate::spec::config::{Metric, Protocol};
 use anyhow::Result;
@@ -60,14 +59,18 @@ pub enum ScoreError {
     Metrics(#[from] MetricsError),
     #[error(transparent)]
     Scoring(#[from] ScoringError),
-    #[error("{path}: {found} {what}, but {other} has {expected}")]
+    #[error("{}: {found} {what}, but {} has {expected}", path.display(), other.display())]
     Shape {
         path: PathBuf,
         found: usize,
         what: &'static str,
-        other: String,
+        other: PathBuf,
         expected: usize,
     },
+    #[error("{}: the features have no dimensions (0 columns)", .0.display())]
+    NoDimensions(PathBuf),
+    #[error("{0}")]
+    Usage(String),
 }
 
 pub fn run(args: MetricsArgs) -> Result<ExitCode> {
@@ -75,9 +78,26 @@ pub fn run(args: MetricsArgs) -> Result<ExitCode> {
         ProtocolArg::Market1501 => Protocol::Market1501,
         ProtocolArg::Cuhk03 => Protocol::Cuhk03,
     };
-    let find = |name: &str| find_input(&args.dir, name);
-    let (q_pids, g_pids) = (load_ids(&find("q_pids")?)?, load_ids(&find("g_pids")?)?);
-    let (q_camids, g_camids) = (load_ids(&find("q_camids")?)?, load_ids(&find("g_camids")?)?);
+    let read =
+        |name: &str| -> Result<(PathBuf, Vec<i64>)> { Ok(load_one(&args.dir, name, load_ids)?) };
+    let (q_pids_path, q_pids) = read("q_pids")?;
+    let (g_pids_path, g_pids) = read("g_pids")?;
+    let (q_cam_path, q_camids) = read("q_camids")?;
+    let (g_cam_path, g_camids) = read("g_camids")?;
+    same_length(
+        &q_cam_path,
+        q_camids.len(),
+        "entries",
+        &q_pids_path,
+        q_pids.len(),
+    )?;
+    same_length(
+        &g_cam_path,
+        g_camids.len(),
+        "entries",
+        &g_pids_path,
+        g_pids.len(),
+    )?;
     let ids = Ids {
         q_pids: &q_pids,
         g_pids: &g_pids,
@@ -88,8 +108,12 @@ pub fn run(args: MetricsArgs) -> Result<ExitCode> {
     match (&args.qf, &args.gf) {
         (Some(qf), Some(gf)) => {
             let (q, g) = (load_matrix(qf)?, load_matrix(gf)?);
-            check_rows(qf, &q, "query", q_pids.len())?;
-            check_rows(gf, &g, "gallery", g_pids.len())?;
+            if q.cols == 0 {
+                return Err(ScoreError::NoDimensions(qf.clone()).into());
+            }
+            same_length(qf, q.rows, "rows", &q_pids_path, q_pids.len())?;
+            same_length(gf, g.rows, "rows", &g_pids_path, g_pids.len())?;
+            same_length(gf, g.cols, "columns (feature dimensions)", qf, q.cols)?;
             let metric = match args.metric {
                 MetricArg::Euclidean => Metric::Euclidean,
                 MetricArg::Cosine => Metric::Cosine,
@@ -99,20 +123,21 @@ pub fn run(args: MetricsArgs) -> Result<ExitCode> {
                 .map_err(ScoreError::from)?;
         }
         _ => {
-            let path = find("distmat")?;
-            let d = load_matrix(&path)?;
-            check_rows(&path, &d, "query", q_pids.len())?;
-            if d.cols != g_pids.len() {
-                let other = "g_pids".to_string();
-                return Err(ScoreError::Shape {
-                    path,
-                    found: d.cols,
-                    what: "columns",
-                    other,
-                    expected: g_pids.len(),
-                }
-                .into());
-            }
+            let (path, d) = load_one(&args.dir, "distmat", load_matrix)?;
+            same_length(
+                &path,
+                d.rows,
+                "rows (one per query)",
+                &q_pids_path,
+                q_pids.len(),
+            )?;
+            same_length(
+                &path,
+                d.cols,
+                "columns (one per gallery image)",
+                &g_pids_path,
+                g_pids.len(),
+            )?;
             evaluator.add_rows(&d.data).map_err(ScoreError::from)?;
         }
     }
@@ -125,41 +150,55 @@ pub fn run(args: MetricsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check_rows(
+/// An error naming both files unless `found` (of `path`) equals `expected` (of `other`).
+fn same_length(
     path: &Path,
-    m: &Matrix,
+    found: usize,
     what: &'static str,
+    other: &Path,
     expected: usize,
 ) -> Result<(), ScoreError> {
-    if m.rows == expected {
-        return Ok(());
+    match found == expected {
+        true => Ok(()),
+        false => Err(ScoreError::Shape {
+            path: path.to_path_buf(),
+            found,
+            what,
+            other: other.to_path_buf(),
+            expected,
+        }),
     }
-    let other = format!("{}_pids", &what[..1]);
-    Err(ScoreError::Shape {
-        path: path.to_path_buf(),
-        found: m.rows,
-        what: if what == "query" {
-            "query rows"
-        } else {
-            "gallery rows"
-        },
-        other,
-        expected,
-    })
 }
 
-/// `DIR/NAME.npy`, else `.csv`, else `.txt`.
-fn find_input(dir: &Path, name: &str) -> Result<PathBuf, UsageError> {
-    ["npy", "csv", "txt"]
+/// `DIR/NAME` as `.npy`, `.csv` or `.txt`, loaded with `load`: the first that exists; when several do, they must
+/// hold the same values (none is preferred silently over another).
+fn load_one<T: PartialEq>(
+    dir: &Path,
+    name: &str,
+    load: impl Fn(&Path) -> Result<T, ArrayError>,
+) -> Result<(PathBuf, T), ScoreError> {
+    let found: Vec<PathBuf> = ["npy", "csv", "txt"]
         .iter()
         .map(|ext| dir.join(format!("{name}.{ext}")))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            UsageError(format!(
-                "{}: no {name}.npy, {name}.csv or {name}.txt",
-                dir.display()
-            ))
-        })
+        .filter(|p| p.is_file())
+        .collect();
+    let Some(first) = found.first() else {
+        return Err(ScoreError::Usage(format!(
+            "{}: no {name}.npy, {name}.csv or {name}.txt",
+            dir.display()
+        )));
+    };
+    let value = load(first)?;
+    for other in &found[1..] {
+        if load(other)? != value {
+            return Err(ScoreError::Usage(format!(
+                "{} and {} hold different values; keep one",
+                first.display(),
+                other.display()
+            )));
+        }
+    }
+    Ok((first.clone(), value))
 }
 
 fn print_table(m: &Metrics, protocol: ProtocolArg) {

@@ -118,13 +118,12 @@ impl Context {
         })
     }
 
-    /// How plans find pretrained weights: `compute` commands read the files (and remember their digests in the
-    /// cache); the others may use the remembered digests when the files are absent.
-    pub fn weights(&self, compute: bool) -> crate::plan::Weights<'_> {
+    /// What a plan is for: computing stages needs the weights and data; inspecting works from the cache.
+    pub fn purpose(&self, compute: bool) -> crate::plan::Purpose<'_> {
         let records = self.weight_records.as_path();
         match compute {
-            true => crate::plan::Weights::Read { records },
-            false => crate::plan::Weights::Remembered { records },
+            true => crate::plan::Purpose::Compute { records },
+            false => crate::plan::Purpose::Inspect { records },
         }
     }
 

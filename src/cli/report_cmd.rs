@@ -48,13 +48,9 @@ enum Format {
 
 pub fn report(ctx: &Context, args: ReportArgs) -> Result<ExitCode> {
     if !args.specs.is_empty() {
-        let specs = args
-            .specs
-            .iter()
-            .map(|p| Spec::load(p))
-            .collect::<Result<Vec<_>, _>>()?;
+        let specs = Spec::load_all(&args.specs)?;
         let lock = ctx.load_lock()?;
-        let plan = Plan::new(&specs, &lock, ctx.weights(false))?;
+        let plan = Plan::new(&specs, &lock, ctx.purpose(false))?;
         write_reports(ctx, &specs, &plan)?;
     }
     if !args.paper {

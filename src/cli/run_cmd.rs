@@ -70,12 +70,9 @@ pub fn load_plan(
     paths: &[PathBuf],
     compute: bool,
 ) -> Result<(Vec<Spec>, Plan, crate::data::LockFile)> {
-    let specs = paths
-        .iter()
-        .map(|p| Spec::load(p))
-        .collect::<Result<Vec<_>, _>>()?;
+    let specs = Spec::load_all(paths)?;
     let lock = ctx.load_lock()?;
-    let plan = Plan::new(&specs, &lock, ctx.weights(compute))?;
+    let plan = Plan::new(&specs, &lock, ctx.purpose(compute))?;
     Ok((specs, plan, lock))
 }
 

@@ -310,6 +310,18 @@ impl LockFile {
         let entry = self.entry(name)?;
         let actual = LockEntry::new(entry.format, None, None, files);
         if actual.digest == entry.digest {
+            // The counts are derived from the same files as the digest: when they differ, the entry was edited.
+            if (actual.files, actual.bytes) != (entry.files, entry.bytes) {
+                return Err(LockError::Invalid {
+                    file: self.path.clone(),
+                    line: self.line_of(&["datasets", name, "files"]),
+                    column: 1,
+                    message: format!(
+                        "dataset `{name}`: files: {}, bytes: {}, but its digest covers {} files of {} bytes (edited by hand? lock it again)",
+                        entry.files, entry.bytes, actual.files, actual.bytes
+                    ),
+                });
+            }
             return Ok(());
         }
         let drift = match self.file_list(name, &entry.digest) {

@@ -176,6 +176,9 @@ fn first_non_finite(data: &[f32]) -> Option<usize> {
     Some(chunk * CHUNK + offset)
 }
 
+/// numpy writes headers of a few hundred bytes; anything longer is not a header.
+const MAX_NPY_HEADER: usize = 1 << 20;
+
 /// The parsed header of a .npy file.
 struct NpyHeader {
     kind: u8,
@@ -196,15 +199,21 @@ fn read_npy_header(path: &Path, file: &mut std::fs::File) -> Result<NpyHeader, A
     if &magic[..6] != b"\x93NUMPY" {
         return Err(bad("missing the \\x93NUMPY magic"));
     }
-    let header_len = if magic[6] == 1 {
+    let (header_len, prefix) = if magic[6] == 1 {
         let mut b = [0u8; 2];
         file.read_exact(&mut b).map_err(io)?;
-        u16::from_le_bytes(b) as usize
+        (u16::from_le_bytes(b) as usize, 10)
     } else {
         let mut b = [0u8; 4];
         file.read_exact(&mut b).map_err(io)?;
-        u32::from_le_bytes(b) as usize
+        (u32::from_le_bytes(b) as usize, 12)
     };
+    let file_len = file.metadata().map_err(io)?.len();
+    if header_len > MAX_NPY_HEADER || (prefix + header_len) as u64 > file_len {
+        return Err(bad(&format!(
+            "header length {header_len} does not fit the file ({file_len} bytes)"
+        )));
+    }
     let mut header = vec![0u8; header_len];
     file.read_exact(&mut header).map_err(io)?;
     let header = String::from_utf8_lossy(&header);
@@ -253,6 +262,18 @@ fn read_npy_header(path: &Path, file: &mut std::fs::File) -> Result<NpyHeader, A
     );
     if !supported {
         return Err(dtype_err());
+    }
+    // The payload must hold exactly the values the shape claims: a shorter file would be scored as garbage, and a
+    // huge claimed shape must not be mapped or allocated.
+    let payload = file_len - (prefix + header_len) as u64;
+    let needed = shape
+        .iter()
+        .try_fold(size as u64, |acc, &d| acc.checked_mul(d as u64))
+        .ok_or_else(|| bad(&format!("shape {shape:?} is too large")))?;
+    if needed != payload {
+        return Err(bad(&format!(
+            "shape {shape:?} of {descr} needs {needed} bytes of data, the file holds {payload}"
+        )));
     }
     Ok(NpyHeader {
         kind: bytes[1],
@@ -525,5 +546,48 @@ mod tests {
                 .to_string()
                 .contains("missing.txt")
         );
+    }
+
+    #[test]
+    fn headers_that_claim_more_or_less_than_the_file_holds_are_refused() {
+        let dir = crate::testutil::tempdir();
+        let write = |name: &str, bytes: Vec<u8>| {
+            let p = dir.join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        let four: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let short = write("short.npy", npy("<f4", false, "(2, 3)", &four));
+        let err = load_matrix(&short).unwrap_err().to_string();
+        assert!(
+            err.contains("short.npy") && err.contains("needs 24 bytes") && err.contains("holds 16"),
+            "{err}"
+        );
+        let huge = write(
+            "huge.npy",
+            npy("<f4", false, "(4000000000000, 4000000000000)", &four),
+        );
+        assert!(
+            load_matrix(&huge)
+                .unwrap_err()
+                .to_string()
+                .contains("too large")
+        );
+        let big = write("big.npy", npy("<f8", false, "(100000000000,)", &four));
+        assert!(
+            load_ids(&big)
+                .unwrap_err()
+                .to_string()
+                .contains("needs 800000000000 bytes")
+        );
+        let mut bad_len = npy("<f4", false, "(2, 2)", &four);
+        bad_len[8..10].copy_from_slice(&u16::MAX.to_le_bytes());
+        let err = load_matrix(&write("len.npy", bad_len))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("header length 65535"), "{err}");
     }
 }

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 pub enum ModelError {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Io(#[from] crate::fsio::IoError),
     #[error("{path}: tensor `{name}` has shape {found:?}, the model expects {expected:?}")]
     Shape {
         path: PathBuf,
@@ -114,8 +116,7 @@ impl Params {
     }
 
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {
-        candle_core::safetensors::save(&self.tensors(), path)?;
-        Ok(())
+        save_tensors(&self.tensors(), path)
     }
 
     /// Copies tensors from a safetensors file. With `required`, every tensor of the model whose name passes it must be
@@ -155,6 +156,16 @@ impl Params {
         }
         Ok(loaded)
     }
+}
+
+/// Writes `tensors` as safetensors to `path` with the one durable atomic write (and so the same permissions as
+/// every other output).
+pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<(), ModelError> {
+    let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let bytes = safetensors::serialize(sorted, None)
+        .map_err(|e| ModelError::Candle(candle_core::Error::Msg(e.to_string())))?;
+    Ok(crate::fsio::write_atomic(path, &bytes)?)
 }
 
 /// The device for `train.device`: `auto` is CUDA when this binary has it and a device is present, else CPU.

@@ -158,13 +158,12 @@ pub enum PlanError {
 }
 
 impl Plan {
-    /// Plans every cell of `specs` against the datasets pinned in `lock`, with pretrained checkpoints' digests
-    /// from `weights`.
-    pub fn new(specs: &[Spec], lock: &LockFile, weights: Weights) -> Result<Plan, PlanError> {
+    /// Plans every cell of `specs` against the datasets pinned in `lock`, for `purpose`.
+    pub fn new(specs: &[Spec], lock: &LockFile, purpose: Purpose) -> Result<Plan, PlanError> {
         let mut plan = Plan::default();
         let mut by_key: HashMap<String, usize> = HashMap::new();
         let mut weights = WeightDigests {
-            mode: weights,
+            mode: purpose,
             known: HashMap::new(),
         };
         for (s, spec) in specs.iter().enumerate() {
@@ -203,9 +202,26 @@ impl Plan {
             None => None,
         };
         let train = StageConfig::Train(TrainKey::of(&cell.config, pretrained));
+        // Point at where the cell got its dataset: a grid axis, or the base.
+        let from_grid = cell.axes.iter().any(|(path, _)| path == "dataset.name");
+        let at: &[&str] = if from_grid {
+            &["grid", "dataset.name"]
+        } else {
+            &["base", "dataset", "name"]
+        };
         let entry = lock
             .entry(dataset)
-            .map_err(|e| spec.error_at(&["base", "dataset", "name"], e.to_string()))?;
+            .map_err(|e| spec.error_at(at, e.to_string()))?;
+        if matches!(weights.mode, Purpose::Compute { .. })
+            && let Some(root) = lock.root(dataset)?
+            && !root.is_dir()
+        {
+            let message = format!(
+                "dataset `{dataset}`: its root {} is not a folder on this machine",
+                root.display()
+            );
+            return Err(spec.error_at(at, message).into());
+        }
         let digest = Some(entry.digest.clone());
         let mut chain: Vec<usize> = Vec::new();
         let mut add = |kind: StageKind,
@@ -309,19 +325,22 @@ pub fn pretrained_path(lock: &LockFile, value: &str) -> Result<PathBuf, String> 
     Ok(project.join(expanded))
 }
 
-/// Where a plan gets the SHA-256 of each pretrained checkpoint a cell names (the weights are in the train key by
-/// content, so replacing the file behind the same path trains again).
+/// What a plan is for, which decides how strictly it needs the inputs outside the cache. Pretrained checkpoints
+/// are in train keys by their SHA-256 (replacing the file behind the same path trains again); digests are
+/// remembered in the `records` folder.
 #[derive(Debug, Clone, Copy)]
-pub enum Weights<'a> {
-    /// Hash the file, which must exist (to compute stages), and remember its digest in the `records` folder.
-    Read { records: &'a Path },
-    /// Hash the file when it exists, else use the digest remembered when it was last read: reports, `gc` and
-    /// `explain` then work from the cache on a machine without the weights.
-    Remembered { records: &'a Path },
+pub enum Purpose<'a> {
+    /// To compute stages: every pretrained checkpoint is read and hashed (and its digest remembered), and every
+    /// real dataset's root must exist.
+    Compute { records: &'a Path },
+    /// To inspect results (plan, explain, report, gc): a checkpoint that is absent counts with the digest
+    /// remembered when it was last read, and dataset roots are not needed, so these work from the cache on a
+    /// machine without the weights or the data.
+    Inspect { records: &'a Path },
 }
 
 struct WeightDigests<'a> {
-    mode: Weights<'a>,
+    mode: Purpose<'a>,
     known: HashMap<PathBuf, String>,
 }
 
@@ -331,7 +350,7 @@ impl WeightDigests<'_> {
         if let Some(d) = self.known.get(&path) {
             return Ok(d.clone());
         }
-        let (Weights::Read { records } | Weights::Remembered { records }) = self.mode;
+        let (Purpose::Compute { records } | Purpose::Inspect { records }) = self.mode;
         let record = records.join(format!(
             "{}.sha256",
             &sha256_bytes(path.to_string_lossy().as_bytes())[..24]
@@ -343,7 +362,7 @@ impl WeightDigests<'_> {
                 let _ = crate::fsio::write_atomic(&record, format!("{digest}\n").as_bytes());
                 digest
             }
-            (Err(e), Weights::Remembered { .. }) => match std::fs::read_to_string(&record) {
+            (Err(e), Purpose::Inspect { .. }) => match std::fs::read_to_string(&record) {
                 Ok(text) => text.trim().to_string(),
                 Err(_) => {
                     return Err(format!(
@@ -352,7 +371,7 @@ impl WeightDigests<'_> {
                     ));
                 }
             },
-            (Err(e), Weights::Read { .. }) => {
+            (Err(e), Purpose::Compute { .. }) => {
                 return Err(format!("cannot read {}: {e}", path.display()));
             }
         };
@@ -378,8 +397,8 @@ seeds: [1, 2]
 ";
 
     /// Weights read from their files, digests remembered beside the lock.
-    fn read(lock: &LockFile) -> Weights<'_> {
-        Weights::Read {
+    fn read(lock: &LockFile) -> Purpose<'_> {
+        Purpose::Compute {
             records: lock.path().parent().unwrap(),
         }
     }

@@ -5,7 +5,7 @@
 use super::ReportError;
 use super::results::Results;
 use super::stats::{mean, sample_std};
-use super::summary::{metric_label, short};
+use super::summary::{metric_label, short_name};
 use crate::spec::ReportLayout;
 use image::ImageEncoder as _;
 use plotters::coord::Shift;
@@ -74,7 +74,13 @@ pub fn sweep_panels(results: &Results, layout: &ReportLayout, axis: &str) -> Vec
                 let label = others
                     .iter()
                     .filter(|&&i| !row.axes[i].is_empty())
-                    .map(|&i| format!("{}={}", short(&results.axes[i]), row.axes[i]))
+                    .map(|&i| {
+                        format!(
+                            "{}={}",
+                            short_name(&results.axes[i], &results.axes),
+                            row.axes[i]
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join(", ");
                 let value = row.metric(metric).unwrap_or(f64::NAN) * 100.0;
@@ -114,8 +120,12 @@ pub fn sweep_panels(results: &Results, layout: &ReportLayout, axis: &str) -> Vec
                 .collect();
             let (lo, hi) = min_max(&xs);
             Panel {
-                title: format!("{} vs {}", metric_label(metric), short(axis)),
-                x_desc: short(axis).to_string(),
+                title: format!(
+                    "{} vs {}",
+                    metric_label(metric),
+                    short_name(axis, &results.axes)
+                ),
+                x_desc: short_name(axis, &results.axes),
                 y_desc: format!("{} (%)", metric_label(metric)),
                 lines,
                 log_x: lo > 0.0 && hi / lo >= 10.0,

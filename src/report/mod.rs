@@ -19,7 +19,7 @@ use polars::prelude::*;
 use results::{RESULTS_FILE, Results};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use summary::{Pivot, group_stats, short};
+use summary::{Pivot, group_stats, short_name};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -123,9 +123,10 @@ fn write_figures(
     let mut files = Vec::new();
     for axis in &spec.report.sweeps {
         let panels = sweep_panels(results, &spec.report, axis);
-        let title = format!("{}: sweep over {}", spec.name, short(axis));
+        let name = short_name(axis, &results.axes);
+        let title = format!("{}: sweep over {name}", spec.name);
         files.extend(write_figure(
-            &dir.join(format!("sweep-{}", short(axis))),
+            &dir.join(format!("sweep-{name}")),
             &title,
             &panels,
         )?);

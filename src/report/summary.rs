@@ -119,9 +119,7 @@ pub fn metric_label(metric: &str) -> &str {
 }
 
 /// An axis's short name: its last path segment.
-pub fn short(axis: &str) -> &str {
-    axis.rsplit('.').next().unwrap_or(axis)
-}
+pub use crate::spec::grid::short_name;
 
 /// The summary table of one spec: distinct row and column combinations in order of first appearance.
 pub struct Pivot<'a> {
@@ -184,7 +182,12 @@ impl<'a> Pivot<'a> {
     }
 
     fn row_header(&self) -> String {
-        let rows: Vec<&str> = self.layout.rows.iter().map(|a| short(a)).collect();
+        let rows: Vec<String> = self
+            .layout
+            .rows
+            .iter()
+            .map(|a| short_name(a, self.axes))
+            .collect();
         if rows.is_empty() {
             "cells".into()
         } else {
@@ -200,7 +203,7 @@ impl<'a> Pivot<'a> {
             .columns
             .iter()
             .zip(column)
-            .map(|(a, v)| format!("{}={v}", short(a)))
+            .map(|(a, v)| format!("{}={v}", short_name(a, self.axes)))
             .collect::<Vec<_>>()
             .join(", ")
     }

@@ -47,14 +47,36 @@ fn err(path: &[&str], message: String) -> GridError {
     }
 }
 
+/// The most cells a spec may expand to (before `exclude`): far beyond any real experiment, and small enough that
+/// planning stays quick and bounded in memory.
+pub const MAX_CELLS: u64 = 100_000;
+
 /// Expands `grid` into its points. `base_value` gives the base configuration's value at a path, used for the axes an
-/// `include` entry leaves unset.
+/// `include` entry leaves unset. A grid of more than [`MAX_CELLS`] cells is refused before anything is expanded.
 pub fn expand(
     grid: &GridSpec,
     base_value: impl Fn(&str) -> Value,
 ) -> Result<Vec<Point>, GridError> {
     check_axes(grid)?;
     let dims = dimensions(grid)?;
+    let cells = dims
+        .iter()
+        .try_fold(grid.seeds.len() as u64, |n, d| {
+            n.checked_mul(d.len() as u64)
+        })
+        .and_then(|n| n.checked_add(grid.include.len() as u64 * grid.seeds.len().max(1) as u64));
+    if cells.is_none_or(|n| n > MAX_CELLS) {
+        let sizes: Vec<String> = dims.iter().map(|d| d.len().to_string()).collect();
+        return Err(err(
+            &["grid"],
+            format!(
+                "the grid expands to {} cells ({} × {} seeds); mgat plans at most {MAX_CELLS}",
+                cells.map_or("more than 2^64".to_string(), |n| n.to_string()),
+                sizes.join(" × "),
+                grid.seeds.len()
+            ),
+        ));
+    }
     let axis_paths: Vec<&str> = grid.axes.iter().map(|a| a.path.as_str()).collect();
     check_assignments(&grid.exclude, "exclude", |key| {
         key == SEED || axis_paths.contains(&key)
@@ -262,23 +284,17 @@ fn push_point(
 
 /// Names an axis by its last path segment, or by its full path where two axes share that segment.
 fn short_names(axis_paths: &[&str]) -> impl Fn(&str) -> String + use<> {
+    let paths: Vec<String> = axis_paths.iter().map(|p| p.to_string()).collect();
+    move |p: &str| short_name(p, &paths)
+}
+
+/// How cell names, tables and figure files call `axis` among `axes`: its last path segment (`gamma`), or the whole
+/// path when another axis ends the same way (`model.width` beside `train.width`).
+pub fn short_name(axis: &str, axes: &[impl AsRef<str>]) -> String {
     let last = |p: &str| p.rsplit('.').next().unwrap_or(p).to_string();
-    let ambiguous: HashSet<String> = {
-        let mut seen = HashSet::new();
-        axis_paths
-            .iter()
-            .map(|p| last(p))
-            .filter(|l| !seen.insert(l.clone()))
-            .collect()
-    };
-    move |p: &str| {
-        let l = last(p);
-        if ambiguous.contains(&l) {
-            p.to_string()
-        } else {
-            l
-        }
-    }
+    let l = last(axis);
+    let clashes = axes.iter().filter(|a| last(a.as_ref()) == l).count();
+    if clashes > 1 { axis.to_string() } else { l }
 }
 
 fn lookup<'a>(entry: &'a Assignment, path: &str) -> Option<&'a Value> {

@@ -122,6 +122,9 @@ fn default_seeds() -> Vec<u64> {
     vec![1]
 }
 
+/// The longest spec name: it names a folder (`reports/<name>/`) and appears in figure titles.
+const MAX_NAME: usize = 100;
+
 impl Spec {
     /// Reads, validates and expands the spec at `path`.
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
@@ -132,6 +135,25 @@ impl Spec {
             source_line: None,
         })?;
         Self::parse(path, &text)
+    }
+
+    /// Loads several specs, refusing two with the same `name`: both would write `reports/<name>/`.
+    pub fn load_all(paths: &[impl AsRef<Path>]) -> Result<Vec<Spec>, SpecError> {
+        let mut specs: Vec<Spec> = Vec::new();
+        for path in paths {
+            let spec = Spec::load(path.as_ref())?;
+            if let Some(first) = specs.iter().find(|s| s.name == spec.name) {
+                let message = format!(
+                    "spec name `{}` is also the name of {}: both would write reports/{}/",
+                    spec.name,
+                    first.path.display(),
+                    spec.name
+                );
+                return Err(spec.error_at(&["name"], message));
+            }
+            specs.push(spec);
+        }
+        Ok(specs)
     }
 
     /// Validates and expands a spec given as text; `path` is used in error messages.
@@ -168,6 +190,24 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn parse(&self) -> Result<Spec, SpecError> {
+        if self.text.starts_with('\u{feff}') {
+            return Err(self.error(
+                Some(Pos { line: 1, column: 1 }),
+                "the file starts with a byte-order mark (U+FEFF); save it as UTF-8 without one"
+                    .into(),
+            ));
+        }
+        if let Some(d) = &self.index.duplicate {
+            let within = if d.mapping.is_empty() {
+                "the spec".to_string()
+            } else {
+                format!("`{}`", d.mapping.join("."))
+            };
+            return Err(self.error(
+                Some(d.pos),
+                format!("duplicate key `{}` in {within}", d.key),
+            ));
+        }
         let raw: RawSpec = serde_yaml::from_str(self.text).map_err(|e| self.serde_error(&e))?;
         self.check_name(&raw.name)?;
         let version = raw
@@ -220,6 +260,9 @@ impl Parser<'_> {
                 .collect(),
             seeds: raw.seeds.clone(),
         };
+        if raw.seeds.is_empty() {
+            return Err(self.at(&["seeds"], "seeds is empty: list at least one seed".into()));
+        }
         let points = grid::expand(&grid, |p| {
             get_path(&base_value, p).cloned().unwrap_or(Value::Null)
         })
@@ -286,7 +329,11 @@ impl Parser<'_> {
                 .map(|(p, v)| format!("{p} = {}", format_value(v)))
                 .collect::<Vec<_>>()
                 .join(", ");
-            self.at(at, format!("{shown}: {}", split_serde_error(&e).1))
+            let mut message = split_serde_error(&e).1;
+            if let ([(path, _)], true) = (overrides, message.contains("the setting's names")) {
+                message = choices(base, path).map_or(message, |c| format!("expected one of {c}"));
+            }
+            self.at(at, format!("{shown}: {message}"))
         })?;
         // The base is valid, so whatever is out of range now was caused by the overrides at `at`.
         self.check_config(&config, at)?;
@@ -329,6 +376,7 @@ impl Parser<'_> {
 
     fn check_name(&self, name: &str) -> Result<(), SpecError> {
         let ok = !name.is_empty()
+            && name.len() <= MAX_NAME
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
@@ -336,7 +384,7 @@ impl Parser<'_> {
         if ok {
             return Ok(());
         }
-        Err(self.at(&["name"], format!("invalid name `{name}`: expected letters, digits, `.`, `_` or `-` (it names reports/<name>/)")))
+        Err(self.at(&["name"], format!("invalid name `{name}`: expected up to {MAX_NAME} letters, digits, `.`, `_` or `-` (it names reports/<name>/)")))
     }
 
     fn scalar_text(&self, v: &Value, at: &[&str]) -> Result<String, SpecError> {
@@ -377,6 +425,17 @@ impl Parser<'_> {
             source_line,
         }
     }
+}
+
+/// The names an enumerated setting accepts (`` `none`, `gat`, `mgat` ``), as serde lists them for an unknown one.
+fn choices(base: &Value, path: &str) -> Option<String> {
+    let mut probe = base.clone();
+    *get_path_mut(&mut probe, path)? = Value::String("\u{1}".into());
+    let text = serde_yaml::from_value::<RunConfig>(probe)
+        .err()?
+        .to_string();
+    let list = text.split("expected one of ").nth(1)?;
+    Some(list.split(" at line ").next().unwrap_or(list).to_string())
 }
 
 /// The value at a dotted path in a YAML mapping tree.

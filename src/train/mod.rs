@@ -257,7 +257,7 @@ fn save_checkpoint(
     let weights = format!("ckpt-{epochs_done}.safetensors");
     let mut tensors = params.tensors();
     tensors.extend(opt.state());
-    candle_core::safetensors::save(&tensors, out.join(&weights))?;
+    crate::model::params::save_tensors(&tensors, &out.join(&weights))?;
     let ckpt = Checkpoint {
         epochs_done,
         steps: opt.steps(),
