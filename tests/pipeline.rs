@@ -111,6 +111,16 @@ fn concurrent_runs_of_overlapping_specs_compute_each_shared_stage_once() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // The second run starts only once the first is computing the shared synth stage, so they overlap.
+    let partial = p.cache_dir().join("synth/.partial");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_dir(&partial).map_or(true, |mut d| d.next().is_none()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first run never started the synth stage"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let b = p
         .command(&["run", "experiments/b.yaml", "--until", "index"])
         .stdout(std::process::Stdio::piped())
@@ -131,6 +141,11 @@ fn concurrent_runs_of_overlapping_specs_compute_each_shared_stage_once() {
     assert_eq!(
         a.summary("reused") + a.summary("cached") + b.summary("reused") + b.summary("cached"),
         2
+    );
+    assert!(
+        b.summary("reused") >= 1,
+        "the second run waited for the first: {}",
+        b.stdout()
     );
     let ran_synth = [&a, &b]
         .iter()

@@ -184,6 +184,38 @@ mod tests {
         }
     }
 
+    /// With a zero gradient, Adam's L2 decay acts through the gradient (its first step moves by lr, as every first
+    /// Adam step does), AdamW's decoupled decay shrinks the weight by lr·wd directly, and SGD's by lr·wd·θ.
+    #[test]
+    fn weight_decay_is_l2_for_adam_and_sgd_and_decoupled_for_adamw() {
+        let (lr, wd) = (0.1, 0.5);
+        for (kind, expected) in [
+            (Kind::Adam, 1.0 - lr),
+            (Kind::Adamw, 1.0 - lr * wd),
+            (Kind::Sgd, 1.0 - lr * wd),
+        ] {
+            let theta = Var::new(&[1.0f64], &Device::Cpu).unwrap();
+            let c = TrainSettings {
+                weight_decay: wd,
+                ..cfg(kind)
+            };
+            let mut opt = Optimizer::new(&c, vec![theta.clone()]).unwrap();
+            // (θ − 1)² at θ = 1: a gradient that is exactly zero.
+            let loss = (theta.as_tensor() - 1.0)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            opt.step(&loss.backward().unwrap(), lr).unwrap();
+            let v = theta.as_tensor().to_vec1::<f64>().unwrap()[0];
+            assert!(
+                (v - expected).abs() < 1e-7,
+                "{kind:?}: {v}, expected {expected}"
+            );
+        }
+    }
+
     #[test]
     fn schedule_warms_up_then_decays() {
         let c = TrainSettings {
