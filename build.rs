@@ -6,7 +6,8 @@
 //!   reporting, which compute no stage output); one fingerprint for all kinds, derived from the tree rather than a
 //!   hand-kept list of each kind's files, so nothing a stage compiles can be left out;
 //! - the resolved version and checksum of every crate the library depends on, directly or not (from `Cargo.lock`,
-//!   following `[dependencies]` only: dev- and build-dependencies compute no output);
+//!   following `[dependencies]` only: dev- and build-dependencies compute no output), and the `[dependencies]`
+//!   table itself (the features asked of each crate);
 //! - the compiler (`rustc -vV`: version, commit, LLVM), the target triple and the enabled cargo features (`cuda`).
 //!
 //! Not in it: the optimisation profile and the machine's CPU features (candle and gemm choose kernels at run time;
@@ -32,6 +33,11 @@ fn main() {
     }
     for line in dependency_versions() {
         hasher.update(format!("crate {line}\n").as_bytes());
+    }
+    // The [dependencies] table itself: the features asked of each crate can change its numbers too.
+    let manifest = std::fs::read_to_string("Cargo.toml").expect("read Cargo.toml");
+    for line in table_lines(&manifest, "[dependencies]") {
+        hasher.update(format!("dependency {line}\n").as_bytes());
     }
     hasher.update(format!("rustc {}\n", rustc_version()).as_bytes());
     hasher.update(format!("target {}\n", env("TARGET")).as_bytes());
@@ -152,14 +158,24 @@ fn parse_lock(text: &str) -> BTreeMap<String, Vec<Package>> {
 
 /// The crate names in Cargo.toml's `[dependencies]` table.
 fn direct_dependencies(manifest: &str) -> Vec<String> {
+    table_lines(manifest, "[dependencies]")
+        .iter()
+        .filter_map(|line| {
+            line.split_once('=')
+                .map(|(name, _)| name.trim().to_string())
+        })
+        .collect()
+}
+
+/// The non-empty, non-comment lines of a TOML table, trimmed.
+fn table_lines(manifest: &str, header: &str) -> Vec<String> {
     let mut in_table = false;
     let mut out = Vec::new();
-    for line in manifest.lines() {
-        let line = line.trim();
+    for line in manifest.lines().map(str::trim) {
         if line.starts_with('[') {
-            in_table = line == "[dependencies]";
-        } else if in_table && let Some((name, _)) = line.split_once('=') {
-            out.push(name.trim().to_string());
+            in_table = line == header;
+        } else if in_table && !line.is_empty() && !line.starts_with('#') {
+            out.push(line.to_string());
         }
     }
     out

@@ -46,6 +46,21 @@ pub struct Manifest {
     pub git: GitState,
     pub mgat_version: String,
     pub summary: Summary,
+    /// SHA-256 of the canonical JSON of every other field: a manifest edited or damaged anywhere is detected
+    /// without reading its outputs.
+    #[serde(default)]
+    pub checksum: String,
+}
+
+impl Manifest {
+    /// The checksum of this manifest's fields (its own `checksum` left out).
+    pub fn compute_checksum(&self) -> String {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(fields) = value.as_object_mut() {
+            fields.remove("checksum");
+        }
+        crate::digest::sha256_bytes(crate::digest::canonical_json(&value).as_bytes())
+    }
 }
 
 /// Each kind's figures for listings and reports.
@@ -122,11 +137,16 @@ pub struct KeyLock {
 #[derive(Debug, Clone)]
 pub struct Cache {
     root: PathBuf,
+    /// Entries found sound by this process: entries never change once committed, so each is checked once.
+    sound: std::sync::Arc<std::sync::Mutex<HashSet<(StageKind, String)>>>,
 }
 
 impl Cache {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            sound: Default::default(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -170,10 +190,21 @@ impl Cache {
     pub fn trusted(&self, kind: StageKind, key: &str) -> Result<Option<Manifest>, CacheError> {
         let damage = match self.lookup(kind, key) {
             Lookup::Absent => return Ok(None),
-            Lookup::Present(m) => match self.check_outputs(&m, true) {
-                Ok(()) => return Ok(Some(*m)),
-                Err(d) => d,
-            },
+            Lookup::Present(m) => {
+                let id = (kind, key.to_string());
+                if self.sound.lock().is_ok_and(|s| s.contains(&id)) {
+                    return Ok(Some(*m));
+                }
+                match self.check_outputs(&m, true) {
+                    Ok(()) => {
+                        if let Ok(mut s) = self.sound.lock() {
+                            s.insert(id);
+                        }
+                        return Ok(Some(*m));
+                    }
+                    Err(d) => d,
+                }
+            }
             Lookup::Damaged(d) => d,
         };
         self.quarantine(kind, key, &damage)?;
@@ -273,6 +304,7 @@ impl Cache {
                 )
             })
             .collect();
+        manifest.checksum = manifest.compute_checksum();
         let manifest_path = partial.join(MANIFEST);
         let text = serde_json::to_string_pretty(&manifest)
             .map_err(|e| IoError::new(&manifest_path, std::io::Error::other(e)))?;
@@ -413,7 +445,14 @@ fn read_manifest(path: &Path) -> Result<Manifest, Damage> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Damage::NoManifest),
         Err(e) => return Err(Damage::Unreadable(e.to_string())),
     };
-    serde_json::from_str(&text).map_err(|e| Damage::BadManifest(e.to_string()))
+    let manifest: Manifest =
+        serde_json::from_str(&text).map_err(|e| Damage::BadManifest(e.to_string()))?;
+    match manifest.compute_checksum() == manifest.checksum {
+        true => Ok(manifest),
+        false => Err(Damage::BadManifest(
+            "its checksum does not match its content".into(),
+        )),
+    }
 }
 
 /// The first difference between a manifest's outputs and the files found in its entry.
@@ -467,6 +506,7 @@ mod tests {
             },
             mgat_version: "0".into(),
             summary: Summary::Index(IndexSummary::default()),
+            checksum: String::new(),
         }
     }
 
@@ -524,18 +564,26 @@ mod tests {
         ];
         for (key, damage) in cases {
             let entry = committed(&cache, key);
-            // The first check records the stat cache; damage made after it must still be seen.
+            // The first check records the stat cache; damage made after it (seen by the next process, which
+            // has not checked the entry yet) must still be seen.
             assert!(cache.trusted(StageKind::Index, key).unwrap().is_some());
             damage(&entry);
+            let next_process = Cache::new(dir.join("c"));
             assert!(
-                cache.trusted(StageKind::Index, key).unwrap().is_none(),
+                next_process
+                    .trusted(StageKind::Index, key)
+                    .unwrap()
+                    .is_none(),
                 "{key}"
             );
             assert!(!entry.exists(), "{key}: quarantined");
             // The next commit of the key finds nothing in its way.
-            committed(&cache, key);
+            committed(&next_process, key);
             assert!(
-                cache.trusted(StageKind::Index, key).unwrap().is_some(),
+                next_process
+                    .trusted(StageKind::Index, key)
+                    .unwrap()
+                    .is_some(),
                 "{key}: recomputed"
             );
         }

@@ -79,6 +79,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     rename_durable(&tmp, path)
 }
 
+/// Whether a file name is one of [`write_atomic`]'s temporaries (left behind only by a killed write).
+pub fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp")
+}
+
 /// Syncs the folder holding `path` (a rename or a new file in it is then on disk).
 pub fn sync_parent(path: &Path) -> Result<(), IoError> {
     let dir = match path.parent() {

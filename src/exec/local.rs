@@ -2,9 +2,9 @@
 //! threads, each under its cache key's lock, committing outputs atomically. A failed stage skips its dependents;
 //! with keep-going (the default) every independent stage still runs.
 //!
-//! Trust: an entry whose manifest is damaged is quarantined and its stage runs again; before a stage starts, every
-//! cached entry it consumes has its outputs checked against its manifest (through the stat cache), and a damaged
-//! one is quarantined and computed again first.
+//! Trust: before anything runs, every cached entry of the selection is checked against its manifest (through the
+//! stat cache); a damaged one is quarantined and its stage runs again. A stage's inputs are checked again (free
+//! within one process) right before it starts.
 
 use super::{Outcome, RunOptions, RunReport, log_outcome};
 use crate::cache::{CacheError, Manifest};
@@ -24,16 +24,21 @@ pub fn run(
     progress: &MultiProgress,
     git: &GitState,
 ) -> RunReport {
-    let mut state: HashMap<usize, Option<Outcome>> = HashMap::new();
-    for &s in selected {
-        let stage = &env.plan.stages[s];
-        let outcome = match env.cache.settle(stage.kind, &stage.key) {
-            Ok(true) => Some(Outcome::Cached),
-            Ok(false) => None,
-            Err(e) => Some(failed(e)),
-        };
-        state.insert(s, outcome);
-    }
+    // Every entry the run could use is checked in full now (through the stat cache, in parallel), so that damage
+    // anywhere is quarantined and recomputed by this run, and reports read only sound entries.
+    use rayon::prelude::*;
+    let mut state: HashMap<usize, Option<Outcome>> = selected
+        .par_iter()
+        .map(|&s| {
+            let stage = &env.plan.stages[s];
+            let outcome = match env.cache.trusted(stage.kind, &stage.key) {
+                Ok(Some(_)) => Some(Outcome::Cached),
+                Ok(None) => None,
+                Err(e) => Some(failed(e)),
+            };
+            (s, outcome)
+        })
+        .collect();
     let mut launched: Vec<usize> = Vec::new();
     let mut checked: HashSet<usize> = HashSet::new();
     let mut stop = false;
@@ -199,6 +204,7 @@ fn compute(
         git: git.clone(),
         mgat_version: env!("CARGO_PKG_VERSION").to_string(),
         summary: produced.summary,
+        checksum: String::new(),
     };
     env.cache.commit(&partial, manifest)?;
     Ok(Outcome::Ran(clock.elapsed()))

@@ -84,6 +84,8 @@ struct Checkpoint {
     epochs_done: u32,
     steps: u64,
     weights: String,
+    /// SHA-256 of the weights file, checked before resuming.
+    weights_sha256: String,
     log: Vec<EpochLog>,
 }
 
@@ -164,7 +166,7 @@ pub fn train(
         save_checkpoint(out, &params, &opt, &log)?;
     }
     params.save(&out.join(MODEL_FILE))?;
-    write(&out.join(LOG_FILE), log_csv(&log).as_bytes())?;
+    crate::fsio::write_atomic(&out.join(LOG_FILE), log_csv(&log).as_bytes())?;
     remove_checkpoints(out)?;
     Ok(log)
 }
@@ -231,8 +233,32 @@ fn resume(out: &Path, params: &Params, opt: &mut Optimizer) -> Result<Vec<EpochL
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(Vec::new());
     };
-    let ckpt: Checkpoint = serde_json::from_str(&text)
-        .map_err(|e| TrainError::Io(IoError::new(path.clone(), std::io::Error::other(e))))?;
+    // A checkpoint is used only when it is exactly what was written; anything else is discarded (training starts
+    // over), never half-loaded.
+    let usable = serde_json::from_str::<Checkpoint>(&text)
+        .map_err(|e| format!("unreadable {CHECKPOINT}: {e}"))
+        .and_then(|ckpt| {
+            let weights = out.join(&ckpt.weights);
+            match crate::digest::sha256_file(&weights) {
+                Ok((sha, _)) if sha == ckpt.weights_sha256 => Ok(ckpt),
+                Ok(_) => Err(format!(
+                    "{} differs from the digest in {CHECKPOINT}",
+                    weights.display()
+                )),
+                Err(e) => Err(format!("{}: {e}", weights.display())),
+            }
+        });
+    let ckpt = match usable {
+        Ok(ckpt) => ckpt,
+        Err(why) => {
+            tracing::warn!(
+                "{}: checkpoint unusable ({why}); training starts over",
+                out.display()
+            );
+            remove_checkpoints(out)?;
+            return Ok(Vec::new());
+        }
+    };
     let weights = out.join(&ckpt.weights);
     params.load(&weights, |_| true)?;
     let state = candle_core::safetensors::load(&weights, &params.device)?;
@@ -258,19 +284,19 @@ fn save_checkpoint(
     let mut tensors = params.tensors();
     tensors.extend(opt.state());
     crate::model::params::save_tensors(&tensors, &out.join(&weights))?;
+    let (weights_sha256, _) = crate::digest::sha256_file(&out.join(&weights))
+        .map_err(IoError::at(&out.join(&weights)))?;
     let ckpt = Checkpoint {
         epochs_done,
         steps: opt.steps(),
         weights: weights.clone(),
+        weights_sha256,
         log: log.to_vec(),
     };
     let json = serde_json::to_vec_pretty(&ckpt).map_err(|e| {
         TrainError::Io(IoError::new(out.join(CHECKPOINT), std::io::Error::other(e)))
     })?;
-    let tmp = out.join(format!("{CHECKPOINT}.tmp"));
-    write(&tmp, &json)?;
-    std::fs::rename(&tmp, out.join(CHECKPOINT))
-        .map_err(|source| TrainError::Io(IoError::new(out.join(CHECKPOINT), source)))?;
+    crate::fsio::write_atomic(&out.join(CHECKPOINT), &json)?;
     for (name, path) in checkpoint_files(out)? {
         if name.starts_with("ckpt-") && name != weights {
             let _ = std::fs::remove_file(path);
@@ -286,19 +312,20 @@ fn remove_checkpoints(out: &Path) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// Checkpoint files in `out` (weights `ckpt-E.safetensors`, `checkpoint.json` and its temporary), by name.
+/// Checkpoint files in `out` (weights `ckpt-E.safetensors`, `checkpoint.json`) and temporaries a killed write left,
+/// by name.
 fn checkpoint_files(out: &Path) -> Result<Vec<(String, PathBuf)>, TrainError> {
     let entries =
         std::fs::read_dir(out).map_err(|source| TrainError::Io(IoError::new(out, source)))?;
     Ok(entries
         .flatten()
         .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-        .filter(|(name, _)| name.starts_with("ckpt-") || name.starts_with(CHECKPOINT))
+        .filter(|(name, _)| {
+            name.starts_with("ckpt-")
+                || name.starts_with(CHECKPOINT)
+                || crate::fsio::is_temporary(name)
+        })
         .collect())
-}
-
-fn write(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    std::fs::write(path, bytes).map_err(|source| TrainError::Io(IoError::new(path, source)))
 }
 
 /// `train_log.csv`: one row per epoch.
