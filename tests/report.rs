@@ -451,3 +451,71 @@ fn the_paper_specs_expand_to_their_grids_and_paper_yaml_renders() {
     );
     assert!(out.contains("| Reference: Bag of Tricks ResNet-50 baseline | market1501 | rank-1 | 94.5 | – | – | reference only |"), "{out}");
 }
+
+/// Reports are not rendered again when their inputs are unchanged, and never left stale: a metric that changes in
+/// the cache (here an eval entry re-sealed with a new mAP, as a recomputation would leave it) changes the report.
+#[test]
+fn an_unchanged_report_is_kept_and_a_changed_metric_renders_it_again() {
+    let p = Project::new("report-skip");
+    p.lock_synth("toy", TOY_DATA);
+    p.write(
+        "experiments/t.yaml",
+        &spec().replace("seeds: [1, 2, 3]", "seeds: [1]"),
+    );
+    p.mgat(&["-q", "run", "experiments/t.yaml"]).success();
+    let again = p.mgat(&["report", "experiments/t.yaml"]);
+    assert!(
+        again
+            .success()
+            .stdout()
+            .contains("unchanged since rendered"),
+        "{}",
+        again.stdout()
+    );
+
+    // Re-seal one eval entry with mAP 0.123456: new metrics.json, its sha256 in the manifest, a new checksum.
+    let key = &p.entries("eval")[0];
+    let entry = p.cache_dir().join("eval").join(key);
+    let mut metrics: Value =
+        serde_json::from_slice(&std::fs::read(entry.join("metrics.json")).unwrap()).unwrap();
+    metrics["mAP"] = serde_json::json!(0.123456);
+    let bytes = serde_json::to_vec_pretty(&metrics).unwrap();
+    std::fs::write(entry.join("metrics.json"), &bytes).unwrap();
+    let mut manifest: mgat::cache::Manifest =
+        serde_json::from_slice(&std::fs::read(entry.join("manifest.json")).unwrap()).unwrap();
+    manifest.outputs.insert(
+        "metrics.json".into(),
+        mgat::cache::OutputFile {
+            sha256: mgat::digest::sha256_bytes(&bytes),
+            bytes: bytes.len() as u64,
+        },
+    );
+    manifest.checksum = manifest.compute_checksum();
+    std::fs::write(
+        entry.join("manifest.json"),
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+
+    let rendered = p.mgat(&["report", "experiments/t.yaml"]);
+    assert!(
+        !rendered.success().stdout().contains("unchanged"),
+        "{}",
+        rendered.stdout()
+    );
+    let csv = std::fs::read_to_string(p.path("reports/t/results.csv")).unwrap();
+    assert!(csv.contains("0.123456"), "{csv}");
+    assert!(
+        std::fs::read_to_string(p.path("reports/t/summary.md"))
+            .unwrap()
+            .contains("12.3")
+    );
+
+    // A report file changed by hand is rendered again too.
+    std::fs::write(p.path("reports/t/summary.md"), "edited").unwrap();
+    p.mgat(&["report", "experiments/t.yaml"]).success();
+    assert_ne!(
+        std::fs::read_to_string(p.path("reports/t/summary.md")).unwrap(),
+        "edited"
+    );
+}

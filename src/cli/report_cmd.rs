@@ -97,6 +97,11 @@ pub fn write_reports(ctx: &Context, specs: &[Spec], plan: &Plan) -> Result<(), R
         let shown = dir.strip_prefix(&ctx.root).unwrap_or(&dir).display();
         if written.rows == 0 {
             println!("report {shown}/: no evaluated cells yet, nothing written");
+        } else if written.unchanged {
+            println!(
+                "report {shown}/: {} cells, unchanged since rendered from the same inputs",
+                written.rows
+            );
         } else {
             println!(
                 "report {shown}/: {} cells in {RESULTS_FILE}, {} files",

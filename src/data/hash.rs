@@ -6,7 +6,7 @@ use crate::fsio::IoError;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::io::Write;
+use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,7 +28,8 @@ pub enum HashError {
 }
 
 /// Every regular file under `root`, sorted by relative path, with its hash. With a stat cache file, files whose
-/// (size, mtime, inode) are unchanged since the cache was written are not read again, and the cache is rewritten.
+/// (size, mtime, inode) are unchanged since the cache was written are not read again, and the cache is rewritten
+/// when what it would hold changed.
 pub fn hash_tree(
     root: &Path,
     stat_cache: Option<&Path>,
@@ -61,7 +62,7 @@ pub fn hash_tree(
         .collect::<Result<_, HashError>>()?;
     if let Some(cache_path) = stat_cache {
         // A failed cache write only costs speed next time.
-        let _ = save_stat_cache(cache_path, &hashed);
+        let _ = save_stat_cache(cache_path, &hashed, &cached);
     }
     Ok(hashed.into_iter().map(|(d, _)| d).collect())
 }
@@ -142,9 +143,13 @@ fn load_stat_cache(path: &Path) -> HashMap<String, (Stat, String)> {
         .collect()
 }
 
-/// Writes the stat cache, leaving out files modified in the last two seconds: their mtime may not yet tell a
-/// later write apart.
-fn save_stat_cache(path: &Path, hashed: &[(FileDigest, Stat)]) -> std::io::Result<()> {
+/// Writes the stat cache, leaving out files modified in the last two seconds (their mtime may not yet tell a later
+/// write apart); nothing is written when it would hold exactly what `loaded` held.
+fn save_stat_cache(
+    path: &Path,
+    hashed: &[(FileDigest, Stat)],
+    loaded: &HashMap<String, (Stat, String)>,
+) -> Result<(), IoError> {
     let fresh = SystemTime::now()
         .checked_sub(Duration::from_secs(2))
         .unwrap_or(UNIX_EPOCH);
@@ -152,20 +157,28 @@ fn save_stat_cache(path: &Path, hashed: &[(FileDigest, Stat)]) -> std::io::Resul
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos() as i128;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    let keep: Vec<&(FileDigest, Stat)> = hashed
+        .iter()
+        .filter(|(_, s)| s.mtime_ns < fresh_ns)
+        .collect();
+    let unchanged = keep.len() == loaded.len()
+        && keep.iter().all(|(d, s)| {
+            loaded
+                .get(&d.path)
+                .is_some_and(|(ls, sha)| ls == s && *sha == d.sha256)
+        });
+    if unchanged {
+        return Ok(());
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-    for (d, s) in hashed.iter().filter(|(_, s)| s.mtime_ns < fresh_ns) {
-        writeln!(
+    let mut out = String::new();
+    for (d, s) in keep {
+        let _ = writeln!(
             out,
             "{}\t{}\t{}\t{}\t{}",
             s.inode, s.size, s.mtime_ns, d.sha256, d.path
-        )?;
+        );
     }
-    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(tmp, path)
+    crate::fsio::write_atomic(path, out.as_bytes())
 }
 
 #[cfg(test)]

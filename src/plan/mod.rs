@@ -34,7 +34,9 @@ pub mod keys;
 
 pub use keys::{EvalKey, StageConfig, TrainKey};
 
-mod fingerprints {
+/// The fingerprints build.rs computes: `CODE` (in every stage key) and `PROGRAM` (all of mgat's sources, which
+/// reports are rendered by).
+pub mod fingerprints {
     include!(concat!(env!("OUT_DIR"), "/fingerprints.rs"));
 }
 

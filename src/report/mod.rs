@@ -9,14 +9,17 @@ pub mod stats;
 pub mod summary;
 
 use crate::cache::{Cache, CacheError};
+use crate::digest::{sha256_bytes, sha256_file};
 use crate::fsio::IoError;
-use crate::plan::{Plan, StageKind};
+use crate::plan::{Plan, StageKind, fingerprints};
 use crate::spec::Spec;
 use crate::stages::CMC_FILE;
 use crate::train::LOG_FILE;
 use figures::{Line, Panel, curve_lines, sweep_panels, write_figure};
 use polars::prelude::*;
 use results::{RESULTS_FILE, Results};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use summary::{Pivot, group_stats, short_name};
@@ -72,9 +75,38 @@ pub struct Written {
     pub files: Vec<PathBuf>,
     pub rows: usize,
     pub missing: Vec<String>,
+    /// The report on disk was already rendered from the same inputs, so nothing was rewritten.
+    pub unchanged: bool,
 }
 
-/// Regenerates `reports/<spec name>/` from the cache: results.csv, summary.{md,csv,tex} and figures.
+/// Beside each report: what it was rendered from, and the SHA-256 of every file it wrote.
+const RENDERED_FROM: &str = ".rendered-from.json";
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct RenderedFrom {
+    /// SHA-256 over mgat's sources, the spec's text and results.csv (which names every cache entry read).
+    inputs: String,
+    files: BTreeMap<String, String>,
+}
+
+impl RenderedFrom {
+    /// Whether the report in `dir` was rendered from `inputs` and is still exactly what was written.
+    fn holds(dir: &Path, inputs: &str) -> bool {
+        let Ok(Ok(previous)) =
+            std::fs::read(dir.join(RENDERED_FROM)).map(|b| serde_json::from_slice::<Self>(&b))
+        else {
+            return false;
+        };
+        previous.inputs == inputs
+            && previous.files.iter().all(|(name, sha)| {
+                sha256_file(&dir.join(name)).is_ok_and(|(found, _)| &found == sha)
+            })
+    }
+}
+
+/// Regenerates `reports/<spec name>/` from the cache (results.csv, summary.{md,csv,tex} and figures), unless it
+/// was rendered from the same inputs (mgat's sources, the spec, and the cache entries results.csv names) and
+/// nobody changed it since.
 pub fn write_spec_report(
     spec: &Spec,
     spec_index: usize,
@@ -92,25 +124,62 @@ pub fn write_spec_report(
     if results.rows.is_empty() {
         return Ok(written);
     }
-    let mut put = |name: &str, bytes: &[u8]| -> Result<(), ReportError> {
+    let csv = results.to_csv()?;
+    let inputs = sha256_bytes(
+        [
+            fingerprints::PROGRAM.as_bytes(),
+            b"\0",
+            spec.source().as_bytes(),
+            b"\0",
+            &csv,
+        ]
+        .concat()
+        .as_slice(),
+    );
+    if RenderedFrom::holds(&dir, &inputs) {
+        written.unchanged = true;
+        return Ok(written);
+    }
+    let mut files = BTreeMap::new();
+    let mut put = |name: &str, bytes: &[u8]| -> Result<PathBuf, ReportError> {
         let path = dir.join(name);
         crate::fsio::write_atomic(&path, bytes)?;
-        written.files.push(path);
-        Ok(())
+        files.insert(name.to_string(), sha256_bytes(bytes));
+        Ok(path)
     };
-    put(RESULTS_FILE, &results.to_csv()?)?;
+    written.files.push(put(RESULTS_FILE, &csv)?);
     let stats = group_stats(&results)?;
     let pivot = Pivot::new(&spec.report, &results.axes, &stats);
     let title = spec
         .description
         .clone()
         .unwrap_or_else(|| spec.name.clone());
-    put("summary.md", pivot.markdown(&title).as_bytes())?;
-    put("summary.csv", pivot.csv().as_bytes())?;
-    put("summary.tex", pivot.latex(&title).as_bytes())?;
     written
         .files
-        .extend(write_figures(spec, &results, cache, &dir.join("figures"))?);
+        .push(put("summary.md", pivot.markdown(&title).as_bytes())?);
+    written
+        .files
+        .push(put("summary.csv", pivot.csv().as_bytes())?);
+    written
+        .files
+        .push(put("summary.tex", pivot.latex(&title).as_bytes())?);
+    for path in write_figures(spec, &results, cache, &dir.join("figures"))? {
+        let rel = path
+            .strip_prefix(&dir)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .into_owned();
+        let (sha, _) = sha256_file(&path).map_err(IoError::at(&path))?;
+        files.insert(rel, sha);
+        written.files.push(path);
+    }
+    let record = serde_json::to_vec_pretty(&RenderedFrom { inputs, files }).map_err(|e| {
+        ReportError::Cache {
+            path: dir.join(RENDERED_FROM),
+            message: e.to_string(),
+        }
+    })?;
+    crate::fsio::write_atomic(&dir.join(RENDERED_FROM), &record)?;
     Ok(written)
 }
 

@@ -166,6 +166,11 @@ impl Spec {
         .parse()
     }
 
+    /// The spec's text as read.
+    pub fn source(&self) -> &str {
+        &self.text
+    }
+
     /// The cell with this exact name.
     pub fn cell(&self, name: &str) -> Option<&Cell> {
         self.cells.iter().find(|c| c.name == name)
