@@ -241,6 +241,10 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
             || e.is::<crate::eval::array::ArrayError>()
             || e.downcast_ref::<crate::report::ReportError>()
                 .is_some_and(|r| r.is_bad_input())
+            || matches!(
+                e.downcast_ref::<crate::cache::CacheError>(),
+                Some(crate::cache::CacheError::Missing(_))
+            )
     })
 }
 

@@ -1,0 +1,236 @@
+//! End-to-end tests of bad input and changed inputs: each gets a clear error naming the file (and line, and value)
+//! with exit 2, and nothing is computed from it. Pretrained weights are checked when loaded; read-only commands
+//! work without them.
+
+mod common;
+
+use common::{Project, TOY_BASE, TOY_DATA};
+
+fn toy(name: &str) -> Project {
+    let p = Project::new(name);
+    p.lock_synth("toy", TOY_DATA);
+    p
+}
+
+/// `mgat ARGS` must exit 2 with `needle` in its error.
+fn refused(p: &Project, args: &[&str], needle: &str) {
+    let out = p.mgat(args);
+    assert_eq!(out.code(), 2, "{args:?}: {}", out.stderr());
+    assert!(
+        out.stderr().contains(needle),
+        "{args:?}: expected `{needle}` in:\n{}",
+        out.stderr()
+    );
+}
+
+#[test]
+fn spec_mistakes_are_named_at_their_line() {
+    let p = toy("spec-errors");
+    let cases: [(&str, String, &str); 8] = [
+        (
+            "dup-axis",
+            format!("name: a\n{TOY_BASE}grid:\n  model.gamma: [1, 2]\n  model.gamma: [3]\n"),
+            "a.yaml:8:3: duplicate key `model.gamma` in `grid`",
+        ),
+        (
+            "dup-base",
+            "name: a\nbase:\n  dataset: {name: toy}\n  model: {width: 8}\n  model: {width: 4}\n"
+                .into(),
+            "a.yaml:5:3: duplicate key `model` in `base`",
+        ),
+        (
+            "no-seeds",
+            format!("name: a\n{TOY_BASE}seeds: []\n"),
+            "a.yaml:6:8: seeds is empty",
+        ),
+        (
+            "unknown-dataset",
+            format!("name: a\n{TOY_BASE}grid:\n  dataset.name: [toy, nope]\n"),
+            "a.yaml:7:17: ",
+        ),
+        (
+            "unclosed",
+            format!("name: a\n{TOY_BASE}grid:\n  model.head: [mgat\n"),
+            "a `[` list is not closed",
+        ),
+        (
+            "enum-number",
+            format!("name: a\n{TOY_BASE}grid:\n  model.head: [mgat, 3]\n"),
+            "expected one of `none`, `gat`, `mgat`",
+        ),
+        (
+            "long-name",
+            format!("name: {}\n{TOY_BASE}", "x".repeat(300)),
+            "expected up to 100 letters",
+        ),
+        (
+            "bom",
+            format!("\u{feff}name: a\n{TOY_BASE}"),
+            "a.yaml:1:1: the file starts with a byte-order mark",
+        ),
+    ];
+    for (what, text, needle) in cases {
+        p.write("experiments/a.yaml", &text);
+        let out = p.mgat(&["plan", "experiments/a.yaml"]);
+        assert_eq!(out.code(), 2, "{what}: {}", out.stderr());
+        assert!(
+            out.stderr().contains(needle),
+            "{what}: expected `{needle}` in:\n{}",
+            out.stderr()
+        );
+    }
+    let huge: Vec<String> = (1..=100).map(|i| i.to_string()).collect();
+    let axes = ["model.gamma", "train.lr", "model.of_weight", "train.pad"]
+        .map(|a| format!("  {a}: [{}]\n", huge.join(", ")))
+        .concat();
+    p.write(
+        "experiments/a.yaml",
+        &format!("name: a\n{TOY_BASE}grid:\n{axes}"),
+    );
+    refused(
+        &p,
+        &["plan", "experiments/a.yaml"],
+        "the grid expands to 100000000 cells",
+    );
+}
+
+#[test]
+fn two_specs_with_one_name_are_refused() {
+    let p = toy("same-name");
+    p.write("experiments/a.yaml", &format!("name: same\n{TOY_BASE}"));
+    p.write("experiments/b.yaml", &format!("name: same\n{TOY_BASE}"));
+    refused(
+        &p,
+        &["run", "experiments/a.yaml", "experiments/b.yaml"],
+        "both would write reports/same/",
+    );
+    assert!(
+        p.entries("synth").is_empty() && p.entries("index").is_empty(),
+        "nothing ran"
+    );
+}
+
+#[test]
+fn lock_mistakes_are_named() {
+    let p = Project::new("lock-errors");
+    refused(&p, &["data", "verify"], "no lock file to verify");
+    refused(&p, &["cache", "verify"], "is not a stage cache");
+    p.lock_synth("toy", TOY_DATA);
+    let lock = std::fs::read_to_string(p.path("datasets.lock")).unwrap();
+    p.write("datasets.lock", &lock.replace("files: 255", "files: 254"));
+    refused(
+        &p,
+        &["data", "verify", "toy"],
+        "files: 254, bytes: 553198, but its digest covers 255 files",
+    );
+    p.write("datasets.lock", &lock);
+    let help = p.mgat(&["data", "lock", "--help"]).stdout();
+    assert!(help.contains("<cache>/.file-lists/"), "{help}");
+}
+
+#[test]
+fn a_missing_dataset_root_is_refused_while_planning_a_run() {
+    let p = Project::new("missing-root");
+    p.mgat(&[
+        "-q",
+        "data",
+        "synth",
+        "--out",
+        "real",
+        "--seed",
+        "3",
+        "--ids",
+        "12",
+        "--cameras",
+        "2",
+    ])
+    .success();
+    p.mgat(&[
+        "-q",
+        "data",
+        "lock",
+        "real",
+        "--format",
+        "market1501",
+        "--root",
+        "real",
+    ])
+    .success();
+    p.write(
+        "experiments/a.yaml",
+        &format!("name: a\n{}", TOY_BASE.replace("name: toy", "name: real")),
+    );
+    std::fs::rename(p.path("real"), p.path("moved")).unwrap();
+    refused(&p, &["run", "experiments/a.yaml"], "its root");
+    assert!(p.entries("index").is_empty(), "nothing ran");
+    // Inspecting needs no data.
+    p.mgat(&["plan", "experiments/a.yaml"]).success();
+}
+
+#[test]
+fn pretrained_weights_are_checked_at_load_and_not_needed_to_inspect() {
+    let p = toy("weights");
+    p.write("experiments/a.yaml", &format!("name: a\n{TOY_BASE}"));
+    p.mgat(&["-q", "run", "experiments/a.yaml"]).success();
+    // A trained model has the backbone's tensors: use it as the pretrained checkpoint of a second spec.
+    let trained = p
+        .cache_dir()
+        .join("train")
+        .join(&p.entries("train")[0])
+        .join("model.safetensors");
+    std::fs::copy(&trained, p.path("w.safetensors")).unwrap();
+    let spec = format!(
+        "name: b\n{}",
+        TOY_BASE.replace("head: none}", "head: none, pretrained: w.safetensors}")
+    );
+    p.write("experiments/b.yaml", &spec);
+    p.mgat(&["-q", "run", "experiments/b.yaml"]).success();
+
+    // Without the weights, inspecting works from the cache; running does not.
+    std::fs::rename(p.path("w.safetensors"), p.path("w.moved")).unwrap();
+    p.mgat(&["plan", "experiments/b.yaml"]).success();
+    p.mgat(&["explain", "experiments/b.yaml", "--cell", "seed=1"])
+        .success();
+    p.mgat(&["report", "experiments/b.yaml"]).success();
+    p.mgat(&["cache", "gc"]).success();
+    refused(&p, &["run", "experiments/b.yaml"], "w.safetensors");
+
+    // Weights replaced after a stage was planned (a Slurm job starts hours later): the job's stage is refused.
+    std::fs::rename(p.path("w.moved"), p.path("w.safetensors")).unwrap();
+    std::fs::remove_dir_all(p.cache_dir().join("train")).unwrap();
+    let plan: serde_json::Value = serde_json::from_str(
+        &p.mgat(&["plan", "experiments/b.yaml", "--json"])
+            .success()
+            .stdout(),
+    )
+    .unwrap();
+    let train_key = plan["cells"][0]["stages"][2]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut changed = std::fs::read(p.path("w.safetensors")).unwrap();
+    let last = changed.len() - 1;
+    changed[last] ^= 1;
+    std::fs::write(p.path("w.safetensors"), &changed).unwrap();
+    refused(
+        &p,
+        &["stage", "train", &train_key, "experiments/b.yaml"],
+        "changed since it was planned",
+    );
+}
+
+#[test]
+fn ranks_beyond_max_rank_are_left_empty() {
+    let p = toy("max-rank");
+    p.write(
+        "experiments/a.yaml",
+        &format!("name: a\n{TOY_BASE}  eval: {{max_rank: 5}}\n"),
+    );
+    p.mgat(&["-q", "run", "experiments/a.yaml"]).success();
+    let csv = std::fs::read_to_string(p.path("reports/a/results.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    let at = |name: &str| row[header.iter().position(|h| *h == name).unwrap()];
+    assert!(!at("rank1").is_empty() && !at("rank5").is_empty());
+    assert_eq!((at("rank10"), at("rank20")), ("", ""), "{csv}");
+}
