@@ -117,13 +117,43 @@ fn run_writes_results_and_tables_that_match_the_cache_and_rewrites_them_byte_ide
                 "{metric} {head}: std {got_s} vs {s}"
             );
             assert_eq!(line["all n"], "3");
+            // 95% half-width: t₀.₉₇₅(2) = 4.302653 (printed tables) × s / √3.
+            let got_h: f64 = line["all ci95"].parse().unwrap();
+            let h = 4.302653 * s / 3f64.sqrt();
+            assert!(
+                (got_h - h).abs() < 2e-6,
+                "{metric} {head}: ci95 {got_h} vs {h}"
+            );
         }
     }
     let md = std::fs::read_to_string(p.path("reports/t/summary.md")).unwrap();
     assert!(md.contains("## mINP (%)"), "{md}");
     let tex = std::fs::read_to_string(p.path("reports/t/summary.tex")).unwrap();
     assert!(tex.contains("\\toprule"), "{tex}");
-    for figure in ["cmc", "training"] {
+    // Δ vs baseline: mgat's difference from head=none, computed here from results.csv.
+    let delta = rows(&std::fs::read_to_string(p.path("reports/t/delta.csv")).unwrap());
+    for metric in ["rank1", "mAP"] {
+        let mean_of = |head: &str| {
+            let v: Vec<f64> = results
+                .iter()
+                .filter(|r| r["model.head"] == head)
+                .map(|r| r[metric].parse().unwrap())
+                .collect();
+            mean_std(&v).0
+        };
+        let line = delta
+            .iter()
+            .find(|r| r["metric"] == metric)
+            .unwrap_or_else(|| panic!("no {metric} in delta.csv"));
+        assert_eq!(
+            (line["cell"].as_str(), line["baseline"].as_str()),
+            ("head=mgat", "head=none")
+        );
+        let diff: f64 = line["diff"].parse().unwrap();
+        assert!((diff - (mean_of("mgat") - mean_of("none"))).abs() < 2e-6);
+    }
+    assert!(md.contains("## Δ vs baseline"), "{md}");
+    for figure in ["cmc", "training", "diagnostics"] {
         let png = std::fs::read(p.path(&format!("reports/t/figures/{figure}.png"))).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{figure}.png");
         let svg =
@@ -183,22 +213,27 @@ fn paper_tables_show_verdicts_and_check_fails_outside_tolerance() {
     p.write("datasets.lock", "datasets: {}\n");
     p.write(
         "reports/q/results.csv",
-        &results_csv(&[("mgat", 1, 0.60, 0.30), ("mgat", 2, 0.62, 0.31)]),
+        &results_csv(&[
+            ("mgat", 1, 0.60, 0.30),
+            ("mgat", 2, 0.62, 0.31),
+            ("mgat", 3, 0.61, 0.305),
+        ]),
     );
     p.write("reports/paper.yaml", PAPER);
     let run = p.mgat(&["report", "--paper"]);
     run.success();
     let out = run.stdout();
-    // rank-1: mean 61.0 ± 1.4 vs 61.0 → within; mAP 30.5 vs 35.0 → outside; GAT has no reported value and no run.
+    // 95% half-widths t₀.₉₇₅(2)·s/√3 = 4.303·s/√3: rank-1 61.0 ± 2.5 vs 61.0 → within; mAP 30.5 ± 1.2 vs 35.0 is
+    // 4.5 points off, beyond tolerance 1 + 1.2 → outside; GAT has no reported value and no run.
     assert!(
         out.contains(
-            "| MGAT | market1501 | rank-1 | 61.0 | 61.0 ± 1.4 (2) | +0.0 | within tolerance |"
+            "| MGAT | market1501 | rank-1 | 61.0 | 61.0 ± 2.5 (3) | +0.0 | within tolerance |"
         ),
         "{out}"
     );
     assert!(
         out.contains(
-            "| MGAT | market1501 | mAP | 35.0 | 30.5 ± 0.7 (2) | -4.5 | OUTSIDE tolerance |"
+            "| MGAT | market1501 | mAP | 35.0 | 30.5 ± 1.2 (3) | -4.5 | OUTSIDE tolerance |"
         ),
         "{out}"
     );
@@ -215,7 +250,7 @@ fn paper_tables_show_verdicts_and_check_fails_outside_tolerance() {
     // Filling in a value within tolerance is a one-line edit, and the check passes.
     p.write(
         "reports/paper.yaml",
-        &PAPER.replace("market1501/mAP: 35.0", "market1501/mAP: 31.0"),
+        &PAPER.replace("market1501/mAP: 35.0", "market1501/mAP: 32.5"),
     );
     p.mgat(&["report", "--paper", "--check"]).success();
 

@@ -2,6 +2,10 @@
 //! e_ij = ‖x_i − x_j‖₂ (or its square), a_ij = exp(−γ·e_ij), Â = a row-normalised (L1), M_ij = +1 for the same
 //! identity and −1 otherwise, X' = (Â⊙M)·X (MGAT) or Â·X (plain GAT), optionally followed by a learnable d×d
 //! weight and a residual connection. The mask is built from the labels, so any batch order is right.
+//!
+//! Where the graph is built is left open by the seed: the head runs on G, the backbone's X or the BN-neck's BN(X)
+//! (`model.graph_input`), optionally L2-normalised (`model.graph_norm`); the network picks G, this module maps
+//! G to X'.
 
 use super::params::{Init, ModelError, Params};
 use crate::plan::keys::ModelKey;
@@ -38,12 +42,13 @@ impl GraphHead {
         }))
     }
 
-    /// X' for the N×D batch `x` with identity labels `labels` (N, u32).
-    pub fn forward(&self, x: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
-        let mut a = attention(x, self.gamma, self.squared)?;
-        if self.mask {
-            a = (a * label_mask(labels, x.dtype())?)?;
-        }
+    /// X' for the N×D batch `x` with identity labels `labels` (N, u32), and the attention Â (before the mask).
+    pub fn forward(&self, x: &Tensor, labels: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let attention = attention(x, self.gamma, self.squared)?;
+        let a = match self.mask {
+            true => (&attention * label_mask(labels, x.dtype())?)?,
+            false => attention.clone(),
+        };
         let mut y = a.matmul(x)?;
         if let Some(w) = &self.weight {
             y = y.matmul(w.as_tensor())?;
@@ -51,7 +56,7 @@ impl GraphHead {
         if self.residual {
             y = (y + x)?;
         }
-        Ok(y)
+        Ok((y, attention))
     }
 }
 
@@ -73,6 +78,26 @@ pub fn attention(x: &Tensor, gamma: f64, squared: bool) -> candle_core::Result<T
     };
     let a = (e * -gamma)?.exp()?;
     a.broadcast_div(&a.sum_keepdim(1)?)
+}
+
+/// The share of each row's attention off the diagonal that falls on the same identity, averaged over rows:
+/// mean_i Σ_{j≠i, y_j=y_i} Â_ij / Σ_{j≠i} Â_ij. A head that ignores identity scores (K − 1)/(N − 1) on P×K batches.
+pub fn same_identity_share(attention: &Tensor, labels: &Tensor) -> candle_core::Result<f64> {
+    let n = attention.dim(0)?;
+    let a = attention.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    let y = labels.to_vec1::<u32>()?;
+    let mut share = 0.0;
+    for (i, row) in a.iter().enumerate() {
+        let (mut same, mut off) = (0.0, 0.0);
+        for (j, v) in row.iter().enumerate().filter(|(j, _)| *j != i) {
+            off += v;
+            if y[j] == y[i] {
+                same += v;
+            }
+        }
+        share += if off > 0.0 { same / off } else { 0.0 };
+    }
+    Ok(share / n.max(1) as f64)
 }
 
 /// M_ij = +1 where labels i and j are equal, −1 elsewhere.
@@ -137,6 +162,20 @@ mod tests {
         assert!(raw.iter().zip(&a[0]).all(|(r, v)| (r / s - v).abs() < 1e-9));
     }
 
+    #[test]
+    fn same_identity_share_by_hand() {
+        let a = Tensor::new(
+            &[[0.5f64, 0.3, 0.2], [0.1, 0.1, 0.8], [0.25, 0.25, 0.5]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let labels = Tensor::new(&[0u32, 0, 1], &Device::Cpu).unwrap();
+        // Row 0: 0.3 / 0.5; row 1: 0.1 / 0.9; row 2: 0 / 0.5.
+        let want = (0.3 / 0.5 + 0.1 / 0.9 + 0.0) / 3.0;
+        let got = same_identity_share(&a, &labels).unwrap();
+        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+    }
+
     /// Analytic gradients of L = Σ X'⊙R with respect to X (and W) against central differences, in f64.
     #[test]
     fn finite_difference_gradient_check() {
@@ -162,6 +201,7 @@ mod tests {
             let loss = |x: &Tensor| {
                 h.forward(x, &labels)
                     .unwrap()
+                    .0
                     .mul(&r)
                     .unwrap()
                     .sum_all()
@@ -173,6 +213,7 @@ mod tests {
             let grads = h
                 .forward(x.as_tensor(), &labels)
                 .unwrap()
+                .0
                 .mul(&r)
                 .unwrap()
                 .sum_all()

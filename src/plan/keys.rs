@@ -8,7 +8,8 @@ use crate::data::Format;
 use crate::data::synth::SynthParams;
 use crate::spec::RunConfig;
 use crate::spec::config::{
-    Backbone, EvalConfig, Head, ModelConfig, Optimizer, Precision, Schedule, TrainConfig,
+    Backbone, EvalConfig, GraphInput, GraphNorm, Head, ModelConfig, Optimizer, Precision, Schedule,
+    TrainConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +60,8 @@ pub enum HeadKey {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GraphKey {
+    pub input: GraphInput,
+    pub norm: GraphNorm,
     pub gamma: f64,
     pub squared_distance: bool,
     pub weight: bool,
@@ -112,6 +115,8 @@ impl TrainKey {
 impl ModelKey {
     pub fn of(m: &ModelConfig, pretrained_sha256: Option<String>) -> Self {
         let graph = GraphKey {
+            input: m.graph_input,
+            norm: m.graph_norm,
             gamma: m.gamma,
             squared_distance: m.squared_distance,
             weight: m.weight,

@@ -396,6 +396,7 @@ mod tests {
             columns: vec!["model.gamma".into()],
             metrics: vec!["rank1".into()],
             sweeps: vec!["model.gamma".into()],
+            baseline: vec![],
         };
         let panels = sweep_panels(&results, &layout, "model.gamma");
         assert_eq!(panels.len(), 1);

@@ -1,6 +1,7 @@
 //! Reports: a spec's results gathered from the cache into `reports/<spec>/` (results.csv, summary tables,
 //! figures), the paper's tables rendered against them, and results compared between git revisions.
 
+pub mod delta;
 pub mod diff;
 pub mod figures;
 pub mod paper;
@@ -154,9 +155,15 @@ pub fn write_spec_report(
         .description
         .clone()
         .unwrap_or_else(|| spec.name.clone());
-    written
-        .files
-        .push(put("summary.md", pivot.markdown(&title).as_bytes())?);
+    let delta = delta::DeltaTable::of(&spec.report, &results.axes, &stats);
+    let mut markdown = pivot.markdown(&title);
+    if let Some(delta) = &delta {
+        markdown.push_str(&delta.markdown());
+        written
+            .files
+            .push(put("delta.csv", delta.csv().as_bytes())?);
+    }
+    written.files.push(put("summary.md", markdown.as_bytes())?);
     written
         .files
         .push(put("summary.csv", pivot.csv().as_bytes())?);
@@ -252,6 +259,57 @@ fn write_figures(
         ];
         let title = format!("{}: training, mean ± std over seeds", spec.name);
         files.extend(write_figure(&dir.join("training"), &title, &panels)?);
+    }
+    let length = log("feature_norm");
+    // The baseline has no attention: every panel keeps the length panel's lines (and so their colours), empty
+    // where a group has no such curve.
+    let aligned = |column: &'static str| -> Vec<(String, Vec<Vec<f64>>)> {
+        let curves = log(column);
+        length
+            .iter()
+            .map(|(label, _)| {
+                let found = curves.iter().find(|(l, _)| l == label);
+                (
+                    label.clone(),
+                    found.map(|(_, c)| c.clone()).unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    let (refined, share, of) = (
+        aligned("refined_norm"),
+        aligned("same_identity_attention"),
+        aligned("of_loss"),
+    );
+    if !length.is_empty() {
+        let panel = |title: &str, y: &str, lines: Vec<Line>| Panel {
+            title: title.into(),
+            x_desc: "epoch".into(),
+            y_desc: y.into(),
+            lines,
+            log_x: false,
+            error_bars: true,
+        };
+        let panels = [
+            panel(
+                "backbone feature length",
+                "mean ‖X‖",
+                curve_lines(&length, 1.0),
+            ),
+            panel(
+                "head output length",
+                "mean ‖X'‖",
+                curve_lines(&refined, 1.0),
+            ),
+            panel(
+                "attention on the same identity",
+                "share of off-diagonal Â (%)",
+                curve_lines(&share, 100.0),
+            ),
+            panel("OF loss", "MSE(G, X')", curve_lines(&of, 1.0)),
+        ];
+        let title = format!("{}: collapse diagnostics, mean ± std over seeds", spec.name);
+        files.extend(write_figure(&dir.join("diagnostics"), &title, &panels)?);
     }
     Ok(files)
 }

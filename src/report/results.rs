@@ -8,7 +8,7 @@ use crate::eval::metrics::{MetricsFile, REPORTED_RANKS};
 use crate::fsio::IoError;
 use crate::plan::{Plan, StageKind};
 use crate::spec::layout::METRICS;
-use crate::spec::{Spec, format_value, group_name};
+use crate::spec::{Spec, format_value, get_path, group_name};
 use crate::stages::METRICS_FILE;
 use polars::prelude::*;
 use std::collections::HashMap;
@@ -23,7 +23,8 @@ const FLOAT_DIGITS: usize = 6;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResultRow {
     pub cell: String,
-    /// One value per [`Results::axes`], as the cell name writes it; empty where the cell does not set that axis.
+    /// One value per [`Results::axes`], as the cell name writes it; where the cell does not set that axis (a path
+    /// only `include` entries set), the value its configuration has there.
     pub axes: Vec<String>,
     pub seed: u64,
     pub dataset: String,
@@ -136,6 +137,7 @@ impl Results {
                     message: "the manifest holds no train summary".into(),
                 });
             };
+            let config = serde_yaml::to_value(&pc.cell.config).unwrap_or_default();
             let axes = results
                 .axes
                 .iter()
@@ -144,7 +146,9 @@ impl Results {
                         .axes
                         .iter()
                         .find(|(p, _)| p == a)
-                        .map(|(_, v)| format_value(v))
+                        .map(|(_, v)| v)
+                        .or_else(|| get_path(&config, a))
+                        .map(format_value)
                         .unwrap_or_default()
                 })
                 .collect();

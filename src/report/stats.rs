@@ -1,5 +1,7 @@
-//! Small-sample statistics for seed aggregates: mean, sample standard deviation, and Welch's unequal-variance
-//! t-test with its two-sided p-value from the Student t distribution (regularised incomplete beta function).
+//! Small-sample statistics for seed aggregates: mean, sample standard deviation, the 95% confidence interval of a
+//! mean (Student t), Welch's unequal-variance t-test with its two-sided p-value and the interval of a difference,
+//! and Holm's step-down correction for a family of tests. The t distribution comes from the regularised incomplete
+//! beta function.
 
 /// Arithmetic mean; NaN for an empty slice.
 pub fn mean(xs: &[f64]) -> f64 {
@@ -28,6 +30,10 @@ pub struct Welch {
     pub df: f64,
     /// Two-sided p-value.
     pub p: f64,
+    /// mean b − mean a, and half the width of its 95% confidence interval (t with `df` degrees of freedom; 0 when
+    /// neither side varies).
+    pub diff: f64,
+    pub ci95: f64,
 }
 
 /// Welch's t-test; `None` unless both sides have at least two values. Two samples without any spread give
@@ -49,7 +55,13 @@ pub fn welch(a: &[f64], b: &[f64]) -> Option<Welch> {
         } else {
             diff.signum() * f64::INFINITY
         };
-        return Some(Welch { t, df: f64::NAN, p });
+        return Some(Welch {
+            t,
+            df: f64::NAN,
+            p,
+            diff,
+            ci95: 0.0,
+        });
     }
     let t = diff / se2.sqrt();
     let df = se2 * se2 / (va * va / (a.len() - 1) as f64 + vb * vb / (b.len() - 1) as f64);
@@ -57,7 +69,54 @@ pub fn welch(a: &[f64], b: &[f64]) -> Option<Welch> {
         t,
         df,
         p: student_t_two_sided(t, df),
+        diff,
+        ci95: t_critical(0.05, df) * se2.sqrt(),
     })
+}
+
+/// Half the width of the 95% confidence interval of the mean of `xs` (Student t with n − 1 degrees of freedom):
+/// t₀.₉₇₅ · s / √n. NaN with fewer than two values.
+pub fn ci95_half_width(xs: &[f64]) -> f64 {
+    if xs.len() < 2 {
+        return f64::NAN;
+    }
+    let n = xs.len() as f64;
+    t_critical(0.05, n - 1.0) * sample_std(xs) / n.sqrt()
+}
+
+/// The t with P(|T| ≥ t) = `alpha` for Student's t with `df` degrees of freedom (bisection to 1e-12).
+pub fn t_critical(alpha: f64, df: f64) -> f64 {
+    if !(alpha > 0.0 && alpha < 1.0) || df.is_nan() || df <= 0.0 {
+        return f64::NAN;
+    }
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    while student_t_two_sided(hi, df) > alpha {
+        hi *= 2.0;
+    }
+    while hi - lo > 1e-12 * hi.max(1.0) {
+        let mid = 0.5 * (lo + hi);
+        if student_t_two_sided(mid, df) > alpha {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+/// Holm's step-down adjustment: the i-th smallest of m p-values becomes max over j ≤ i of min(1, (m − j + 1)·p₍ⱼ₎),
+/// returned in the input order. Rejecting where the adjusted p < α controls the family-wise error rate at α.
+pub fn holm(p: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..p.len()).collect();
+    order.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    let m = p.len();
+    let mut adjusted = vec![f64::NAN; m];
+    let mut running = 0.0f64;
+    for (rank, &i) in order.iter().enumerate() {
+        running = running.max(((m - rank) as f64 * p[i]).min(1.0));
+        adjusted[i] = running;
+    }
+    adjusted
 }
 
 /// P(|T| ≥ |t|) for Student's t with `df` degrees of freedom: I_{df/(df+t²)}(df/2, 1/2).
@@ -195,6 +254,49 @@ mod tests {
     }
 
     #[test]
+    fn t_critical_matches_printed_tables() {
+        // t₀.₉₇₅ for df = 1, 4, 9, 30: 12.706205, 2.776445, 2.262157, 2.042272.
+        for (df, t) in [
+            (1.0, 12.706205),
+            (4.0, 2.776445),
+            (9.0, 2.262157),
+            (30.0, 2.042272),
+        ] {
+            assert!((t_critical(0.05, df) - t).abs() < 1e-5, "df = {df}");
+        }
+        assert!(t_critical(0.05, 0.0).is_nan());
+    }
+
+    #[test]
+    fn ci95_by_hand() {
+        // n = 5, s = sqrt(2.5), t₀.₉₇₅(4) = 2.776445.
+        let xs = [1.0, 2.0, 3.0, 4.0, 5.0];
+        let want = 2.776445 * 2.5f64.sqrt() / 5f64.sqrt();
+        assert!((ci95_half_width(&xs) - want).abs() < 1e-5);
+        assert!(ci95_half_width(&[1.0]).is_nan());
+    }
+
+    #[test]
+    fn holm_by_hand() {
+        // Sorted 0.01, 0.02, 0.04, 0.3 → ×4, ×3, ×2, ×1 = 0.04, 0.06, 0.08, 0.3 (already monotone).
+        let adjusted = holm(&[0.3, 0.01, 0.04, 0.02]);
+        let want = [0.3, 0.04, 0.08, 0.06];
+        assert!(
+            adjusted
+                .iter()
+                .zip(want)
+                .all(|(a, w)| (a - w).abs() < 1e-12),
+            "{adjusted:?}"
+        );
+        let adjusted = holm(&[0.05, 0.02, 0.9]);
+        assert!((adjusted[1] - 0.06).abs() < 1e-12 && (adjusted[0] - 0.1).abs() < 1e-12);
+        // Monotone: the larger p (0.045 × 1) is raised to the smaller one's adjusted 0.04 × 2.
+        let adjusted = holm(&[0.04, 0.045]);
+        assert!((adjusted[0] - 0.08).abs() < 1e-12 && (adjusted[1] - 0.08).abs() < 1e-12);
+        assert!(holm(&[]).is_empty());
+    }
+
+    #[test]
     fn welch_by_hand() {
         let a = [1.0, 2.0, 3.0];
         let b = [4.0, 6.0];
@@ -204,6 +306,8 @@ mod tests {
         assert!((w.t - 3.0 / (4.0f64 / 3.0).sqrt()).abs() < 1e-12);
         assert!((w.df - 32.0 / 19.0).abs() < 1e-12);
         assert!(w.p > 0.0 && w.p < 0.2);
+        assert!((w.diff - 3.0).abs() < 1e-12);
+        assert!((w.ci95 - t_critical(0.05, 32.0 / 19.0) * (4.0f64 / 3.0).sqrt()).abs() < 1e-9);
         assert!(welch(&a, &[1.0]).is_none());
         assert_eq!(welch(&[1.0, 1.0], &[1.0, 1.0]).map(|w| w.p), Some(1.0));
         assert_eq!(welch(&[1.0, 1.0], &[2.0, 2.0]).map(|w| w.p), Some(0.0));

@@ -1,7 +1,9 @@
-//! Seed aggregates: results grouped by cell without seed (polars group-by), mean ± sample std (n) per metric, and
-//! the spec's summary tables pivoted by its `report:` layout, written as Markdown, CSV and LaTeX (booktabs).
+//! Seed aggregates: results grouped by cell without seed (polars group-by), mean ± the 95% confidence interval (n)
+//! per metric, and the spec's summary tables pivoted by its `report:` layout, written as Markdown, CSV and LaTeX
+//! (booktabs).
 
 use super::results::Results;
+use super::stats::ci95_half_width;
 use crate::spec::ReportLayout;
 use crate::spec::layout::METRICS;
 use polars::prelude::*;
@@ -15,15 +17,25 @@ pub struct GroupStats {
     pub axes: Vec<String>,
     pub dataset: String,
     pub n: usize,
-    /// In the order of [`METRICS`]; std is NaN for a single seed.
+    /// In the order of [`METRICS`]; std and ci95 (half-width, Student t) are NaN for a single seed.
     pub mean: [f64; 6],
     pub std: [f64; 6],
+    pub ci95: [f64; 6],
+    /// Each seed's values, in results order (none where a metric was not computed).
+    pub samples: Vec<[Option<f64>; 6]>,
 }
 
 impl GroupStats {
+    /// (mean, 95% interval half-width) of `metric`.
     pub fn stat(&self, metric: &str) -> Option<(f64, f64)> {
         let i = METRICS.iter().position(|m| *m == metric)?;
-        Some((self.mean[i], self.std[i]))
+        Some((self.mean[i], self.ci95[i]))
+    }
+
+    /// The seeds' values of `metric`.
+    pub fn values(&self, metric: &str) -> Option<Vec<f64>> {
+        let i = METRICS.iter().position(|m| *m == metric)?;
+        Some(self.samples.iter().filter_map(|s| s[i]).collect())
     }
 }
 
@@ -53,10 +65,9 @@ pub fn group_stats(results: &Results) -> PolarsResult<Vec<GroupStats>> {
     let mut out = Vec::with_capacity(groups.len());
     for (g, group) in groups.iter().enumerate() {
         let group = group.unwrap_or_default().to_string();
-        let first = results
-            .rows
-            .iter()
-            .find(|r| r.group() == group)
+        let rows: Vec<_> = results.rows.iter().filter(|r| r.group() == group).collect();
+        let first = rows
+            .first()
             .ok_or_else(|| polars_err!(ComputeError: "group {group} has no rows"))?;
         let mut stats = GroupStats {
             group,
@@ -70,6 +81,8 @@ pub fn group_stats(results: &Results) -> PolarsResult<Vec<GroupStats>> {
                 .unwrap_or(0) as usize,
             mean: [f64::NAN; 6],
             std: [f64::NAN; 6],
+            ci95: [f64::NAN; 6],
+            samples: rows.iter().map(|r| r.metrics).collect(),
         };
         for (i, m) in METRICS.iter().enumerate() {
             stats.mean[i] = means
@@ -82,6 +95,8 @@ pub fn group_stats(results: &Results) -> PolarsResult<Vec<GroupStats>> {
                 .f64()?
                 .get(g)
                 .unwrap_or(f64::NAN);
+            let values: Vec<f64> = stats.samples.iter().filter_map(|v| v[i]).collect();
+            stats.ci95[i] = ci95_half_width(&values);
         }
         out.push(stats);
     }
@@ -98,14 +113,18 @@ fn aggregate(frame: &DataFrame) -> PolarsResult<(DataFrame, DataFrame, DataFrame
     Ok((grouped.mean()?, grouped.std(1)?, grouped.count()?))
 }
 
-/// `mean ± std (n)` with one decimal, for values already in percent; `mean (1)` for one seed.
-pub fn format_percent(mean: f64, std: f64, n: usize) -> String {
-    if std.is_nan() {
+/// `mean ± half-width (n)` with one decimal, for values already in percent; `mean (1)` for one seed.
+pub fn format_percent(mean: f64, half_width: f64, n: usize) -> String {
+    if half_width.is_nan() {
         format!("{mean:.1} ({n})")
     } else {
-        format!("{mean:.1} ± {std:.1} ({n})")
+        format!("{mean:.1} ± {half_width:.1} ({n})")
     }
 }
+
+/// How tables state their intervals.
+pub const INTERVAL_NOTE: &str = "Mean ± half-width of the 95% confidence interval of the mean (Student t, n − 1 degrees of freedom) over seeds \
+     (n seeds), in percent.";
 
 /// Readable metric names for table headers.
 pub fn metric_label(metric: &str) -> &str {
@@ -221,16 +240,14 @@ impl<'a> Pivot<'a> {
             .cell(row, column)
             .and_then(|g| Some((g, g.stat(metric)?)))
         {
-            Some((g, (mean, std))) => format_percent(mean * 100.0, std * 100.0, g.n),
+            Some((g, (mean, ci))) => format_percent(mean * 100.0, ci * 100.0, g.n),
             None => "–".into(),
         }
     }
 
     /// One Markdown table per metric, values in percent.
     pub fn markdown(&self, title: &str) -> String {
-        let mut out = format!(
-            "# {title}\n\nMean ± sample standard deviation over seeds (number of seeds), in percent.\n"
-        );
+        let mut out = format!("# {title}\n\n{INTERVAL_NOTE}\n");
         for metric in &self.layout.metrics {
             let _ = write!(
                 out,
@@ -255,8 +272,8 @@ impl<'a> Pivot<'a> {
         out
     }
 
-    /// Rows: metric × row combination; per column combination three columns: mean, std (fractions, not percent,
-    /// six decimals; empty for one seed) and n.
+    /// Rows: metric × row combination; per column combination four columns: mean, sample std and the 95% interval's
+    /// half-width (fractions, not percent, six decimals; std and ci95 empty for one seed) and n.
     pub fn csv(&self) -> String {
         let mut out = String::from("metric");
         for a in &self.layout.rows {
@@ -264,7 +281,7 @@ impl<'a> Pivot<'a> {
         }
         for c in &self.columns {
             let label = self.column_label(c);
-            for suffix in ["mean", "std", "n"] {
+            for suffix in ["mean", "std", "ci95", "n"] {
                 let _ = write!(out, ",{}", csv_field(&format!("{label} {suffix}")));
             }
         }
@@ -276,16 +293,23 @@ impl<'a> Pivot<'a> {
                     let _ = write!(out, ",{}", csv_field(v));
                 }
                 for c in &self.columns {
-                    match self.cell(r, c).and_then(|g| Some((g, g.stat(metric)?))) {
-                        Some((g, (mean, std))) => {
-                            let std = if std.is_nan() {
-                                String::new()
-                            } else {
-                                format!("{std:.6}")
+                    let i = METRICS.iter().position(|m| m == metric);
+                    match (self.cell(r, c), i) {
+                        (Some(g), Some(i)) => {
+                            let text = |v: f64| match v.is_nan() {
+                                true => String::new(),
+                                false => format!("{v:.6}"),
                             };
-                            let _ = write!(out, ",{mean:.6},{std},{}", g.n);
+                            let _ = write!(
+                                out,
+                                ",{:.6},{},{},{}",
+                                g.mean[i],
+                                text(g.std[i]),
+                                text(g.ci95[i]),
+                                g.n
+                            );
                         }
-                        None => out.push_str(",,,"),
+                        _ => out.push_str(",,,,"),
                     }
                 }
                 out.push('\n');
@@ -297,7 +321,8 @@ impl<'a> Pivot<'a> {
     /// One booktabs tabular per metric, values in percent.
     pub fn latex(&self, title: &str) -> String {
         let mut out = format!(
-            "% {title}: mean $\\pm$ sample std over seeds (n), in percent. Needs \\usepackage{{booktabs}}.\n"
+            "% {title}: mean $\\pm$ 95% confidence half-width (Student t) over seeds (n), in percent. \
+             Needs \\usepackage{{booktabs}}.\n"
         );
         for metric in &self.layout.metrics {
             let _ = writeln!(
@@ -328,7 +353,8 @@ impl<'a> Pivot<'a> {
     }
 }
 
-fn csv_field(s: &str) -> String {
+/// A CSV field, quoted only when it has to be.
+pub fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -363,6 +389,7 @@ mod tests {
             columns: own(columns),
             metrics: own(&["rank1", "mAP"]),
             sweeps: vec![],
+            baseline: vec![],
         }
     }
 
@@ -382,13 +409,16 @@ mod tests {
         assert_eq!(stats[0].group, "head=mgat,gamma=0.5");
         assert_eq!(stats[0].n, 3);
         // rank-1: mean 0.6, deviations ±0.1 → sample variance 0.02/2 = 0.01.
-        let (m, s) = stats[0].stat("rank1").unwrap();
+        let (m, s) = (stats[0].mean[0], stats[0].std[0]);
         assert!(
             (m - 0.6).abs() < 1e-12 && (s - 0.1).abs() < 1e-12,
             "{m} {s}"
         );
+        // 95% half-width: t₀.₉₇₅(2) = 4.302653 × 0.1 / √3.
+        let (_, h) = stats[0].stat("rank1").unwrap();
+        assert!((h - 4.302653 * 0.1 / 3f64.sqrt()).abs() < 1e-6, "{h}");
         // mAP: mean 0.33, deviations −0.03, 0.03, 0 → variance 0.0018/2.
-        let (m, s) = stats[0].stat("mAP").unwrap();
+        let (m, s) = (stats[0].mean[4], stats[0].std[4]);
         assert!((m - 0.33).abs() < 1e-12 && (s - 0.0009f64.sqrt()).abs() < 1e-12);
         assert_eq!(stats[1].n, 1);
         assert!(stats[1].stat("rank1").unwrap().1.is_nan());
@@ -409,21 +439,25 @@ mod tests {
         let pivot = Pivot::new(&layout, &results.axes, &stats);
         let md = pivot.markdown("q");
         assert!(md.contains("| head | gamma=0.5 | gamma=2 |"), "{md}");
-        assert!(md.contains("| gat | 45.0 ± 7.1 (2) | – |"), "{md}");
+        // 0.40 and 0.50: s = 0.0707, half-width t₀.₉₇₅(1) × s / √2 = 12.706205 × 0.05.
+        assert!(md.contains("| gat | 45.0 ± 63.5 (2) | – |"), "{md}");
         assert!(md.contains("| mgat | – | 25.0 (1) |"), "{md}");
         let csv = pivot.csv();
         assert!(
             csv.starts_with(
-                "metric,model.head,gamma=0.5 mean,gamma=0.5 std,gamma=0.5 n,gamma=2 mean"
+                "metric,model.head,gamma=0.5 mean,gamma=0.5 std,gamma=0.5 ci95,gamma=0.5 n,gamma=2 mean"
             ),
             "{csv}"
         );
         assert!(
-            csv.contains("\nrank1,gat,0.450000,0.070711,2,,,\n"),
+            csv.contains("\nrank1,gat,0.450000,0.070711,0.635310,2,,,,\n"),
             "{csv}"
         );
         let tex = pivot.latex("q");
-        assert!(tex.contains("gat & 45.0 $\\pm$ 7.1 (2) & -- \\\\"), "{tex}");
+        assert!(
+            tex.contains("gat & 45.0 $\\pm$ 63.5 (2) & -- \\\\"),
+            "{tex}"
+        );
         assert!(tex.contains("\\toprule") && tex.contains("\\bottomrule"));
     }
 }

@@ -41,6 +41,25 @@ pub enum Head {
     Mgat,
 }
 
+/// Where the graph is built (the seed leaves this open): on the backbone's pooled features X, or on the BN-neck's
+/// output BN(X).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphInput {
+    #[default]
+    Backbone,
+    Bnneck,
+}
+
+/// How the graph's input is normalised before the edge lengths and the node update (the seed leaves this open).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphNorm {
+    #[default]
+    None,
+    L2,
+}
+
 /// Backbone, head and loss settings. Defaults are DESIGN.md's: ResNet-50, MGAT with γ = 1, mask on, OF weight 1.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -58,13 +77,17 @@ pub struct ModelConfig {
     pub gamma: f64,
     /// The ±1 same-identity mask; only `mgat` reads it (`gat` is MGAT with the mask off).
     pub mask: bool,
+    /// G, the graph's input: `backbone` (X) or `bnneck` (BN(X), needs `bnneck: true`).
+    pub graph_input: GraphInput,
+    /// `l2` runs the head on G/‖G‖.
+    pub graph_norm: GraphNorm,
     /// Use the squared euclidean edge length instead of the plain one.
     pub squared_distance: bool,
     /// Learnable d×d weight in the node update.
     pub weight: bool,
     /// Residual connection X' + X in the node update.
     pub residual: bool,
-    /// λ_of, the weight of the optimisation-feedback loss MSE(X, stopgrad(X')).
+    /// λ_of, the weight of the optimisation-feedback loss MSE(G, stopgrad(X')), G the (normalised) graph input.
     pub of_weight: f64,
     /// Also apply the ID loss to the backbone features X.
     pub id_loss_on_x: bool,
@@ -84,6 +107,8 @@ impl Default for ModelConfig {
             head: Head::Mgat,
             gamma: 1.0,
             mask: true,
+            graph_input: GraphInput::Backbone,
+            graph_norm: GraphNorm::None,
             squared_distance: false,
             weight: false,
             residual: false,
@@ -289,6 +314,12 @@ impl RunConfig {
             "a number > 0",
         );
         check(
+            m.head == Head::None || m.graph_input == GraphInput::Backbone || m.bnneck,
+            "model.graph_input",
+            "bnneck".into(),
+            "backbone unless model.bnneck is true",
+        );
+        check(
             is_nonneg(m.of_weight),
             "model.of_weight",
             m.of_weight.to_string(),
@@ -463,6 +494,10 @@ mod tests {
             ("train.device", |c| c.train.device = "gpu".into()),
             ("train.device", |c| c.train.device = "cuda:".into()),
             ("model.last_stride", |c| c.model.last_stride = 3),
+            ("model.graph_input", |c| {
+                c.model.bnneck = false;
+                c.model.graph_input = GraphInput::Bnneck;
+            }),
             ("train.lr_steps", |c| c.train.lr_steps = vec![70, 40]),
             ("train.precision", |c| {
                 c.train.device = "cpu".into();

@@ -9,6 +9,9 @@ use serde_yaml::Value;
 /// The metrics a report can show, as named in results.csv and in specs.
 pub const METRICS: [&str; 6] = ["rank1", "rank5", "rank10", "rank20", "mAP", "mINP"];
 
+/// The baseline of the "Δ vs baseline" table when the spec names none: the plain backbone, where it is a cell.
+const DEFAULT_BASELINE: (&str, &str) = ("model.head", "none");
+
 /// The `report:` section as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +24,9 @@ pub struct RawLayout {
     metrics: Option<Vec<String>>,
     #[serde(default)]
     sweeps: Option<Vec<String>>,
+    /// The cells every other cell is compared with in the "Δ vs baseline" table: axis → value.
+    #[serde(default)]
+    baseline: Option<serde_yaml::Mapping>,
 }
 
 /// The resolved layout: every axis is either a row or a column axis.
@@ -33,6 +39,9 @@ pub struct ReportLayout {
     pub metrics: Vec<String>,
     /// Numeric axes plotted as x: one line per combination of the other axes.
     pub sweeps: Vec<String>,
+    /// Axis → value (as formatted in results.csv) selecting the baseline cells of the "Δ vs baseline" table;
+    /// empty for no such table.
+    pub baseline: Vec<(String, String)>,
 }
 
 /// A layout problem: the YAML path of the offending node and the message.
@@ -43,7 +52,8 @@ pub struct LayoutError {
 
 impl RawLayout {
     /// Resolves defaults against the cells: rows = all axes but the last, columns = the last (with two or more
-    /// axes); metrics = rank-1 and mAP; sweeps = every axis whose values are all numbers, more than one.
+    /// axes); metrics = rank-1 and mAP; sweeps = every axis whose values are all numbers, more than one;
+    /// baseline = `model.head: none` when that is a value of an axis.
     pub fn resolve(&self, cells: &[Cell]) -> Result<ReportLayout, LayoutError> {
         let axes = axes_of(cells);
         self.check_names("rows", self.rows.as_deref(), &axes)?;
@@ -119,13 +129,56 @@ impl RawLayout {
             }
             None => numeric.into_iter().cloned().collect(),
         };
+        let baseline = self.baseline(cells, &axes)?;
         Ok(ReportLayout {
             axes,
             rows,
             columns,
             metrics,
             sweeps,
+            baseline,
         })
+    }
+
+    fn baseline(
+        &self,
+        cells: &[Cell],
+        axes: &[String],
+    ) -> Result<Vec<(String, String)>, LayoutError> {
+        let has = |axis: &str, value: &str| {
+            cells
+                .iter()
+                .flat_map(|c| &c.axes)
+                .any(|(p, v)| p == axis && format_value(v) == value)
+        };
+        let Some(map) = &self.baseline else {
+            return Ok(match has(DEFAULT_BASELINE.0, DEFAULT_BASELINE.1) {
+                true => vec![(DEFAULT_BASELINE.0.into(), DEFAULT_BASELINE.1.into())],
+                false => Vec::new(),
+            });
+        };
+        let mut out = Vec::new();
+        for (key, value) in map {
+            let axis = format_value(key);
+            let value = format_value(value);
+            if !axes.contains(&axis) {
+                return Err(err(
+                    &["baseline", &axis],
+                    format!(
+                        "`{axis}` is not an axis of this spec: expected one of {}",
+                        axes.join(", ")
+                    ),
+                ));
+            }
+            if !has(&axis, &value) {
+                return Err(err(
+                    &["baseline", &axis],
+                    format!("no cell has {axis} = {value}"),
+                ));
+            }
+            out.push((axis, value));
+        }
+        Ok(out)
     }
 
     fn check_names(

@@ -618,6 +618,25 @@ seeds: [1, 2]
             "{GOOD}report:\n  rows: [model.head]\n  columns: []\n"
         ));
         assert!(msg.contains("axis `model.gamma` is neither"), "{msg}");
+        let (line, msg) = error_at(&format!(
+            "{GOOD}report:\n  baseline: {{model.head: nope}}\n"
+        ));
+        assert_eq!(line, 17);
+        assert!(msg.contains("no cell has model.head = nope"), "{msg}");
+        let (_, msg) = error_at(&format!("{GOOD}report:\n  baseline: {{train.lr: 1}}\n"));
+        assert!(msg.contains("`train.lr` is not an axis"), "{msg}");
+    }
+
+    #[test]
+    fn the_baseline_defaults_to_the_plain_backbone() {
+        let spec = parse(GOOD).unwrap();
+        assert_eq!(
+            spec.report.baseline,
+            [("model.head".to_string(), "none".to_string())]
+        );
+        let text = GOOD.replace("[none, gat, mgat]", "[gat, mgat]");
+        let spec = parse(&text).unwrap();
+        assert!(spec.report.baseline.is_empty());
     }
 
     #[test]

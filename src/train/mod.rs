@@ -10,6 +10,7 @@ pub mod optim;
 use crate::data::DatasetIndex;
 use crate::data::image::ImageError;
 use crate::fsio::IoError;
+use crate::model::head::same_identity_share;
 use crate::model::params::{ModelError, Params};
 use crate::model::{Network, Outputs};
 use crate::plan::keys::{ModelKey, TrainKey};
@@ -48,6 +49,13 @@ pub struct EpochLog {
     pub of_loss: f64,
     pub triplet_loss: f64,
     pub accuracy: f64,
+    /// Mean ‖X‖ of the backbone features (diagnostics: a collapse shows as a falling length).
+    pub feature_norm: f64,
+    /// Mean ‖X'‖ of the head's output (‖X‖ for the baseline).
+    pub refined_norm: f64,
+    /// Mean share of the off-diagonal attention on the same identity ([`same_identity_share`]); none for the
+    /// baseline.
+    pub same_identity_attention: Option<f64>,
     pub images_per_s: f64,
     pub seconds: f64,
 }
@@ -123,7 +131,7 @@ pub fn train(
     for epoch in log.len() as u32..t.epochs {
         let lr = learning_rate(t, epoch);
         let started = Instant::now();
-        let mut sums = [0f64; 5];
+        let mut sums = [0f64; 8];
         let mut batches = 0u64;
         for batch in data::stream_epoch(root, &index.train, t, workers, epoch, 0) {
             let batch = batch?;
@@ -143,6 +151,12 @@ pub fn train(
                 f64::from(of.to_scalar::<f32>()?),
                 f64::from(tri.to_scalar::<f32>()?),
                 loss::accuracy(&o.logits, &labels)?,
+                mean_row_norm(&o.features)?,
+                mean_row_norm(&o.refined)?,
+                match &o.attention {
+                    Some(a) => same_identity_share(a, &labels)?,
+                    None => f64::NAN,
+                },
             ];
             sums.iter_mut().zip(scalars).for_each(|(s, v)| *s += v);
             batches += 1;
@@ -158,6 +172,9 @@ pub fn train(
             of_loss: mean(2),
             triplet_loss: mean(3),
             accuracy: mean(4),
+            feature_norm: mean(5),
+            refined_norm: mean(6),
+            same_identity_attention: Some(mean(7)).filter(|v| !v.is_nan()),
             images_per_s: (batches * n as u64) as f64 / seconds,
             seconds,
         };
@@ -171,8 +188,8 @@ pub fn train(
     Ok(log)
 }
 
-/// The loss terms of one batch: ID cross-entropy on X' (plus on X with `id_loss_on_x`), the OF loss (zero for the
-/// baseline), batch-hard triplet loss (zero when its weight is), and their weighted total.
+/// The loss terms of one batch: ID cross-entropy on X' (plus on X with `id_loss_on_x`), the OF loss between the
+/// graph's input G and X' (zero for the baseline), batch-hard triplet loss (zero when its weight is), and their weighted total.
 pub struct Losses {
     pub total: Tensor,
     pub id: Tensor,
@@ -194,7 +211,7 @@ impl Losses {
         }
         let (of, of_weight) = match (&net.head, m.graph()) {
             (Some(_), Some((graph, _))) => {
-                (loss::of_loss(&o.features, &o.refined)?, graph.of_weight)
+                (loss::of_loss(&o.graph_input, &o.refined)?, graph.of_weight)
             }
             _ => (zero()?, 0.0),
         };
@@ -330,12 +347,17 @@ fn checkpoint_files(out: &Path) -> Result<Vec<(String, PathBuf)>, TrainError> {
 
 /// `train_log.csv`: one row per epoch.
 pub fn log_csv(log: &[EpochLog]) -> String {
-    let mut out =
-        String::from("epoch,lr,loss,id_loss,of_loss,triplet_loss,accuracy,images_per_s,seconds\n");
+    let mut out = String::from(
+        "epoch,lr,loss,id_loss,of_loss,triplet_loss,accuracy,feature_norm,refined_norm,\
+         same_identity_attention,images_per_s,seconds\n",
+    );
     for r in log {
+        let share = r
+            .same_identity_attention
+            .map_or(String::new(), |v| format!("{v:.6}"));
         let _ = writeln!(
             out,
-            "{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.6},{:.1},{:.2}",
+            "{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{share},{:.1},{:.2}",
             r.epoch,
             r.lr,
             r.loss,
@@ -343,9 +365,17 @@ pub fn log_csv(log: &[EpochLog]) -> String {
             r.of_loss,
             r.triplet_loss,
             r.accuracy,
+            r.feature_norm,
+            r.refined_norm,
             r.images_per_s,
             r.seconds
         );
     }
     out
+}
+
+/// The mean euclidean length of the rows of an N×D batch.
+fn mean_row_norm(x: &Tensor) -> candle_core::Result<f64> {
+    let norms = x.detach().sqr()?.sum_keepdim(1)?.sqrt()?.mean_all()?;
+    Ok(f64::from(norms.to_dtype(DType::F32)?.to_scalar::<f32>()?))
 }
