@@ -553,4 +553,24 @@ fn an_unchanged_report_is_kept_and_a_changed_metric_renders_it_again() {
         std::fs::read_to_string(p.path("reports/t/summary.md")).unwrap(),
         "edited"
     );
+
+    // A file an earlier rendering wrote and this one does not (a sweep the spec dropped) is removed; a record naming
+    // a path outside the report removes nothing there.
+    let record_path = p.path("reports/t/.rendered-from.json");
+    let mut record: Value = serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    for stale in ["figures/sweep-gamma.svg", "../keep.txt"] {
+        record["files"][stale] = serde_json::json!("0");
+        p.write(&format!("reports/t/{stale}"), "old");
+    }
+    std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+    p.write(
+        "experiments/t.yaml",
+        &spec()
+            .replace("seeds: [1, 2, 3]", "seeds: [1]")
+            .replace("report test", "report test, renamed"),
+    );
+    p.mgat(&["report", "experiments/t.yaml"]).success();
+    assert!(!p.path("reports/t/figures/sweep-gamma.svg").exists());
+    assert!(p.path("reports/keep.txt").exists());
+    assert!(p.path("reports/t/figures/cmc.svg").exists());
 }

@@ -91,6 +91,20 @@ struct RenderedFrom {
 }
 
 impl RenderedFrom {
+    /// The files the previous rendering in `dir` wrote, relative to it (none when it left no readable record).
+    fn previous_files(dir: &Path) -> Vec<String> {
+        std::fs::read(dir.join(RENDERED_FROM))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Self>(&b).ok())
+            .map(|r| {
+                r.files
+                    .into_keys()
+                    .filter(|n| is_plain_relative(n))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Whether the report in `dir` was rendered from `inputs` and is still exactly what was written.
     fn holds(dir: &Path, inputs: &str) -> bool {
         let Ok(Ok(previous)) =
@@ -180,6 +194,11 @@ pub fn write_spec_report(
         files.insert(rel, sha);
         written.files.push(path);
     }
+    for stale in RenderedFrom::previous_files(&dir) {
+        if !files.contains_key(&stale) {
+            remove_stale(&dir.join(&stale))?;
+        }
+    }
     let record = serde_json::to_vec_pretty(&RenderedFrom { inputs, files }).map_err(|e| {
         ReportError::Cache {
             path: dir.join(RENDERED_FROM),
@@ -188,6 +207,21 @@ pub fn write_spec_report(
     })?;
     crate::fsio::write_atomic(&dir.join(RENDERED_FROM), &record)?;
     Ok(written)
+}
+
+/// A name the record may hold: relative, without `..`, so that a hand-edited record cannot remove files elsewhere.
+fn is_plain_relative(name: &str) -> bool {
+    Path::new(name)
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+/// Removes a file an earlier rendering wrote and this one did not (a sweep axis the spec no longer has).
+fn remove_stale(path: &Path) -> Result<(), ReportError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(IoError::at(path)(e).into()),
+        _ => Ok(()),
+    }
 }
 
 fn write_figures(
