@@ -271,21 +271,13 @@ fn write_figures(
     };
     let (loss, accuracy) = (log("loss"), log("accuracy"));
     if !loss.is_empty() {
-        let panel = |title: &str, y: &str, lines: Vec<Line>| Panel {
-            title: title.into(),
-            x_desc: "epoch".into(),
-            y_desc: y.into(),
-            lines,
-            log_x: false,
-            error_bars: true,
-        };
         let panels = [
-            panel(
+            epoch_panel(
                 "training loss",
                 "loss (ID + OF + triplet)",
                 curve_lines(&loss, 1.0),
             ),
-            panel(
+            epoch_panel(
                 "training accuracy",
                 "ID accuracy (%)",
                 curve_lines(&accuracy, 100.0),
@@ -316,36 +308,40 @@ fn write_figures(
         aligned("of_loss"),
     );
     if !length.is_empty() {
-        let panel = |title: &str, y: &str, lines: Vec<Line>| Panel {
-            title: title.into(),
-            x_desc: "epoch".into(),
-            y_desc: y.into(),
-            lines,
-            log_x: false,
-            error_bars: true,
-        };
         let panels = [
-            panel(
+            epoch_panel(
                 "backbone feature length",
                 "mean ‖X‖",
                 curve_lines(&length, 1.0),
             ),
-            panel(
+            epoch_panel(
                 "head output length",
                 "mean ‖X'‖",
                 curve_lines(&refined, 1.0),
             ),
-            panel(
+            epoch_panel(
                 "attention on the same identity",
                 "share of off-diagonal Â (%)",
                 curve_lines(&share, 100.0),
             ),
-            panel("OF loss", "MSE(G, X')", curve_lines(&of, 1.0)),
+            epoch_panel("OF loss", "MSE(G, X')", curve_lines(&of, 1.0)),
         ];
         let title = format!("{}: collapse diagnostics, mean ± std over seeds", spec.name);
         files.extend(write_figure(&dir.join("diagnostics"), &title, &panels)?);
     }
     Ok(files)
+}
+
+/// A panel of per-epoch curves, mean ± std over seeds.
+fn epoch_panel(title: &str, y: &str, lines: Vec<Line>) -> Panel {
+    Panel {
+        title: title.into(),
+        x_desc: "epoch".into(),
+        y_desc: y.into(),
+        lines,
+        log_x: false,
+        error_bars: true,
+    }
 }
 
 /// Per cell group (row order), the curves `read` gives for its seeds; groups whose curves are not in the cache
