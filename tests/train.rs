@@ -33,25 +33,35 @@ fn training_lowers_the_id_loss_and_lifts_accuracy_well_above_chance() {
         .success();
     let log =
         std::fs::read_to_string(entry_file(&p, ".mgat/cache", "train", "train_log.csv")).unwrap();
-    let rows: Vec<Vec<f64>> = log
+    let header: Vec<&str> = log.lines().next().unwrap().split(',').collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (id_loss, accuracy, share) = (
+        column("id_loss"),
+        column("accuracy"),
+        column("same_identity_attention"),
+    );
+    let rows: Vec<Vec<&str>> = log
         .lines()
         .skip(1)
-        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .map(|l| l.split(',').collect())
         .collect();
     assert_eq!(rows.len(), 6, "{log}");
+    let value = |row: &[&str], i: usize| -> f64 { row[i].parse().unwrap() };
     let (first, last) = (&rows[0], &rows[5]);
     assert!(
-        last[3] < first[3] - 0.3,
+        value(last, id_loss) < value(first, id_loss) - 0.3,
         "id loss {} → {}\n{log}",
-        first[3],
-        last[3]
+        value(first, id_loss),
+        value(last, id_loss)
     );
     let chance = 1.0 / 12.0; // 12 training identities
     assert!(
-        last[6] > 3.0 * chance,
+        value(last, accuracy) > 3.0 * chance,
         "train accuracy {} vs chance {chance:.3}\n{log}",
-        last[6]
+        value(last, accuracy)
     );
+    // The baseline has no attention to measure.
+    assert!(rows.iter().all(|r| r[share].is_empty()), "{log}");
 
     let metrics: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(entry_file(&p, ".mgat/cache", "eval", "metrics.json")).unwrap(),
