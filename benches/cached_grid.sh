@@ -1,49 +1,77 @@
 #!/usr/bin/env bash
-# Benchmark: `mgat run` on a fully cached 100-cell grid (10 γ × 5 OF weights × 2 seeds; 1 synth, 1 index,
-# 100 train and 100 eval stages). Train and eval entries are filled in from `mgat plan --json` with minimal
-# manifests, which is all the executor looks at for a cached stage. Prints the median wall time of 10 runs.
-# Usage: benches/cached_grid.sh [path/to/mgat]
+# Benchmark: a no-op rerun of a fully cached 100-cell grid (10 γ × 5 OF weights × 2 seeds: 1 synth, 1 index, 100
+# train and 100 eval stages, every one really computed first on a tiny model; reports included), beside DVC on a
+# pipeline of the same shape measured in the same run: 202 trivial stages with the same dependencies
+# (data → index → 100 train → 100 eval), `dvc repro` and `dvc status` once everything is up to date.
+# Prints the median of 10 runs of each and the ratios.
+#
+# Usage: benches/cached_grid.sh [PYTHON]
+#   PYTHON: an interpreter with dvc installed; without it, dvc goes into a throwaway venv in target/bench-venv-dvc.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-mgat=${1:-$repo/target/release/mgat}
-[ -x "$mgat" ] || (cd "$repo" && cargo build --release -q)
+mgat=$repo/target/release/mgat
+(cd "$repo" && cargo build --release -q)
+python=${1:-}
+if [ -z "$python" ]; then
+  venv=$repo/target/bench-venv-dvc
+  [ -x "$venv/bin/dvc" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q dvc; }
+  python=$venv/bin/python
+fi
+dvc=$(dirname "$python")/dvc
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cd "$work"
-"$mgat" -q data lock toy --format synth --seed 1 --ids 40 --cameras 4 --height 64 --width 32 >/dev/null
-cat > grid.yaml <<'SPEC'
+
+# Median of 10 timed runs of a command, in milliseconds with one decimal.
+median_ms() {
+  local times=() start
+  for _ in $(seq 10); do
+    start=$(date +%s%N)
+    "$@" >/dev/null 2>&1
+    times+=($(( ($(date +%s%N) - start) / 1000 )))
+  done
+  printf '%s\n' "${times[@]}" | sort -n | sed -n 5p | awk '{printf "%.1f", $1 / 1000}'
+}
+
+mkdir -p "$work/mgat" && cd "$work/mgat"
+"$mgat" -q data lock toy --format synth --seed 1 --ids 16 --cameras 2 --images-per-camera 2 --height 32 \
+  --width 16 --junk 2 --distractors 2 >/dev/null
+mkdir experiments
+cat > experiments/grid100.yaml <<'SPEC'
 name: grid100
 base:
   dataset: {name: toy}
-  model: {backbone: resnet18, width: 16}
-  train: {height: 64, width: 32, batch_size: 32, instances: 4, epochs: 2, warmup_epochs: 0, lr_steps: [1]}
+  model: {backbone: resnet18, width: 4, bnneck: true}
+  train: {height: 32, width: 16, batch_size: 8, instances: 2, epochs: 1, iters_per_epoch: 1, warmup_epochs: 0,
+          schedule: constant, lr_steps: [], pad: 0, workers: 1}
 grid:
   model.gamma: [0.1, 0.2, 0.5, 1, 2, 3, 4, 5, 8, 10]
   model.of_weight: [0, 0.5, 1, 2, 4]
 seeds: [1, 2]
 SPEC
-"$mgat" -q run grid.yaml >/dev/null 2>&1 || true   # computes synth and index for real (train fails until implemented)
-"$mgat" plan grid.yaml --json > plan.json
-python3 - <<'PY'
-import json, os
-plan = json.load(open("plan.json"))
-for cell in plan["cells"]:
-    for st in cell["stages"]:
-        if st["cached"]:
-            continue
-        d = os.path.join(".mgat/cache", st["kind"], st["key"])
-        os.makedirs(d, exist_ok=True)
-        json.dump({"kind": st["kind"], "key": st["key"], "inputs": None, "outputs": {}, "started": "", "finished": "",
-                   "duration_s": 0, "host": "bench", "device": "cpu", "git": {"commit": None, "dirty": False},
-                   "mgat_version": "bench", "summary": None}, open(os.path.join(d, "manifest.json"), "w"))
-PY
-"$mgat" run grid.yaml | grep '^stages:'
-times=()
-for _ in $(seq 10); do
-  start=$(date +%s%N)
-  "$mgat" -q run grid.yaml >/dev/null
-  times+=($(( ($(date +%s%N) - start) / 1000 )))
-done
-sorted=$(printf '%s\n' "${times[@]}" | sort -n)
-median=$(echo "$sorted" | sed -n 5p)
-echo "mgat run, fully cached 100-cell grid: median $(awk "BEGIN{printf \"%.1f\", $median/1000}") ms over 10 runs (min $(awk "BEGIN{printf \"%.1f\", $(echo "$sorted" | head -1)/1000}") ms)"
+echo "computing the grid once (202 stages)..."
+"$mgat" -q run -j 2 experiments/grid100.yaml >/dev/null
+"$mgat" run experiments/grid100.yaml | grep '^stages:'
+mgat_run=$(median_ms "$mgat" -q run experiments/grid100.yaml)
+mgat_plan=$(median_ms "$mgat" plan experiments/grid100.yaml)
+
+mkdir -p "$work/dvc" && cd "$work/dvc"
+"$dvc" init --no-scm -q
+{
+  echo "stages:"
+  echo "  synth: {cmd: echo data > data.txt, outs: [data.txt]}"
+  echo "  index: {cmd: cat data.txt > index.txt, deps: [data.txt], outs: [index.txt]}"
+  for i in $(seq 100); do
+    echo "  train$i: {cmd: echo $i | cat index.txt - > train$i.txt, deps: [index.txt], outs: [train$i.txt]}"
+    echo "  eval$i: {cmd: cat train$i.txt > eval$i.txt, deps: [train$i.txt], outs: [eval$i.txt]}"
+  done
+} > dvc.yaml
+"$dvc" repro -q >/dev/null
+dvc_repro=$(median_ms "$dvc" repro)
+dvc_status=$(median_ms "$dvc" status)
+
+ratio() { awk "BEGIN{printf \"%.0f\", $1 / $2}"; }
+echo "no-op rerun of a cached 100-cell grid (202 stages), median of 10:"
+echo "  mgat run (reports included)  ${mgat_run} ms"
+echo "  mgat plan                    ${mgat_plan} ms"
+echo "  dvc repro                    ${dvc_repro} ms   ($(ratio "$dvc_repro" "$mgat_run")× mgat run)"
+echo "  dvc status                   ${dvc_status} ms   ($(ratio "$dvc_status" "$mgat_run")× mgat run)"
