@@ -137,7 +137,8 @@ impl Results {
                     message: "the manifest holds no train summary".into(),
                 });
             };
-            let config = serde_yaml::to_value(&pc.cell.config).unwrap_or_default();
+            // Serialised only for a cell that leaves an axis unset (this runs on every no-op rerun).
+            let config = std::cell::OnceCell::new();
             let axes = results
                 .axes
                 .iter()
@@ -147,7 +148,12 @@ impl Results {
                         .iter()
                         .find(|(p, _)| p == a)
                         .map(|(_, v)| v)
-                        .or_else(|| get_path(&config, a))
+                        .or_else(|| {
+                            let config = config.get_or_init(|| {
+                                serde_yaml::to_value(&pc.cell.config).unwrap_or_default()
+                            });
+                            get_path(config, a)
+                        })
                         .map(format_value)
                         .unwrap_or_default()
                 })
