@@ -192,6 +192,118 @@ fn a_missing_or_mismatched_pretrained_checkpoint_is_bad_input() {
 }
 
 #[test]
+fn a_torchvision_pth_and_its_safetensors_twin_train_to_identical_weights() {
+    let p = Project::new("pth");
+    p.lock_synth("toy", TOY_DATA);
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/weights");
+    for ext in ["pth", "safetensors"] {
+        let name = format!("resnet18-w4.{ext}");
+        std::fs::copy(fixtures.join(&name), p.path(&name)).unwrap();
+        let one_epoch = spec(1)
+            .replace("warmup_epochs: 1", "warmup_epochs: 0")
+            .replace("width: 8", "width: 4")
+            .replace("head: none}", &format!("head: none, pretrained: {name}}}"));
+        p.write(&format!("experiments/{ext}.yaml"), &one_epoch);
+        p.mgat(&[
+            "run",
+            &format!("experiments/{ext}.yaml"),
+            "--only",
+            "head=none,*",
+            "--until",
+            "train",
+            "-q",
+        ])
+        .success();
+    }
+    let random = spec(1)
+        .replace("warmup_epochs: 1", "warmup_epochs: 0")
+        .replace("width: 8", "width: 4");
+    p.write("experiments/random.yaml", &random);
+    p.mgat(&[
+        "run",
+        "experiments/random.yaml",
+        "--only",
+        "head=none,*",
+        "--until",
+        "train",
+        "-q",
+    ])
+    .success();
+    let models: Vec<Vec<u8>> = p
+        .entries("train")
+        .iter()
+        .map(|key| {
+            std::fs::read(
+                p.cache_dir()
+                    .join("train")
+                    .join(key)
+                    .join("model.safetensors"),
+            )
+            .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        models.len(),
+        3,
+        "one train stage per checkpoint and one from random weights"
+    );
+    // Two of the three are byte-identical (the .pth and its twin); the random start differs from both.
+    let same = |i: usize, j: usize| models[i] == models[j];
+    let pairs = [same(0, 1), same(0, 2), same(1, 2)];
+    assert_eq!(pairs.iter().filter(|&&s| s).count(), 1, "{pairs:?}");
+    // The inspector reads the .pth and names the backbone it fits.
+    let out = p.mgat(&["weights", "inspect", "resnet18-w4.pth", "--brief"]);
+    out.success();
+    assert!(
+        out.stdout()
+            .contains("resnet18 with width 4 (all 100 backbone tensors match)"),
+        "{}",
+        out.stdout()
+    );
+    // convert writes safetensors that train identically too (same tensors), and refuses to overwrite.
+    p.mgat(&[
+        "weights",
+        "convert",
+        "resnet18-w4.pth",
+        "converted.safetensors",
+    ])
+    .success();
+    let again = p.mgat(&[
+        "weights",
+        "convert",
+        "resnet18-w4.pth",
+        "converted.safetensors",
+    ]);
+    assert_eq!(again.code(), 2, "{}", again.stderr());
+}
+
+#[test]
+fn a_pretrained_file_for_another_backbone_says_which_backbone_it_fits() {
+    let p = Project::new("pth-misfit");
+    p.lock_synth("toy", TOY_DATA);
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/weights");
+    std::fs::copy(fixtures.join("resnet18-w4.pth"), p.path("w.pth")).unwrap();
+    p.write(
+        "experiments/t.yaml",
+        &spec(2).replace("head: none}", "head: none, pretrained: w.pth}"),
+    );
+    let run = p.mgat(&[
+        "run",
+        "experiments/t.yaml",
+        "--only",
+        "head=none,*",
+        "--until",
+        "train",
+    ]);
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    let text = format!("{}{}", run.stdout(), run.stderr());
+    assert!(
+        text.contains("w.pth") && text.contains("the file looks like resnet18 with width 4"),
+        "{text}"
+    );
+}
+
+#[test]
 fn device_check_compares_a_training_step_with_f64_and_refuses_bad_arguments() {
     let p = Project::new("device-check");
     let small = [

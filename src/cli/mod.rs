@@ -9,6 +9,7 @@ mod report_cmd;
 mod run_cmd;
 mod slurm_args;
 mod stage_cmd;
+mod weights_cmd;
 
 use crate::cache::Cache;
 use crate::data::index::IndexError;
@@ -60,6 +61,9 @@ enum Command {
     /// Check a compute device: one training step against the same step in f64 on the CPU.
     #[command(subcommand)]
     Device(device_cmd::DeviceCommand),
+    /// Inspect a checkpoint (which backbone it fits) or convert a PyTorch .pth to safetensors.
+    #[command(subcommand)]
+    Weights(weights_cmd::WeightsCommand),
     /// Score a distance matrix or query/gallery features with the re-ID protocol (CMC, mAP, mINP).
     Metrics(metrics_cmd::MetricsArgs),
     /// Regenerate reports/<spec>/ (results.csv, summary tables, figures) from the cache; render the paper's tables.
@@ -216,6 +220,7 @@ pub fn main() -> ExitCode {
         Command::Cache(cmd) => cache_cmd::run(&ctx, cmd),
         Command::Data(cmd) => data_cmd::run(&ctx, cmd),
         Command::Device(cmd) => device_cmd::run(cmd),
+        Command::Weights(cmd) => weights_cmd::run(cmd),
         Command::Metrics(args) => metrics_cmd::run(args),
         Command::Report(args) => report_cmd::report(&ctx, args),
         Command::Diff(args) => report_cmd::diff(&ctx, args),

@@ -1,6 +1,7 @@
 //! The network: a ResNet backbone in torchvision naming, the MGAT / GAT head (training only), an optional BN-neck
 //! and the ID classifier. At test time features come from the backbone alone.
 
+pub mod checkpoint;
 pub mod head;
 pub mod ops;
 pub mod params;

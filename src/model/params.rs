@@ -25,10 +25,12 @@ pub enum ModelError {
         name: String,
         expected: Vec<usize>,
     },
-    #[error("{path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: candle_core::Error,
+    #[error("{}: {message}", path.display())]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("{error}; the file looks like {looks_like}")]
+    Misfit {
+        error: Box<ModelError>,
+        looks_like: String,
     },
     #[error("device `{0}`: {1}")]
     Device(String, String),
@@ -119,22 +121,26 @@ impl Params {
         save_tensors(&self.tensors(), path)
     }
 
-    /// Copies tensors from a safetensors file. With `required`, every tensor of the model whose name passes it must be
-    /// present; tensors of the file the model does not have are ignored (e.g. torchvision's `fc.*`).
+    /// Copies tensors from a checkpoint file (safetensors or PyTorch zip, see [`super::checkpoint`]).
     pub fn load(&self, path: &Path, required: impl Fn(&str) -> bool) -> Result<usize, ModelError> {
-        let file = candle_core::safetensors::load(path, &self.device).map_err(|source| {
-            ModelError::Read {
-                path: path.into(),
-                source,
-            }
-        })?;
+        self.load_from(&super::checkpoint::read(path, &self.device)?, required)
+    }
+
+    /// Copies tensors from a checkpoint already read. With `required`, every tensor of the model whose name passes it
+    /// must be present; tensors of the file the model does not have are ignored (e.g. torchvision's `fc.*`).
+    pub fn load_from(
+        &self,
+        checkpoint: &super::checkpoint::Checkpoint,
+        required: impl Fn(&str) -> bool,
+    ) -> Result<usize, ModelError> {
+        let (path, file) = (&checkpoint.path, &checkpoint.tensors);
         let mut loaded = 0;
         for (name, var) in self.trainable.iter().chain(&self.buffers) {
             let expected = var.dims().to_vec();
             match file.get(name) {
                 Some(t) if t.dims() != expected.as_slice() => {
                     return Err(ModelError::Shape {
-                        path: path.into(),
+                        path: path.clone(),
                         name: name.clone(),
                         found: t.dims().to_vec(),
                         expected,
@@ -146,7 +152,7 @@ impl Params {
                 }
                 None if required(name) => {
                     return Err(ModelError::Missing {
-                        path: path.into(),
+                        path: path.clone(),
                         name: name.clone(),
                         expected,
                     });

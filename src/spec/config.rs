@@ -31,6 +31,17 @@ pub enum Backbone {
     Resnet50,
 }
 
+impl Backbone {
+    /// The name a spec writes (`model.backbone`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Backbone::Resnet18 => "resnet18",
+            Backbone::Resnet34 => "resnet34",
+            Backbone::Resnet50 => "resnet50",
+        }
+    }
+}
+
 /// The graph head applied to the batch during training: none (baseline), plain GAT (X' = ÂX) or MGAT
 /// (X' = (Â⊙M)X).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,8 +80,8 @@ pub struct ModelConfig {
     pub width: u32,
     pub last_stride: u32,
     pub bnneck: bool,
-    /// Path to a safetensors checkpoint in torchvision naming (relative to the project root; `${VAR}` expanded), or
-    /// null for random initialisation.
+    /// Path to a checkpoint in torchvision naming, safetensors or PyTorch `.pth` (relative to the project root;
+    /// `${VAR}` expanded), or null for random initialisation.
     pub pretrained: Option<String>,
     pub head: Head,
     /// γ in a_ij = exp(−γ·e_ij).

@@ -149,7 +149,8 @@ impl StageError {
                 ModelError::Shape { .. }
                     | ModelError::Missing { .. }
                     | ModelError::ChangedWeights { .. }
-                    | ModelError::Read { .. }
+                    | ModelError::Checkpoint { .. }
+                    | ModelError::Misfit { .. }
                     | ModelError::Device(..)
             )
         };

@@ -118,10 +118,7 @@ pub fn train(
     net.set_precision(t.precision);
     if let Some(path) = pretrained {
         check_weights(path, m.pretrained_sha256.as_deref())?;
-        // An ImageNet checkpoint covers the backbone; head, BN-neck and classifier start fresh.
-        params.load(path, |name| {
-            name.starts_with("conv1") || name.starts_with("bn1") || name.starts_with("layer")
-        })?;
+        load_pretrained(&params, path)?;
     }
     let mut opt = Optimizer::new(t, params.trainable())?;
     let mut log = resume(out, &params, &mut opt)?;
@@ -231,6 +228,28 @@ impl Losses {
 
 /// Refuses pretrained weights whose content is not what the plan hashed into the key: the file may have changed
 /// between planning and this run (hours later under Slurm).
+/// Loads an ImageNet checkpoint (safetensors or `.pth`) into the backbone; head, BN-neck and classifier start fresh.
+/// A file that does not fit says which backbone it looks like.
+fn load_pretrained(params: &Params, path: &Path) -> Result<(), ModelError> {
+    let ckpt = crate::model::checkpoint::read(path, &params.device)?;
+    let is_backbone = |name: &str| {
+        name.starts_with("conv1") || name.starts_with("bn1") || name.starts_with("layer")
+    };
+    match params.load_from(&ckpt, is_backbone) {
+        Ok(_) => Ok(()),
+        Err(error @ (ModelError::Shape { .. } | ModelError::Missing { .. })) => {
+            Err(ModelError::Misfit {
+                error: Box::new(error),
+                looks_like: crate::model::checkpoint::fit(&ckpt).map_or_else(
+                    || "no ResNet (it has no `conv1.weight`)".into(),
+                    |f| f.describe(),
+                ),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
 fn check_weights(path: &Path, expected: Option<&str>) -> Result<(), TrainError> {
     let (found, _) = crate::digest::sha256_file(path).map_err(IoError::at(path))?;
     let found = format!("sha256:{found}");
