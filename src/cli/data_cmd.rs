@@ -2,10 +2,12 @@
 //! datasets against their lock entries.
 
 use super::{Context, SynthArgs, UsageError};
+use crate::data::DatasetIndex;
 use crate::data::hash::{FileDigest, hash_tree};
 use crate::data::index::index;
-use crate::data::lock::expand_env;
-use crate::data::synth::{generate, image_count};
+use crate::data::lock::{NONSTANDARD, expand_env};
+use crate::data::official::{self, SplitSizes};
+use crate::data::synth::{Layout, generate, generate_layout, image_count};
 use crate::data::{Format, LockEntry};
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
@@ -15,11 +17,18 @@ use std::process::ExitCode;
 
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
-    /// Write a synthetic dataset in Market-1501 layout.
+    /// Write a synthetic dataset in a real dataset's layout (Market-1501 by default), to lock with that --format.
     Synth {
         /// Output folder; must not exist or be empty.
         #[arg(long)]
         out: PathBuf,
+        /// market1501, dukemtmc-reid, cuhk03-np (PNG, two cameras) or msmt17 (with its list files).
+        #[arg(long, default_value = "market1501")]
+        layout: String,
+        /// The layout's official split sizes (CUHK03-NP: detected) instead of --ids and --images-per-camera;
+        /// Market-1501 gets its 3,819 junk images.
+        #[arg(long)]
+        official_size: bool,
         #[command(flatten)]
         params: SynthArgs,
     },
@@ -33,6 +42,9 @@ pub enum DataCommand {
         /// Dataset root (not for synth): a path, or a form with ${ENV_VAR} kept as written.
         #[arg(long)]
         root: Option<String>,
+        /// Lock a tree whose split sizes are none of its format's official releases (recorded in the lock).
+        #[arg(long)]
+        allow_nonstandard: bool,
         #[command(flatten)]
         params: SynthArgs,
     },
@@ -45,18 +57,63 @@ pub enum DataCommand {
 
 pub fn run(ctx: &Context, cmd: DataCommand) -> Result<ExitCode> {
     match cmd {
-        DataCommand::Synth { out, params } => synth(ctx, &out, &params),
+        DataCommand::Synth {
+            out,
+            layout,
+            official_size,
+            params,
+        } => synth(
+            ctx,
+            &out,
+            &synth_layout(&layout, official_size, &params)?,
+            &params,
+        ),
         DataCommand::Lock {
             name,
             format,
             root,
+            allow_nonstandard,
             params,
-        } => lock(ctx, &name, &format, root.as_deref(), &params),
+        } => lock(
+            ctx,
+            &name,
+            &format,
+            root.as_deref(),
+            allow_nonstandard,
+            &params,
+        ),
         DataCommand::Verify { name } => verify(ctx, name.as_deref()),
     }
 }
 
-fn synth(ctx: &Context, out: &Path, args: &SynthArgs) -> Result<ExitCode> {
+/// The layout `--layout` names, refusing junk or distractors it does not have.
+fn synth_layout(name: &str, official_size: bool, args: &SynthArgs) -> Result<Layout, UsageError> {
+    let format = Format::parse(name)
+        .filter(|f| *f != Format::Synth)
+        .ok_or_else(|| {
+            UsageError(format!(
+                "--layout {name}: expected market1501, dukemtmc-reid, cuhk03-np or msmt17"
+            ))
+        })?;
+    let layout = Layout {
+        format,
+        official: official_size.then(|| official::releases(format)[0]),
+    };
+    let given = |v: Option<u32>| v.is_some_and(|n| n > 0) && !official_size;
+    if given(args.junk) && !layout.takes_junk() {
+        return Err(UsageError(format!(
+            "--junk: a {name} tree has no junk images (only Market-1501 does)"
+        )));
+    }
+    if given(args.distractors) && !layout.takes_distractors() {
+        return Err(UsageError(format!(
+            "--distractors: a {name} tree has no distractors (Market-1501 and DukeMTMC-reID do)"
+        )));
+    }
+    Ok(layout)
+}
+
+fn synth(ctx: &Context, out: &Path, layout: &Layout, args: &SynthArgs) -> Result<ExitCode> {
     let params = args.params()?;
     if out.exists() && std::fs::read_dir(out).map_or(true, |mut d| d.next().is_some()) {
         return Err(UsageError(format!(
@@ -72,8 +129,8 @@ fn synth(ctx: &Context, out: &Path, args: &SynthArgs) -> Result<ExitCode> {
     let partial = out.with_file_name(format!(".{name}.partial-{}", std::process::id()));
     let bar = ctx
         .progress()
-        .add(ProgressBar::new(image_count(&params) as u64).with_message("generating"));
-    let summary = generate(&params, &partial, &|| bar.inc(1));
+        .add(ProgressBar::new(image_count(&params, layout) as u64).with_message("generating"));
+    let summary = generate_layout(&params, layout, &partial, &|| bar.inc(1));
     bar.finish_and_clear();
     let summary = summary.inspect_err(|_| {
         let _ = std::fs::remove_dir_all(&partial);
@@ -100,6 +157,7 @@ fn lock(
     name: &str,
     format: &str,
     root: Option<&str>,
+    allow_nonstandard: bool,
     args: &SynthArgs,
 ) -> Result<ExitCode> {
     if name.is_empty()
@@ -140,17 +198,12 @@ fn lock(
         }
         (_, Some(root)) => {
             let (stored, resolved) = root_forms(root, lock.path())?;
-            let files = hash_with_bar(ctx, &resolved)?;
             let idx = index(format, &resolved)?;
-            println!(
-                "{}: {} train images of {} ids, {} query, {} gallery images",
-                resolved.display(),
-                idx.train.len(),
-                idx.num_train_pids,
-                idx.query.len(),
-                idx.gallery.len()
-            );
-            (LockEntry::new(format, Some(stored), None, &files), files)
+            let release = official_release(&idx, &resolved, allow_nonstandard)?;
+            let files = hash_with_bar(ctx, &resolved)?;
+            let mut entry = LockEntry::new(format, Some(stored), None, &files);
+            entry.release = release;
+            (entry, files)
         }
     };
     println!(
@@ -159,6 +212,44 @@ fn lock(
     );
     lock.set(name, entry, &files)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Which official release the indexed tree is, by its split sizes; a tree that is none of them is refused (exit 2,
+/// expected vs found per split) unless `allow_nonstandard`.
+fn official_release(
+    idx: &DatasetIndex,
+    root: &Path,
+    allow_nonstandard: bool,
+) -> Result<Option<String>> {
+    let found = SplitSizes::of(idx);
+    println!(
+        "{}: {} train images of {} ids, {} query images of {} ids, {} gallery images of {} ids",
+        root.display(),
+        found.train_images,
+        found.train_ids,
+        found.query_images,
+        found.query_ids,
+        found.gallery_images,
+        found.gallery_ids
+    );
+    match official::check(idx.format, found) {
+        Ok(Some(release)) => {
+            println!("the official {} split sizes", release.name);
+            Ok(Some(release.name.to_string()))
+        }
+        Ok(None) => Ok(None),
+        Err(mismatch) if allow_nonstandard => {
+            eprintln!("warning: {}: {mismatch}", root.display());
+            eprintln!("locked as `release: {NONSTANDARD}` (--allow-nonstandard)");
+            Ok(Some(NONSTANDARD.to_string()))
+        }
+        Err(mismatch) => Err(UsageError(format!(
+            "{}: {mismatch}\n(a partial unzip, another variant, swapped query and gallery folders?) \
+             To lock it anyway: --allow-nonstandard",
+            root.display()
+        ))
+        .into()),
+    }
 }
 
 /// How a root is written into the lock (relative to the lock's folder where it lies below it; `${VAR}` forms kept)
@@ -254,9 +345,9 @@ fn hash_generated(
         .join(".scratch")
         .join(format!("synth-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
-    let bar = ctx
-        .progress()
-        .add(ProgressBar::new(image_count(params) as u64).with_message("generating"));
+    let bar = ctx.progress().add(
+        ProgressBar::new(image_count(params, &Layout::default()) as u64).with_message("generating"),
+    );
     let generated = generate(params, &scratch, &|| bar.inc(1))
         .map_err(anyhow::Error::from)
         .and_then(|_| Ok(hash_tree(&scratch, None, &|| {})?));

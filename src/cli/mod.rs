@@ -172,12 +172,12 @@ pub struct SynthArgs {
     height: u32,
     #[arg(long, default_value_t = 64)]
     width: u32,
-    /// Junk gallery images (pid −1).
-    #[arg(long, default_value_t = 20)]
-    junk: u32,
-    /// Distractor gallery images (pid 0).
-    #[arg(long, default_value_t = 40)]
-    distractors: u32,
+    /// Junk gallery images (pid −1) [default: 20; Market-1501 layout only].
+    #[arg(long)]
+    junk: Option<u32>,
+    /// Distractor gallery images (pid 0) [default: 40; Market-1501 and DukeMTMC-reID layouts only].
+    #[arg(long)]
+    distractors: Option<u32>,
     /// JPEG quality.
     #[arg(long, default_value_t = 90)]
     quality: u8,
@@ -195,8 +195,8 @@ impl SynthArgs {
             images_per_camera: self.images_per_camera,
             height: self.height,
             width: self.width,
-            junk: self.junk,
-            distractors: self.distractors,
+            junk: self.junk.unwrap_or(20),
+            distractors: self.distractors.unwrap_or(40),
             quality: self.quality,
         };
         match params.invalid() {

@@ -24,7 +24,14 @@ pub struct LockEntry {
     pub files: u64,
     pub bytes: u64,
     pub digest: String,
+    /// The official release whose split sizes the tree has (`Market-1501`, `CUHK03-NP detected`, …), or
+    /// [`NONSTANDARD`] when it was locked with `--allow-nonstandard`. Absent for synthetic data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
 }
+
+/// `release` of a tree locked although its split sizes are no official release's.
+pub const NONSTANDARD: &str = "nonstandard";
 
 impl LockEntry {
     /// The entry for a hashed tree.
@@ -42,6 +49,7 @@ impl LockEntry {
             files: files.len() as u64,
             bytes,
             digest: tree_digest(files),
+            release: None,
         }
     }
 }

@@ -4,12 +4,17 @@
 //! Deterministic: every image draws from its own seeded stream and only exact IEEE arithmetic (no transcendental
 //! functions), so the same parameters give byte-identical files on any machine and thread count.
 
+use super::synth_layout::Encoding;
+pub use super::synth_layout::Layout;
 use crate::fsio::IoError;
 use crate::rng::Rng;
 use image::ExtendedColorType;
+use image::ImageEncoder;
 use image::codecs::jpeg::JpegEncoder;
+use image::codecs::png::PngEncoder;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 /// Generator parameters. Half the identities (rounded up) are training identities, the rest test identities.
@@ -103,9 +108,41 @@ pub struct SynthSummary {
     pub test_ids: usize,
 }
 
-/// Writes the dataset under `out` (which must not hold another dataset), calling `on_image` after each file.
+impl SynthSummary {
+    fn of(jobs: &[Job]) -> Self {
+        let count = |split: Split| jobs.iter().filter(|j| j.shot.split == split).count();
+        let ids = |split: Split| {
+            jobs.iter()
+                .filter(|j| j.shot.split == split)
+                .map(|j| j.shot.pid)
+                .collect::<BTreeSet<_>>()
+                .len()
+        };
+        SynthSummary {
+            train_images: count(Split::Train),
+            query_images: count(Split::Query),
+            gallery_images: count(Split::Gallery) + count(Split::Junk),
+            train_ids: ids(Split::Train),
+            test_ids: ids(Split::Query),
+        }
+    }
+}
+
+/// Writes the dataset in Market-1501 layout at the parameters' scale under `out` (which must not hold another
+/// dataset), calling `on_image` after each file.
 pub fn generate(
     params: &SynthParams,
+    out: &Path,
+    on_image: &(dyn Fn() + Sync),
+) -> Result<SynthSummary, SynthError> {
+    generate_layout(params, &Layout::default(), out, on_image)
+}
+
+/// Writes the dataset in `layout` (file names, folders, list files, image format; at the parameters' scale or a
+/// release's exact split sizes).
+pub fn generate_layout(
+    params: &SynthParams,
+    layout: &Layout,
     out: &Path,
     on_image: &(dyn Fn() + Sync),
 ) -> Result<SynthSummary, SynthError> {
@@ -116,8 +153,14 @@ pub fn generate(
             expected,
         });
     }
-    let jobs = plan(params);
-    for dir in [TRAIN_DIR, QUERY_DIR, GALLERY_DIR] {
+    let params = &layout.params(params);
+    let jobs = layout.jobs(params);
+    let dirs: BTreeSet<&str> = jobs
+        .iter()
+        .filter_map(|j| j.path.rsplit_once('/').map(|(dir, _)| dir))
+        .chain(layout.folders().iter().copied())
+        .collect();
+    for dir in dirs {
         let path = out.join(dir);
         std::fs::create_dir_all(&path)
             .map_err(|source| SynthError::Io(IoError::new(path, source)))?;
@@ -125,48 +168,60 @@ pub fn generate(
     let cameras: Vec<Camera> = (1..=params.cameras)
         .map(|c| Camera::new(params.seed, c))
         .collect();
+    let encoding = layout.encoding();
     jobs.par_iter().try_for_each(|job| {
-        let bytes = render_jpeg(params, &cameras, job)?;
-        let path = out.join(job.dir).join(&job.file_name);
+        let bytes = render(params, &cameras, &job.shot, encoding)?;
+        let path = out.join(&job.path);
         std::fs::write(&path, bytes)
             .map_err(|source| SynthError::Io(IoError::new(path, source)))?;
         on_image();
         Ok::<_, SynthError>(())
     })?;
-    let count = |dir: &str| jobs.iter().filter(|j| j.dir == dir).count();
-    let train_ids = params.ids.div_ceil(2) as usize;
-    Ok(SynthSummary {
-        train_images: count(TRAIN_DIR),
-        query_images: count(QUERY_DIR),
-        gallery_images: count(GALLERY_DIR),
-        train_ids,
-        test_ids: params.ids as usize - train_ids,
-    })
+    for (name, text) in layout.list_files(&jobs) {
+        let path = out.join(name);
+        std::fs::write(&path, text).map_err(|source| SynthError::Io(IoError::new(path, source)))?;
+    }
+    Ok(SynthSummary::of(&jobs))
 }
 
-/// How many files `generate` writes for these parameters.
-pub fn image_count(params: &SynthParams) -> usize {
-    plan(params).len()
+/// How many images `generate_layout` writes.
+pub fn image_count(params: &SynthParams, layout: &Layout) -> usize {
+    layout.jobs(&layout.params(params)).len()
 }
 
-const TRAIN_DIR: &str = "bounding_box_train";
-const QUERY_DIR: &str = "query";
-const GALLERY_DIR: &str = "bounding_box_test";
-const JUNK_PID: i32 = -1;
-const DISTRACTOR_PID: i32 = 0;
+pub(crate) const JUNK_PID: i32 = -1;
+pub(crate) const DISTRACTOR_PID: i32 = 0;
 
-/// One file to draw: where it goes, its Market-1501 name, and whose appearance under which camera.
-#[derive(Debug, Clone)]
-struct Job {
-    dir: &'static str,
-    file_name: String,
-    pid: i32,
-    camera: u32,
+/// Which split a drawn image belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Split {
+    Train,
+    Query,
+    Gallery,
+    /// Market-1501's bad detections (pid −1), in the gallery folder and ignored by the protocol.
+    Junk,
+}
+
+/// One image to draw: its split, whose appearance (`pid`; [`JUNK_PID`] and [`DISTRACTOR_PID`] draw a new person
+/// per image) under which camera, and the sequence and frame its name and pose come from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shot {
+    pub split: Split,
+    pub pid: i32,
+    pub camera: u32,
+    pub seq: u32,
     /// Distinguishes images of the same person and camera (the frame number).
-    frame: u32,
+    pub frame: u32,
 }
 
-fn market_name(pid: i32, camera: u32, seq: u32, frame: u32, bbox: u32) -> String {
+/// A shot and the file it is written to (relative to the dataset root, `/`-separated).
+#[derive(Debug, Clone)]
+pub(crate) struct Job {
+    pub path: String,
+    pub shot: Shot,
+}
+
+pub(crate) fn market_name(pid: i32, camera: u32, seq: u32, frame: u32, bbox: u32) -> String {
     let pid = if pid < 0 {
         pid.to_string()
     } else {
@@ -175,41 +230,47 @@ fn market_name(pid: i32, camera: u32, seq: u32, frame: u32, bbox: u32) -> String
     format!("{pid}_c{camera}s{seq}_{frame:06}_{bbox:02}.jpg")
 }
 
-/// The deterministic list of files: identities split into train and test, each seen by 2 or more cameras; for a
-/// test identity the first image of each camera is its query from that camera (at most one per camera).
-fn plan(p: &SynthParams) -> Vec<Job> {
+/// The cameras that see one identity: two or more, drawn from `rng`.
+pub(crate) fn cameras_of(p: &SynthParams, rng: &mut Rng) -> Vec<u32> {
+    let mut cams: Vec<u32> = (1..=p.cameras).collect();
+    rng.shuffle(&mut cams);
+    cams.truncate(2 + rng.below(p.cameras - 1) as usize);
+    cams.sort_unstable();
+    cams
+}
+
+/// The deterministic list of images at the parameters' scale: identities split into train and test, each seen by 2
+/// or more cameras; for a test identity the first image of each camera is its query from that camera (at most one
+/// per camera); then junk and distractors.
+pub(crate) fn shots(p: &SynthParams) -> Vec<Shot> {
     let mut rng = Rng::new(p.seed, &[1]);
     let mut pids: Vec<i32> = (1..=p.ids as i32).collect();
     rng.shuffle(&mut pids);
     let n_train = p.ids.div_ceil(2) as usize;
     let (train, test) = pids.split_at(n_train);
-    let mut jobs = Vec::new();
+    let mut shots = Vec::new();
     for (&pid, is_test) in train
         .iter()
         .map(|x| (x, false))
         .chain(test.iter().map(|x| (x, true)))
     {
         let mut rng = Rng::new(p.seed, &[2, pid as u64]);
-        let mut cams: Vec<u32> = (1..=p.cameras).collect();
-        rng.shuffle(&mut cams);
-        cams.truncate(2 + rng.below(p.cameras - 1) as usize);
-        cams.sort_unstable();
-        for cam in cams {
+        for camera in cameras_of(p, &mut rng) {
             let n = (p.images_per_camera - 1 + rng.below(3)).max(2);
             let seq = 1 + rng.below(6);
             let mut frame = 100 + rng.below(5000);
             for i in 0..n {
                 frame += 20 + rng.below(60);
-                let dir = match (is_test, i) {
-                    (false, _) => TRAIN_DIR,
-                    (true, 0) => QUERY_DIR,
-                    (true, _) => GALLERY_DIR,
+                let split = match (is_test, i) {
+                    (false, _) => Split::Train,
+                    (true, 0) => Split::Query,
+                    (true, _) => Split::Gallery,
                 };
-                jobs.push(Job {
-                    dir,
-                    file_name: market_name(pid, cam, seq, frame, 1),
+                shots.push(Shot {
+                    split,
                     pid,
-                    camera: cam,
+                    camera,
+                    seq,
                     frame,
                 });
             }
@@ -219,17 +280,20 @@ fn plan(p: &SynthParams) -> Vec<Job> {
         let mut rng = Rng::new(p.seed, &[3, pid as u64]);
         for i in 0..count {
             let camera = 1 + rng.below(p.cameras);
-            let frame = 100 + 37 * i;
-            jobs.push(Job {
-                dir: GALLERY_DIR,
-                file_name: market_name(pid, camera, 1 + rng.below(6), frame, 1),
+            shots.push(Shot {
+                split: if pid == JUNK_PID {
+                    Split::Junk
+                } else {
+                    Split::Gallery
+                },
                 pid,
                 camera,
-                frame,
+                seq: 1 + rng.below(6),
+                frame: 100 + 37 * i,
             });
         }
     }
-    jobs
+    shots
 }
 
 type Rgb = [f32; 3];
@@ -417,12 +481,18 @@ impl Pose {
     }
 }
 
-fn render_jpeg(p: &SynthParams, cameras: &[Camera], job: &Job) -> Result<Vec<u8>, SynthError> {
-    let camera = &cameras[job.camera as usize - 1];
-    let appearance = match job.pid {
+/// Draws one shot and encodes it (JPEG at the parameters' quality, or PNG).
+fn render(
+    p: &SynthParams,
+    cameras: &[Camera],
+    shot: &Shot,
+    encoding: Encoding,
+) -> Result<Vec<u8>, SynthError> {
+    let camera = &cameras[shot.camera as usize - 1];
+    let appearance = match shot.pid {
         JUNK_PID | DISTRACTOR_PID => Appearance::new(&mut Rng::new(
             p.seed,
-            &[6, job.pid as u64, u64::from(job.frame)],
+            &[6, shot.pid as u64, u64::from(shot.frame)],
         )),
         pid => Appearance::new(&mut Rng::new(p.seed, &[5, pid as u64])),
     };
@@ -430,12 +500,12 @@ fn render_jpeg(p: &SynthParams, cameras: &[Camera], job: &Job) -> Result<Vec<u8>
         p.seed,
         &[
             7,
-            job.pid as u64,
-            u64::from(job.camera),
-            u64::from(job.frame),
+            shot.pid as u64,
+            u64::from(shot.camera),
+            u64::from(shot.frame),
         ],
     );
-    let pose = Pose::new(&mut rng, job.pid == JUNK_PID);
+    let pose = Pose::new(&mut rng, shot.pid == JUNK_PID);
     let mut canvas = Canvas::new(p.width as usize, p.height as usize);
     canvas.background(camera, pose.shift);
     canvas.person(&appearance, &pose);
@@ -453,12 +523,20 @@ fn render_jpeg(p: &SynthParams, cameras: &[Camera], job: &Job) -> Result<Vec<u8>
     }
     let pixels = canvas.finish(camera, pose.light, &mut rng);
     let mut out = Vec::new();
-    JpegEncoder::new_with_quality(&mut out, p.quality).encode(
-        &pixels,
-        p.width,
-        p.height,
-        ExtendedColorType::Rgb8,
-    )?;
+    match encoding {
+        Encoding::Jpeg => JpegEncoder::new_with_quality(&mut out, p.quality).encode(
+            &pixels,
+            p.width,
+            p.height,
+            ExtendedColorType::Rgb8,
+        )?,
+        Encoding::Png => PngEncoder::new(&mut out).write_image(
+            &pixels,
+            p.width,
+            p.height,
+            ExtendedColorType::Rgb8,
+        )?,
+    }
     Ok(out)
 }
 
@@ -689,7 +767,7 @@ fn hsv(h: f32, s: f32, v: f32) -> Rgb {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::digest::sha256_file;
     use std::collections::{BTreeMap, HashSet};
@@ -742,40 +820,37 @@ mod tests {
 
     #[test]
     fn layout_follows_market_1501() {
-        let jobs = plan(&small());
-        assert_eq!(jobs.len(), image_count(&small()));
-        let names: HashSet<_> = jobs.iter().map(|j| (j.dir, j.file_name.clone())).collect();
+        let jobs = Layout::default().jobs(&small());
+        assert_eq!(jobs.len(), image_count(&small(), &Layout::default()));
+        let in_dir = |j: &Job, dir: &str| j.path.starts_with(&format!("{dir}/"));
+        let file_name = |j: &Job| j.path.rsplit('/').next().unwrap().to_string();
+        let names: HashSet<_> = jobs.iter().map(|j| j.path.clone()).collect();
         assert_eq!(names.len(), jobs.len(), "file names are unique");
-        let train: HashSet<i32> = jobs
-            .iter()
-            .filter(|j| j.dir == TRAIN_DIR)
-            .map(|j| j.pid)
-            .collect();
-        let query: HashSet<i32> = jobs
-            .iter()
-            .filter(|j| j.dir == QUERY_DIR)
-            .map(|j| j.pid)
-            .collect();
+        let pids_in = |dir: &str| -> HashSet<i32> {
+            jobs.iter()
+                .filter(|j| in_dir(j, dir))
+                .map(|j| j.shot.pid)
+                .collect()
+        };
+        let (train, query) = (pids_in("bounding_box_train"), pids_in("query"));
         assert_eq!(train.len(), 6);
         assert_eq!(query.len(), 6);
         assert!(train.is_disjoint(&query));
-        assert!(
-            jobs.iter()
-                .any(|j| j.file_name.starts_with("-1_c") && j.dir == GALLERY_DIR)
-        );
-        assert!(
-            jobs.iter()
-                .any(|j| j.file_name.starts_with("0000_c") && j.dir == GALLERY_DIR)
-        );
+        let gallery: Vec<&Job> = jobs
+            .iter()
+            .filter(|j| in_dir(j, "bounding_box_test"))
+            .collect();
+        assert!(gallery.iter().any(|j| file_name(j).starts_with("-1_c")));
+        assert!(gallery.iter().any(|j| file_name(j).starts_with("0000_c")));
         let mut per_id_cam = HashSet::new();
-        for j in jobs.iter().filter(|j| j.dir == QUERY_DIR) {
+        for j in jobs.iter().filter(|j| in_dir(j, "query")) {
             assert!(
-                per_id_cam.insert((j.pid, j.camera)),
+                per_id_cam.insert((j.shot.pid, j.shot.camera)),
                 "at most one query per identity per camera"
             );
-            let other_cam_match = jobs
+            let other_cam_match = gallery
                 .iter()
-                .any(|g| g.dir == GALLERY_DIR && g.pid == j.pid && g.camera != j.camera);
+                .any(|g| g.shot.pid == j.shot.pid && g.shot.camera != j.shot.camera);
             assert!(
                 other_cam_match,
                 "every query has a cross-camera gallery match"
@@ -790,7 +865,7 @@ mod tests {
                 && parts[3].len() == 2
         };
         assert!(
-            jobs.iter().all(|j| re(&j.file_name)),
+            jobs.iter().all(|j| re(&file_name(j))),
             "PPPP_cCsS_FFFFFF_BB.jpg"
         );
     }
@@ -801,8 +876,8 @@ mod tests {
         // between different identities under that camera: learnable, while per-image changes keep it non-trivial.
         let p = SynthParams { ids: 40, ..small() };
         let cameras: Vec<Camera> = (1..=p.cameras).map(|c| Camera::new(p.seed, c)).collect();
-        let decode = |job: &Job| {
-            image::load_from_memory(&render_jpeg(&p, &cameras, job).unwrap())
+        let decode = |shot: &Shot| {
+            image::load_from_memory(&render(&p, &cameras, shot, Encoding::Jpeg).unwrap())
                 .unwrap()
                 .to_rgb8()
                 .into_raw()
@@ -814,11 +889,11 @@ mod tests {
                 .sum::<f64>()
                 / a.len() as f64
         };
-        let job = |pid, frame| Job {
-            dir: TRAIN_DIR,
-            file_name: String::new(),
+        let job = |pid, frame| Shot {
+            split: Split::Train,
             pid,
             camera: 1,
+            seq: 1,
             frame,
         };
         let (mut same, mut other) = (0.0, 0.0);

@@ -17,8 +17,11 @@ pub fn run(stage: &Stage, out: &Path, bar: &ProgressBar) -> Result<Produced, Sta
             stage.label()
         )));
     };
-    bar.set_length(image_count(params) as u64);
-    bar.set_message(format!("generating {} images", image_count(params)));
+    bar.set_length(image_count(params, &Default::default()) as u64);
+    bar.set_message(format!(
+        "generating {} images",
+        image_count(params, &Default::default())
+    ));
     let summary = generate(params, &out.join(DATA_DIR), &|| bar.inc(1))?;
     Ok(Produced {
         device: "cpu".into(),
