@@ -43,6 +43,9 @@ pub struct Manifest {
     pub duration_s: f64,
     pub host: String,
     pub device: String,
+    /// The `--devices` slot (0-based position in the list) the stage held, when it ran on a pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_slot: Option<usize>,
     pub git: GitState,
     pub mgat_version: String,
     pub summary: Summary,
@@ -500,6 +503,7 @@ mod tests {
             duration_s: 0.0,
             host: "h".into(),
             device: "cpu".into(),
+            device_slot: None,
             git: GitState {
                 commit: None,
                 dirty: false,

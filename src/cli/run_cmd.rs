@@ -37,8 +37,48 @@ pub struct RunArgs {
     /// Run stages up to this kind only (synth, index, train or eval), e.g. to prepare data before training.
     #[arg(long, value_name = "KIND", value_parser = parse_kind)]
     until: Option<StageKind>,
+    /// A pool of devices, e.g. cuda:0,cuda:1: up to one train or eval stage runs on each at once (cells with
+    /// train.device auto take any), beside the CPU stages of --jobs. `cpu` may be listed, more than once.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    devices: Vec<String>,
     #[command(flatten)]
     executor: ExecutorArgs,
+}
+
+/// `--devices` normalised (`cuda` → `cuda:0`): each `cpu` or `cuda:N`, a CUDA device at most once and only in a
+/// CUDA build.
+fn device_pool(devices: &[String]) -> Result<Vec<String>, UsageError> {
+    let mut pool: Vec<String> = Vec::new();
+    for d in devices {
+        let d = d.trim();
+        let normal = match d {
+            "cuda" => "cuda:0".to_string(),
+            "cpu" => d.to_string(),
+            _ if d
+                .strip_prefix("cuda:")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) =>
+            {
+                d.to_string()
+            }
+            _ => {
+                return Err(UsageError(format!(
+                    "--devices: `{d}`: expected cpu, cuda or cuda:N"
+                )));
+            }
+        };
+        if normal != "cpu" && !cfg!(feature = "cuda") {
+            return Err(UsageError(format!(
+                "--devices: `{d}`: this mgat binary was built without CUDA (scripts/build-cuda.sh)"
+            )));
+        }
+        if normal != "cpu" && pool.contains(&normal) {
+            return Err(UsageError(format!(
+                "--devices: `{d}` is listed twice; one stage per GPU at a time"
+            )));
+        }
+        pool.push(normal);
+    }
+    Ok(pool)
 }
 
 pub fn parse_kind(s: &str) -> Result<StageKind, String> {
@@ -81,6 +121,14 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
         return Err(UsageError("--jobs 0: expected at least 1".into()).into());
     }
     let slurm_options = args.executor.slurm_options()?;
+    let devices = device_pool(&args.devices)?;
+    if !devices.is_empty() && matches!(args.executor.executor, Executor::Slurm) {
+        return Err(UsageError(
+            "--devices is for the local executor; with Slurm each job gets its GPU from --gres"
+                .into(),
+        )
+        .into());
+    }
     let (specs, plan, lock) = load_plan(ctx, &args.specs, true)?;
     let cells: Vec<usize> = (0..plan.cells.len())
         .filter(|&c| {
@@ -107,6 +155,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     let opts = RunOptions {
         jobs: args.jobs,
         keep_going: !args.fail_fast,
+        devices,
     };
     tracing::info!(
         "{} cells, {} stages, cache {}",

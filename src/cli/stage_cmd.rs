@@ -45,6 +45,7 @@ pub fn stage(ctx: &Context, args: StageArgs) -> Result<ExitCode> {
     let opts = RunOptions {
         jobs: 1,
         keep_going: false,
+        devices: Vec::new(),
     };
     let selected = with_upstream(&plan, s);
     let report = local::run(

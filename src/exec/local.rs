@@ -2,13 +2,18 @@
 //! threads, each under its cache key's lock, committing outputs atomically. A failed stage skips its dependents;
 //! with keep-going (the default) every independent stage still runs.
 //!
+//! With a `--devices` pool, each train and eval stage holds one listed device (a slot) exclusively while it runs,
+//! outside `--jobs`: a cell whose `train.device` is `auto` takes any free slot, one that names a device takes a slot
+//! of that device, one that says `cpu` when the pool has no CPU runs within `--jobs`. A stage that fails on its
+//! device (out of memory included) is reported with the device and never retried on another.
+//!
 //! Trust: before anything runs, every cached entry of the selection is checked against its manifest (through the
 //! stat cache); a damaged one is quarantined and its stage runs again. A stage's inputs are checked again (free
 //! within one process) right before it starts.
 
 use super::{Outcome, RunOptions, RunReport, log_outcome};
 use crate::cache::{CacheError, Manifest};
-use crate::plan::Stage;
+use crate::plan::{Stage, StageKind};
 use crate::provenance::{GitState, hostname, utc_timestamp};
 use crate::stages::{self, StageEnv};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -42,32 +47,49 @@ pub fn run(
     let mut launched: Vec<usize> = Vec::new();
     let mut checked: HashSet<usize> = HashSet::new();
     let mut stop = false;
-    let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
+    let mut pool = DevicePool::new(&opts.devices);
+    let (tx, rx) = mpsc::channel::<(usize, Outcome, Option<usize>)>();
     std::thread::scope(|scope| {
-        let mut running = 0usize;
+        let (mut running, mut on_jobs) = (0usize, 0usize);
         loop {
-            while !stop && running < opts.jobs.max(1) {
-                let Some(s) = next_ready(env, selected, &state, &launched) else {
+            loop {
+                let cpu_free = on_jobs < opts.jobs.max(1);
+                let next = match stop {
+                    true => None,
+                    false => next_launch(env, selected, &mut state, &launched, &mut pool, cpu_free),
+                };
+                let Some((s, slot)) = next else {
                     break;
                 };
                 if !inputs_sound(env, s, &mut state, &mut checked) {
+                    if let Some(slot) = slot {
+                        pool.release(slot);
+                    }
                     continue; // a damaged input was quarantined and is now to run first
                 }
                 launched.push(s);
                 running += 1;
+                on_jobs += usize::from(slot.is_none());
                 let tx = tx.clone();
                 let bar = progress.add(stage_bar(&env.plan.stages[s]));
+                let device = slot.map(|i| (i, pool.devices[i].clone()));
                 scope.spawn(move || {
-                    let outcome = execute(env, s, &bar, git);
+                    let outcome = execute(env, s, &bar, git, device.as_ref());
                     bar.finish_and_clear();
-                    let _ = tx.send((s, outcome));
+                    let _ = tx.send((s, outcome, device.map(|(i, _)| i)));
                 });
             }
             if running == 0 {
                 break;
             }
-            let Ok((s, outcome)) = rx.recv() else { break };
+            let Ok((s, outcome, slot)) = rx.recv() else {
+                break;
+            };
             running -= 1;
+            match slot {
+                Some(slot) => pool.release(slot),
+                None => on_jobs -= 1,
+            }
             progress.suspend(|| log_outcome(&env.plan.stages[s], &outcome));
             if matches!(outcome, Outcome::Failed { .. }) && !opts.keep_going {
                 stop = true;
@@ -121,24 +143,97 @@ fn inputs_sound(
     sound
 }
 
-/// The first not-yet-launched stage whose inputs are all available.
-fn next_ready(
+/// The first not-yet-launched stage whose inputs are all available and that can start now: with a free slot of its
+/// device when it runs on the pool, else when `cpu_free`. The slot is claimed. A stage whose device the pool lacks
+/// fails here.
+fn next_launch(
     env: &StageEnv,
     selected: &[usize],
-    state: &HashMap<usize, Option<Outcome>>,
+    state: &mut HashMap<usize, Option<Outcome>>,
     launched: &[usize],
-) -> Option<usize> {
-    let available = |d: &usize| {
+    pool: &mut DevicePool,
+    cpu_free: bool,
+) -> Option<(usize, Option<usize>)> {
+    let available = |d: &usize, state: &HashMap<usize, Option<Outcome>>| {
         matches!(
             state.get(d),
             Some(Some(Outcome::Cached | Outcome::Ran(_) | Outcome::Reused))
         )
     };
-    selected.iter().copied().find(|s| {
-        matches!(state.get(s), Some(None))
-            && !launched.contains(s)
-            && env.plan.stages[*s].deps.iter().all(available)
-    })
+    for &s in selected {
+        let stage = &env.plan.stages[s];
+        if !matches!(state.get(&s), Some(None))
+            || launched.contains(&s)
+            || !stage.deps.iter().all(|d| available(d, state))
+        {
+            continue;
+        }
+        match pool.wants(env, stage) {
+            Err(message) => {
+                state.insert(
+                    s,
+                    Some(Outcome::Failed {
+                        message,
+                        bad_input: true,
+                    }),
+                );
+            }
+            Ok(None) if cpu_free => return Some((s, None)),
+            Ok(Some(device)) => {
+                if let Some(slot) = pool.claim(&device) {
+                    return Some((s, Some(slot)));
+                }
+            }
+            Ok(None) => {}
+        }
+    }
+    None
+}
+
+/// The `--devices` slots and which are held.
+struct DevicePool {
+    devices: Vec<String>,
+    busy: Vec<bool>,
+}
+
+impl DevicePool {
+    fn new(devices: &[String]) -> Self {
+        Self {
+            devices: devices.to_vec(),
+            busy: vec![false; devices.len()],
+        }
+    }
+
+    /// The device a stage needs a slot of (`auto`: any); `None` when it runs within `--jobs`.
+    fn wants(&self, env: &StageEnv, stage: &Stage) -> Result<Option<String>, String> {
+        if self.devices.is_empty() || !matches!(stage.kind, StageKind::Train | StageKind::Eval) {
+            return Ok(None);
+        }
+        let device = match stages::cell_config(env, stage).train.device.as_str() {
+            "cuda" => "cuda:0",
+            other => other,
+        };
+        match device {
+            "auto" => Ok(Some("auto".into())),
+            d if self.devices.iter().any(|x| x == d) => Ok(Some(d.into())),
+            "cpu" => Ok(None),
+            d => Err(format!(
+                "train.device {d} is not in --devices {}",
+                self.devices.join(",")
+            )),
+        }
+    }
+
+    fn claim(&mut self, device: &str) -> Option<usize> {
+        let slot = (0..self.devices.len())
+            .find(|&i| !self.busy[i] && (device == "auto" || self.devices[i] == device))?;
+        self.busy[slot] = true;
+        Some(slot)
+    }
+
+    fn release(&mut self, slot: usize) {
+        self.busy[slot] = false;
+    }
 }
 
 fn stage_bar(stage: &Stage) -> ProgressBar {
@@ -152,10 +247,30 @@ fn stage_bar(stage: &Stage) -> ProgressBar {
 }
 
 /// Computes one stage under its key's lock, unless another process completed it meanwhile.
-fn execute(env: &StageEnv, s: usize, bar: &ProgressBar, git: &GitState) -> Outcome {
-    match compute(env, s, bar, git) {
+/// `device` is the pool slot the stage holds, if any.
+fn execute(
+    env: &StageEnv,
+    s: usize,
+    bar: &ProgressBar,
+    git: &GitState,
+    device: Option<&(usize, String)>,
+) -> Outcome {
+    match compute(env, s, bar, git, device) {
+        Ok(Outcome::Failed { message, bad_input }) if device.is_some() => Outcome::Failed {
+            message: on_device(&message, device.map_or("", |d| &d.1)),
+            bad_input,
+        },
         Ok(outcome) => outcome,
         Err(e) => failed(e),
+    }
+}
+
+/// A failure message that names the device, and says so first when the device ran out of memory.
+fn on_device(message: &str, device: &str) -> String {
+    if message.to_ascii_lowercase().contains("out of memory") {
+        format!("out of memory on {device} (not retried on another device): {message}")
+    } else {
+        format!("on {device}: {message}")
     }
 }
 
@@ -164,6 +279,7 @@ fn compute(
     s: usize,
     bar: &ProgressBar,
     git: &GitState,
+    device: Option<&(usize, String)>,
 ) -> Result<Outcome, CacheError> {
     let stage = &env.plan.stages[s];
     let _lock = env.cache.lock(stage.kind, &stage.key, || {
@@ -179,7 +295,7 @@ fn compute(
     }
     crate::fsio::create_dir_all(&partial)?;
     let (started, clock) = (SystemTime::now(), Instant::now());
-    let produced = match stages::run(env, s, &partial, bar) {
+    let produced = match stages::run(env, s, &partial, bar, device.map(|d| d.1.as_str())) {
         Ok(p) => p,
         Err(e) => {
             if !stage.kind.resumes() {
@@ -201,6 +317,7 @@ fn compute(
         duration_s: clock.elapsed().as_secs_f64(),
         host: hostname(),
         device: produced.device,
+        device_slot: device.map(|d| d.0),
         git: git.clone(),
         mgat_version: env!("CARGO_PKG_VERSION").to_string(),
         summary: produced.summary,
@@ -208,4 +325,28 @@ fn compute(
     };
     env.cache.commit(&partial, manifest)?;
     Ok(Outcome::Ran(clock.elapsed()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_is_held_by_one_stage_and_auto_takes_any_free_one() {
+        let mut pool = DevicePool::new(&["cuda:0".into(), "cuda:1".into()]);
+        assert_eq!(pool.claim("cuda:1"), Some(1));
+        assert_eq!(pool.claim("cuda:1"), None, "held");
+        assert_eq!(pool.claim("auto"), Some(0));
+        assert_eq!(pool.claim("auto"), None, "all held");
+        pool.release(1);
+        assert_eq!(pool.claim("auto"), Some(1));
+        assert_eq!(pool.claim("cuda:7"), None);
+    }
+
+    #[test]
+    fn an_out_of_memory_failure_says_so_and_names_the_device() {
+        let m = on_device("CUDA_ERROR_OUT_OF_MEMORY: out of memory", "cuda:1");
+        assert!(m.starts_with("out of memory on cuda:1 (not retried"), "{m}");
+        assert_eq!(on_device("bad input", "cuda:0"), "on cuda:0: bad input");
+    }
 }

@@ -7,10 +7,14 @@ pub mod slurm;
 use crate::plan::Stage;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// Stages run at once, train and eval stages on a `devices` pool not counted.
     pub jobs: usize,
     pub keep_going: bool,
+    /// `--devices` (`cpu` or `cuda:N`, normalised): each train or eval stage takes one exclusively for its run. Empty:
+    /// they run within `jobs` on their cell's `train.device`.
+    pub devices: Vec<String>,
 }
 
 /// What happened to one stage.

@@ -24,6 +24,7 @@ pub fn run(
     stage: &Stage,
     out: &Path,
     bar: &ProgressBar,
+    pool_device: Option<&str>,
 ) -> Result<Produced, StageError> {
     let (root, index) = env.verified_dataset(stage, bar)?;
     let index =
@@ -35,7 +36,8 @@ pub fn run(
         )));
     };
     let trained = env.train_key(stage)?;
-    let (device, device_name) = device(&cell_config(env, stage).train.device)?;
+    let (device, device_name) =
+        device(pool_device.unwrap_or(&cell_config(env, stage).train.device))?;
     let mut params = Params::new(device.clone(), DType::F32, 0);
     let net = Network::new(&mut params, &trained.model, index.num_train_pids)?;
     params.load(

@@ -5,6 +5,7 @@ mod eval;
 mod index;
 mod synth;
 mod train;
+pub use train::cell_config;
 
 pub use eval::{CMC_FILE, METRICS_FILE};
 
@@ -165,18 +166,21 @@ impl StageError {
 }
 
 /// Runs stage `s` of the plan, writing its outputs under `out`.
+/// Computes stage `s` into `out`; a train or eval stage runs on `device` when given (a `--devices` slot), else on its
+/// cell's `train.device`.
 pub fn run(
     env: &StageEnv,
     s: usize,
     out: &Path,
     bar: &ProgressBar,
+    device: Option<&str>,
 ) -> Result<Produced, StageError> {
     let stage = &env.plan.stages[s];
     match stage.kind {
         StageKind::Synth => synth::run(stage, out, bar),
         StageKind::Index => index::run(env, stage, out, bar),
-        StageKind::Train => on_compute_pool(|| train::run(env, stage, out, bar)),
-        StageKind::Eval => on_compute_pool(|| eval::run(env, stage, out, bar)),
+        StageKind::Train => on_compute_pool(|| train::run(env, stage, out, bar, device)),
+        StageKind::Eval => on_compute_pool(|| eval::run(env, stage, out, bar, device)),
     }
 }
 

@@ -17,6 +17,7 @@ pub fn run(
     stage: &Stage,
     out: &Path,
     bar: &ProgressBar,
+    pool_device: Option<&str>,
 ) -> Result<Produced, StageError> {
     let (root, index) = env.verified_dataset(stage, bar)?;
     let index =
@@ -24,7 +25,7 @@ pub fn run(
     let key = env.train_key(stage)?;
     // Where it runs and with how many decoding threads are the cell's, outside the key.
     let cell = cell_config(env, stage);
-    let (device, device_name) = device(&cell.train.device)?;
+    let (device, device_name) = device(pool_device.unwrap_or(&cell.train.device))?;
     if key.train.precision == Precision::Bf16 && device.is_cpu() {
         return Err(StageError::Setting(format!(
             "train.precision: bf16 needs a CUDA device, and this stage runs on {device_name} \
