@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark: `mgat data lock` on a generated tree of ~32,000 small JPEGs (~150 MB) against
+# Benchmark: `mgat data lock` on a full-size synthetic Market-1501 tree (its official split sizes: 36,036 JPEGs of
+# 128×64, junk included, ~190 MB) against
 # `find … | xargs -P2 sha256sum` (both cores, as mgat uses), cold (no stat cache; page cache dropped where allowed)
 # and warm (stat cache), with the ratios.
 # Usage: benches/lock_tree.sh [path/to/mgat]
@@ -10,8 +11,8 @@ mgat=${1:-$repo/target/release/mgat}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-"$mgat" -q data synth --out tree --seed 11 --ids 1940 --cameras 6 --images-per-camera 4 --height 128 --width 64 \
-  --junk 500 --distractors 500 >/dev/null
+"$mgat" -q data synth --out tree --layout market1501 --official-size --seed 11 --cameras 6 --height 128 --width 64 \
+  >/dev/null
 echo "tree: $(find tree -type f | wc -l) files, $(du -sm --apparent-size tree | cut -f1) MB"
 secs() { local s=$(date +%s%N); "$@" >/dev/null; awk "BEGIN{printf \"%.2f\", ($(date +%s%N) - $s)/1e9}"; }
 drop_caches() { sync; echo 3 2>/dev/null >/proc/sys/vm/drop_caches && echo "(page cache dropped)" || echo "(page cache not droppable here: warm page cache)"; }
