@@ -154,6 +154,7 @@ fn a_missing_dataset_root_is_refused_while_planning_a_run() {
         "market1501",
         "--root",
         "real",
+        "--allow-nonstandard",
     ])
     .success();
     p.write(

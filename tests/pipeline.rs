@@ -183,6 +183,7 @@ fn a_changed_dataset_is_named_by_verify_and_refused_by_index() {
         "market1501",
         "--root",
         "data/m",
+        "--allow-nonstandard",
     ]);
     assert!(
         locked.success().stdout().contains("locked m:"),

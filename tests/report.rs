@@ -435,7 +435,7 @@ fn the_paper_specs_expand_to_their_grids_and_paper_yaml_renders() {
     }
     p.write("datasets.lock", &lock);
     p.write(
-        "weights/resnet50.safetensors",
+        "weights/resnet50-0676ba61.pth",
         "stand-in: planning hashes the file, nothing loads it",
     );
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -1,5 +1,6 @@
-//! Hashing a dataset tree: walk it (`walkdir`), SHA-256 every file on all cores (`rayon`), and keep a stat cache
-//! (path, size, mtime, inode → sha256) so that a warm re-hash reads only files that changed.
+//! Hashing a dataset tree: list it from directory entries, `stat` and SHA-256 every file on all cores (`rayon`), and
+//! keep a stat cache (path, size, mtime, inode → sha256) so that a warm re-hash costs one `stat` per file and reads
+//! only files that changed.
 
 use crate::digest::{hex, sha256_file};
 use crate::fsio::IoError;
@@ -36,12 +37,15 @@ pub fn hash_tree(
     on_file: &(dyn Fn() + Sync),
 ) -> Result<Vec<FileDigest>, HashError> {
     let files = walk(root)?;
-    let cached = stat_cache.map(load_stat_cache).unwrap_or_default();
+    let cache_text = stat_cache
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    let cached = parse_stat_cache(&cache_text);
     let hashed: Vec<(FileDigest, Stat)> = files
         .par_iter()
         .map(|(rel, stat)| {
-            let sha256 = match cached.get(rel) {
-                Some((s, sha)) if s == stat => sha.clone(),
+            let sha256 = match cached.get(rel.as_str()) {
+                Some((s, sha)) if s == stat => sha.to_string(),
                 _ => {
                     let path = root.join(rel);
                     sha256_file(&path)
@@ -70,8 +74,11 @@ pub fn hash_tree(
 /// The digest of a tree: SHA-256 over one line `path\tsize\tsha256\n` per file, in path order.
 pub fn tree_digest(files: &[FileDigest]) -> String {
     let mut hasher = Sha256::new();
+    let mut line = String::new();
     for f in files {
-        hasher.update(format!("{}\t{}\t{}\n", f.path, f.bytes, f.sha256).as_bytes());
+        line.clear();
+        let _ = writeln!(line, "{}\t{}\t{}", f.path, f.bytes, f.sha256);
+        hasher.update(line.as_bytes());
     }
     format!("sha256:{}", hex(&hasher.finalize()))
 }
@@ -83,6 +90,7 @@ struct Stat {
     inode: u64,
 }
 
+/// Every file under `root` with its stat, in path order; the stats run in parallel.
 fn walk(root: &Path) -> Result<Vec<(String, Stat)>, HashError> {
     let io_err = |path: &Path, source: std::io::Error| {
         HashError::Io(IoError::new(path.to_path_buf(), source))
@@ -91,44 +99,71 @@ fn walk(root: &Path) -> Result<Vec<(String, Stat)>, HashError> {
     if !meta.is_dir() {
         return Err(io_err(root, std::io::Error::other("not a directory")));
     }
+    let mut files = list_files(root)?;
+    files.par_sort_unstable();
+    files
+        .into_par_iter()
+        .map(|rel| {
+            let path = root.join(&rel);
+            let meta = std::fs::metadata(&path).map_err(|e| io_err(&path, e))?;
+            let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+            Ok((
+                rel,
+                Stat {
+                    size: meta.len(),
+                    mtime_ns,
+                    inode: meta.ino(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Every file under `root` (symbolic links followed), by `/`-separated relative path, from directory listings alone:
+/// the file type comes with each entry, so a file costs no `stat` here. A directory reached twice (a link cycle) is
+/// read once.
+fn list_files(root: &Path) -> Result<Vec<String>, HashError> {
+    let io_err = |path: &Path, source: std::io::Error| {
+        HashError::Io(IoError::new(path.to_path_buf(), source))
+    };
+    let mut seen_dirs = std::collections::HashSet::new();
+    let mut dirs = vec![String::new()];
     let mut files = Vec::new();
-    for entry in walkdir::WalkDir::new(root)
-        .follow_links(true)
-        .sort_by_file_name()
-    {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(root).to_path_buf();
-            HashError::Io(IoError::new(path, std::io::Error::from(e)))
-        })?;
-        if !entry.file_type().is_file() {
+    while let Some(rel_dir) = dirs.pop() {
+        let dir = root.join(&rel_dir);
+        let meta = std::fs::metadata(&dir).map_err(|e| io_err(&dir, e))?;
+        if !seen_dirs.insert((meta.dev(), meta.ino())) {
             continue;
         }
-        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        let rel = rel
-            .to_str()
-            .ok_or_else(|| HashError::NonUtf8(entry.path().to_path_buf()))?
-            .replace('\\', "/");
-        let meta = entry
-            .metadata()
-            .map_err(|e| io_err(entry.path(), e.into()))?;
-        let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
-        files.push((
-            rel,
-            Stat {
-                size: meta.len(),
-                mtime_ns,
-                inode: meta.ino(),
-            },
-        ));
+        for entry in std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
+            let entry = entry.map_err(|e| io_err(&dir, e))?;
+            let name = entry
+                .file_name()
+                .into_string()
+                .map_err(|_| HashError::NonUtf8(entry.path()))?;
+            let rel = match rel_dir.is_empty() {
+                true => name,
+                false => format!("{rel_dir}/{name}"),
+            };
+            let mut kind = entry.file_type().map_err(|e| io_err(&entry.path(), e))?;
+            if kind.is_symlink() {
+                kind = std::fs::metadata(entry.path())
+                    .map_err(|e| io_err(&entry.path(), e))?
+                    .file_type();
+            }
+            if kind.is_dir() {
+                dirs.push(rel);
+            } else if kind.is_file() {
+                files.push(rel);
+            }
+        }
     }
-    files.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(files)
 }
 
-fn load_stat_cache(path: &Path) -> HashMap<String, (Stat, String)> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return HashMap::new();
-    };
+/// The stat cache's lines (`inode size mtime_ns sha256 path`, tab-separated) by path, borrowed from its text;
+/// unreadable lines are left out (their files are hashed again).
+fn parse_stat_cache(text: &str) -> HashMap<&str, (Stat, &str)> {
     text.lines()
         .filter_map(|line| {
             let mut f = line.splitn(5, '\t');
@@ -137,18 +172,16 @@ fn load_stat_cache(path: &Path) -> HashMap<String, (Stat, String)> {
                 size: f.next()?.parse().ok()?,
                 mtime_ns: f.next()?.parse().ok()?,
             };
-            let sha = f.next()?.to_string();
-            Some((f.next()?.to_string(), (stat, sha)))
+            let sha = f.next()?;
+            Some((f.next()?, (stat, sha)))
         })
         .collect()
 }
 
-/// Writes the stat cache, leaving out files modified in the last two seconds (their mtime may not yet tell a later
-/// write apart); nothing is written when it would hold exactly what `loaded` held.
 fn save_stat_cache(
     path: &Path,
     hashed: &[(FileDigest, Stat)],
-    loaded: &HashMap<String, (Stat, String)>,
+    loaded: &HashMap<&str, (Stat, &str)>,
 ) -> Result<(), IoError> {
     let fresh = SystemTime::now()
         .checked_sub(Duration::from_secs(2))
@@ -164,7 +197,7 @@ fn save_stat_cache(
     let unchanged = keep.len() == loaded.len()
         && keep.iter().all(|(d, s)| {
             loaded
-                .get(&d.path)
+                .get(d.path.as_str())
                 .is_some_and(|(ls, sha)| ls == s && *sha == d.sha256)
         });
     if unchanged {
