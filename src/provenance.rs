@@ -13,6 +13,26 @@ pub struct GitState {
     pub dirty: bool,
 }
 
+/// The git state of the checkout containing a folder, asked of git on first use only: a run that computes nothing
+/// spawns no git process.
+pub struct LazyGitState {
+    dir: std::path::PathBuf,
+    state: std::sync::OnceLock<GitState>,
+}
+
+impl LazyGitState {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            state: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn get(&self) -> &GitState {
+        self.state.get_or_init(|| git_state(&self.dir))
+    }
+}
+
 /// The git state of the checkout containing `dir`.
 pub fn git_state(dir: &Path) -> GitState {
     let run = |args: &[&str]| {

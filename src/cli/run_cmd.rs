@@ -7,7 +7,7 @@ use crate::cache::Lookup;
 use crate::exec::slurm::{self, Finished};
 use crate::exec::{Outcome, RunOptions, RunReport, local};
 use crate::plan::{KeyInputs, Plan, StageKind};
-use crate::provenance::git_state;
+use crate::provenance::LazyGitState;
 use crate::spec::Spec;
 use crate::stages::StageEnv;
 use anyhow::Result;
@@ -169,7 +169,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
             &selected,
             opts,
             &ctx.progress(),
-            &git_state(&ctx.root),
+            &LazyGitState::new(&ctx.root),
         ),
         Executor::Slurm => {
             if args.jobs != 1 {

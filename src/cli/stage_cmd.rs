@@ -6,7 +6,7 @@ use crate::exec::local;
 use crate::exec::slurm::{FailureRecord, record_failure};
 use crate::exec::{Outcome, RunOptions};
 use crate::plan::{Plan, StageKind};
-use crate::provenance::git_state;
+use crate::provenance::LazyGitState;
 use crate::stages::StageEnv;
 use anyhow::Result;
 use clap::Args;
@@ -53,7 +53,7 @@ pub fn stage(ctx: &Context, args: StageArgs) -> Result<ExitCode> {
         &selected,
         opts,
         &ctx.progress(),
-        &git_state(&ctx.root),
+        &LazyGitState::new(&ctx.root),
     );
     match report
         .outcomes

@@ -14,7 +14,7 @@
 use super::{Outcome, RunOptions, RunReport, log_outcome};
 use crate::cache::{CacheError, Manifest};
 use crate::plan::{Stage, StageKind};
-use crate::provenance::{GitState, hostname, utc_timestamp};
+use crate::provenance::{LazyGitState, hostname, utc_timestamp};
 use crate::stages::{self, StageEnv};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::{HashMap, HashSet};
@@ -27,7 +27,7 @@ pub fn run(
     selected: &[usize],
     opts: RunOptions,
     progress: &MultiProgress,
-    git: &GitState,
+    git: &LazyGitState,
 ) -> RunReport {
     // Every entry the run could use is checked in full now (through the stat cache, in parallel), so that damage
     // anywhere is quarantined and recomputed by this run, and reports read only sound entries.
@@ -252,7 +252,7 @@ fn execute(
     env: &StageEnv,
     s: usize,
     bar: &ProgressBar,
-    git: &GitState,
+    git: &LazyGitState,
     device: Option<&(usize, String)>,
 ) -> Outcome {
     match compute(env, s, bar, git, device) {
@@ -278,7 +278,7 @@ fn compute(
     env: &StageEnv,
     s: usize,
     bar: &ProgressBar,
-    git: &GitState,
+    git: &LazyGitState,
     device: Option<&(usize, String)>,
 ) -> Result<Outcome, CacheError> {
     let stage = &env.plan.stages[s];
@@ -318,7 +318,7 @@ fn compute(
         host: hostname(),
         device: produced.device,
         device_slot: device.map(|d| d.0),
-        git: git.clone(),
+        git: git.get().clone(),
         mgat_version: env!("CARGO_PKG_VERSION").to_string(),
         summary: produced.summary,
         checksum: String::new(),
