@@ -132,6 +132,22 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
+const LOCK_MARKET: &[&str] = &[
+    "data",
+    "lock",
+    "market",
+    "--format",
+    "market1501",
+    "--root",
+    "m",
+];
+
+fn swap_query_and_gallery(p: &Project) {
+    std::fs::rename(p.path("m/query"), p.path("m/q")).unwrap();
+    std::fs::rename(p.path("m/bounding_box_test"), p.path("m/query")).unwrap();
+    std::fs::rename(p.path("m/q"), p.path("m/bounding_box_test")).unwrap();
+}
+
 #[test]
 fn a_full_size_market1501_tree_is_recognised_and_a_partial_or_swapped_one_refused() {
     let p = Project::new("market-full");
@@ -154,15 +170,7 @@ fn a_full_size_market1501_tree_is_recognised_and_a_partial_or_swapped_one_refuse
         "m",
     ])
     .success();
-    let locked = p.mgat(&[
-        "data",
-        "lock",
-        "market",
-        "--format",
-        "market1501",
-        "--root",
-        "m",
-    ]);
+    let locked = p.mgat(LOCK_MARKET);
     locked.success();
     assert!(
         locked.stdout().contains(
@@ -178,28 +186,16 @@ fn a_full_size_market1501_tree_is_recognised_and_a_partial_or_swapped_one_refuse
     );
 
     // Query and gallery swapped: refused, and the lock is left as it was.
-    std::fs::rename(p.path("m/query"), p.path("m/q")).unwrap();
-    std::fs::rename(p.path("m/bounding_box_test"), p.path("m/query")).unwrap();
-    std::fs::rename(p.path("m/q"), p.path("m/bounding_box_test")).unwrap();
-    let swapped = p.mgat(&[
-        "data",
-        "lock",
-        "market",
-        "--format",
-        "market1501",
-        "--root",
-        "m",
-    ]);
+    swap_query_and_gallery(&p);
+    let swapped = p.mgat(LOCK_MARKET);
     assert_eq!(swapped.code(), 2, "{}", swapped.stderr());
     assert_eq!(
         std::fs::read_to_string(p.path("datasets.lock")).unwrap(),
         lock
     );
 
-    // A partial unzip: a third of the gallery missing. The table names the split that differs.
-    std::fs::rename(p.path("m/query"), p.path("m/q")).unwrap();
-    std::fs::rename(p.path("m/bounding_box_test"), p.path("m/query")).unwrap();
-    std::fs::rename(p.path("m/q"), p.path("m/bounding_box_test")).unwrap();
+    // Put back; then a partial unzip: a third of the gallery missing. The table names the split that differs.
+    swap_query_and_gallery(&p);
     let mut gallery: Vec<_> = std::fs::read_dir(p.path("m/bounding_box_test"))
         .unwrap()
         .flatten()
@@ -209,15 +205,7 @@ fn a_full_size_market1501_tree_is_recognised_and_a_partial_or_swapped_one_refuse
     for f in gallery.iter().step_by(3) {
         std::fs::remove_file(f).unwrap();
     }
-    let partial = p.mgat(&[
-        "data",
-        "lock",
-        "market",
-        "--format",
-        "market1501",
-        "--root",
-        "m",
-    ]);
+    let partial = p.mgat(LOCK_MARKET);
     assert_eq!(partial.code(), 2, "{}", partial.stderr());
     let text = partial.stderr();
     let row = |split: &str| {

@@ -191,6 +191,20 @@ fn a_missing_or_mismatched_pretrained_checkpoint_is_bad_input() {
     );
 }
 
+/// Runs a spec's baseline cells up to their train stages.
+fn train_baseline(p: &Project, spec: &str) {
+    p.mgat(&[
+        "run",
+        spec,
+        "--only",
+        "head=none,*",
+        "--until",
+        "train",
+        "-q",
+    ])
+    .success();
+}
+
 #[test]
 fn a_torchvision_pth_and_its_safetensors_twin_train_to_identical_weights() {
     let p = Project::new("pth");
@@ -204,31 +218,13 @@ fn a_torchvision_pth_and_its_safetensors_twin_train_to_identical_weights() {
             .replace("width: 8", "width: 4")
             .replace("head: none}", &format!("head: none, pretrained: {name}}}"));
         p.write(&format!("experiments/{ext}.yaml"), &one_epoch);
-        p.mgat(&[
-            "run",
-            &format!("experiments/{ext}.yaml"),
-            "--only",
-            "head=none,*",
-            "--until",
-            "train",
-            "-q",
-        ])
-        .success();
+        train_baseline(&p, &format!("experiments/{ext}.yaml"));
     }
     let random = spec(1)
         .replace("warmup_epochs: 1", "warmup_epochs: 0")
         .replace("width: 8", "width: 4");
     p.write("experiments/random.yaml", &random);
-    p.mgat(&[
-        "run",
-        "experiments/random.yaml",
-        "--only",
-        "head=none,*",
-        "--until",
-        "train",
-        "-q",
-    ])
-    .success();
+    train_baseline(&p, "experiments/random.yaml");
     let models: Vec<Vec<u8>> = p
         .entries("train")
         .iter()
