@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark: `mgat metrics` on a Market-1501-sized case (3368 × 15913 float32), wall time and peak memory, beside
-# torchreid's Cython evaluator (eval_market1501_cy) on the same matrix when its source is given.
+# torchreid's evaluator on the same matrix in the same run: its Python `eval_market1501` from the torchreid sdist on
+# PyPI (0.2.5, which ships no Cython source), and its Cython `evaluate_cy` too when a rank_cy.pyx is given.
 # Usage: benches/metrics_bench.sh [path/to/torchreid/metrics/rank_cylib/rank_cy.pyx]
-# Needs python3; installs numpy and Cython into a throwaway venv. torchreid's code is not part of this repository:
-# pass the rank_cy.pyx of a torchreid checkout to include it.
+# Needs python3; installs numpy and Cython into a throwaway venv and downloads the torchreid sdist (no install, no
+# torch: only its metrics/rank.py is loaded). torchreid's code is not part of this repository.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 mgat=$repo/target/release/mgat
@@ -21,6 +22,27 @@ cat "$work/case/distmat.npy" >/dev/null   # page cache warm for both tools
 echo "mgat metrics (read + score):   $(peak "$mgat" metrics --dir "$work/case" --json)"
 for _ in 1 2; do echo "mgat metrics (again):          $(peak "$mgat" metrics --dir "$work/case" --json)"; done
 "$mgat" metrics --dir "$work/case" --json > "$work/mgat.json"
+
+"$work/venv/bin/pip" download -q --no-deps --no-binary :all: torchreid==0.2.5 -d "$work/sdist"
+tar -xzf "$work/sdist"/torchreid-0.2.5.tar.gz -C "$work/sdist"
+cat > "$work/py_eval.py" <<'PY'
+import importlib.util, json, sys, time
+import numpy as np
+spec = importlib.util.spec_from_file_location("rank", sys.argv[1])
+rank = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(rank)
+d = sys.argv[2]
+load = lambda n: np.load(f"{d}/{n}.npy")
+dist, qp, gp, qc, gc = (load(n) for n in ["distmat", "q_pids", "g_pids", "q_camids", "g_camids"])
+t = time.perf_counter()
+cmc, mAP = rank.eval_market1501(dist, qp, gp, qc, gc, 50)
+print(f"torchreid python eval_market1501 (score only): {time.perf_counter() - t:.2f} s", file=sys.stderr)
+ours = json.load(open(sys.argv[3]))
+print(f"agreement: rank-1 {cmc[0]:.6f} vs {ours['cmc']['1']:.6f}, mAP {mAP:.6f} vs {ours['mAP']:.6f}", file=sys.stderr)
+PY
+rank_py=$work/sdist/torchreid-0.2.5/torchreid/reid/metrics/rank.py
+echo "torchreid python (load + score): $(peak "$py" "$work/py_eval.py" "$rank_py" "$work/case" "$work/mgat.json")"
+"$py" "$work/py_eval.py" "$rank_py" "$work/case" "$work/mgat.json" 2>&1 | grep -v Warn | tail -2
 
 if [ $# -ge 1 ]; then
   mkdir "$work/cy" && cp "$1" "$work/cy/rank_cy.pyx"
