@@ -546,7 +546,29 @@ fn an_unchanged_report_is_kept_and_a_changed_metric_renders_it_again() {
             .contains("12.3")
     );
 
-    // A report file changed by hand is rendered again too.
+    // A report file changed by hand is rendered again too, also once the report's stat cache has recorded its
+    // files (dated an hour back, so that the cache keeps them).
+    let aged = std::process::Command::new("find")
+        .args([
+            p.path("reports/t").to_str().unwrap(),
+            "-type",
+            "f",
+            "-exec",
+            "touch",
+            "-d",
+            "1 hour ago",
+            "{}",
+            "+",
+        ])
+        .status()
+        .unwrap();
+    assert!(aged.success());
+    let kept = p.mgat(&["report", "experiments/t.yaml"]);
+    assert!(
+        kept.success().stdout().contains("unchanged since rendered"),
+        "{}",
+        kept.stdout()
+    );
     std::fs::write(p.path("reports/t/summary.md"), "edited").unwrap();
     p.mgat(&["report", "experiments/t.yaml"]).success();
     assert_ne!(

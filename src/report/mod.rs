@@ -105,17 +105,28 @@ impl RenderedFrom {
             .unwrap_or_default()
     }
 
-    /// Whether the report in `dir` was rendered from `inputs` and is still exactly what was written.
-    fn holds(dir: &Path, inputs: &str) -> bool {
+    /// Whether the report in `dir` was rendered from `inputs` and is still exactly what was written: every file it
+    /// recorded has its recorded SHA-256, re-hashed only where its stat changed (`stat_cache`, as for datasets).
+    fn holds(dir: &Path, inputs: &str, stat_cache: &Path) -> bool {
         let Ok(Ok(previous)) =
             std::fs::read(dir.join(RENDERED_FROM)).map(|b| serde_json::from_slice::<Self>(&b))
         else {
             return false;
         };
-        previous.inputs == inputs
-            && previous.files.iter().all(|(name, sha)| {
-                sha256_file(&dir.join(name)).is_ok_and(|(found, _)| &found == sha)
-            })
+        if previous.inputs != inputs {
+            return false;
+        }
+        let Ok(found) = crate::data::hash::hash_tree(dir, Some(stat_cache), &|| {}) else {
+            return false;
+        };
+        let found: BTreeMap<&str, &str> = found
+            .iter()
+            .map(|f| (f.path.as_str(), f.sha256.as_str()))
+            .collect();
+        previous
+            .files
+            .iter()
+            .all(|(name, sha)| found.get(name.as_str()) == Some(&sha.as_str()))
     }
 }
 
@@ -151,7 +162,7 @@ pub fn write_spec_report(
         .concat()
         .as_slice(),
     );
-    if RenderedFrom::holds(&dir, &inputs) {
+    if RenderedFrom::holds(&dir, &inputs, &cache.stat_cache_path(&dir)) {
         written.unchanged = true;
         return Ok(written);
     }
