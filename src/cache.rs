@@ -14,7 +14,7 @@ use crate::fsio::{self, IoError};
 use crate::plan::{KeyInputs, StageKind};
 use crate::provenance::GitState;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
@@ -140,8 +140,9 @@ pub struct KeyLock {
 #[derive(Debug, Clone)]
 pub struct Cache {
     root: PathBuf,
-    /// Entries found sound by this process: entries never change once committed, so each is checked once.
-    sound: std::sync::Arc<std::sync::Mutex<HashSet<(StageKind, String)>>>,
+    /// Entries found sound by this process, with their manifests: entries never change once committed, so each is
+    /// read and checked once.
+    sound: std::sync::Arc<std::sync::Mutex<HashMap<(StageKind, String), Manifest>>>,
 }
 
 impl Cache {
@@ -191,23 +192,21 @@ impl Cache {
     /// The entry's manifest once its outputs are checked against it (through the stat cache). An absent entry is
     /// None; a damaged one is quarantined with a warning and is None too, so that its stage runs again.
     pub fn trusted(&self, kind: StageKind, key: &str) -> Result<Option<Manifest>, CacheError> {
+        let id = (kind, key.to_string());
+        if let Some(known) = self.sound.lock().ok().and_then(|s| s.get(&id).cloned()) {
+            return Ok(Some(known));
+        }
         let damage = match self.lookup(kind, key) {
             Lookup::Absent => return Ok(None),
-            Lookup::Present(m) => {
-                let id = (kind, key.to_string());
-                if self.sound.lock().is_ok_and(|s| s.contains(&id)) {
+            Lookup::Present(m) => match self.check_outputs(&m, true) {
+                Ok(()) => {
+                    if let Ok(mut s) = self.sound.lock() {
+                        s.insert(id, (*m).clone());
+                    }
                     return Ok(Some(*m));
                 }
-                match self.check_outputs(&m, true) {
-                    Ok(()) => {
-                        if let Ok(mut s) = self.sound.lock() {
-                            s.insert(id);
-                        }
-                        return Ok(Some(*m));
-                    }
-                    Err(d) => d,
-                }
-            }
+                Err(d) => d,
+            },
             Lookup::Damaged(d) => d,
         };
         self.quarantine(kind, key, &damage)?;
@@ -251,6 +250,9 @@ impl Cache {
             .join(QUARANTINE)
             .join(format!("{}-{key}-{nanos}", kind.name()));
         fsio::create_dir_all(&self.root.join(QUARANTINE))?;
+        if let Ok(mut s) = self.sound.lock() {
+            s.remove(&(kind, key.to_string()));
+        }
         fsio::rename_durable(&self.entry_dir(kind, key), &dest)?;
         let _ = std::fs::remove_file(self.entry_stat_path(kind, key));
         tracing::warn!(

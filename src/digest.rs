@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
 
@@ -40,7 +41,7 @@ fn write_canonical(value: &Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
+                push_json_string(k, out);
                 out.push(':');
                 write_canonical(&map[k], out);
             }
@@ -56,7 +57,22 @@ fn write_canonical(value: &Value, out: &mut String) {
             }
             out.push(']');
         }
-        scalar => out.push_str(&scalar.to_string()),
+        Value::String(text) => push_json_string(text, out),
+        scalar => {
+            let _ = write!(out, "{scalar}");
+        }
+    }
+}
+
+/// `text` as a JSON string, exactly as serde_json writes it: quoted as is when nothing in it needs escaping (the
+/// usual case, without allocating), else by serde_json.
+fn push_json_string(text: &str, out: &mut String) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        out.push_str(&Value::String(text.to_string()).to_string());
     }
 }
 
@@ -80,5 +96,16 @@ mod tests {
             canonical_json(&a),
             r#"{"a":{"x":null,"y":[1,{"c":3,"d":2}]},"b":1}"#
         );
+    }
+
+    #[test]
+    fn strings_and_numbers_are_written_exactly_as_serde_json_writes_them() {
+        // Already in key order, so serde_json's own output is the canonical form.
+        let v = json!({
+            "a\"q": "tab\there",
+            "b\\s": ["quote \" backslash \\ nul \u{0} del \u{7f}", "Γ ü ✱ 😀", "plain"],
+            "c": [0.1, 1e300, -0.0, 5e-324, 12345678901234567890u64, -7],
+        });
+        assert_eq!(canonical_json(&v), serde_json::to_string(&v).unwrap());
     }
 }

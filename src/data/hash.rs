@@ -99,10 +99,12 @@ fn walk(root: &Path) -> Result<Vec<(String, Stat)>, HashError> {
     if !meta.is_dir() {
         return Err(io_err(root, std::io::Error::other("not a directory")));
     }
-    let mut files = list_files(root)?;
+    let mut files = list_files(root, &meta)?;
     files.par_sort_unstable();
+    // Small trees (a cache entry's few outputs) are not worth splitting across threads.
     files
         .into_par_iter()
+        .with_min_len(256)
         .map(|rel| {
             let path = root.join(&rel);
             let meta = std::fs::metadata(&path).map_err(|e| io_err(&path, e))?;
@@ -120,21 +122,18 @@ fn walk(root: &Path) -> Result<Vec<(String, Stat)>, HashError> {
 }
 
 /// Every file under `root` (symbolic links followed), by `/`-separated relative path, from directory listings alone:
-/// the file type comes with each entry, so a file costs no `stat` here. A directory reached twice (a link cycle) is
-/// read once.
-fn list_files(root: &Path) -> Result<Vec<String>, HashError> {
+/// the file type and inode come with each entry, so only a symbolic link costs a `stat` here. A directory reached
+/// twice (a link cycle) is read once.
+fn list_files(root: &Path, root_meta: &std::fs::Metadata) -> Result<Vec<String>, HashError> {
     let io_err = |path: &Path, source: std::io::Error| {
         HashError::Io(IoError::new(path.to_path_buf(), source))
     };
-    let mut seen_dirs = std::collections::HashSet::new();
-    let mut dirs = vec![String::new()];
+    use std::os::unix::fs::DirEntryExt;
+    let mut seen_dirs = std::collections::HashSet::from([(root_meta.dev(), root_meta.ino())]);
+    let mut dirs = vec![(String::new(), root_meta.dev())];
     let mut files = Vec::new();
-    while let Some(rel_dir) = dirs.pop() {
+    while let Some((rel_dir, dev)) = dirs.pop() {
         let dir = root.join(&rel_dir);
-        let meta = std::fs::metadata(&dir).map_err(|e| io_err(&dir, e))?;
-        if !seen_dirs.insert((meta.dev(), meta.ino())) {
-            continue;
-        }
         for entry in std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
             let entry = entry.map_err(|e| io_err(&dir, e))?;
             let name = entry
@@ -146,13 +145,15 @@ fn list_files(root: &Path) -> Result<Vec<String>, HashError> {
                 false => format!("{rel_dir}/{name}"),
             };
             let mut kind = entry.file_type().map_err(|e| io_err(&entry.path(), e))?;
+            let mut id = (dev, entry.ino());
             if kind.is_symlink() {
-                kind = std::fs::metadata(entry.path())
-                    .map_err(|e| io_err(&entry.path(), e))?
-                    .file_type();
+                let target =
+                    std::fs::metadata(entry.path()).map_err(|e| io_err(&entry.path(), e))?;
+                kind = target.file_type();
+                id = (target.dev(), target.ino());
             }
-            if kind.is_dir() {
-                dirs.push(rel);
+            if kind.is_dir() && seen_dirs.insert(id) {
+                dirs.push((rel, id.0));
             } else if kind.is_file() {
                 files.push(rel);
             }
@@ -219,6 +220,20 @@ mod tests {
     use super::*;
     use crate::digest::sha256_bytes;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn links_are_followed_and_a_link_cycle_is_read_once() {
+        let dir = crate::testutil::tempdir();
+        std::fs::create_dir_all(dir.join("a")).unwrap();
+        std::fs::write(dir.join("a/x.jpg"), b"x").unwrap();
+        std::os::unix::fs::symlink("..", dir.join("a/up")).unwrap();
+        let outside = crate::testutil::tempdir();
+        std::fs::write(outside.join("y.jpg"), b"y").unwrap();
+        std::os::unix::fs::symlink(&*outside, dir.join("linked")).unwrap();
+        let files = hash_tree(&dir, None, &|| {}).unwrap();
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["a/x.jpg", "linked/y.jpg"]);
+    }
 
     #[test]
     fn hashes_every_file_in_path_order() {

@@ -164,13 +164,15 @@ impl Plan {
     pub fn new(specs: &[Spec], lock: &LockFile, purpose: Purpose) -> Result<Plan, PlanError> {
         let mut plan = Plan::default();
         let mut by_key: HashMap<String, usize> = HashMap::new();
+        let mut data_keys: Vec<(KeyInputs, String)> = Vec::new();
         let mut weights = WeightDigests {
             mode: purpose,
             known: HashMap::new(),
         };
         for (s, spec) in specs.iter().enumerate() {
             for cell in &spec.cells {
-                let stages = plan.stages_for(spec, cell, lock, &mut by_key, &mut weights)?;
+                let stages =
+                    plan.stages_for(spec, cell, lock, &mut by_key, &mut data_keys, &mut weights)?;
                 let c = plan.cells.len();
                 for &i in &stages {
                     plan.stages[i].cells.push(c);
@@ -191,6 +193,7 @@ impl Plan {
         cell: &Cell,
         lock: &LockFile,
         by_key: &mut HashMap<String, usize>,
+        data_keys: &mut Vec<(KeyInputs, String)>,
         weights: &mut WeightDigests,
     ) -> Result<Vec<usize>, PlanError> {
         let dataset = &cell.config.dataset.name;
@@ -244,7 +247,21 @@ impl Plan {
                 fingerprint: kind.fingerprint().to_string(),
                 version: spec.version.clone(),
             };
-            let key = inputs.key();
+            // Every cell on a dataset shares its data stages: their key is computed once.
+            let shared = matches!(kind, StageKind::Synth | StageKind::Index);
+            let key = match data_keys
+                .iter()
+                .find(|(known, _)| shared && *known == inputs)
+            {
+                Some((_, key)) => key.clone(),
+                None => {
+                    let key = inputs.key();
+                    if shared {
+                        data_keys.push((inputs.clone(), key.clone()));
+                    }
+                    key
+                }
+            };
             let i = *by_key.entry(key.clone()).or_insert_with(|| {
                 stages.push(Stage {
                     kind,
