@@ -238,8 +238,15 @@ fn summarize(
 
 pub fn plan(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
     let (_specs, plan, _lock) = load_plan(ctx, std::slice::from_ref(&args.spec), false)?;
-    // By the manifests alone: outputs are checked when a stage or report reads them.
-    let cached = |s: usize| ctx.cache.contains(plan.stages[s].kind, &plan.stages[s].key);
+    // By the manifests alone (each read once, in parallel): outputs are checked when a stage or report reads them.
+    let present: Vec<bool> = {
+        use rayon::prelude::*;
+        plan.stages
+            .par_iter()
+            .map(|st| ctx.cache.contains(st.kind, &st.key))
+            .collect()
+    };
+    let cached = |s: usize| present[s];
     if args.json {
         let cells: Vec<Value> = plan
             .cells

@@ -4,6 +4,7 @@
 
 use super::array::Matrix;
 use crate::spec::config::Metric;
+use std::borrow::Cow;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("query features have {query} dimensions, gallery features {gallery}")]
@@ -33,9 +34,12 @@ pub fn for_each_block<E: From<DimensionMismatch>>(
     }
     let unit = normalize || metric == Metric::Cosine;
     let (q, g) = if unit {
-        (l2_normalized(query), l2_normalized(gallery))
+        (
+            Cow::Owned(l2_normalized(query)),
+            Cow::Owned(l2_normalized(gallery)),
+        )
     } else {
-        (query.clone(), gallery.clone())
+        (Cow::Borrowed(query), Cow::Borrowed(gallery))
     };
     let (d, ng) = (q.cols, g.rows);
     let g_norms: Vec<f32> = (0..ng).map(|j| squared_norm(g.row(j))).collect();
