@@ -25,24 +25,35 @@ for _ in 1 2; do echo "mgat metrics (again):          $(peak "$mgat" metrics --d
 
 "$work/venv/bin/pip" download -q --no-deps --no-binary :all: torchreid==0.2.5 -d "$work/sdist"
 tar -xzf "$work/sdist"/torchreid-0.2.5.tar.gz -C "$work/sdist"
-cat > "$work/py_eval.py" <<'PY'
+# torchreid's evaluator on the case: `python RANK_PY` (its eval_market1501) or `cython DIR` (its evaluate_cy).
+cat > "$work/torchreid_eval.py" <<'PY'
 import importlib.util, json, sys, time
 import numpy as np
-spec = importlib.util.spec_from_file_location("rank", sys.argv[1])
-rank = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(rank)
-d = sys.argv[2]
+kind, where, d, ours_path = sys.argv[1:5]
+if kind == "cython":
+    sys.path.insert(0, where)
+    import rank_cy
+    evaluate, name = rank_cy.evaluate_cy, "cython evaluate_cy"
+else:
+    spec = importlib.util.spec_from_file_location("rank", where)
+    rank = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rank)
+    evaluate, name = rank.eval_market1501, "python eval_market1501"
 load = lambda n: np.load(f"{d}/{n}.npy")
 dist, qp, gp, qc, gc = (load(n) for n in ["distmat", "q_pids", "g_pids", "q_camids", "g_camids"])
 t = time.perf_counter()
-cmc, mAP = rank.eval_market1501(dist, qp, gp, qc, gc, 50)
-print(f"torchreid python eval_market1501 (score only): {time.perf_counter() - t:.2f} s", file=sys.stderr)
-ours = json.load(open(sys.argv[3]))
+cmc, mAP = evaluate(dist, qp, gp, qc, gc, 50)
+print(f"torchreid {name} (score only): {time.perf_counter() - t:.2f} s", file=sys.stderr)
+ours = json.load(open(ours_path))
 print(f"agreement: rank-1 {cmc[0]:.6f} vs {ours['cmc']['1']:.6f}, mAP {mAP:.6f} vs {ours['mAP']:.6f}", file=sys.stderr)
 PY
-rank_py=$work/sdist/torchreid-0.2.5/torchreid/reid/metrics/rank.py
-echo "torchreid python (load + score): $(peak "$py" "$work/py_eval.py" "$rank_py" "$work/case" "$work/mgat.json")"
-"$py" "$work/py_eval.py" "$rank_py" "$work/case" "$work/mgat.json" 2>&1 | grep -v Warn | tail -2
+# One run of torchreid's evaluator: its own timing and agreement lines, then wall time and peak memory.
+torchreid() {
+  /usr/bin/time -f '%e s, peak RSS %M KiB' -o "$work/time.txt" "$py" "$work/torchreid_eval.py" "$@" \
+    "$work/case" "$work/mgat.json" 2>&1 | grep -e '^torchreid' -e '^agreement'
+  echo "torchreid $1 (load + score): $(cat "$work/time.txt")"
+}
+torchreid python "$work/sdist/torchreid-0.2.5/torchreid/reid/metrics/rank.py"
 
 if [ $# -ge 1 ]; then
   mkdir "$work/cy" && cp "$1" "$work/cy/rank_cy.pyx"
@@ -52,20 +63,5 @@ from Cython.Build import cythonize
 import numpy
 setup(ext_modules=cythonize([Extension('rank_cy', ['rank_cy.pyx'], include_dirs=[numpy.get_include()])], quiet=True),
       script_args=['build_ext', '--inplace', '-q'])" >/dev/null 2>&1)
-  cat > "$work/cy/run.py" <<'PY'
-import json, sys, time
-import numpy as np
-sys.path.insert(0, sys.argv[1])
-import rank_cy
-d = sys.argv[2]
-load = lambda n: np.load(f"{d}/{n}.npy")
-dist, qp, gp, qc, gc = (load(n) for n in ["distmat", "q_pids", "g_pids", "q_camids", "g_camids"])
-t = time.perf_counter()
-cmc, mAP = rank_cy.evaluate_cy(dist, qp, gp, qc, gc, 50)
-print(f"torchreid cython evaluate_cy (score only): {time.perf_counter() - t:.2f} s", file=sys.stderr)
-ours = json.load(open(sys.argv[3]))
-print(f"agreement: rank-1 {cmc[0]:.6f} vs {ours['cmc']['1']:.6f}, mAP {mAP:.6f} vs {ours['mAP']:.6f}", file=sys.stderr)
-PY
-  echo "torchreid (load + score):      $(peak "$py" "$work/cy/run.py" "$work/cy" "$work/case" "$work/mgat.json")"
-  "$py" "$work/cy/run.py" "$work/cy" "$work/case" "$work/mgat.json" 2>&1 | tail -2
+  torchreid cython "$work/cy"
 fi
