@@ -6,7 +6,6 @@ use crate::digest::{hex, sha256_file};
 use crate::fsio::IoError;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -40,11 +39,11 @@ pub fn hash_tree(
     let cache_text = stat_cache
         .and_then(|p| std::fs::read_to_string(p).ok())
         .unwrap_or_default();
-    let cached = parse_stat_cache(&cache_text);
+    let cached = StatCache::parse(&cache_text);
     let hashed: Vec<(FileDigest, Stat)> = files
         .par_iter()
         .map(|(rel, stat)| {
-            let sha256 = match cached.get(rel.as_str()) {
+            let sha256 = match cached.get(rel) {
                 Some((s, sha)) if s == stat => sha.to_string(),
                 _ => {
                     let path = root.join(rel);
@@ -90,60 +89,52 @@ struct Stat {
     inode: u64,
 }
 
-/// Every file under `root` with its stat, in path order; the stats run in parallel.
+/// Every file under `root` with its stat, in path order. Each file is stat'ed relative to its open directory (no
+/// path walk from the root per file), in parallel.
 fn walk(root: &Path) -> Result<Vec<(String, Stat)>, HashError> {
-    let io_err = |path: &Path, source: std::io::Error| {
-        HashError::Io(IoError::new(path.to_path_buf(), source))
-    };
     let meta = std::fs::metadata(root).map_err(|e| io_err(root, e))?;
     if !meta.is_dir() {
         return Err(io_err(root, std::io::Error::other("not a directory")));
     }
-    let mut files = list_files(root, &meta)?;
-    files.par_sort_unstable();
-    // Small trees (a cache entry's few outputs) are not worth splitting across threads.
-    files
-        .into_par_iter()
-        .with_min_len(256)
-        .map(|rel| {
-            let path = root.join(&rel);
-            let meta = std::fs::metadata(&path).map_err(|e| io_err(&path, e))?;
-            let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
-            Ok((
-                rel,
-                Stat {
-                    size: meta.len(),
-                    mtime_ns,
-                    inode: meta.ino(),
-                },
-            ))
-        })
-        .collect()
+    let dirs = list_dirs(root, &meta)?;
+    let mut files: Vec<(String, Stat)> = dirs
+        .par_iter()
+        .map(|dir| stat_files(root, dir))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    files.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(files)
 }
 
-/// Every file under `root` (symbolic links followed), by `/`-separated relative path, from directory listings alone:
-/// the file type and inode come with each entry, so only a symbolic link costs a `stat` here. A directory reached
-/// twice (a link cycle) is read once.
-fn list_files(root: &Path, root_meta: &std::fs::Metadata) -> Result<Vec<String>, HashError> {
-    let io_err = |path: &Path, source: std::io::Error| {
-        HashError::Io(IoError::new(path.to_path_buf(), source))
-    };
+fn io_err(path: &Path, source: std::io::Error) -> HashError {
+    HashError::Io(IoError::new(path.to_path_buf(), source))
+}
+
+/// A directory's files: its `/`-separated path relative to the root (empty for the root) and their names.
+struct DirFiles {
+    rel: String,
+    names: Vec<String>,
+}
+
+/// Every directory under `root` with its files (symbolic links followed), from directory listings alone: the file
+/// type and inode come with each entry, so only a symbolic link costs a `stat` here. A directory reached twice (a
+/// link cycle) is read once.
+fn list_dirs(root: &Path, root_meta: &std::fs::Metadata) -> Result<Vec<DirFiles>, HashError> {
     use std::os::unix::fs::DirEntryExt;
     let mut seen_dirs = std::collections::HashSet::from([(root_meta.dev(), root_meta.ino())]);
-    let mut dirs = vec![(String::new(), root_meta.dev())];
-    let mut files = Vec::new();
-    while let Some((rel_dir, dev)) = dirs.pop() {
+    let mut pending = vec![(String::new(), root_meta.dev())];
+    let mut listed = Vec::new();
+    while let Some((rel_dir, dev)) = pending.pop() {
         let dir = root.join(&rel_dir);
+        let mut names = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
             let entry = entry.map_err(|e| io_err(&dir, e))?;
             let name = entry
                 .file_name()
                 .into_string()
                 .map_err(|_| HashError::NonUtf8(entry.path()))?;
-            let rel = match rel_dir.is_empty() {
-                true => name,
-                false => format!("{rel_dir}/{name}"),
-            };
             let mut kind = entry.file_type().map_err(|e| io_err(&entry.path(), e))?;
             let mut id = (dev, entry.ino());
             if kind.is_symlink() {
@@ -153,36 +144,98 @@ fn list_files(root: &Path, root_meta: &std::fs::Metadata) -> Result<Vec<String>,
                 id = (target.dev(), target.ino());
             }
             if kind.is_dir() && seen_dirs.insert(id) {
-                dirs.push((rel, id.0));
+                let rel = match rel_dir.is_empty() {
+                    true => name,
+                    false => format!("{rel_dir}/{name}"),
+                };
+                pending.push((rel, id.0));
             } else if kind.is_file() {
-                files.push(rel);
+                names.push(name);
             }
         }
+        listed.push(DirFiles {
+            rel: rel_dir,
+            names,
+        });
     }
-    Ok(files)
+    Ok(listed)
 }
 
-/// The stat cache's lines (`inode size mtime_ns sha256 path`, tab-separated) by path, borrowed from its text;
-/// unreadable lines are left out (their files are hashed again).
-fn parse_stat_cache(text: &str) -> HashMap<&str, (Stat, &str)> {
-    text.lines()
-        .filter_map(|line| {
-            let mut f = line.splitn(5, '\t');
-            let stat = Stat {
-                inode: f.next()?.parse().ok()?,
-                size: f.next()?.parse().ok()?,
-                mtime_ns: f.next()?.parse().ok()?,
+/// Stats a directory's files through one open handle of it (`fstatat`, following links), in parallel for large
+/// directories; each with its path relative to the root.
+fn stat_files(root: &Path, dir: &DirFiles) -> Result<Vec<(String, Stat)>, HashError> {
+    use std::os::fd::AsRawFd;
+    let path = root.join(&dir.rel);
+    let handle = std::fs::File::open(&path).map_err(|e| io_err(&path, e))?;
+    let fd = handle.as_raw_fd();
+    dir.names
+        .par_iter()
+        .with_min_len(256)
+        .map(|name| {
+            let failed = |e: std::io::Error| io_err(&path.join(name), e);
+            // A name from a directory listing holds no NUL byte.
+            let c_name = std::ffi::CString::new(name.as_bytes()).map_err(|e| failed(e.into()))?;
+            let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+            // SAFETY: fd is an open directory for the whole call (handle outlives it), c_name is NUL-terminated,
+            // and st is written in full by a successful fstatat before it is read.
+            let st = unsafe {
+                if libc::fstatat(fd, c_name.as_ptr(), st.as_mut_ptr(), 0) != 0 {
+                    return Err(failed(std::io::Error::last_os_error()));
+                }
+                st.assume_init()
             };
-            let sha = f.next()?;
-            Some((f.next()?, (stat, sha)))
+            let rel = match dir.rel.is_empty() {
+                true => name.clone(),
+                false => format!("{}/{name}", dir.rel),
+            };
+            let stat = Stat {
+                size: st.st_size as u64,
+                mtime_ns: i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec),
+                inode: st.st_ino,
+            };
+            Ok((rel, stat))
         })
         .collect()
+}
+
+/// The stat cache's lines (`inode size mtime_ns sha256 path`, tab-separated), borrowed from its text and sorted by
+/// path for lookups; unreadable lines are left out (their files are hashed again).
+struct StatCache<'a>(Vec<(&'a str, Stat, &'a str)>);
+
+impl<'a> StatCache<'a> {
+    fn parse(text: &'a str) -> Self {
+        let mut lines: Vec<(&str, Stat, &str)> = text
+            .lines()
+            .filter_map(|line| {
+                let mut f = line.splitn(5, '\t');
+                let stat = Stat {
+                    inode: f.next()?.parse().ok()?,
+                    size: f.next()?.parse().ok()?,
+                    mtime_ns: f.next()?.parse().ok()?,
+                };
+                let sha = f.next()?;
+                Some((f.next()?, stat, sha))
+            })
+            .collect();
+        // Written in path order, so normally already sorted.
+        if !lines.is_sorted_by(|a, b| a.0 < b.0) {
+            lines.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            lines.dedup_by(|a, b| a.0 == b.0);
+        }
+        StatCache(lines)
+    }
+
+    /// The recorded stat and sha256 of `path`.
+    fn get(&self, path: &str) -> Option<(&Stat, &'a str)> {
+        let i = self.0.binary_search_by(|e| e.0.cmp(path)).ok()?;
+        Some((&self.0[i].1, self.0[i].2))
+    }
 }
 
 fn save_stat_cache(
     path: &Path,
     hashed: &[(FileDigest, Stat)],
-    loaded: &HashMap<&str, (Stat, &str)>,
+    loaded: &StatCache,
 ) -> Result<(), IoError> {
     let fresh = SystemTime::now()
         .checked_sub(Duration::from_secs(2))
@@ -195,11 +248,11 @@ fn save_stat_cache(
         .iter()
         .filter(|(_, s)| s.mtime_ns < fresh_ns)
         .collect();
-    let unchanged = keep.len() == loaded.len()
+    let unchanged = keep.len() == loaded.0.len()
         && keep.iter().all(|(d, s)| {
             loaded
-                .get(d.path.as_str())
-                .is_some_and(|(ls, sha)| ls == s && *sha == d.sha256)
+                .get(&d.path)
+                .is_some_and(|(ls, sha)| ls == s && sha == d.sha256)
         });
     if unchanged {
         return Ok(());
