@@ -9,6 +9,7 @@ use crate::exec::{Outcome, RunOptions, RunReport, local};
 use crate::plan::{KeyInputs, Plan, StageKind};
 use crate::provenance::LazyGitState;
 use crate::spec::Spec;
+use crate::spec::config::normal_device;
 use crate::stages::StageEnv;
 use anyhow::Result;
 use clap::Args;
@@ -51,21 +52,9 @@ fn device_pool(devices: &[String]) -> Result<Vec<String>, UsageError> {
     let mut pool: Vec<String> = Vec::new();
     for d in devices {
         let d = d.trim();
-        let normal = match d {
-            "cuda" => "cuda:0".to_string(),
-            "cpu" => d.to_string(),
-            _ if d
-                .strip_prefix("cuda:")
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) =>
-            {
-                d.to_string()
-            }
-            _ => {
-                return Err(UsageError(format!(
-                    "--devices: `{d}`: expected cpu, cuda or cuda:N"
-                )));
-            }
-        };
+        let normal = normal_device(d)
+            .filter(|n| n != "auto")
+            .ok_or_else(|| UsageError(format!("--devices: `{d}`: expected cpu, cuda or cuda:N")))?;
         if normal != "cpu" && !cfg!(feature = "cuda") {
             return Err(UsageError(format!(
                 "--devices: `{d}`: this mgat binary was built without CUDA (scripts/build-cuda.sh)"

@@ -15,6 +15,7 @@ use super::{Outcome, RunOptions, RunReport, log_outcome};
 use crate::cache::{CacheError, Manifest};
 use crate::plan::{Stage, StageKind};
 use crate::provenance::{LazyGitState, hostname, utc_timestamp};
+use crate::spec::config::normal_device;
 use crate::stages::{self, StageEnv};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::{HashMap, HashSet};
@@ -209,13 +210,10 @@ impl DevicePool {
         if self.devices.is_empty() || !matches!(stage.kind, StageKind::Train | StageKind::Eval) {
             return Ok(None);
         }
-        let device = match stages::cell_config(env, stage).train.device.as_str() {
-            "cuda" => "cuda:0",
-            other => other,
-        };
-        match device {
-            "auto" => Ok(Some("auto".into())),
-            d if self.devices.iter().any(|x| x == d) => Ok(Some(d.into())),
+        let cell_device = &stages::cell_config(env, stage).train.device;
+        let device = normal_device(cell_device).unwrap_or_else(|| cell_device.clone());
+        match device.as_str() {
+            d if d == "auto" || self.devices.iter().any(|x| x == d) => Ok(Some(d.into())),
             "cpu" => Ok(None),
             d => Err(format!(
                 "train.device {d} is not in --devices {}",

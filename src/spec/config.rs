@@ -355,7 +355,7 @@ impl RunConfig {
             "a margin >= 0",
         );
         check(
-            is_device(&t.device),
+            normal_device(&t.device).is_some(),
             "train.device",
             t.device.clone(),
             "auto, cpu, cuda or cuda:N",
@@ -472,12 +472,15 @@ fn is_nonneg(x: f64) -> bool {
     x >= 0.0 && x.is_finite()
 }
 
-fn is_device(device: &str) -> bool {
+/// A device name in its one spelling (`cuda` is `cuda:0`); None when it is none of auto, cpu, cuda or cuda:N.
+pub fn normal_device(device: &str) -> Option<String> {
     match device {
-        "auto" | "cpu" | "cuda" => true,
+        "auto" | "cpu" => Some(device.into()),
+        "cuda" => Some("cuda:0".into()),
         other => other
             .strip_prefix("cuda:")
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .map(|_| other.into()),
     }
 }
 
@@ -524,8 +527,10 @@ mod tests {
     }
 
     #[test]
-    fn cuda_with_index_is_a_device() {
-        assert!(is_device("cuda:1"));
-        assert!(!is_device("cuda:x"));
+    fn cuda_with_index_is_a_device_and_cuda_is_cuda_0() {
+        assert_eq!(normal_device("cuda:1").as_deref(), Some("cuda:1"));
+        assert_eq!(normal_device("cuda").as_deref(), Some("cuda:0"));
+        assert_eq!(normal_device("cuda:x"), None);
+        assert_eq!(normal_device("cuda:"), None);
     }
 }
