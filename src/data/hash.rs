@@ -35,17 +35,50 @@ pub fn hash_tree(
     stat_cache: Option<&Path>,
     on_file: &(dyn Fn() + Sync),
 ) -> Result<Vec<FileDigest>, HashError> {
-    let files = walk(root)?;
     let cache_text = stat_cache
         .and_then(|p| std::fs::read_to_string(p).ok())
         .unwrap_or_default();
     let cached = StatCache::parse(&cache_text);
-    let hashed: Vec<(FileDigest, Stat)> = files
+    let tree = hash_tree_known(
+        root,
+        &|rel, stat| match cached.get(rel) {
+            Some((s, sha)) if s == stat => Some(sha.to_string()),
+            _ => None,
+        },
+        on_file,
+    )?;
+    if let Some(cache_path) = stat_cache {
+        // A failed cache write only costs speed next time.
+        let _ = save_stat_cache(cache_path, &tree.files, &cached);
+    }
+    Ok(tree.files.into_iter().map(|(d, _)| d).collect())
+}
+
+/// A hashed tree with the stat of every folder and file, as it was before it was read: a tree whose stats all
+/// still hold has the same files with the same contents (a folder's mtime changes when a name in it is added,
+/// removed or renamed; a file's when it is written).
+#[derive(Debug)]
+pub(crate) struct StatedTree {
+    /// Folders by path relative to the root (the root is ""), in path order.
+    pub dirs: Vec<(String, Stat)>,
+    /// Files in path order.
+    pub files: Vec<(FileDigest, Stat)>,
+}
+
+/// Every regular file under `root` with its hash, and the stats of folders and files. `known` gives the hash of a
+/// file whose stat it recognises, so that only other files are read.
+pub(crate) fn hash_tree_known(
+    root: &Path,
+    known: &(dyn Fn(&str, &Stat) -> Option<String> + Sync),
+    on_file: &(dyn Fn() + Sync),
+) -> Result<StatedTree, HashError> {
+    let (dirs, files) = walk(root)?;
+    let files = files
         .par_iter()
         .map(|(rel, stat)| {
-            let sha256 = match cached.get(rel) {
-                Some((s, sha)) if s == stat => sha.to_string(),
-                _ => {
+            let sha256 = match known(rel, stat) {
+                Some(sha) => sha,
+                None => {
                     let path = root.join(rel);
                     sha256_file(&path)
                         .map_err(|source| HashError::Io(IoError::new(path, source)))?
@@ -63,11 +96,7 @@ pub fn hash_tree(
             ))
         })
         .collect::<Result<_, HashError>>()?;
-    if let Some(cache_path) = stat_cache {
-        // A failed cache write only costs speed next time.
-        let _ = save_stat_cache(cache_path, &hashed, &cached);
-    }
-    Ok(hashed.into_iter().map(|(d, _)| d).collect())
+    Ok(StatedTree { dirs, files })
 }
 
 /// The digest of a tree: SHA-256 over one line `path\tsize\tsha256\n` per file, in path order.
@@ -82,22 +111,35 @@ pub fn tree_digest(files: &[FileDigest]) -> String {
     format!("sha256:{}", hex(&hasher.finalize()))
 }
 
+/// What the stat caches compare: a file (or folder) whose size, mtime and inode are unchanged is taken as unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stat {
-    size: u64,
-    mtime_ns: i128,
-    inode: u64,
+pub(crate) struct Stat {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub inode: u64,
 }
 
-/// Every file under `root` with its stat, in path order. Each file is stat'ed relative to its open directory (no
-/// path walk from the root per file), in parallel.
-fn walk(root: &Path) -> Result<Vec<(String, Stat)>, HashError> {
+impl Stat {
+    /// The stat of `path`, following links.
+    pub fn of(path: &Path) -> std::io::Result<Stat> {
+        std::fs::metadata(path).map(|m| Stat {
+            size: m.size(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            inode: m.ino(),
+        })
+    }
+}
+
+/// Every folder and every file under `root` with its stat, in path order. A folder is stat'ed before it is listed;
+/// each file relative to its open folder (no path walk from the root per file), in parallel.
+#[allow(clippy::type_complexity)]
+fn walk(root: &Path) -> Result<(Vec<(String, Stat)>, Vec<(String, Stat)>), HashError> {
     let meta = std::fs::metadata(root).map_err(|e| io_err(root, e))?;
     if !meta.is_dir() {
         return Err(io_err(root, std::io::Error::other("not a directory")));
     }
-    let dirs = list_dirs(root, &meta)?;
-    let mut files: Vec<(String, Stat)> = dirs
+    let listed = list_dirs(root, &meta)?;
+    let mut files: Vec<(String, Stat)> = listed
         .par_iter()
         .map(|dir| stat_files(root, dir))
         .collect::<Result<Vec<_>, _>>()?
@@ -105,16 +147,20 @@ fn walk(root: &Path) -> Result<Vec<(String, Stat)>, HashError> {
         .flatten()
         .collect();
     files.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    Ok(files)
+    let mut dirs: Vec<(String, Stat)> = listed.into_iter().map(|d| (d.rel, d.stat)).collect();
+    dirs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok((dirs, files))
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> HashError {
     HashError::Io(IoError::new(path.to_path_buf(), source))
 }
 
-/// A directory's files: its `/`-separated path relative to the root (empty for the root) and their names.
+/// A directory's files: its `/`-separated path relative to the root (empty for the root), its stat from before it
+/// was listed, and their names.
 struct DirFiles {
     rel: String,
+    stat: Stat,
     names: Vec<String>,
 }
 
@@ -128,6 +174,7 @@ fn list_dirs(root: &Path, root_meta: &std::fs::Metadata) -> Result<Vec<DirFiles>
     let mut listed = Vec::new();
     while let Some((rel_dir, dev)) = pending.pop() {
         let dir = root.join(&rel_dir);
+        let stat = Stat::of(&dir).map_err(|e| io_err(&dir, e))?;
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
             let entry = entry.map_err(|e| io_err(&dir, e))?;
@@ -155,6 +202,7 @@ fn list_dirs(root: &Path, root_meta: &std::fs::Metadata) -> Result<Vec<DirFiles>
         }
         listed.push(DirFiles {
             rel: rel_dir,
+            stat,
             names,
         });
     }
@@ -232,18 +280,24 @@ impl<'a> StatCache<'a> {
     }
 }
 
+/// Stats are recorded only for what was last written 2 s ago or earlier (a file written again within the same
+/// clock tick would keep its mtime): the time before which that holds, in ns since the epoch.
+pub(crate) fn settled_before_ns() -> i128 {
+    let settled = SystemTime::now()
+        .checked_sub(Duration::from_secs(2))
+        .unwrap_or(UNIX_EPOCH);
+    settled
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as i128
+}
+
 fn save_stat_cache(
     path: &Path,
     hashed: &[(FileDigest, Stat)],
     loaded: &StatCache,
 ) -> Result<(), IoError> {
-    let fresh = SystemTime::now()
-        .checked_sub(Duration::from_secs(2))
-        .unwrap_or(UNIX_EPOCH);
-    let fresh_ns = fresh
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as i128;
+    let fresh_ns = settled_before_ns();
     let keep: Vec<&(FileDigest, Stat)> = hashed
         .iter()
         .filter(|(_, s)| s.mtime_ns < fresh_ns)

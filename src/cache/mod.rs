@@ -5,14 +5,17 @@
 //!   process wait for, then reuse, an entry another process is computing.
 //! - An entry is *sound* when its manifest parses, names this kind and key, and every file in the entry is listed
 //!   in it with the recorded size and SHA-256 (and nothing else is there). [`Cache::trusted`] checks that before an
-//!   entry's outputs are used, through a per-entry stat cache (`<cache>/.stat/entries/<kind>/<key>.tsv`), so an
-//!   unchanged file costs one `stat`. A damaged entry is moved to `<cache>/.quarantine/` with a warning, and its
-//!   stage runs again; nothing damaged is ever read.
+//!   entry's outputs are used, through the trust ledger ([`ledger`]), so an entry found sound before costs one
+//!   `stat` per folder and file. A damaged entry is moved to `<cache>/.quarantine/` with a warning, and its stage
+//!   runs again; nothing damaged is ever read.
 
-use crate::data::hash::{FileDigest, hash_tree};
+mod ledger;
+
+use crate::data::hash::{FileDigest, StatedTree, hash_tree, hash_tree_known};
 use crate::fsio::{self, IoError};
 use crate::plan::{KeyInputs, StageKind};
 use crate::provenance::GitState;
+use ledger::{Known, Ledger};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, TryLockError};
@@ -143,12 +146,16 @@ pub struct Cache {
     /// Entries found sound by this process, with their manifests: entries never change once committed, so each is
     /// read and checked once.
     sound: std::sync::Arc<std::sync::Mutex<HashMap<(StageKind, String), Manifest>>>,
+    /// Saved when the last handle is dropped.
+    ledger: std::sync::Arc<Ledger>,
 }
 
 impl Cache {
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
         Self {
-            root: root.into(),
+            ledger: std::sync::Arc::new(Ledger::new(root.join(".stat").join("ledger"))),
+            root,
             sound: Default::default(),
         }
     }
@@ -189,21 +196,23 @@ impl Cache {
         matches!(self.lookup(kind, key), Lookup::Present(_))
     }
 
-    /// The entry's manifest once its outputs are checked against it (through the stat cache). An absent entry is
+    /// The entry's manifest once its outputs are checked against it (through the trust ledger). An absent entry is
     /// None; a damaged one is quarantined with a warning and is None too, so that its stage runs again.
     pub fn trusted(&self, kind: StageKind, key: &str) -> Result<Option<Manifest>, CacheError> {
         let id = (kind, key.to_string());
         if let Some(known) = self.sound.lock().ok().and_then(|s| s.get(&id).cloned()) {
             return Ok(Some(known));
         }
+        let known = match self.ledger.vouch(kind, key, &self.entry_dir(kind, key)) {
+            Ok(manifest) => return Ok(Some(self.remember_sound(manifest))),
+            Err(known) => known,
+        };
         let damage = match self.lookup(kind, key) {
             Lookup::Absent => return Ok(None),
-            Lookup::Present(m) => match self.check_outputs(&m, true) {
-                Ok(()) => {
-                    if let Ok(mut s) = self.sound.lock() {
-                        s.insert(id, (*m).clone());
-                    }
-                    return Ok(Some(*m));
+            Lookup::Present(m) => match self.check_outputs(&m, &known) {
+                Ok(tree) => {
+                    self.ledger.record(&m, &tree);
+                    return Ok(Some(self.remember_sound(*m)));
                 }
                 Err(d) => d,
             },
@@ -211,6 +220,13 @@ impl Cache {
         };
         self.quarantine(kind, key, &damage)?;
         Ok(None)
+    }
+
+    fn remember_sound(&self, manifest: Manifest) -> Manifest {
+        if let Ok(mut s) = self.sound.lock() {
+            s.insert((manifest.kind, manifest.key.clone()), manifest.clone());
+        }
+        manifest
     }
 
     /// Quarantines the entry under `key` if it is damaged by its manifest alone; says whether one is present after.
@@ -225,14 +241,22 @@ impl Cache {
         }
     }
 
-    /// Compares the files of `manifest`'s entry with its list: re-hashing only files whose stat changed when
-    /// `cached` (and recording the hashes for next time), every file otherwise.
-    pub fn check_outputs(&self, manifest: &Manifest, cached: bool) -> Result<(), Damage> {
+    /// Compares the files of `manifest`'s entry with its list, hashing every file except those `known` gives the
+    /// hash of at their current stat; the tree as checked.
+    fn check_outputs(&self, manifest: &Manifest, known: &Known) -> Result<StatedTree, Damage> {
         let dir = self.entry_dir(manifest.kind, &manifest.key);
-        let stats = cached.then(|| self.entry_stat_path(manifest.kind, &manifest.key));
-        let files = hash_tree(&dir, stats.as_deref(), &|| {})
-            .map_err(|e| Damage::Unreadable(e.to_string()))?;
-        compare_outputs(&manifest.outputs, &files)
+        let tree = hash_tree_known(
+            &dir,
+            &|rel, stat| match known.get(rel) {
+                Some((s, sha)) if s == stat => Some(sha.clone()),
+                _ => None,
+            },
+            &|| {},
+        )
+        .map_err(|e| Damage::Unreadable(e.to_string()))?;
+        let files: Vec<&FileDigest> = tree.files.iter().map(|(f, _)| f).collect();
+        compare_outputs(&manifest.outputs, &files)?;
+        Ok(tree)
     }
 
     /// Moves the entry under `key` to `<cache>/.quarantine/`, with a warning naming the damage.
@@ -253,8 +277,8 @@ impl Cache {
         if let Ok(mut s) = self.sound.lock() {
             s.remove(&(kind, key.to_string()));
         }
+        self.ledger.drop_record(kind, key);
         fsio::rename_durable(&self.entry_dir(kind, key), &dest)?;
-        let _ = std::fs::remove_file(self.entry_stat_path(kind, key));
         tracing::warn!(
             "{} {}: {damage}; moved to {} (its stage runs again when next needed)",
             kind.name(),
@@ -358,7 +382,7 @@ impl Cache {
                         entry.kind
                     ))),
                     Some(kind) => match self.lookup(kind, &entry.key) {
-                        Lookup::Present(m) => self.check_outputs(&m, false).err(),
+                        Lookup::Present(m) => self.check_outputs(&m, &Known::new()).err(),
                         Lookup::Damaged(d) => Some(d),
                         Lookup::Absent => None,
                     },
@@ -427,14 +451,6 @@ impl Cache {
         let id = crate::digest::sha256_bytes(canonical.to_string_lossy().as_bytes());
         self.root.join(".stat").join(format!("{}.tsv", &id[..24]))
     }
-
-    fn entry_stat_path(&self, kind: StageKind, key: &str) -> PathBuf {
-        self.root
-            .join(".stat")
-            .join("entries")
-            .join(kind.name())
-            .join(format!("{key}.tsv"))
-    }
 }
 
 impl EntryRef {
@@ -463,9 +479,9 @@ fn read_manifest(path: &Path) -> Result<Manifest, Damage> {
 /// The first difference between a manifest's outputs and the files found in its entry.
 fn compare_outputs(
     outputs: &BTreeMap<String, OutputFile>,
-    files: &[FileDigest],
+    files: &[&FileDigest],
 ) -> Result<(), Damage> {
-    let found: BTreeMap<&str, &FileDigest> = files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let found: BTreeMap<&str, &FileDigest> = files.iter().map(|f| (f.path.as_str(), *f)).collect();
     for (path, expected) in outputs {
         match found.get(path.as_str()) {
             None => return Err(Damage::Missing(path.clone())),
@@ -599,6 +615,149 @@ mod tests {
                 .count(),
             5
         );
+    }
+
+    /// Sets the mtime of every folder and file under `dir` a minute back, as if written long ago (what is written
+    /// within the last 2 s is never recorded in the ledger).
+    fn age(dir: &Path) {
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            match path.is_dir() {
+                true => age(&path),
+                false => File::options()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_modified(past)
+                    .unwrap(),
+            }
+        }
+        File::open(dir).unwrap().set_modified(past).unwrap();
+    }
+
+    fn ledger_text(root: &Path) -> String {
+        std::fs::read_to_string(root.join(".stat/ledger")).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_recorded_entry_is_trusted_from_its_stats_alone_until_one_changes() {
+        let dir = crate::testutil::tempdir();
+        let root = dir.join("c");
+        let entry = {
+            let cache = Cache::new(&root);
+            let entry = committed(&cache, "k");
+            assert!(cache.trusted(StageKind::Index, "k").unwrap().is_some());
+            entry
+        };
+        assert!(
+            !ledger_text(&root).contains("\tk\t"),
+            "files written within 2 s are not recorded"
+        );
+        age(&entry);
+        drop(Cache::new(&root).trusted(StageKind::Index, "k").unwrap());
+        // Poison the recorded manifest: a process that trusts the record returns it without reading manifest.json.
+        let text = ledger_text(&root);
+        assert!(text.contains("\"host\":\"h\""));
+        std::fs::write(
+            root.join(".stat/ledger"),
+            text.replace("\"host\":\"h\"", "\"host\":\"recorded\""),
+        )
+        .unwrap();
+        let vouched = Cache::new(&root)
+            .trusted(StageKind::Index, "k")
+            .unwrap()
+            .unwrap();
+        assert_eq!(vouched.host, "recorded");
+        // The same bytes written again change a stat: the record no longer holds, the entry is checked in full and
+        // recorded afresh once it is old enough.
+        std::fs::write(entry.join("sub/b.bin"), b"bytes").unwrap();
+        let checked = Cache::new(&root)
+            .trusted(StageKind::Index, "k")
+            .unwrap()
+            .unwrap();
+        assert_eq!(checked.host, "h");
+        age(&entry);
+        drop(Cache::new(&root).trusted(StageKind::Index, "k").unwrap());
+        assert!(ledger_text(&root).contains("\"host\":\"h\""));
+    }
+
+    #[test]
+    fn damage_to_a_recorded_entry_is_seen_by_the_next_process() {
+        let dir = crate::testutil::tempdir();
+        let root = dir.join("c");
+        type Damaging = fn(&Path);
+        let cases: [(&str, Damaging); 6] = [
+            ("flipped", |e| {
+                std::fs::write(e.join("sub/b.bin"), b"bytez").unwrap()
+            }),
+            ("deleted-manifest", |e| {
+                std::fs::remove_file(e.join(MANIFEST)).unwrap()
+            }),
+            ("garbage-manifest", |e| {
+                std::fs::write(e.join(MANIFEST), b"{not json").unwrap()
+            }),
+            ("extra", |e| std::fs::write(e.join("extra"), b"").unwrap()),
+            ("extra-in-sub", |e| {
+                std::fs::write(e.join("sub/extra"), b"").unwrap()
+            }),
+            ("deleted", |e| {
+                std::fs::remove_file(e.join("a.json")).unwrap()
+            }),
+        ];
+        for (key, damage) in cases {
+            let entry = committed(&Cache::new(&root), key);
+            age(&entry);
+            drop(Cache::new(&root).trusted(StageKind::Index, key).unwrap());
+            assert!(
+                ledger_text(&root).contains(&format!("\t{key}\t")),
+                "{key}: recorded"
+            );
+            damage(&entry);
+            let next_process = Cache::new(&root);
+            assert!(
+                next_process
+                    .trusted(StageKind::Index, key)
+                    .unwrap()
+                    .is_none(),
+                "{key}"
+            );
+            assert!(!entry.exists(), "{key}: quarantined");
+            drop(next_process);
+            assert!(
+                !ledger_text(&root).contains(&format!("\t{key}\t")),
+                "{key}: forgotten"
+            );
+        }
+    }
+
+    #[test]
+    fn a_malformed_ledger_costs_a_full_check_and_nothing_else() {
+        let dir = crate::testutil::tempdir();
+        let root = dir.join("c");
+        let entry = committed(&Cache::new(&root), "k");
+        age(&entry);
+        drop(Cache::new(&root).trusted(StageKind::Index, "k").unwrap());
+        let text = ledger_text(&root);
+        let damaged = [
+            "garbage".to_string(),
+            text.replace("\nd\t", "\nd\tx\t"),
+            text.replace("\nf\t", "\nq\t"),
+            text[..text.len() / 2].to_string(),
+            // A record cut short, its stats holding: it names neither a file of `sub/` nor `sub/` itself.
+            text.lines()
+                .filter(|l| !l.contains("sub"))
+                .map(|l| format!("{l}\n"))
+                .collect(),
+            text.replace("{\"kind\"", "{\"kind"),
+        ];
+        for bad in damaged {
+            // Were a damaged record trusted, its poisoned host would show.
+            let bad = bad.replace("\"host\":\"h\"", "\"host\":\"recorded\"");
+            std::fs::write(root.join(".stat/ledger"), &bad).unwrap();
+            let m = Cache::new(&root).trusted(StageKind::Index, "k").unwrap();
+            assert_eq!(m.map(|m| m.host).as_deref(), Some("h"), "{bad}");
+        }
     }
 
     #[test]
