@@ -85,7 +85,7 @@ const RENDERED_FROM: &str = ".rendered-from.json";
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 struct RenderedFrom {
-    /// SHA-256 over mgat's sources, the spec's text and results.csv (which names every cache entry read).
+    /// SHA-256 over mgat's sources, the spec's text and the results' rows (which name every cache entry read).
     inputs: String,
     files: BTreeMap<String, String>,
 }
@@ -150,14 +150,19 @@ pub fn write_spec_report(
     if results.rows.is_empty() {
         return Ok(written);
     }
-    let csv = results.to_csv()?;
+    // The rows as data, not as results.csv: rendering the CSV starts polars' thread pool, which a report that is
+    // already up to date should not pay for (the CSV is a function of the rows and of the program).
+    let rows = serde_json::to_vec(&results).map_err(|e| ReportError::Cache {
+        path: dir.join(RESULTS_FILE),
+        message: e.to_string(),
+    })?;
     let inputs = sha256_bytes(
         [
             fingerprints::PROGRAM.as_bytes(),
             b"\0",
             spec.source().as_bytes(),
             b"\0",
-            &csv,
+            &rows,
         ]
         .concat()
         .as_slice(),
@@ -166,6 +171,7 @@ pub fn write_spec_report(
         written.unchanged = true;
         return Ok(written);
     }
+    let csv = results.to_csv()?;
     let mut files = BTreeMap::new();
     let mut put = |name: &str, bytes: &[u8]| -> Result<PathBuf, ReportError> {
         let path = dir.join(name);

@@ -20,7 +20,7 @@ pub const RESULTS_FILE: &str = "results.csv";
 const FLOAT_DIGITS: usize = 6;
 
 /// One evaluated cell.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ResultRow {
     pub cell: String,
     /// One value per [`Results::axes`], as the cell name writes it; where the cell does not set that axis (a path
@@ -62,7 +62,7 @@ impl ResultRow {
 }
 
 /// A results table: the axis columns and the rows.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct Results {
     pub axes: Vec<String>,
     pub rows: Vec<ResultRow>,
