@@ -12,23 +12,19 @@
 //! Only what was last written 2 s ago or earlier is recorded (a write within the same clock tick keeps its mtime).
 //! Changes are kept in memory and merged into the file when the last handle is dropped; two processes saving at
 //! once can lose each other's new records, which costs a full check next time, never a wrong answer. The file is
-//! line-based: a record is a line `kind<TAB>key<TAB>manifest JSON`, then one line `d<TAB>path<TAB>inode<TAB>size
-//! <TAB>mtime_ns` per folder and `f<TAB>…<TAB>sha256` per file; a line that does not parse drops its record.
+//! line-based: a record is a line `kind<TAB>key<TAB>manifest JSON`, then the entry's [`StatedTree`] lines (`d…`
+//! per folder, `f…` per file); a line that does not parse drops its record.
 
 use super::{MANIFEST, Manifest};
-use crate::data::hash::{Stat, StatedTree, settled_before_ns};
+use crate::data::hash::{Stat, StatedTree};
 use crate::plan::StageKind;
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 const HEADER: &str = "mgat trust ledger 1\n";
 
 type Id = (StageKind, String);
-
-/// What a stale record knew of an entry's files: (stat, SHA-256) by path relative to the entry.
-pub(super) type Known = HashMap<String, (Stat, String)>;
 
 #[derive(Debug)]
 pub(super) struct Ledger {
@@ -46,10 +42,10 @@ struct State {
     dropped: HashSet<Id>,
 }
 
-/// A record parsed: the manifest, and the recorded stats with each file's SHA-256 (None for a folder).
+/// A record parsed: the manifest and the entry's tree as it was checked.
 struct Record {
     manifest: Manifest,
-    stats: Vec<(String, Stat, Option<String>)>,
+    tree: StatedTree,
 }
 
 impl Ledger {
@@ -61,72 +57,55 @@ impl Ledger {
     }
 
     /// The manifest of the entry at `dir` when its record holds: every recorded folder and file has its recorded
-    /// stat. Otherwise the record is dropped, and what it knew of files is returned: (stat, SHA-256) by path, so
-    /// that the full check reads only files whose stat changed.
-    pub(super) fn vouch(&self, kind: StageKind, key: &str, dir: &Path) -> Result<Manifest, Known> {
+    /// stat. Otherwise the record is dropped, and the tree it recorded is returned, so that the full check lists
+    /// only folders and reads only files whose stat changed.
+    pub(super) fn vouch(
+        &self,
+        kind: StageKind,
+        key: &str,
+        dir: &Path,
+    ) -> Result<Manifest, StatedTree> {
         let id = (kind, key.to_string());
         let Some(text) = self.with_state(|state| state.record_text(&id)) else {
-            return Err(Known::new());
+            return Err(StatedTree::default());
         };
         let record =
             parse_record(&text).filter(|r| r.manifest.kind == kind && r.manifest.key == key);
         let holds = record.as_ref().is_some_and(|r| {
-            r.stats.iter().all(|(rel, stat, _)| {
-                let path = match rel.is_empty() {
-                    true => dir.to_path_buf(),
-                    false => dir.join(rel),
-                };
-                Stat::of(&path).is_ok_and(|now| now == *stat)
-            })
+            let path = |rel: &str| match rel.is_empty() {
+                true => dir.to_path_buf(),
+                false => dir.join(rel),
+            };
+            let dirs = r.tree.dirs.iter().map(|(rel, stat)| (rel.as_str(), stat));
+            let files = r.tree.files.iter().map(|(f, stat)| (f.path.as_str(), stat));
+            dirs.chain(files)
+                .all(|(rel, stat)| Stat::of(&path(rel)).is_ok_and(|now| now == *stat))
         });
         match record {
             Some(record) if holds => Ok(record.manifest),
             record => {
                 self.drop_record(kind, key);
-                Err(record.map_or_else(Known::new, |r| {
-                    r.stats
-                        .into_iter()
-                        .filter_map(|(rel, stat, sha)| Some((rel, (stat, sha?))))
-                        .collect()
-                }))
+                Err(record.map(|r| r.tree).unwrap_or_default())
             }
         }
     }
 
     /// Records an entry just found sound: its manifest and the tree it was checked against. Nothing is recorded
-    /// when something in it was written within the last 2 s, or a name holds a tab or a line break.
+    /// when something in it was written within the last 2 s.
     pub(super) fn record(&self, manifest: &Manifest, tree: &StatedTree) {
-        let settled = settled_before_ns();
-        let stats = tree
-            .dirs
-            .iter()
-            .map(|(rel, stat)| (rel.as_str(), stat, None))
-            .chain(
-                tree.files
-                    .iter()
-                    .map(|(f, stat)| (f.path.as_str(), stat, Some(f.sha256.as_str()))),
-            );
-        let mut text = match serde_json::to_string(manifest) {
-            Ok(json) => format!("{}\t{}\t{json}\n", manifest.kind.name(), manifest.key),
-            Err(_) => return,
-        };
-        for (rel, stat, sha) in stats {
-            if stat.mtime_ns >= settled || rel.contains(['\t', '\n', '\r']) {
-                return;
-            }
-            let _ = match sha {
-                None => writeln!(
-                    text,
-                    "d\t{rel}\t{}\t{}\t{}",
-                    stat.inode, stat.size, stat.mtime_ns
-                ),
-                Some(sha) => writeln!(
-                    text,
-                    "f\t{rel}\t{}\t{}\t{}\t{sha}",
-                    stat.inode, stat.size, stat.mtime_ns
-                ),
-            };
+        let settled = tree.settled();
+        if settled.dirs.len() != tree.dirs.len() || settled.files.len() != tree.files.len() {
+            return;
         }
+        let Ok(json) = serde_json::to_string(manifest) else {
+            return;
+        };
+        let text = format!(
+            "{}\t{}\t{json}\n{}",
+            manifest.kind.name(),
+            manifest.key,
+            tree.to_lines()
+        );
         let id = (manifest.kind, manifest.key.clone());
         self.with_state(|state| {
             state.dropped.remove(&id);
@@ -226,43 +205,19 @@ fn read_records(path: &Path) -> HashMap<Id, String> {
     records
 }
 
-/// A record's text parsed; None when any line is malformed or the manifest.json stat is missing from it.
+/// A record's text parsed; None when any line is malformed or the tree does not cover the manifest.
 fn parse_record(text: &str) -> Option<Record> {
-    let mut lines = text.lines();
-    let manifest_json = lines.next()?.splitn(3, '\t').nth(2)?;
-    let manifest: Manifest = serde_json::from_str(manifest_json).ok()?;
-    let mut stats = Vec::new();
-    for line in lines {
-        let mut f = line.split('\t');
-        let (tag, rel) = (f.next()?, f.next()?);
-        let stat = Stat {
-            inode: f.next()?.parse().ok()?,
-            size: f.next()?.parse().ok()?,
-            mtime_ns: f.next()?.parse().ok()?,
-        };
-        let sha = match tag {
-            "d" => None,
-            "f" => Some(f.next()?.to_string()),
-            _ => return None,
-        };
-        stats.push((rel.to_string(), stat, sha));
-    }
-    covers(&manifest, &stats).then_some(Record { manifest, stats })
+    let (first, tree_lines) = text.split_once('\n')?;
+    let manifest: Manifest = serde_json::from_str(first.splitn(3, '\t').nth(2)?).ok()?;
+    let tree = StatedTree::parse(tree_lines).ok()?;
+    covers(&manifest, &tree).then_some(Record { manifest, tree })
 }
 
-/// Whether a record's stats cover the manifest and every output with each folder above it, so that a record cut
+/// Whether a recorded tree covers the manifest and every output with each folder above it, so that a record cut
 /// short cannot vouch for files it does not name.
-fn covers(manifest: &Manifest, stats: &[(String, Stat, Option<String>)]) -> bool {
-    let files: HashSet<&str> = stats
-        .iter()
-        .filter(|s| s.2.is_some())
-        .map(|s| s.0.as_str())
-        .collect();
-    let dirs: HashSet<&str> = stats
-        .iter()
-        .filter(|s| s.2.is_none())
-        .map(|s| s.0.as_str())
-        .collect();
+fn covers(manifest: &Manifest, tree: &StatedTree) -> bool {
+    let files: HashSet<&str> = tree.files.iter().map(|f| f.0.path.as_str()).collect();
+    let dirs: HashSet<&str> = tree.dirs.iter().map(|d| d.0.as_str()).collect();
     std::iter::once(MANIFEST)
         .chain(manifest.outputs.keys().map(String::as_str))
         .all(|path| files.contains(path) && folders_above(path).all(|d| dirs.contains(d)))

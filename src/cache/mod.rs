@@ -15,7 +15,7 @@ use crate::data::hash::{FileDigest, StatedTree, hash_tree, hash_tree_known};
 use crate::fsio::{self, IoError};
 use crate::plan::{KeyInputs, StageKind};
 use crate::provenance::GitState;
-use ledger::{Known, Ledger};
+use ledger::Ledger;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, TryLockError};
@@ -203,13 +203,13 @@ impl Cache {
         if let Some(known) = self.sound.lock().ok().and_then(|s| s.get(&id).cloned()) {
             return Ok(Some(known));
         }
-        let known = match self.ledger.vouch(kind, key, &self.entry_dir(kind, key)) {
+        let previous = match self.ledger.vouch(kind, key, &self.entry_dir(kind, key)) {
             Ok(manifest) => return Ok(Some(self.remember_sound(manifest))),
-            Err(known) => known,
+            Err(previous) => previous,
         };
         let damage = match self.lookup(kind, key) {
             Lookup::Absent => return Ok(None),
-            Lookup::Present(m) => match self.check_outputs(&m, &known) {
+            Lookup::Present(m) => match self.check_outputs(&m, &previous) {
                 Ok(tree) => {
                     self.ledger.record(&m, &tree);
                     return Ok(Some(self.remember_sound(*m)));
@@ -241,19 +241,16 @@ impl Cache {
         }
     }
 
-    /// Compares the files of `manifest`'s entry with its list, hashing every file except those `known` gives the
-    /// hash of at their current stat; the tree as checked.
-    fn check_outputs(&self, manifest: &Manifest, known: &Known) -> Result<StatedTree, Damage> {
+    /// Compares the files of `manifest`'s entry with its list, listing only folders and hashing only files whose
+    /// stat `previous` does not record unchanged; the tree as checked.
+    fn check_outputs(
+        &self,
+        manifest: &Manifest,
+        previous: &StatedTree,
+    ) -> Result<StatedTree, Damage> {
         let dir = self.entry_dir(manifest.kind, &manifest.key);
-        let tree = hash_tree_known(
-            &dir,
-            &|rel, stat| match known.get(rel) {
-                Some((s, sha)) if s == stat => Some(sha.clone()),
-                _ => None,
-            },
-            &|| {},
-        )
-        .map_err(|e| Damage::Unreadable(e.to_string()))?;
+        let tree = hash_tree_known(&dir, previous, &|| {})
+            .map_err(|e| Damage::Unreadable(e.to_string()))?;
         let files: Vec<&FileDigest> = tree.files.iter().map(|(f, _)| f).collect();
         compare_outputs(&manifest.outputs, &files)?;
         Ok(tree)
@@ -382,7 +379,7 @@ impl Cache {
                         entry.kind
                     ))),
                     Some(kind) => match self.lookup(kind, &entry.key) {
-                        Lookup::Present(m) => self.check_outputs(&m, &Known::new()).err(),
+                        Lookup::Present(m) => self.check_outputs(&m, &StatedTree::default()).err(),
                         Lookup::Damaged(d) => Some(d),
                         Lookup::Absent => None,
                     },

@@ -1,11 +1,14 @@
-//! Hashing a dataset tree: list it from directory entries, `stat` and SHA-256 every file on all cores (`rayon`), and
-//! keep a stat cache (path, size, mtime, inode → sha256) so that a warm re-hash costs one `stat` per file and reads
-//! only files that changed.
+//! Hashing a tree of files: list it from directory entries, `stat` and SHA-256 every file on all cores (`rayon`),
+//! and keep a stat record of it (a [`StatedTree`]: the stat of every folder and file, and each file's SHA-256) so
+//! that a warm re-hash costs one `stat` per folder and file: a folder whose stat is unchanged is not listed again
+//! and a file whose stat is unchanged is not read again. Datasets and reports keep their record in a stat cache file;
+//! the stage cache keeps its entries' records in its trust ledger.
 
 use crate::digest::{hex, sha256_file};
 use crate::fsio::IoError;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -27,9 +30,9 @@ pub enum HashError {
     NonUtf8(PathBuf),
 }
 
-/// Every regular file under `root`, sorted by relative path, with its hash. With a stat cache file, files whose
-/// (size, mtime, inode) are unchanged since the cache was written are not read again, and the cache is rewritten
-/// when what it would hold changed.
+/// Every regular file under `root`, sorted by relative path, with its hash. With a stat cache file, folders and
+/// files whose (size, mtime, inode) are unchanged since the cache was written are not listed or read again, and the
+/// cache is rewritten when what it would hold changed.
 pub fn hash_tree(
     root: &Path,
     stat_cache: Option<&Path>,
@@ -38,46 +41,172 @@ pub fn hash_tree(
     let cache_text = stat_cache
         .and_then(|p| std::fs::read_to_string(p).ok())
         .unwrap_or_default();
-    let cached = StatCache::parse(&cache_text);
-    let tree = hash_tree_known(
-        root,
-        &|rel, stat| match cached.get(rel) {
-            Some((s, sha)) if s == stat => Some(sha.to_string()),
-            _ => None,
-        },
-        on_file,
-    )?;
+    let previous = StatedTree::parse(&cache_text).unwrap_or_else(|partial| partial);
+    let tree = hash_tree_known(root, &previous, on_file)?;
     if let Some(cache_path) = stat_cache {
-        // A failed cache write only costs speed next time.
-        let _ = save_stat_cache(cache_path, &tree.files, &cached);
+        let text = tree.settled().to_lines();
+        if text != cache_text {
+            // A failed cache write only costs speed next time.
+            let _ = crate::fsio::write_atomic(cache_path, text.as_bytes());
+        }
     }
     Ok(tree.files.into_iter().map(|(d, _)| d).collect())
 }
 
-/// A hashed tree with the stat of every folder and file, as it was before it was read: a tree whose stats all
-/// still hold has the same files with the same contents (a folder's mtime changes when a name in it is added,
-/// removed or renamed; a file's when it is written).
-#[derive(Debug)]
+/// What the stat records compare: a file (or folder) whose size, mtime and inode are unchanged is taken as
+/// unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stat {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub inode: u64,
+}
+
+impl Stat {
+    /// The stat of `path`, following links.
+    pub fn of(path: &Path) -> std::io::Result<Stat> {
+        std::fs::metadata(path).map(|m| Stat::from(&m))
+    }
+}
+
+impl From<&std::fs::Metadata> for Stat {
+    fn from(m: &std::fs::Metadata) -> Self {
+        Stat {
+            size: m.size(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            inode: m.ino(),
+        }
+    }
+}
+
+/// A hashed tree with the stat of every folder and file, each taken before it was listed or read: a tree whose
+/// stats all still hold has the same names (a folder's mtime changes when a name in it is added, removed or
+/// renamed) with the same contents (a file's changes when it is written).
+///
+/// As text, one line per folder, `d<TAB>path<TAB>inode<TAB>size<TAB>mtime_ns` (the root's path is empty), then one
+/// per file, `f<TAB>…<TAB>sha256`, each group in path order.
+#[derive(Debug, Default, PartialEq)]
 pub(crate) struct StatedTree {
-    /// Folders by path relative to the root (the root is ""), in path order.
     pub dirs: Vec<(String, Stat)>,
-    /// Files in path order.
     pub files: Vec<(FileDigest, Stat)>,
 }
 
-/// Every regular file under `root` with its hash, and the stats of folders and files. `known` gives the hash of a
-/// file whose stat it recognises, so that only other files are read.
+impl StatedTree {
+    /// The tree in `text`; when a line does not parse, Err with the tree of the lines that do.
+    pub fn parse(text: &str) -> Result<StatedTree, StatedTree> {
+        let mut tree = StatedTree::default();
+        let mut whole = true;
+        for line in text.lines() {
+            whole &= tree.push_line(line).is_some();
+        }
+        tree.dirs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        tree.files.sort_unstable_by(|a, b| a.0.path.cmp(&b.0.path));
+        match whole {
+            true => Ok(tree),
+            false => Err(tree),
+        }
+    }
+
+    fn push_line(&mut self, line: &str) -> Option<()> {
+        let mut f = line.split('\t');
+        let (tag, path) = (f.next()?, f.next()?.to_string());
+        let stat = Stat {
+            inode: f.next()?.parse().ok()?,
+            size: f.next()?.parse().ok()?,
+            mtime_ns: f.next()?.parse().ok()?,
+        };
+        match (tag, f.next(), f.next()) {
+            ("d", None, _) => self.dirs.push((path, stat)),
+            ("f", Some(sha256), None) => {
+                let sha256 = sha256.to_string();
+                let bytes = stat.size;
+                self.files.push((
+                    FileDigest {
+                        path,
+                        bytes,
+                        sha256,
+                    },
+                    stat,
+                ));
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+
+    /// The tree as text; a name holding a tab or a line break is left out (it cannot be written as a line).
+    pub fn to_lines(&self) -> String {
+        let mut out = String::new();
+        let plain = |path: &str| !path.contains(['\t', '\n', '\r']);
+        for (path, s) in self.dirs.iter().filter(|d| plain(&d.0)) {
+            let _ = writeln!(out, "d\t{path}\t{}\t{}\t{}", s.inode, s.size, s.mtime_ns);
+        }
+        for (f, s) in self.files.iter().filter(|f| plain(&f.0.path)) {
+            let _ = writeln!(
+                out,
+                "f\t{}\t{}\t{}\t{}\t{}",
+                f.path, s.inode, s.size, s.mtime_ns, f.sha256
+            );
+        }
+        out
+    }
+
+    /// Only what was last written 2 s ago or earlier: a write within the same clock tick keeps the mtime, so a
+    /// fresher stat cannot vouch for what it saw.
+    pub fn settled(&self) -> StatedTree {
+        let before = settled_before_ns();
+        StatedTree {
+            dirs: self
+                .dirs
+                .iter()
+                .filter(|d| d.1.mtime_ns < before)
+                .cloned()
+                .collect(),
+            files: self
+                .files
+                .iter()
+                .filter(|f| f.1.mtime_ns < before)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The hash of `path` when its recorded stat is `stat`.
+    fn known(&self, path: &str, stat: &Stat) -> Option<&str> {
+        let i = self
+            .files
+            .binary_search_by(|f| f.0.path.as_str().cmp(path))
+            .ok()?;
+        let (file, recorded) = &self.files[i];
+        (recorded == stat).then_some(file.sha256.as_str())
+    }
+}
+
+/// The time before which a stat is settled, in ns since the epoch: now − 2 s.
+fn settled_before_ns() -> i128 {
+    let settled = SystemTime::now()
+        .checked_sub(Duration::from_secs(2))
+        .unwrap_or(UNIX_EPOCH);
+    settled
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as i128
+}
+
+/// Every regular file under `root` with its hash, and the stats of folders and files. A folder whose stat
+/// `previous` records unchanged is not listed (its names are the recorded ones), and a file whose stat it records
+/// unchanged is not read.
 pub(crate) fn hash_tree_known(
     root: &Path,
-    known: &(dyn Fn(&str, &Stat) -> Option<String> + Sync),
+    previous: &StatedTree,
     on_file: &(dyn Fn() + Sync),
 ) -> Result<StatedTree, HashError> {
-    let (dirs, files) = walk(root)?;
+    let (dirs, files) = walk(root, previous)?;
     let files = files
         .par_iter()
         .map(|(rel, stat)| {
-            let sha256 = match known(rel, stat) {
-                Some(sha) => sha,
+            let sha256 = match previous.known(rel, stat) {
+                Some(sha) => sha.to_string(),
                 None => {
                     let path = root.join(rel);
                     sha256_file(&path)
@@ -111,34 +240,17 @@ pub fn tree_digest(files: &[FileDigest]) -> String {
     format!("sha256:{}", hex(&hasher.finalize()))
 }
 
-/// What the stat caches compare: a file (or folder) whose size, mtime and inode are unchanged is taken as unchanged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Stat {
-    pub size: u64,
-    pub mtime_ns: i128,
-    pub inode: u64,
-}
+/// Folder and file stats as a walk found them.
+type Walked = (Vec<(String, Stat)>, Vec<(String, Stat)>);
 
-impl Stat {
-    /// The stat of `path`, following links.
-    pub fn of(path: &Path) -> std::io::Result<Stat> {
-        std::fs::metadata(path).map(|m| Stat {
-            size: m.size(),
-            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-            inode: m.ino(),
-        })
-    }
-}
-
-/// Every folder and every file under `root` with its stat, in path order. A folder is stat'ed before it is listed;
-/// each file relative to its open folder (no path walk from the root per file), in parallel.
-#[allow(clippy::type_complexity)]
-fn walk(root: &Path) -> Result<(Vec<(String, Stat)>, Vec<(String, Stat)>), HashError> {
+/// Every folder and every file under `root` with its stat, in path order. Each file is stat'ed relative to its
+/// open folder (no path walk from the root per file), in parallel.
+fn walk(root: &Path, previous: &StatedTree) -> Result<Walked, HashError> {
     let meta = std::fs::metadata(root).map_err(|e| io_err(root, e))?;
     if !meta.is_dir() {
         return Err(io_err(root, std::io::Error::other("not a directory")));
     }
-    let listed = list_dirs(root, &meta)?;
+    let listed = list_dirs(root, previous)?;
     let mut files: Vec<(String, Stat)> = listed
         .par_iter()
         .map(|dir| stat_files(root, dir))
@@ -164,49 +276,97 @@ struct DirFiles {
     names: Vec<String>,
 }
 
-/// Every directory under `root` with its files (symbolic links followed), from directory listings alone: the file
-/// type and inode come with each entry, so only a symbolic link costs a `stat` here. A directory reached twice (a
-/// link cycle) is read once.
-fn list_dirs(root: &Path, root_meta: &std::fs::Metadata) -> Result<Vec<DirFiles>, HashError> {
-    use std::os::unix::fs::DirEntryExt;
-    let mut seen_dirs = std::collections::HashSet::from([(root_meta.dev(), root_meta.ino())]);
-    let mut pending = vec![(String::new(), root_meta.dev())];
+/// A folder's names: files and sub-folders.
+#[derive(Default)]
+struct Listing {
+    files: Vec<String>,
+    dirs: Vec<String>,
+}
+
+/// The listings a stat record implies: each recorded folder's files and sub-folders, by folder.
+fn recorded_listings(previous: &StatedTree) -> HashMap<&str, Listing> {
+    let mut listings: HashMap<&str, Listing> = HashMap::new();
+    let split = |path: &str| -> (usize, usize) {
+        match path.rfind('/') {
+            Some(i) => (i, i + 1),
+            None => (0, 0),
+        }
+    };
+    for (path, _) in previous.dirs.iter().filter(|d| !d.0.is_empty()) {
+        let (end, name) = split(path);
+        listings
+            .entry(&path[..end])
+            .or_default()
+            .dirs
+            .push(path[name..].to_string());
+    }
+    for (file, _) in &previous.files {
+        let (end, name) = split(&file.path);
+        let listing = listings.entry(&file.path[..end]).or_default();
+        listing.files.push(file.path[name..].to_string());
+    }
+    listings
+}
+
+/// Every directory under `root` with its files (symbolic links followed). A folder is stat'ed first; when
+/// `previous` records that same stat its names are the recorded ones, otherwise it is listed, from the directory
+/// entries alone (the file type comes with each entry, so only a symbolic link costs a `stat`). A directory reached
+/// twice (a link cycle) is read once.
+fn list_dirs(root: &Path, previous: &StatedTree) -> Result<Vec<DirFiles>, HashError> {
+    let recorded_stats: HashMap<&str, &Stat> =
+        previous.dirs.iter().map(|(p, s)| (p.as_str(), s)).collect();
+    let mut recorded = recorded_listings(previous);
+    let mut seen_dirs = HashSet::new();
+    let mut pending = vec![String::new()];
     let mut listed = Vec::new();
-    while let Some((rel_dir, dev)) = pending.pop() {
+    while let Some(rel_dir) = pending.pop() {
         let dir = root.join(&rel_dir);
-        let stat = Stat::of(&dir).map_err(|e| io_err(&dir, e))?;
-        let mut names = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
-            let entry = entry.map_err(|e| io_err(&dir, e))?;
-            let name = entry
-                .file_name()
-                .into_string()
-                .map_err(|_| HashError::NonUtf8(entry.path()))?;
-            let mut kind = entry.file_type().map_err(|e| io_err(&entry.path(), e))?;
-            let mut id = (dev, entry.ino());
-            if kind.is_symlink() {
-                let target =
-                    std::fs::metadata(entry.path()).map_err(|e| io_err(&entry.path(), e))?;
-                kind = target.file_type();
-                id = (target.dev(), target.ino());
-            }
-            if kind.is_dir() && seen_dirs.insert(id) {
-                let rel = match rel_dir.is_empty() {
-                    true => name,
-                    false => format!("{rel_dir}/{name}"),
-                };
-                pending.push((rel, id.0));
-            } else if kind.is_file() {
-                names.push(name);
-            }
+        let meta = std::fs::metadata(&dir).map_err(|e| io_err(&dir, e))?;
+        if !seen_dirs.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
+        let stat = Stat::from(&meta);
+        let listing = match recorded_stats.get(rel_dir.as_str()) {
+            Some(&&s) if s == stat => recorded.remove(rel_dir.as_str()).unwrap_or_default(),
+            _ => read_listing(&dir)?,
+        };
+        for sub in listing.dirs {
+            pending.push(match rel_dir.is_empty() {
+                true => sub,
+                false => format!("{rel_dir}/{sub}"),
+            });
         }
         listed.push(DirFiles {
             rel: rel_dir,
             stat,
-            names,
+            names: listing.files,
         });
     }
     Ok(listed)
+}
+
+/// A folder's files and sub-folders from its directory entries, symbolic links followed.
+fn read_listing(dir: &Path) -> Result<Listing, HashError> {
+    let mut listing = Listing::default();
+    for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+        let entry = entry.map_err(|e| io_err(dir, e))?;
+        let name = entry
+            .file_name()
+            .into_string()
+            .map_err(|_| HashError::NonUtf8(entry.path()))?;
+        let mut kind = entry.file_type().map_err(|e| io_err(&entry.path(), e))?;
+        if kind.is_symlink() {
+            kind = std::fs::metadata(entry.path())
+                .map_err(|e| io_err(&entry.path(), e))?
+                .file_type();
+        }
+        if kind.is_dir() {
+            listing.dirs.push(name);
+        } else if kind.is_file() {
+            listing.files.push(name);
+        }
+    }
+    Ok(listing)
 }
 
 /// Stats a directory's files through one open handle of it (`fstatat`, following links), in parallel for large
@@ -244,82 +404,6 @@ fn stat_files(root: &Path, dir: &DirFiles) -> Result<Vec<(String, Stat)>, HashEr
             Ok((rel, stat))
         })
         .collect()
-}
-
-/// The stat cache's lines (`inode size mtime_ns sha256 path`, tab-separated), borrowed from its text and sorted by
-/// path for lookups; unreadable lines are left out (their files are hashed again).
-struct StatCache<'a>(Vec<(&'a str, Stat, &'a str)>);
-
-impl<'a> StatCache<'a> {
-    fn parse(text: &'a str) -> Self {
-        let mut lines: Vec<(&str, Stat, &str)> = text
-            .lines()
-            .filter_map(|line| {
-                let mut f = line.splitn(5, '\t');
-                let stat = Stat {
-                    inode: f.next()?.parse().ok()?,
-                    size: f.next()?.parse().ok()?,
-                    mtime_ns: f.next()?.parse().ok()?,
-                };
-                let sha = f.next()?;
-                Some((f.next()?, stat, sha))
-            })
-            .collect();
-        // Written in path order, so normally already sorted.
-        if !lines.is_sorted_by(|a, b| a.0 < b.0) {
-            lines.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            lines.dedup_by(|a, b| a.0 == b.0);
-        }
-        StatCache(lines)
-    }
-
-    /// The recorded stat and sha256 of `path`.
-    fn get(&self, path: &str) -> Option<(&Stat, &'a str)> {
-        let i = self.0.binary_search_by(|e| e.0.cmp(path)).ok()?;
-        Some((&self.0[i].1, self.0[i].2))
-    }
-}
-
-/// Stats are recorded only for what was last written 2 s ago or earlier (a file written again within the same
-/// clock tick would keep its mtime): the time before which that holds, in ns since the epoch.
-pub(crate) fn settled_before_ns() -> i128 {
-    let settled = SystemTime::now()
-        .checked_sub(Duration::from_secs(2))
-        .unwrap_or(UNIX_EPOCH);
-    settled
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as i128
-}
-
-fn save_stat_cache(
-    path: &Path,
-    hashed: &[(FileDigest, Stat)],
-    loaded: &StatCache,
-) -> Result<(), IoError> {
-    let fresh_ns = settled_before_ns();
-    let keep: Vec<&(FileDigest, Stat)> = hashed
-        .iter()
-        .filter(|(_, s)| s.mtime_ns < fresh_ns)
-        .collect();
-    let unchanged = keep.len() == loaded.0.len()
-        && keep.iter().all(|(d, s)| {
-            loaded
-                .get(&d.path)
-                .is_some_and(|(ls, sha)| ls == s && sha == d.sha256)
-        });
-    if unchanged {
-        return Ok(());
-    }
-    let mut out = String::new();
-    for (d, s) in keep {
-        let _ = writeln!(
-            out,
-            "{}\t{}\t{}\t{}\t{}",
-            s.inode, s.size, s.mtime_ns, d.sha256, d.path
-        );
-    }
-    crate::fsio::write_atomic(path, out.as_bytes())
 }
 
 #[cfg(test)]
@@ -368,6 +452,85 @@ mod tests {
             tree_digest(&files),
             format!("sha256:{}", sha256_bytes(expected.as_bytes()))
         );
+    }
+
+    /// Sets the mtime of `path` (a file or a folder) a minute back.
+    fn age(path: &Path) {
+        let past = SystemTime::now() - Duration::from_secs(60);
+        let file = match path.is_dir() {
+            true => std::fs::File::open(path),
+            false => std::fs::File::options().write(true).open(path),
+        };
+        file.unwrap().set_modified(past).unwrap();
+    }
+
+    #[test]
+    fn a_folder_whose_stat_holds_is_not_listed_again_and_one_that_changed_is() {
+        let dir = crate::testutil::tempdir();
+        let (data, cache) = (dir.join("data"), dir.join("cache.tsv"));
+        std::fs::create_dir_all(data.join("sub")).unwrap();
+        for f in ["a", "sub/b", "sub/c"] {
+            std::fs::write(data.join(f), f.as_bytes()).unwrap();
+            age(&data.join(f));
+        }
+        age(&data.join("sub"));
+        age(&data);
+        let paths = |files: Vec<FileDigest>| files.into_iter().map(|f| f.path).collect::<Vec<_>>();
+        assert_eq!(
+            paths(hash_tree(&data, Some(&cache), &|| {}).unwrap()),
+            ["a", "sub/b", "sub/c"]
+        );
+        // Drop `sub/c` from the record: while `sub/`'s stat holds, its names are the recorded ones.
+        let text = std::fs::read_to_string(&cache).unwrap();
+        let without_c: String = text
+            .lines()
+            .filter(|l| !l.starts_with("f\tsub/c\t"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_ne!(text, without_c);
+        std::fs::write(&cache, &without_c).unwrap();
+        assert_eq!(
+            paths(hash_tree(&data, Some(&cache), &|| {}).unwrap()),
+            ["a", "sub/b"]
+        );
+        // A name added to `sub/` changes its mtime, so it is listed again.
+        std::fs::write(&cache, &without_c).unwrap();
+        std::fs::write(data.join("sub/d"), b"d").unwrap();
+        assert_eq!(
+            paths(hash_tree(&data, Some(&cache), &|| {}).unwrap()),
+            ["a", "sub/b", "sub/c", "sub/d"]
+        );
+    }
+
+    #[test]
+    fn a_stat_record_round_trips_and_a_bad_line_is_left_out() {
+        let stat = |n: u64| Stat {
+            size: n,
+            mtime_ns: -5,
+            inode: n * 7,
+        };
+        let digest = |path: &str| FileDigest {
+            path: path.into(),
+            bytes: 3,
+            sha256: "ab".into(),
+        };
+        let tree = StatedTree {
+            dirs: vec![(String::new(), stat(1)), ("x y".into(), stat(2))],
+            files: vec![(digest("a"), stat(3)), (digest("x y/b"), stat(3))],
+        };
+        assert_eq!(
+            StatedTree::parse(&tree.to_lines()),
+            Ok(StatedTree { ..tree })
+        );
+        let text = StatedTree {
+            dirs: vec![(String::new(), stat(1))],
+            files: vec![(digest("a"), stat(3))],
+        }
+        .to_lines();
+        let damaged = text.replace("\tab\n", "\tab\textra\n") + "f\tz\t1\t2\n";
+        let partial = StatedTree::parse(&damaged).unwrap_err();
+        assert_eq!(partial.dirs.len(), 1);
+        assert!(partial.files.is_empty());
     }
 
     #[test]
