@@ -298,7 +298,9 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>, IndexError> {
             files.push(path);
         }
     }
-    files.sort();
+    // One folder's files: byte order of the whole path is the order of their names (and of `Path`'s component
+    // order), without `Path`'s component parsing per comparison (15% of a warm lock of Market-1501).
+    files.sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
     Ok(files)
 }
 
