@@ -2,7 +2,7 @@
 # Benchmark: `mgat data lock` on a full-size synthetic Market-1501 tree (its official split sizes: 36,036 JPEGs of
 # 128×64, junk included, ~190 MB) against
 # `find … | xargs -P2 sha256sum` (both cores, as mgat uses), cold (no stat cache; page cache dropped where allowed)
-# and warm (stat cache), with the ratios.
+# and warm (stat cache; the median of 5 runs of each, this machine being shared), with the ratios.
 # Usage: benches/lock_tree.sh [path/to/mgat]
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,6 +15,7 @@ cd "$work"
   >/dev/null
 echo "tree: $(find tree -type f | wc -l) files, $(du -sm --apparent-size tree | cut -f1) MB"
 secs() { local s=$(date +%s%N); "$@" >/dev/null; awk "BEGIN{printf \"%.2f\", ($(date +%s%N) - $s)/1e9}"; }
+median5() { for _ in 1 2 3 4 5; do secs "$@"; echo; done | sort -n | sed -n 3p; }
 drop_caches() { sync; echo 3 2>/dev/null >/proc/sys/vm/drop_caches && echo "(page cache dropped)" || echo "(page cache not droppable here: warm page cache)"; }
 anchor() { find tree -type f -print0 | xargs -0 -n 500 -P2 sha256sum; }
 export -f anchor
@@ -25,10 +26,10 @@ drop_caches >/dev/null
 lock_cold=$(secs "$mgat" -q data lock bench --format market1501 --root tree)
 echo "  find | xargs -P2 sha256sum:      ${xargs_cold} s"
 echo "  mgat data lock (no stat cache):  ${lock_cold} s   ($(ratio "$lock_cold" "$xargs_cold")× xargs)"
-echo "warm"
-xargs_warm=$(secs bash -c anchor)
-lock_warm=$(secs "$mgat" -q data lock bench --format market1501 --root tree)
-verify_warm=$(secs "$mgat" -q data verify bench)
+echo "warm (median of 5)"
+xargs_warm=$(median5 bash -c anchor)
+lock_warm=$(median5 "$mgat" -q data lock bench --format market1501 --root tree)
+verify_warm=$(median5 "$mgat" -q data verify bench)
 echo "  find | xargs -P2 sha256sum:      ${xargs_warm} s"
 echo "  mgat data lock (stat cache):     ${lock_warm} s   ($(ratio "$lock_warm" "$xargs_warm")× xargs)"
 echo "  mgat data verify (stat cache):   ${verify_warm} s   ($(ratio "$verify_warm" "$xargs_warm")× xargs)"

@@ -508,8 +508,27 @@ fn an_unchanged_report_is_kept_and_a_changed_metric_renders_it_again() {
         again.stdout()
     );
 
-    // Re-seal one eval entry with mAP 0.123456: new metrics.json, its sha256 in the manifest, a new checksum.
+    // Date the cache an hour back so that the next check records its entries in the trust ledger: the change below
+    // must be seen through a recorded entry, not only through one checked in full.
+    let aged = std::process::Command::new("find")
+        .args([
+            p.cache_dir().to_str().unwrap(),
+            "-exec",
+            "touch",
+            "-d",
+            "1 hour ago",
+            "{}",
+            "+",
+        ])
+        .status()
+        .unwrap();
+    assert!(aged.success());
+    p.mgat(&["report", "experiments/t.yaml"]).success();
     let key = &p.entries("eval")[0];
+    let ledger = std::fs::read_to_string(p.cache_dir().join(".stat/ledger")).unwrap();
+    assert!(ledger.contains(&format!("eval\t{key}\t")), "{ledger}");
+
+    // Re-seal that eval entry with mAP 0.123456: new metrics.json, its sha256 in the manifest, a new checksum.
     let entry = p.cache_dir().join("eval").join(key);
     let mut metrics: Value =
         serde_json::from_slice(&std::fs::read(entry.join("metrics.json")).unwrap()).unwrap();
