@@ -91,10 +91,10 @@ impl Ledger {
     }
 
     /// Records an entry just found sound: its manifest and the tree it was checked against. Nothing is recorded
-    /// when something in it was written within the last 2 s.
+    /// unless all of the tree is recordable (nothing written within the last 2 s, no name a line cannot hold).
     pub(super) fn record(&self, manifest: &Manifest, tree: &StatedTree) {
-        let settled = tree.settled();
-        if settled.dirs.len() != tree.dirs.len() || settled.files.len() != tree.files.len() {
+        let recordable = tree.recordable();
+        if recordable.dirs.len() != tree.dirs.len() || recordable.files.len() != tree.files.len() {
             return;
         }
         let Ok(json) = serde_json::to_string(manifest) else {
@@ -209,7 +209,7 @@ fn read_records(path: &Path) -> HashMap<Id, String> {
 fn parse_record(text: &str) -> Option<Record> {
     let (first, tree_lines) = text.split_once('\n')?;
     let manifest: Manifest = serde_json::from_str(first.splitn(3, '\t').nth(2)?).ok()?;
-    let tree = StatedTree::parse(tree_lines).ok()?;
+    let tree = StatedTree::parse(tree_lines)?;
     covers(&manifest, &tree).then_some(Record { manifest, tree })
 }
 

@@ -41,10 +41,10 @@ pub fn hash_tree(
     let cache_text = stat_cache
         .and_then(|p| std::fs::read_to_string(p).ok())
         .unwrap_or_default();
-    let previous = StatedTree::parse(&cache_text).unwrap_or_else(|partial| partial);
+    let previous = StatedTree::parse(&cache_text).unwrap_or_default();
     let tree = hash_tree_known(root, &previous, on_file)?;
     if let Some(cache_path) = stat_cache {
-        let text = tree.settled().to_lines();
+        let text = tree.recordable().to_lines();
         if text != cache_text {
             // A failed cache write only costs speed next time.
             let _ = crate::fsio::write_atomic(cache_path, text.as_bytes());
@@ -92,19 +92,16 @@ pub(crate) struct StatedTree {
 }
 
 impl StatedTree {
-    /// The tree in `text`; when a line does not parse, Err with the tree of the lines that do.
-    pub fn parse(text: &str) -> Result<StatedTree, StatedTree> {
+    /// The tree in `text`; None when any line does not parse (a record that lost a line could leave out a name of
+    /// a folder it still vouches for).
+    pub fn parse(text: &str) -> Option<StatedTree> {
         let mut tree = StatedTree::default();
-        let mut whole = true;
         for line in text.lines() {
-            whole &= tree.push_line(line).is_some();
+            tree.push_line(line)?;
         }
         tree.dirs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         tree.files.sort_unstable_by(|a, b| a.0.path.cmp(&b.0.path));
-        match whole {
-            true => Ok(tree),
-            false => Err(tree),
-        }
+        Some(tree)
     }
 
     fn push_line(&mut self, line: &str) -> Option<()> {
@@ -134,14 +131,13 @@ impl StatedTree {
         Some(())
     }
 
-    /// The tree as text; a name holding a tab or a line break is left out (it cannot be written as a line).
+    /// The tree as text, for a tree whose names hold no tab or line break ([`StatedTree::recordable`]).
     pub fn to_lines(&self) -> String {
         let mut out = String::new();
-        let plain = |path: &str| !path.contains(['\t', '\n', '\r']);
-        for (path, s) in self.dirs.iter().filter(|d| plain(&d.0)) {
+        for (path, s) in &self.dirs {
             let _ = writeln!(out, "d\t{path}\t{}\t{}\t{}", s.inode, s.size, s.mtime_ns);
         }
-        for (f, s) in self.files.iter().filter(|f| plain(&f.0.path)) {
+        for (f, s) in &self.files {
             let _ = writeln!(
                 out,
                 "f\t{}\t{}\t{}\t{}\t{}",
@@ -151,24 +147,35 @@ impl StatedTree {
         out
     }
 
-    /// Only what was last written 2 s ago or earlier: a write within the same clock tick keeps the mtime, so a
-    /// fresher stat cannot vouch for what it saw.
-    pub fn settled(&self) -> StatedTree {
+    /// The part of the tree a stat record may hold, so that what it records can vouch for what it saw:
+    /// - only what was last written 2 s ago or earlier (a write within the same clock tick keeps the mtime);
+    /// - only names a line can hold (no tab or line break);
+    /// - a folder only with every one of its names, since a folder whose stat holds is not listed again: one with a
+    ///   name left out is left out too, and so is every folder above it.
+    pub fn recordable(&self) -> StatedTree {
         let before = settled_before_ns();
-        StatedTree {
-            dirs: self
-                .dirs
-                .iter()
-                .filter(|d| d.1.mtime_ns < before)
-                .cloned()
-                .collect(),
-            files: self
-                .files
-                .iter()
-                .filter(|f| f.1.mtime_ns < before)
-                .cloned()
-                .collect(),
+        let keeps =
+            |path: &str, stat: &Stat| stat.mtime_ns < before && !path.contains(['\t', '\n', '\r']);
+        let mut incomplete: HashSet<&str> = HashSet::new();
+        let mut files = Vec::new();
+        for (file, stat) in &self.files {
+            match keeps(&file.path, stat) {
+                true => files.push((file.clone(), *stat)),
+                false => drop(incomplete.insert(parent_of(&file.path))),
+            }
         }
+        let mut deepest_first: Vec<&(String, Stat)> = self.dirs.iter().collect();
+        deepest_first.sort_by_key(|d| std::cmp::Reverse(depth(&d.0)));
+        let mut dirs = Vec::new();
+        for (path, stat) in deepest_first {
+            match keeps(path, stat) && !incomplete.contains(path.as_str()) {
+                true => dirs.push((path.clone(), *stat)),
+                false if path.is_empty() => {}
+                false => drop(incomplete.insert(parent_of(path))),
+            }
+        }
+        dirs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        StatedTree { dirs, files }
     }
 
     /// The hash of `path` when its recorded stat is `stat`.
@@ -179,6 +186,19 @@ impl StatedTree {
             .ok()?;
         let (file, recorded) = &self.files[i];
         (recorded == stat).then_some(file.sha256.as_str())
+    }
+}
+
+/// The folder a relative path lies in ("" for the root).
+fn parent_of(path: &str) -> &str {
+    path.rfind('/').map_or("", |i| &path[..i])
+}
+
+/// How many folders deep a relative folder path is (0 for the root).
+fn depth(path: &str) -> usize {
+    match path.is_empty() {
+        true => 0,
+        false => 1 + path.matches('/').count(),
     }
 }
 
@@ -286,24 +306,14 @@ struct Listing {
 /// The listings a stat record implies: each recorded folder's files and sub-folders, by folder.
 fn recorded_listings(previous: &StatedTree) -> HashMap<&str, Listing> {
     let mut listings: HashMap<&str, Listing> = HashMap::new();
-    let split = |path: &str| -> (usize, usize) {
-        match path.rfind('/') {
-            Some(i) => (i, i + 1),
-            None => (0, 0),
-        }
-    };
+    let name_of = |path: &str| path.rsplit('/').next().unwrap_or(path).to_string();
     for (path, _) in previous.dirs.iter().filter(|d| !d.0.is_empty()) {
-        let (end, name) = split(path);
-        listings
-            .entry(&path[..end])
-            .or_default()
-            .dirs
-            .push(path[name..].to_string());
+        let listing = listings.entry(parent_of(path)).or_default();
+        listing.dirs.push(name_of(path));
     }
     for (file, _) in &previous.files {
-        let (end, name) = split(&file.path);
-        let listing = listings.entry(&file.path[..end]).or_default();
-        listing.files.push(file.path[name..].to_string());
+        let listing = listings.entry(parent_of(&file.path)).or_default();
+        listing.files.push(name_of(&file.path));
     }
     listings
 }
@@ -330,7 +340,10 @@ fn list_dirs(root: &Path, previous: &StatedTree) -> Result<Vec<DirFiles>, HashEr
             Some(&&s) if s == stat => recorded.remove(rel_dir.as_str()).unwrap_or_default(),
             _ => read_listing(&dir)?,
         };
-        for sub in listing.dirs {
+        // Sorted, so that a folder reached by two links is read under the same name whichever way it was listed.
+        let mut subdirs = listing.dirs;
+        subdirs.sort_unstable();
+        for sub in subdirs {
             pending.push(match rel_dir.is_empty() {
                 true => sub,
                 false => format!("{rel_dir}/{sub}"),
@@ -503,7 +516,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stat_record_round_trips_and_a_bad_line_is_left_out() {
+    fn a_stat_record_round_trips_and_one_bad_line_voids_it() {
         let stat = |n: u64| Stat {
             size: n,
             mtime_ns: -5,
@@ -518,19 +531,36 @@ mod tests {
             dirs: vec![(String::new(), stat(1)), ("x y".into(), stat(2))],
             files: vec![(digest("a"), stat(3)), (digest("x y/b"), stat(3))],
         };
+        let text = tree.to_lines();
+        assert_eq!(StatedTree::parse(&text), Some(tree));
         assert_eq!(
-            StatedTree::parse(&tree.to_lines()),
-            Ok(StatedTree { ..tree })
+            StatedTree::parse(&text.replace("\tab\n", "\tab\textra\n")),
+            None
         );
-        let text = StatedTree {
-            dirs: vec![(String::new(), stat(1))],
-            files: vec![(digest("a"), stat(3))],
-        }
-        .to_lines();
-        let damaged = text.replace("\tab\n", "\tab\textra\n") + "f\tz\t1\t2\n";
-        let partial = StatedTree::parse(&damaged).unwrap_err();
-        assert_eq!(partial.dirs.len(), 1);
-        assert!(partial.files.is_empty());
+        assert_eq!(StatedTree::parse(&format!("{text}f\tz\t1\t2\n")), None);
+    }
+
+    /// A folder written long ago whose sub-folder and files are fresh: the record must not hold the folder without
+    /// them, or the next hash would take the folder's stale listing and lose their files.
+    #[test]
+    fn a_folder_is_recorded_only_with_all_of_its_names() {
+        let dir = crate::testutil::tempdir();
+        let (data, cache) = (dir.join("data"), dir.join("cache.tsv"));
+        std::fs::create_dir_all(data.join("sub")).unwrap();
+        std::fs::write(data.join("sub/f"), b"f").unwrap();
+        std::fs::write(data.join("old"), b"o").unwrap();
+        age(&data.join("old"));
+        age(&data);
+        assert_eq!(hash_tree(&data, Some(&cache), &|| {}).unwrap().len(), 2);
+        let recorded = StatedTree::parse(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+        assert!(recorded.dirs.is_empty(), "{recorded:?}");
+        assert_eq!(recorded.files.len(), 1);
+        let again: Vec<String> = hash_tree(&data, Some(&cache), &|| {})
+            .unwrap()
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        assert_eq!(again, ["old", "sub/f"]);
     }
 
     #[test]
