@@ -487,6 +487,18 @@ fn the_paper_specs_expand_to_their_grids_and_paper_yaml_renders() {
     assert!(out.contains("| Reference: Bag of Tricks ResNet-50 baseline | market1501 | rank-1 | 94.5 | – | – | reference only |"), "{out}");
 }
 
+/// Sets the mtime of everything under `dir` that `find` selects with `filter` an hour back (`touch -d`), as if
+/// written long ago: stat records keep only what was written more than 2 s ago.
+fn date_back_an_hour(dir: &std::path::Path, filter: &[&str]) {
+    let status = std::process::Command::new("find")
+        .arg(dir)
+        .args(filter)
+        .args(["-exec", "touch", "-d", "1 hour ago", "{}", "+"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 /// Reports are not rendered again when their inputs are unchanged, and never left stale: a metric that changes in
 /// the cache (here an eval entry re-sealed with a new mAP, as a recomputation would leave it) changes the report.
 #[test]
@@ -510,19 +522,7 @@ fn an_unchanged_report_is_kept_and_a_changed_metric_renders_it_again() {
 
     // Date the cache an hour back so that the next check records its entries in the trust ledger: the change below
     // must be seen through a recorded entry, not only through one checked in full.
-    let aged = std::process::Command::new("find")
-        .args([
-            p.cache_dir().to_str().unwrap(),
-            "-exec",
-            "touch",
-            "-d",
-            "1 hour ago",
-            "{}",
-            "+",
-        ])
-        .status()
-        .unwrap();
-    assert!(aged.success());
+    date_back_an_hour(&p.cache_dir(), &[]);
     p.mgat(&["report", "experiments/t.yaml"]).success();
     let key = &p.entries("eval")[0];
     let ledger = std::fs::read_to_string(p.cache_dir().join(".stat/ledger")).unwrap();
@@ -567,21 +567,7 @@ fn an_unchanged_report_is_kept_and_a_changed_metric_renders_it_again() {
 
     // A report file changed by hand is rendered again too, also once the report's stat cache has recorded its
     // files (dated an hour back, so that the cache keeps them).
-    let aged = std::process::Command::new("find")
-        .args([
-            p.path("reports/t").to_str().unwrap(),
-            "-type",
-            "f",
-            "-exec",
-            "touch",
-            "-d",
-            "1 hour ago",
-            "{}",
-            "+",
-        ])
-        .status()
-        .unwrap();
-    assert!(aged.success());
+    date_back_an_hour(&p.path("reports/t"), &["-type", "f"]);
     let kept = p.mgat(&["report", "experiments/t.yaml"]);
     assert!(
         kept.success().stdout().contains("unchanged since rendered"),

@@ -561,27 +561,36 @@ mod tests {
         );
     }
 
+    type Damaging = fn(&Path);
+
+    /// Ways to damage an entry made by `committed`, each named by the key it is tried on.
+    const DAMAGES: [(&str, Damaging); 7] = [
+        ("flipped", |e| {
+            std::fs::write(e.join("sub/b.bin"), b"bytez").unwrap()
+        }),
+        ("deleted-manifest", |e| {
+            std::fs::remove_file(e.join(MANIFEST)).unwrap()
+        }),
+        ("garbage-manifest", |e| {
+            std::fs::write(e.join(MANIFEST), b"{not json").unwrap()
+        }),
+        ("extra", |e| std::fs::write(e.join("extra"), b"").unwrap()),
+        ("extra-in-sub", |e| {
+            std::fs::write(e.join("sub/extra"), b"").unwrap()
+        }),
+        ("truncated", |e| {
+            std::fs::write(e.join("a.json"), b"{").unwrap()
+        }),
+        ("deleted", |e| {
+            std::fs::remove_file(e.join("a.json")).unwrap()
+        }),
+    ];
+
     #[test]
     fn damaged_entries_are_quarantined_and_never_trusted() {
         let dir = crate::testutil::tempdir();
         let cache = Cache::new(dir.join("c"));
-        type Damaging = fn(&Path);
-        let cases: [(&str, Damaging); 5] = [
-            ("flipped", |e| {
-                std::fs::write(e.join("sub/b.bin"), b"bytez").unwrap()
-            }),
-            ("deleted-manifest", |e| {
-                std::fs::remove_file(e.join(MANIFEST)).unwrap()
-            }),
-            ("garbage-manifest", |e| {
-                std::fs::write(e.join(MANIFEST), b"{not json").unwrap()
-            }),
-            ("extra", |e| std::fs::write(e.join("extra"), b"").unwrap()),
-            ("truncated", |e| {
-                std::fs::write(e.join("a.json"), b"{").unwrap()
-            }),
-        ];
-        for (key, damage) in cases {
+        for (key, damage) in DAMAGES {
             let entry = committed(&cache, key);
             // The first check records the stat cache; damage made after it (seen by the next process, which
             // has not checked the entry yet) must still be seen.
@@ -610,7 +619,7 @@ mod tests {
             std::fs::read_dir(dir.join("c").join(QUARANTINE))
                 .unwrap()
                 .count(),
-            5
+            DAMAGES.len()
         );
     }
 
@@ -683,26 +692,7 @@ mod tests {
     fn damage_to_a_recorded_entry_is_seen_by_the_next_process() {
         let dir = crate::testutil::tempdir();
         let root = dir.join("c");
-        type Damaging = fn(&Path);
-        let cases: [(&str, Damaging); 6] = [
-            ("flipped", |e| {
-                std::fs::write(e.join("sub/b.bin"), b"bytez").unwrap()
-            }),
-            ("deleted-manifest", |e| {
-                std::fs::remove_file(e.join(MANIFEST)).unwrap()
-            }),
-            ("garbage-manifest", |e| {
-                std::fs::write(e.join(MANIFEST), b"{not json").unwrap()
-            }),
-            ("extra", |e| std::fs::write(e.join("extra"), b"").unwrap()),
-            ("extra-in-sub", |e| {
-                std::fs::write(e.join("sub/extra"), b"").unwrap()
-            }),
-            ("deleted", |e| {
-                std::fs::remove_file(e.join("a.json")).unwrap()
-            }),
-        ];
-        for (key, damage) in cases {
+        for (key, damage) in DAMAGES {
             let entry = committed(&Cache::new(&root), key);
             age(&entry);
             drop(Cache::new(&root).trusted(StageKind::Index, key).unwrap());
