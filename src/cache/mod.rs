@@ -586,25 +586,31 @@ mod tests {
         }),
     ];
 
+    /// A new process's check of the damaged entry `key` at `entry`: not trusted, and quarantined.
+    fn seen_as_damaged(root: &Path, key: &str, entry: &Path) -> Cache {
+        let next_process = Cache::new(root);
+        assert!(
+            next_process
+                .trusted(StageKind::Index, key)
+                .unwrap()
+                .is_none(),
+            "{key}"
+        );
+        assert!(!entry.exists(), "{key}: quarantined");
+        next_process
+    }
+
     #[test]
     fn damaged_entries_are_quarantined_and_never_trusted() {
         let dir = crate::testutil::tempdir();
         let cache = Cache::new(dir.join("c"));
         for (key, damage) in DAMAGES {
             let entry = committed(&cache, key);
-            // The first check records the stat cache; damage made after it (seen by the next process, which
-            // has not checked the entry yet) must still be seen.
+            // Checked once, too fresh for the ledger to record: damage made after it (seen by the next process,
+            // which has not checked the entry yet) must still be seen.
             assert!(cache.trusted(StageKind::Index, key).unwrap().is_some());
             damage(&entry);
-            let next_process = Cache::new(dir.join("c"));
-            assert!(
-                next_process
-                    .trusted(StageKind::Index, key)
-                    .unwrap()
-                    .is_none(),
-                "{key}"
-            );
-            assert!(!entry.exists(), "{key}: quarantined");
+            let next_process = seen_as_damaged(&dir.join("c"), key, &entry);
             // The next commit of the key finds nothing in its way.
             committed(&next_process, key);
             assert!(
@@ -701,16 +707,7 @@ mod tests {
                 "{key}: recorded"
             );
             damage(&entry);
-            let next_process = Cache::new(&root);
-            assert!(
-                next_process
-                    .trusted(StageKind::Index, key)
-                    .unwrap()
-                    .is_none(),
-                "{key}"
-            );
-            assert!(!entry.exists(), "{key}: quarantined");
-            drop(next_process);
+            drop(seen_as_damaged(&root, key, &entry));
             assert!(
                 !ledger_text(&root).contains(&format!("\t{key}\t")),
                 "{key}: forgotten"
