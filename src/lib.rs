@@ -1,26 +1,22 @@
 //! mgat: a reproducible experiment pipeline for "Masked Graph Attention Network for Person Re-identification".
-//! Modules follow the data flow: spec → plan/cache → data → model/train → eval → stages → report → exec → cli.
+//!
+//! This crate is the orchestration, in data-flow order: `spec` (YAML specs into cells) → `plan` (cells into keyed
+//! stages) → `exec` (run what is not cached) → `stages` (each kind's [`stages::Stage`] impl) → `cache` (entries and
+//! manifests) → `report` (tables, figures, diffs), with `cli` on top. What the stages compute lives in the compute
+//! crates under `crates/` (`mgat-data`, `mgat-synth`, `mgat-model`, `mgat-train`, `mgat-eval`, over `mgat-util`),
+//! which cannot read orchestration state; each stage kind's key holds the fingerprint of exactly its crates.
 
 pub mod cache;
 pub mod cli;
 pub mod data;
-pub mod digest;
-pub mod eval;
 pub mod exec;
-pub mod fsio;
-pub mod model;
 pub mod plan;
 pub mod provenance;
 pub mod report;
-pub mod rng;
 pub mod spec;
 pub mod stages;
-pub mod train;
 mod yamlpos;
 
 /// Set by the `mgat` binary when it chose RAYON_NUM_THREADS itself (the user did not): a Slurm job then picks its
 /// own on its node.
 pub const THREADS_PINNED_BY_MGAT: &str = "MGAT_THREADS_PINNED";
-
-#[cfg(test)]
-mod testutil;

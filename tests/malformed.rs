@@ -6,8 +6,8 @@
 mod common;
 
 use mgat::data::LockFile;
-use mgat::eval::array::{load_ids, load_matrix};
 use mgat::spec::Spec;
+use mgat_eval::array::{load_ids, load_matrix};
 use proptest::prelude::*;
 use std::path::Path;
 

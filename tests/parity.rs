@@ -10,14 +10,14 @@
 //! `MGAT_PARITY_EXPORT=1 cargo test --release --test parity`; the expected values by the script, from them.
 
 use candle_core::{DType, Device, Tensor};
-use mgat::model::Network;
-use mgat::model::params::Params;
-use mgat::plan::keys::{ModelKey, TrainSettings};
+use mgat::plan::keys::{ModelKey, TrainSettings, model_key, train_settings};
 use mgat::spec::config::{
     Backbone, GraphInput, GraphNorm, Head, ModelConfig, Optimizer as Kind, TrainConfig,
 };
-use mgat::train::Losses;
-use mgat::train::optim::Optimizer;
+use mgat_model::Network;
+use mgat_model::params::Params;
+use mgat_train::Losses;
+use mgat_train::optim::Optimizer;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -82,7 +82,7 @@ fn model(head: Head, input: GraphInput, norm: GraphNorm, gamma: f64) -> ModelKey
         of_weight: 1.0,
         ..ModelConfig::default()
     };
-    ModelKey::of(&cfg, None)
+    model_key(&cfg, None)
 }
 
 fn settings() -> TrainSettings {
@@ -92,7 +92,7 @@ fn settings() -> TrainSettings {
         weight_decay: WEIGHT_DECAY,
         ..TrainConfig::default()
     };
-    TrainSettings::from(&cfg)
+    train_settings(&cfg)
 }
 
 /// Every variant's network has the same backbone, BN-neck and classifier (no head weights), so one set of initial
@@ -117,8 +117,8 @@ fn export() {
         .into_iter()
         .map(|(k, v)| (k, v.to_dtype(DType::F32).unwrap()))
         .collect();
-    mgat::model::params::save_tensors(&init, &dir.join("init.safetensors")).unwrap();
-    let mut rng = mgat::rng::Rng::new(5, &[]);
+    mgat_model::params::save_tensors(&init, &dir.join("init.safetensors")).unwrap();
+    let mut rng = mgat_util::rng::Rng::new(5, &[]);
     let pixels: Vec<f32> = (0..IDS * PER_ID * 3 * HEIGHT * WIDTH)
         .map(|_| rng.normal() as f32)
         .collect();
@@ -130,7 +130,7 @@ fn export() {
         ("images".to_string(), images),
         ("labels".to_string(), labels),
     ]);
-    mgat::model::params::save_tensors(&tensors, &dir.join("batch.safetensors")).unwrap();
+    mgat_model::params::save_tensors(&tensors, &dir.join("batch.safetensors")).unwrap();
 }
 
 fn scalar(t: &Tensor) -> f64 {

@@ -461,7 +461,7 @@ fn the_paper_specs_expand_to_their_grids_and_paper_yaml_renders() {
             .map(|s| {
                 (
                     s["kind"].as_str().unwrap().to_string(),
-                    s["key"].as_str().unwrap().to_string(),
+                    s["id"].as_str().unwrap().to_string(),
                 )
             })
             .collect();
@@ -540,7 +540,7 @@ fn an_unchanged_report_is_kept_and_a_changed_metric_renders_it_again() {
     manifest.outputs.insert(
         "metrics.json".into(),
         mgat::cache::OutputFile {
-            sha256: mgat::digest::sha256_bytes(&bytes),
+            sha256: mgat_util::digest::sha256_bytes(&bytes),
             bytes: bytes.len() as u64,
         },
     );

@@ -143,7 +143,7 @@ impl Ledger {
         for id in ids {
             out.push_str(&records[id]);
         }
-        let _ = crate::fsio::write_atomic(&self.path, out.as_bytes());
+        let _ = mgat_util::fsio::write_atomic(&self.path, out.as_bytes());
         state.loaded = Some(records);
     }
 

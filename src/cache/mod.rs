@@ -9,21 +9,24 @@
 //!   `stat` per folder and file. A damaged entry is moved to `<cache>/.quarantine/` with a warning, and its stage
 //!   runs again; nothing damaged is ever read.
 
+mod layout;
 mod ledger;
 
+pub use layout::CacheBucket;
+
 use crate::data::hash::{FileDigest, StatedTree, hash_tree, hash_tree_known};
-use crate::fsio::{self, IoError};
 use crate::plan::{KeyInputs, StageKind};
 use crate::provenance::GitState;
+use crate::stages::Summary;
 use ledger::Ledger;
+use mgat_util::digest::labelled;
+use mgat_util::fsio::{self, IoError};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
 pub const MANIFEST: &str = "manifest.json";
-/// Where damaged entries are moved.
-pub const QUARANTINE: &str = ".quarantine";
 
 /// One output file of a stage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,18 +68,8 @@ impl Manifest {
         if let Some(fields) = value.as_object_mut() {
             fields.remove("checksum");
         }
-        crate::digest::sha256_bytes(crate::digest::canonical_json(&value).as_bytes())
+        mgat_util::digest::sha256_bytes(mgat_util::digest::canonical_json(&value).as_bytes())
     }
-}
-
-/// Each kind's figures for listings and reports.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Summary {
-    Synth(crate::data::synth::SynthSummary),
-    Index(crate::data::index::IndexSummary),
-    Train(crate::train::TrainSummary),
-    Eval(crate::eval::metrics::EvalSummary),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +120,14 @@ pub struct EntryRef {
     pub path: PathBuf,
 }
 
+/// An entry or partial directory that no spec references: what `cache gc` removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Garbage {
+    pub kind: StageKind,
+    pub key: String,
+    pub path: PathBuf,
+}
+
 /// A problem `verify` found in an entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Corruption {
@@ -154,7 +155,7 @@ impl Cache {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         let root = root.into();
         Self {
-            ledger: std::sync::Arc::new(Ledger::new(root.join(".stat").join("ledger"))),
+            ledger: std::sync::Arc::new(Ledger::new(CacheBucket::Stat.dir(&root).join("ledger"))),
             root,
             sound: Default::default(),
         }
@@ -172,12 +173,22 @@ impl Cache {
         }
     }
 
+    /// The folder of `bucket` in this cache.
+    pub fn bucket(&self, bucket: CacheBucket) -> PathBuf {
+        bucket.dir(&self.root)
+    }
+
     pub fn entry_dir(&self, kind: StageKind, key: &str) -> PathBuf {
-        self.root.join(kind.name()).join(key)
+        self.bucket(CacheBucket::Entries(kind)).join(key)
     }
 
     pub fn partial_dir(&self, kind: StageKind, key: &str) -> PathBuf {
-        self.root.join(kind.name()).join(".partial").join(key)
+        self.bucket(CacheBucket::Partial(kind)).join(key)
+    }
+
+    fn lock_path(&self, kind: StageKind, key: &str) -> PathBuf {
+        self.bucket(CacheBucket::Locks(kind))
+            .join(format!("{key}.lock"))
     }
 
     /// The manifest of an entry, parsed and checked to name this kind and key; outputs are not read.
@@ -194,6 +205,14 @@ impl Cache {
     /// Whether a sound-looking entry (by its manifest) exists, without touching anything.
     pub fn contains(&self, kind: StageKind, key: &str) -> bool {
         matches!(self.lookup(kind, key), Lookup::Present(_))
+    }
+
+    /// `sha256:…` of output `file` of the entry under `key`, by its manifest alone (outputs unchecked).
+    pub fn output_digest(&self, kind: StageKind, key: &str, file: &str) -> Option<String> {
+        match self.lookup(kind, key) {
+            Lookup::Present(m) => m.outputs.get(file).map(|o| labelled(&o.sha256)),
+            _ => None,
+        }
     }
 
     /// The entry's manifest once its outputs are checked against it (through the trust ledger). An absent entry is
@@ -266,11 +285,9 @@ impl Cache {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let dest = self
-            .root
-            .join(QUARANTINE)
-            .join(format!("{}-{key}-{nanos}", kind.name()));
-        fsio::create_dir_all(&self.root.join(QUARANTINE))?;
+        let quarantine = self.bucket(CacheBucket::Quarantine);
+        let dest = quarantine.join(format!("{}-{key}-{nanos}", kind.name()));
+        fsio::create_dir_all(&quarantine)?;
         if let Ok(mut s) = self.sound.lock() {
             s.remove(&(kind, key.to_string()));
         }
@@ -279,7 +296,7 @@ impl Cache {
         tracing::warn!(
             "{} {}: {damage}; moved to {} (its stage runs again when next needed)",
             kind.name(),
-            &key[..12.min(key.len())],
+            crate::plan::short(key),
             dest.display()
         );
         Ok(dest)
@@ -292,9 +309,8 @@ impl Cache {
         key: &str,
         on_wait: impl FnOnce(),
     ) -> Result<KeyLock, CacheError> {
-        let dir = self.root.join(kind.name()).join(".locks");
-        fsio::create_dir_all(&dir)?;
-        let path = dir.join(format!("{key}.lock"));
+        let path = self.lock_path(kind, key);
+        fsio::create_dir_all(&self.bucket(CacheBucket::Locks(kind)))?;
         let file = File::options()
             .create(true)
             .truncate(false)
@@ -394,36 +410,64 @@ impl Cache {
         Ok(problems)
     }
 
-    /// Entries whose (kind, key) is not in `keep`, and partial directories no process is working on.
-    pub fn garbage(&self, keep: &HashSet<(String, String)>) -> Result<Vec<PathBuf>, CacheError> {
-        let mut out: Vec<PathBuf> = self
+    /// Entries whose (kind, key) `keep` refuses, and partial directories no process is working on.
+    pub fn garbage(
+        &self,
+        keep: &dyn Fn(StageKind, &str) -> bool,
+    ) -> Result<Vec<Garbage>, CacheError> {
+        let mut out: Vec<Garbage> = self
             .entries()?
             .into_iter()
-            .filter(|e| !keep.contains(&(e.kind.clone(), e.key.clone())))
-            .map(|e| e.path)
+            .filter_map(|e| {
+                let kind = e.kind()?;
+                (!keep(kind, &e.key)).then_some(Garbage {
+                    kind,
+                    key: e.key,
+                    path: e.path,
+                })
+            })
             .collect();
-        for kind in self.kind_names()? {
-            let partial_root = self.root.join(&kind).join(".partial");
-            let Ok(partials) = std::fs::read_dir(&partial_root) else {
+        for kind in StageKind::ALL {
+            let Ok(partials) = std::fs::read_dir(self.bucket(CacheBucket::Partial(kind))) else {
                 continue;
             };
             for p in partials.flatten() {
                 let key = p.file_name().to_string_lossy().into_owned();
-                let lock_path = self
-                    .root
-                    .join(&kind)
-                    .join(".locks")
-                    .join(format!("{key}.lock"));
                 let idle = File::options()
                     .write(true)
-                    .open(&lock_path)
+                    .open(self.lock_path(kind, &key))
                     .map_or(true, |f| f.try_lock().is_ok());
                 if idle {
-                    out.push(p.path());
+                    out.push(Garbage {
+                        kind,
+                        key,
+                        path: p.path(),
+                    });
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Removes an entry or partial directory [`Cache::garbage`] found, under its key's lock, so that no process
+    /// computing or reading that key sees it half removed. False when another process holds the lock (it is kept).
+    pub fn remove(&self, garbage: &Garbage) -> Result<bool, CacheError> {
+        let path = self.lock_path(garbage.kind, &garbage.key);
+        fsio::create_dir_all(&self.bucket(CacheBucket::Locks(garbage.kind)))?;
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(IoError::at(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Ok(false),
+            Err(TryLockError::Error(e)) => return Err(IoError::new(&path, e).into()),
+        }
+        self.ledger.drop_record(garbage.kind, &garbage.key);
+        fsio::remove_dir_all(&garbage.path)?;
+        Ok(true)
     }
 
     /// The stage kind folders of the cache (hidden folders hold locks, stat caches, file lists and quarantine).
@@ -433,7 +477,7 @@ impl Cache {
                 .flatten()
                 .filter(|e| e.path().is_dir())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|name| !name.starts_with('.'))
+                .filter(|name| !CacheBucket::is_hidden(name))
                 .collect()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(IoError::new(&self.root, e).into()),
@@ -445,8 +489,9 @@ impl Cache {
         let canonical = dataset_root
             .canonicalize()
             .unwrap_or_else(|_| dataset_root.to_path_buf());
-        let id = crate::digest::sha256_bytes(canonical.to_string_lossy().as_bytes());
-        self.root.join(".stat").join(format!("{}.tsv", &id[..24]))
+        let id = mgat_util::digest::sha256_bytes(canonical.to_string_lossy().as_bytes());
+        self.bucket(CacheBucket::Stat)
+            .join(format!("{}.tsv", &id[..24]))
     }
 }
 
@@ -505,7 +550,7 @@ fn compare_outputs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::index::IndexSummary;
+    use mgat_data::index::IndexSummary;
 
     fn manifest(key: &str) -> Manifest {
         Manifest {
@@ -540,7 +585,7 @@ mod tests {
 
     #[test]
     fn commit_makes_a_complete_entry_that_verifies() {
-        let dir = crate::testutil::tempdir();
+        let dir = mgat_testutil::tempdir();
         let cache = Cache::new(dir.join("c"));
         let entry = committed(&cache, "k1");
         assert!(cache.contains(StageKind::Index, "k1"));
@@ -548,7 +593,7 @@ mod tests {
         assert_eq!(
             m.outputs["sub/b.bin"],
             OutputFile {
-                sha256: crate::digest::sha256_bytes(b"bytes"),
+                sha256: mgat_util::digest::sha256_bytes(b"bytes"),
                 bytes: 5
             }
         );
@@ -602,7 +647,7 @@ mod tests {
 
     #[test]
     fn damaged_entries_are_quarantined_and_never_trusted() {
-        let dir = crate::testutil::tempdir();
+        let dir = mgat_testutil::tempdir();
         let cache = Cache::new(dir.join("c"));
         for (key, damage) in DAMAGES {
             let entry = committed(&cache, key);
@@ -622,7 +667,7 @@ mod tests {
             );
         }
         assert_eq!(
-            std::fs::read_dir(dir.join("c").join(QUARANTINE))
+            std::fs::read_dir(CacheBucket::Quarantine.dir(&dir.join("c")))
                 .unwrap()
                 .count(),
             DAMAGES.len()
@@ -654,7 +699,7 @@ mod tests {
 
     #[test]
     fn a_recorded_entry_is_trusted_from_its_stats_alone_until_one_changes() {
-        let dir = crate::testutil::tempdir();
+        let dir = mgat_testutil::tempdir();
         let root = dir.join("c");
         let entry = {
             let cache = Cache::new(&root);
@@ -696,7 +741,7 @@ mod tests {
 
     #[test]
     fn damage_to_a_recorded_entry_is_seen_by_the_next_process() {
-        let dir = crate::testutil::tempdir();
+        let dir = mgat_testutil::tempdir();
         let root = dir.join("c");
         for (key, damage) in DAMAGES {
             let entry = committed(&Cache::new(&root), key);
@@ -717,7 +762,7 @@ mod tests {
 
     #[test]
     fn a_malformed_ledger_costs_a_full_check_and_nothing_else() {
-        let dir = crate::testutil::tempdir();
+        let dir = mgat_testutil::tempdir();
         let root = dir.join("c");
         let entry = committed(&Cache::new(&root), "k");
         age(&entry);
@@ -746,7 +791,7 @@ mod tests {
 
     #[test]
     fn a_damaged_leftover_is_moved_aside_when_its_key_is_committed() {
-        let dir = crate::testutil::tempdir();
+        let dir = mgat_testutil::tempdir();
         let cache = Cache::new(dir.join("c"));
         let entry = committed(&cache, "k");
         std::fs::remove_file(entry.join(MANIFEST)).unwrap();
@@ -756,28 +801,37 @@ mod tests {
 
     #[test]
     fn garbage_is_unreferenced_entries_and_idle_partials() {
-        let dir = crate::testutil::tempdir();
+        let dir = mgat_testutil::tempdir();
         let cache = Cache::new(dir.join("c"));
         committed(&cache, "keep");
         committed(&cache, "drop");
         std::fs::create_dir_all(cache.partial_dir(StageKind::Train, "idle")).unwrap();
         std::fs::create_dir_all(cache.partial_dir(StageKind::Train, "busy")).unwrap();
-        let _held = cache.lock(StageKind::Train, "busy", || {}).unwrap();
-        let keep = HashSet::from([("index".to_string(), "keep".to_string())]);
-        let mut garbage = cache.garbage(&keep).unwrap();
-        garbage.sort();
+        let held = cache.lock(StageKind::Train, "busy", || {}).unwrap();
+        let garbage = cache
+            .garbage(&|kind, key| kind == StageKind::Index && key == "keep")
+            .unwrap();
+        let paths: Vec<&PathBuf> = garbage.iter().map(|g| &g.path).collect();
         assert_eq!(
-            garbage,
+            paths,
             [
-                cache.entry_dir(StageKind::Index, "drop"),
-                cache.partial_dir(StageKind::Train, "idle")
+                &cache.entry_dir(StageKind::Index, "drop"),
+                &cache.partial_dir(StageKind::Train, "idle")
             ]
         );
+        // Removal takes the key's lock: an entry another process holds is kept.
+        let reader = cache.lock(StageKind::Index, "drop", || {}).unwrap();
+        assert!(!cache.remove(&garbage[0]).unwrap(), "held by a reader");
+        assert!(garbage[0].path.exists());
+        drop(reader);
+        assert!(cache.remove(&garbage[0]).unwrap());
+        assert!(!garbage[0].path.exists());
+        drop(held);
     }
 
     #[test]
     fn a_held_lock_makes_the_second_taker_wait_until_released() {
-        let dir = crate::testutil::tempdir();
+        let dir = mgat_testutil::tempdir();
         let cache = Cache::new(dir.join("c"));
         let first = cache
             .lock(StageKind::Synth, "k", || panic!("nobody holds it yet"))

@@ -3,7 +3,7 @@
 
 use super::Context;
 use crate::cache::{Damage, Lookup};
-use crate::plan::Plan;
+use crate::plan::{KeyInputs, Plan, StageKind};
 use crate::spec::Spec;
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
@@ -54,7 +54,7 @@ fn ls(ctx: &Context) -> Result<ExitCode> {
                 println!(
                     "{:<6} {:<12} {:<24} {:>9.1} {:<6} {:>10}",
                     e.kind,
-                    &e.key[..12.min(e.key.len())],
+                    crate::plan::short(&e.key),
                     m.finished,
                     m.duration_s,
                     m.device,
@@ -64,7 +64,7 @@ fn ls(ctx: &Context) -> Result<ExitCode> {
             Lookup::Damaged(damage) => println!(
                 "{:<6} {:<12} damaged: {damage}",
                 e.kind,
-                &e.key[..12.min(e.key.len())]
+                crate::plan::short(&e.key)
             ),
             Lookup::Absent => {}
         }
@@ -115,24 +115,38 @@ fn gc(ctx: &Context, yes: bool) -> Result<ExitCode> {
             );
         }
     }
-    let plan = Plan::new(&specs, &lock, ctx.purpose(false))?;
-    let keep: HashSet<(String, String)> = plan
+    let mut plan = Plan::new(&specs, &lock, ctx.purpose(false))?;
+    super::run_cmd::resolve_keys(ctx, &mut plan);
+    let keep: HashSet<(StageKind, &str)> = plan
         .stages
         .iter()
-        .map(|s| (s.kind.name().to_string(), s.key.clone()))
+        .filter_map(|s| s.key.as_deref().map(|k| (s.kind, k)))
         .collect();
-    let garbage = ctx.cache.garbage(&keep)?;
+    // A stage whose key is not known (an entry it consumes is gone) still keeps the entries computed from its
+    // configuration, whatever upstream outputs they read: they are the results it would otherwise recompute.
+    let unresolved: Vec<&KeyInputs> = plan
+        .stages
+        .iter()
+        .filter(|s| s.key.is_none())
+        .map(|s| &s.inputs)
+        .collect();
+    let referenced = |kind: StageKind, key: &str| {
+        keep.contains(&(kind, key))
+            || matches!(ctx.cache.lookup(kind, key), Lookup::Present(m)
+                if unresolved.iter().any(|i| KeyInputs { upstream: Default::default(), ..m.inputs.clone() } == **i))
+    };
+    let garbage = ctx.cache.garbage(&referenced)?;
     let mut total = 0u64;
-    for path in &garbage {
-        let bytes = dir_bytes(path);
+    for g in &garbage {
+        let bytes = dir_bytes(&g.path);
         total += bytes;
         println!(
-            "{} {path:?} ({bytes} bytes)",
-            if yes { "removing" } else { "would remove" }
+            "{} {:?} ({bytes} bytes)",
+            if yes { "removing" } else { "would remove" },
+            g.path
         );
-        if yes {
-            std::fs::remove_dir_all(path)
-                .with_context(|| format!("removing {}", path.display()))?;
+        if yes && !ctx.cache.remove(g)? {
+            println!("  kept {:?}: another mgat process is using it", g.path);
         }
     }
     let referenced = keep.len();

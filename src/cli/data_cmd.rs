@@ -4,14 +4,14 @@
 use super::{Context, SynthArgs, UsageError};
 use crate::data::DatasetIndex;
 use crate::data::hash::{FileDigest, hash_tree};
-use crate::data::index::index;
 use crate::data::lock::{NONSTANDARD, expand_env};
-use crate::data::official::{self, SplitSizes};
-use crate::data::synth::{Layout, generate, generate_layout, image_count};
 use crate::data::{Format, LockEntry};
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
 use indicatif::ProgressBar;
+use mgat_data::index::index;
+use mgat_data::official::{self, SplitSizes};
+use mgat_synth::{Layout, generate, generate_layout, image_count};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -335,14 +335,10 @@ fn hash_with_bar(ctx: &Context, root: &Path) -> Result<Vec<FileDigest>> {
 }
 
 /// Generates a synthetic dataset into a scratch folder of the cache, hashes it and removes it.
-fn hash_generated(
-    ctx: &Context,
-    params: &crate::data::synth::SynthParams,
-) -> Result<Vec<FileDigest>> {
+fn hash_generated(ctx: &Context, params: &mgat_synth::SynthParams) -> Result<Vec<FileDigest>> {
     let scratch = ctx
         .cache
-        .root()
-        .join(".scratch")
+        .bucket(crate::cache::CacheBucket::Scratch)
         .join(format!("synth-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     let bar = ctx.progress().add(

@@ -2,13 +2,13 @@
 //! from the same weights and batch: the loss and every parameter's gradient, with exit code 1 outside tolerance.
 
 use super::UsageError;
-use crate::model::params::device;
-use crate::plan::keys::ModelKey;
+use crate::plan::keys::model_key;
 use crate::spec::config::{Backbone, Head, ModelConfig, Precision};
-use crate::train::check::{CheckBatch, Step, TensorDifference, compare, step};
 use anyhow::Result;
 use candle_core::{DType, Device};
 use clap::{Args, Subcommand, ValueEnum};
+use mgat_model::params::device;
+use mgat_train::check::{CheckBatch, Step, TensorDifference, compare, step};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -99,7 +99,7 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
         head: Head::Mgat,
         ..ModelConfig::default()
     };
-    let model = ModelKey::of(&config, None);
+    let model = model_key(&config, None);
     let batch = CheckBatch::random(args.seed, args.ids, args.instances, args.height, args.width);
     println!(
         "{:?} with {} channels, MGAT head and BN-neck; batch {}×{} at {}×{}; {name} {precision:?} against cpu f64",

@@ -1,10 +1,10 @@
 //! `mgat metrics`: score a distance matrix (or query/gallery features) from any source with mgat's protocol.
 
-use crate::eval::array::{ArrayError, load_ids, load_matrix};
-use crate::eval::metrics::{Evaluator, Ids, Metrics, MetricsError, ScoringError};
 use crate::spec::config::{Metric, Protocol};
 use anyhow::Result;
 use clap::{Args, ValueEnum};
+use mgat_eval::array::{ArrayError, load_ids, load_matrix};
+use mgat_eval::metrics::{Evaluator, Ids, Metrics, MetricsError, ScoringError};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -209,7 +209,7 @@ fn print_table(m: &Metrics, protocol: ProtocolArg) {
         m.num_valid_query,
         m.num_gallery
     );
-    for k in crate::eval::metrics::REPORTED_RANKS {
+    for k in mgat_eval::metrics::REPORTED_RANKS {
         if let Some(v) = m.rank(k) {
             println!("  rank-{k:<3} {:6.2}%", 100.0 * v);
         }

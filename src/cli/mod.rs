@@ -4,6 +4,7 @@
 mod cache_cmd;
 mod data_cmd;
 mod device_cmd;
+mod fingerprint_cmd;
 mod metrics_cmd;
 mod report_cmd;
 mod run_cmd;
@@ -12,12 +13,12 @@ mod stage_cmd;
 mod weights_cmd;
 
 use crate::cache::Cache;
-use crate::data::index::IndexError;
-use crate::data::synth::SynthParams;
 use crate::data::{LockError, LockFile};
 use crate::plan::PlanError;
 use crate::spec::SpecError;
 use clap::{Args, Parser, Subcommand};
+use mgat_data::index::IndexError;
+use mgat_synth::SynthParams;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -52,6 +53,8 @@ enum Command {
     Plan(run_cmd::PlanArgs),
     /// Say why each stage of a cell would run: which key component differs from the closest cached entry.
     Explain(run_cmd::ExplainArgs),
+    /// Each stage kind's code fingerprint and the source files it covers.
+    Fingerprint(fingerprint_cmd::FingerprintArgs),
     /// Inspect, verify and clean the stage cache.
     #[command(subcommand)]
     Cache(cache_cmd::CacheCommand),
@@ -115,7 +118,7 @@ impl Context {
         let cache_dir = absolute(&cache_dir, &cwd);
         Ok(Context {
             root,
-            weight_records: cache_dir.join(".weights"),
+            weight_records: crate::cache::CacheBucket::Weights.dir(&cache_dir),
             cache: Cache::new(cache_dir),
             lock_path: absolute(&lock_path, &cwd),
             quiet: cli.quiet,
@@ -132,7 +135,10 @@ impl Context {
     }
 
     pub fn load_lock(&self) -> Result<LockFile, LockError> {
-        LockFile::load(&self.lock_path, &self.cache.root().join(".file-lists"))
+        LockFile::load(
+            &self.lock_path,
+            &self.cache.bucket(crate::cache::CacheBucket::FileLists),
+        )
     }
 
     /// Progress bars, hidden with `-q` (and by indicatif when stderr is not a terminal).
@@ -217,6 +223,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run_cmd::run(&ctx, args),
         Command::Plan(args) => run_cmd::plan(&ctx, args),
         Command::Explain(args) => run_cmd::explain(&ctx, args),
+        Command::Fingerprint(args) => fingerprint_cmd::fingerprint(args),
         Command::Cache(cmd) => cache_cmd::run(&ctx, cmd),
         Command::Data(cmd) => data_cmd::run(&ctx, cmd),
         Command::Device(cmd) => device_cmd::run(cmd),
@@ -243,7 +250,7 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
             || e.is::<IndexError>()
             || e.is::<UsageError>()
             || e.is::<metrics_cmd::ScoreError>()
-            || e.is::<crate::eval::array::ArrayError>()
+            || e.is::<mgat_eval::array::ArrayError>()
             || e.downcast_ref::<crate::report::ReportError>()
                 .is_some_and(|r| r.is_bad_input())
             || matches!(

@@ -48,9 +48,7 @@ enum Format {
 
 pub fn report(ctx: &Context, args: ReportArgs) -> Result<ExitCode> {
     if !args.specs.is_empty() {
-        let specs = Spec::load_all(&args.specs)?;
-        let lock = ctx.load_lock()?;
-        let plan = Plan::new(&specs, &lock, ctx.purpose(false))?;
+        let (specs, plan, _lock) = super::run_cmd::load_plan(ctx, &args.specs, false)?;
         write_reports(ctx, &specs, &plan)?;
     }
     if !args.paper {
@@ -70,7 +68,7 @@ pub fn report(ctx: &Context, args: ReportArgs) -> Result<ExitCode> {
     }
     let text = render(&paper, &compared);
     let out = reports.join(PAPER_REPORT);
-    crate::fsio::write_atomic(&out, text.as_bytes())?;
+    mgat_util::fsio::write_atomic(&out, text.as_bytes())?;
     print!("{text}");
     let outside = compared
         .iter()

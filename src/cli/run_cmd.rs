@@ -4,17 +4,17 @@
 use super::slurm_args::{Executor, ExecutorArgs, job_command};
 use super::{Context, UsageError};
 use crate::cache::Lookup;
+use crate::exec::StageEnv;
 use crate::exec::slurm::{self, Finished};
 use crate::exec::{Outcome, RunOptions, RunReport, local};
-use crate::plan::{KeyInputs, Plan, StageKind};
+use crate::plan::reasons::key_changes;
+use crate::plan::{KeyInputs, Plan, StageKind, short};
 use crate::provenance::LazyGitState;
 use crate::spec::Spec;
 use crate::spec::config::normal_device;
-use crate::stages::StageEnv;
 use anyhow::Result;
 use clap::Args;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -101,8 +101,14 @@ pub fn load_plan(
 ) -> Result<(Vec<Spec>, Plan, crate::data::LockFile)> {
     let specs = Spec::load_all(paths)?;
     let lock = ctx.load_lock()?;
-    let plan = Plan::new(&specs, &lock, ctx.purpose(compute))?;
+    let mut plan = Plan::new(&specs, &lock, ctx.purpose(compute))?;
+    resolve_keys(ctx, &mut plan);
     Ok((specs, plan, lock))
+}
+
+/// Fills in the keys of the plan's stages whose consumed entries are in the cache (by their manifests).
+pub fn resolve_keys(ctx: &Context, plan: &mut Plan) {
+    plan.resolve(&|kind, key, file| ctx.cache.output_digest(kind, key, file));
 }
 
 pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
@@ -118,7 +124,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
         )
         .into());
     }
-    let (specs, plan, lock) = load_plan(ctx, &args.specs, true)?;
+    let (specs, mut plan, lock) = load_plan(ctx, &args.specs, true)?;
     let cells: Vec<usize> = (0..plan.cells.len())
         .filter(|&c| {
             args.only
@@ -173,6 +179,8 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
             }
         }
     };
+    // The keys of the stages that ran are known now.
+    resolve_keys(ctx, &mut plan);
     summarize(ctx, &specs, &plan, &cells, &report)
 }
 
@@ -232,7 +240,11 @@ pub fn plan(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
         use rayon::prelude::*;
         plan.stages
             .par_iter()
-            .map(|st| ctx.cache.contains(st.kind, &st.key))
+            .map(|st| {
+                st.key
+                    .as_ref()
+                    .is_some_and(|k| ctx.cache.contains(st.kind, k))
+            })
             .collect()
     };
     let cached = |s: usize| present[s];
@@ -244,7 +256,10 @@ pub fn plan(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
                 let stages: Vec<Value> = pc
                     .stages
                     .iter()
-                    .map(|&s| json!({"kind": plan.stages[s].kind, "key": plan.stages[s].key, "cached": cached(s)}))
+                    .map(|&s| {
+                        let st = &plan.stages[s];
+                        json!({"kind": st.kind, "id": st.id, "key": st.key, "cached": cached(s)})
+                    })
                     .collect();
                 json!({"name": pc.cell.name, "config": pc.cell.config, "stages": stages})
             })
@@ -296,7 +311,11 @@ pub fn explain(ctx: &Context, args: ExplainArgs) -> Result<ExitCode> {
     for &s in &pc.stages {
         let stage = &plan.stages[s];
         let kind = stage.kind.name();
-        match ctx.cache.lookup(stage.kind, &stage.key) {
+        let lookup = match &stage.key {
+            Some(key) => ctx.cache.lookup(stage.kind, key),
+            None => Lookup::Absent,
+        };
+        match lookup {
             Lookup::Present(_) => {
                 println!("  {}: cached", stage.label());
                 continue;
@@ -322,7 +341,7 @@ pub fn explain(ctx: &Context, args: ExplainArgs) -> Result<ExitCode> {
             .collect();
         let closest = candidates
             .iter()
-            .map(|(key, inputs)| (key, differences(inputs, &stage.inputs)))
+            .map(|(key, inputs)| (key, key_changes(inputs, &stage.inputs, &pending(&plan, s))))
             .min_by_key(|(_, d)| d.len());
         match closest {
             None => println!(
@@ -333,7 +352,7 @@ pub fn explain(ctx: &Context, args: ExplainArgs) -> Result<ExitCode> {
                 println!(
                     "  {}: would run; closest cached entry {} differs in:",
                     stage.label(),
-                    &key[..12]
+                    short(key)
                 );
                 for d in diffs {
                     println!("    - {d}");
@@ -344,95 +363,15 @@ pub fn explain(ctx: &Context, args: ExplainArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Human-readable differences between a cached entry's key inputs and the wanted ones.
-fn differences(old: &KeyInputs, new: &KeyInputs) -> Vec<String> {
-    let mut out = Vec::new();
-    if old.schema != new.schema {
-        out.push(format!(
-            "key schema changed from {} to {}",
-            old.schema, new.schema
-        ));
-    }
-    if old.fingerprint != new.fingerprint {
-        out.push(
-            "code fingerprint changed (mgat's sources, its locked dependencies, the compiler or the features)".into(),
-        );
-    }
-    if old.version != new.version {
-        out.push(format!(
-            "version salt changed from {} to {}",
-            show_opt(&old.version),
-            show_opt(&new.version)
-        ));
-    }
-    if old.lock_digest != new.lock_digest {
-        out.push(format!(
-            "lock digest changed from {} to {}",
-            show_opt(&old.lock_digest),
-            show_opt(&new.lock_digest)
-        ));
-    }
-    for (kind, key) in &new.upstream {
-        match old.upstream.get(kind) {
-            Some(k) if k == key => {}
-            Some(k) => out.push(format!(
-                "upstream {} key changed from {} to {}",
-                kind.name(),
-                &k[..12.min(k.len())],
-                &key[..12]
-            )),
-            None => out.push(format!("upstream {} is new", kind.name())),
-        }
-    }
-    // Paths inside the kind's configuration (`model.gamma`, not `train.model.gamma`).
-    let value = |c: &crate::plan::StageConfig| {
-        let v = serde_json::to_value(c).unwrap_or_default();
-        v.as_object()
-            .and_then(|m| m.values().next().cloned())
-            .unwrap_or(v)
-    };
-    let (a, b) = (flatten(&value(&old.config)), flatten(&value(&new.config)));
-    for (path, value) in &b {
-        match a.get(path) {
-            Some(v) if v == value => {}
-            Some(v) => out.push(format!("config field {path} changed from {v} to {value}")),
-            None => out.push(format!("config field {path} added ({value})")),
-        }
-    }
-    out.extend(
-        a.iter()
-            .filter(|(p, _)| !b.contains_key(*p))
-            .map(|(p, v)| format!("config field {p} removed (was {v})")),
-    );
-    out
-}
-
-fn show_opt(v: &Option<String>) -> String {
-    v.clone().unwrap_or_else(|| "none".into())
-}
-
-/// Leaves of a JSON tree by dotted path.
-fn flatten(v: &Value) -> BTreeMap<String, String> {
-    fn walk(v: &Value, prefix: &str, out: &mut BTreeMap<String, String>) {
-        match v.as_object() {
-            Some(map) => {
-                for (k, child) in map {
-                    let path = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(child, &path, out);
-                }
-            }
-            None => {
-                out.insert(prefix.to_string(), v.to_string());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(v, "", &mut out);
-    out
+/// The kinds whose outputs stage `s` consumes but whose stages have no key yet (not computed).
+fn pending(plan: &Plan, s: usize) -> Vec<StageKind> {
+    plan.stages[s]
+        .deps
+        .iter()
+        .map(|&d| &plan.stages[d])
+        .filter(|d| d.kind.consumed_output().is_some() && d.key.is_none())
+        .map(|d| d.kind)
+        .collect()
 }
 
 /// Shell-style glob with `*` (any run) and `?` (any one character).
@@ -469,27 +408,5 @@ mod tests {
         assert!(glob_match("*seed=?", "head=none,seed=3"));
         assert!(!glob_match("*seed=?", "head=none,seed=13"));
         assert!(glob_match("*", ""));
-    }
-
-    #[test]
-    fn differences_name_each_changed_component() {
-        let inputs = |lr: f64, fp: &str| {
-            let mut key = crate::plan::TrainKey::of(&crate::spec::RunConfig::for_tests(), None);
-            key.train.lr = lr;
-            KeyInputs {
-                schema: 1,
-                kind: crate::plan::StageKind::Train,
-                config: crate::plan::StageConfig::Train(key),
-                upstream: BTreeMap::from([(crate::plan::StageKind::Index, "a".repeat(64))]),
-                lock_digest: Some("sha256:1".into()),
-                fingerprint: fp.into(),
-                version: None,
-            }
-        };
-        let d = differences(&inputs(0.1, "x"), &inputs(0.2, "y"));
-        assert_eq!(d.len(), 2, "{d:?}");
-        assert!(d[0].starts_with("code fingerprint changed"));
-        assert_eq!(d[1], "config field train.lr changed from 0.1 to 0.2");
-        assert!(differences(&inputs(0.1, "x"), &inputs(0.1, "x")).is_empty());
     }
 }

@@ -1,13 +1,14 @@
-//! `mgat stage KIND KEY SPEC…` (hidden): computes one planned stage, with whatever it consumes that is not cached,
-//! in this process. It is what every Slurm job runs.
+//! `mgat stage KIND ID SPEC…` (hidden): computes one planned stage, with whatever it consumes that is not cached,
+//! in this process. It is what every Slurm job runs: its key is resolved when it starts, from the entries it
+//! consumes, and an entry that already exists under it is adopted.
 
 use super::{Context, UsageError};
+use crate::exec::StageEnv;
 use crate::exec::local;
 use crate::exec::slurm::{FailureRecord, record_failure};
 use crate::exec::{Outcome, RunOptions};
 use crate::plan::{Plan, StageKind};
 use crate::provenance::LazyGitState;
-use crate::stages::StageEnv;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -17,8 +18,8 @@ use std::process::ExitCode;
 pub struct StageArgs {
     #[arg(value_parser = super::run_cmd::parse_kind)]
     kind: StageKind,
-    /// The stage's full key, as `mgat plan --json` lists it.
-    key: String,
+    /// The stage's full id, as `mgat plan --json` lists it.
+    id: String,
     /// The specs the stage was planned from.
     #[arg(required = true)]
     specs: Vec<PathBuf>,
@@ -29,12 +30,12 @@ pub fn stage(ctx: &Context, args: StageArgs) -> Result<ExitCode> {
     let s = plan
         .stages
         .iter()
-        .position(|st| st.kind == args.kind && st.key == args.key)
+        .position(|st| st.kind == args.kind && st.id == args.id)
         .ok_or_else(|| {
             UsageError(format!(
-                "no {} stage with key {} in these specs: the specs, datasets.lock or mgat changed since it was planned",
+                "no {} stage with id {} in these specs: the specs, datasets.lock or mgat changed since it was planned",
                 args.kind.name(),
-                args.key
+                args.id
             ))
         })?;
     let env = StageEnv {

@@ -2,11 +2,11 @@
 //! a PyTorch `.pth` rewritten as safetensors.
 
 use super::UsageError;
-use crate::model::checkpoint::{self, Checkpoint};
-use crate::model::params::{ModelError, save_tensors};
 use anyhow::Result;
 use candle_core::Device;
 use clap::Subcommand;
+use mgat_model::checkpoint::{self, Checkpoint};
+use mgat_model::params::{ModelError, save_tensors};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -4,8 +4,8 @@
 //! and a file whose stat is unchanged is not read again. Datasets and reports keep their record in a stat cache file;
 //! the stage cache keeps its entries' records in its trust ledger.
 
-use crate::digest::{hex, sha256_file};
-use crate::fsio::IoError;
+use mgat_util::digest::{hex, sha256_file};
+use mgat_util::fsio::IoError;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -47,7 +47,7 @@ pub fn hash_tree(
         let text = tree.recordable().to_lines();
         if text != cache_text {
             // A failed cache write only costs speed next time.
-            let _ = crate::fsio::write_atomic(cache_path, text.as_bytes());
+            let _ = mgat_util::fsio::write_atomic(cache_path, text.as_bytes());
         }
     }
     Ok(tree.files.into_iter().map(|(d, _)| d).collect())
@@ -257,7 +257,7 @@ pub fn tree_digest(files: &[FileDigest]) -> String {
         let _ = writeln!(line, "{}\t{}\t{}", f.path, f.bytes, f.sha256);
         hasher.update(line.as_bytes());
     }
-    format!("sha256:{}", hex(&hasher.finalize()))
+    mgat_util::digest::labelled(&hex(&hasher.finalize()))
 }
 
 /// Folder and file stats as a walk found them.
@@ -422,16 +422,16 @@ fn stat_files(root: &Path, dir: &DirFiles) -> Result<Vec<(String, Stat)>, HashEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::sha256_bytes;
+    use mgat_util::digest::sha256_bytes;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn links_are_followed_and_a_link_cycle_is_read_once() {
-        let dir = crate::testutil::tempdir();
+        let dir = mgat_testutil::tempdir();
         std::fs::create_dir_all(dir.join("a")).unwrap();
         std::fs::write(dir.join("a/x.jpg"), b"x").unwrap();
         std::os::unix::fs::symlink("..", dir.join("a/up")).unwrap();
-        let outside = crate::testutil::tempdir();
+        let outside = mgat_testutil::tempdir();
         std::fs::write(outside.join("y.jpg"), b"y").unwrap();
         std::os::unix::fs::symlink(&*outside, dir.join("linked")).unwrap();
         let files = hash_tree(&dir, None, &|| {}).unwrap();
@@ -441,7 +441,7 @@ mod tests {
 
     #[test]
     fn hashes_every_file_in_path_order() {
-        let dir = crate::testutil::tempdir();
+        let dir = mgat_testutil::tempdir();
         std::fs::create_dir_all(dir.join("b")).unwrap();
         std::fs::write(dir.join("b/x.jpg"), b"xx").unwrap();
         std::fs::write(dir.join("a.txt"), b"abc").unwrap();
@@ -479,7 +479,7 @@ mod tests {
 
     #[test]
     fn a_folder_whose_stat_holds_is_not_listed_again_and_one_that_changed_is() {
-        let dir = crate::testutil::tempdir();
+        let dir = mgat_testutil::tempdir();
         let (data, cache) = (dir.join("data"), dir.join("cache.tsv"));
         std::fs::create_dir_all(data.join("sub")).unwrap();
         for f in ["a", "sub/b", "sub/c"] {
@@ -544,7 +544,7 @@ mod tests {
     /// them, or the next hash would take the folder's stale listing and lose their files.
     #[test]
     fn a_folder_is_recorded_only_with_all_of_its_names() {
-        let dir = crate::testutil::tempdir();
+        let dir = mgat_testutil::tempdir();
         let (data, cache) = (dir.join("data"), dir.join("cache.tsv"));
         std::fs::create_dir_all(data.join("sub")).unwrap();
         std::fs::write(data.join("sub/f"), b"f").unwrap();
@@ -565,7 +565,7 @@ mod tests {
 
     #[test]
     fn stat_cache_entries_are_reused_and_changed_files_rehashed() {
-        let dir = crate::testutil::tempdir();
+        let dir = mgat_testutil::tempdir();
         let cache = dir.join("cache.tsv");
         let data = dir.join("data");
         std::fs::create_dir_all(&data).unwrap();

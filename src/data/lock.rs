@@ -3,9 +3,9 @@
 //! (`<cache>/file-lists/NAME/DIGEST.tsv`), so that a mismatch can name each added, removed or changed file.
 
 use super::hash::{FileDigest, tree_digest};
-use super::index::Format;
-use super::synth::SynthParams;
 use crate::yamlpos::{PosIndex, split_serde_error};
+use mgat_data::Format;
+use mgat_synth::SynthParams;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -176,7 +176,7 @@ pub enum LockError {
     #[error("{0}")]
     Mismatch(Box<Mismatch>),
     #[error(transparent)]
-    Io(#[from] crate::fsio::IoError),
+    Io(#[from] mgat_util::fsio::IoError),
     #[error("{}: cannot serialise the lock: {message}", path.display())]
     Serialise { path: PathBuf, message: String },
 }
@@ -278,14 +278,14 @@ impl LockFile {
         for f in files {
             let _ = writeln!(list, "{}\t{}\t{}", f.sha256, f.bytes, f.path);
         }
-        crate::fsio::write_atomic(&list_path, list.as_bytes())?;
+        mgat_util::fsio::write_atomic(&list_path, list.as_bytes())?;
         self.doc.datasets.insert(name.to_string(), entry);
         let body = serde_yaml::to_string(&self.doc).map_err(|e| LockError::Serialise {
             path: self.path.clone(),
             message: e.to_string(),
         })?;
         let text = format!("{LOCK_HEADER}{body}");
-        crate::fsio::write_atomic(&self.path, text.as_bytes())?;
+        mgat_util::fsio::write_atomic(&self.path, text.as_bytes())?;
         self.text = text;
         Ok(())
     }
@@ -351,9 +351,10 @@ impl LockFile {
     }
 
     fn file_list_path(&self, name: &str, digest: &str) -> PathBuf {
-        self.file_lists
-            .join(name)
-            .join(format!("{}.tsv", digest.trim_start_matches("sha256:")))
+        self.file_lists.join(name).join(format!(
+            "{}.tsv",
+            digest.trim_start_matches(mgat_util::digest::PREFIX)
+        ))
     }
 
     fn dir(&self) -> PathBuf {
@@ -442,7 +443,7 @@ pub fn expand_env(text: &str) -> Result<String, String> {
 }
 
 fn is_digest(d: &str) -> bool {
-    d.strip_prefix("sha256:")
+    d.strip_prefix(mgat_util::digest::PREFIX)
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
@@ -463,7 +464,7 @@ mod tests {
 
     #[test]
     fn set_then_load_round_trips_and_detects_each_drift() {
-        let dir = crate::testutil::tempdir();
+        let dir = mgat_testutil::tempdir();
         let path = dir.join("datasets.lock");
         let mut lock = LockFile::load(&path, &dir.join("lists")).unwrap();
         let locked = files(&[("a.jpg", "11"), ("b.jpg", "22"), ("c.jpg", "33")]);
@@ -509,7 +510,7 @@ mod tests {
 
     #[test]
     fn bad_entries_name_file_and_line() {
-        let dir = crate::testutil::tempdir();
+        let dir = mgat_testutil::tempdir();
         let path = dir.join("datasets.lock");
         std::fs::write(&path, "datasets:\n  m:\n    format: market1501\n    files: 1\n    bytes: 1\n    digest: sha256:00\n").unwrap();
         let err = LockFile::load(&path, &dir.join("lists"))

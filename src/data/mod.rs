@@ -1,13 +1,8 @@
-//! Datasets: the synthetic generator, the indexers for real layouts, image reading, tree hashing and
-//! `datasets.lock`.
+//! Dataset pinning: tree hashing with its stat cache, and `datasets.lock`. Reading datasets (indexers, images) is
+//! the `mgat-data` crate's, and the synthetic generator is `mgat-synth`'s.
 
 pub mod hash;
-pub mod image;
-pub mod index;
 pub mod lock;
-pub mod official;
-pub mod synth;
-pub mod synth_layout;
 
-pub use index::{DatasetIndex, Format};
 pub use lock::{LockEntry, LockError, LockFile};
+pub use mgat_data::{DatasetIndex, Format};

@@ -10,14 +10,20 @@
 //! Trust: before anything runs, every cached entry of the selection is checked against its manifest (through the
 //! stat cache); a damaged one is quarantined and its stage runs again. A stage's inputs are checked again (free
 //! within one process) right before it starts.
+//!
+//! Early cutoff: a stage whose key was unknown at plan time (an entry it consumes did not exist) gets it when
+//! its inputs are complete, from the digests of the outputs it consumes; when an entry already exists under that key
+//! (an upstream stage re-ran and produced the same bytes), it is cached and nothing runs.
 
+use super::StageEnv;
 use super::{Outcome, RunOptions, RunReport, log_outcome};
 use crate::cache::{CacheError, Manifest};
-use crate::plan::{Stage, StageKind};
+use crate::plan::{KeyInputs, Placement, Stage, StageKind};
 use crate::provenance::{LazyGitState, hostname, utc_timestamp};
 use crate::spec::config::normal_device;
-use crate::stages::{self, StageEnv};
+use crate::stages;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
 use std::time::{Instant, SystemTime};
@@ -37,12 +43,24 @@ pub fn run(
         .par_iter()
         .map(|&s| {
             let stage = &env.plan.stages[s];
-            let outcome = match env.cache.trusted(stage.kind, &stage.key) {
-                Ok(Some(_)) => Some(Outcome::Cached),
-                Ok(None) => None,
-                Err(e) => Some(failed(e)),
+            let outcome = match stage
+                .key
+                .as_deref()
+                .map(|k| env.cache.trusted(stage.kind, k))
+            {
+                Some(Ok(Some(_))) => Some(Outcome::Cached),
+                Some(Ok(None)) | None => None,
+                Some(Err(e)) => Some(failed(e)),
             };
             (s, outcome)
+        })
+        .collect();
+    // Keys known at plan time; the rest are resolved as the stages they consume complete.
+    let mut keys: HashMap<usize, (String, KeyInputs)> = selected
+        .iter()
+        .filter_map(|&s| {
+            let stage = &env.plan.stages[s];
+            stage.key.clone().map(|k| (s, (k, stage.inputs.clone())))
         })
         .collect();
     let mut launched: Vec<usize> = Vec::new();
@@ -62,11 +80,36 @@ pub fn run(
                 let Some((s, slot)) = next else {
                     break;
                 };
-                if !inputs_sound(env, s, &mut state, &mut checked) {
+                let release = |pool: &mut DevicePool| {
                     if let Some(slot) = slot {
                         pool.release(slot);
                     }
+                };
+                if !inputs_sound(env, s, &keys, &mut state, &mut checked) {
+                    release(&mut pool);
                     continue; // a damaged input was quarantined and is now to run first
+                }
+                match resolve(env, s, &keys) {
+                    Ok(resolved) => {
+                        let cached = env.cache.trusted(env.plan.stages[s].kind, &resolved.0);
+                        keys.insert(s, resolved);
+                        match cached {
+                            Ok(None) => {}
+                            Ok(Some(_)) | Err(_) => {
+                                release(&mut pool);
+                                state.insert(
+                                    s,
+                                    Some(cached.map_or_else(failed, |_| Outcome::Cached)),
+                                );
+                                continue; // early cutoff: the same inputs, already computed
+                            }
+                        }
+                    }
+                    Err(message) => {
+                        release(&mut pool);
+                        state.insert(s, Some(failed(message)));
+                        continue;
+                    }
                 }
                 launched.push(s);
                 running += 1;
@@ -74,8 +117,13 @@ pub fn run(
                 let tx = tx.clone();
                 let bar = progress.add(stage_bar(&env.plan.stages[s]));
                 let device = slot.map(|i| (i, pool.devices[i].clone()));
+                let job = Job {
+                    s,
+                    key: keys[&s].clone(),
+                    entries: input_entries(env, s, &keys),
+                };
                 scope.spawn(move || {
-                    let outcome = execute(env, s, &bar, git, device.as_ref());
+                    let outcome = execute(env, &job, &bar, git, device.as_ref());
                     bar.finish_and_clear();
                     let _ = tx.send((s, outcome, device.map(|(i, _)| i)));
                 });
@@ -117,6 +165,7 @@ fn failed(e: impl std::fmt::Display) -> Outcome {
 fn inputs_sound(
     env: &StageEnv,
     s: usize,
+    keys: &HashMap<usize, (String, KeyInputs)>,
     state: &mut HashMap<usize, Option<Outcome>>,
     checked: &mut HashSet<usize>,
 ) -> bool {
@@ -128,7 +177,10 @@ fn inputs_sound(
             continue;
         }
         let stage = &env.plan.stages[d];
-        match env.cache.trusted(stage.kind, &stage.key) {
+        let Some((key, _)) = keys.get(&d) else {
+            continue;
+        };
+        match env.cache.trusted(stage.kind, key) {
             Ok(Some(_)) => {}
             Ok(None) => {
                 state.insert(d, None);
@@ -142,6 +194,55 @@ fn inputs_sound(
         }
     }
     sound
+}
+
+/// Stage `s`'s key inputs and key from the entries it consumes (all complete and checked by now).
+fn resolve(
+    env: &StageEnv,
+    s: usize,
+    keys: &HashMap<usize, (String, KeyInputs)>,
+) -> Result<(String, KeyInputs), String> {
+    let key_of = |d: usize| keys.get(&d).map(|(k, _)| k.clone());
+    let digest_of = |kind: StageKind, key: &str, file: &str| {
+        let manifest = env.cache.trusted(kind, key).ok().flatten()?;
+        manifest
+            .outputs
+            .get(file)
+            .map(|o| mgat_util::digest::labelled(&o.sha256))
+    };
+    env.plan
+        .resolve_stage(s, &key_of, &digest_of)
+        .map(|(inputs, key)| (key, inputs))
+        .ok_or_else(|| {
+            format!(
+                "{}: an entry it consumes is missing from the cache",
+                env.plan.stages[s].label()
+            )
+        })
+}
+
+/// The folders of the entries stage `s` consumes, by kind.
+fn input_entries(
+    env: &StageEnv,
+    s: usize,
+    keys: &HashMap<usize, (String, KeyInputs)>,
+) -> BTreeMap<StageKind, std::path::PathBuf> {
+    env.plan.stages[s]
+        .deps
+        .iter()
+        .filter_map(|&d| {
+            let kind = env.plan.stages[d].kind;
+            keys.get(&d)
+                .map(|(key, _)| (kind, env.cache.entry_dir(kind, key)))
+        })
+        .collect()
+}
+
+/// A stage to compute: its plan index, resolved key and inputs, and the entries it consumes.
+struct Job {
+    s: usize,
+    key: (String, KeyInputs),
+    entries: BTreeMap<StageKind, std::path::PathBuf>,
 }
 
 /// The first not-yet-launched stage whose inputs are all available and that can start now: with a free slot of its
@@ -169,7 +270,7 @@ fn next_launch(
         {
             continue;
         }
-        match pool.wants(env, stage) {
+        match pool.wants(stage) {
             Err(message) => {
                 state.insert(
                     s,
@@ -206,11 +307,11 @@ impl DevicePool {
     }
 
     /// The device a stage needs a slot of (`auto`: any); `None` when it runs within `--jobs`.
-    fn wants(&self, env: &StageEnv, stage: &Stage) -> Result<Option<String>, String> {
+    fn wants(&self, stage: &Stage) -> Result<Option<String>, String> {
         if self.devices.is_empty() || !matches!(stage.kind, StageKind::Train | StageKind::Eval) {
             return Ok(None);
         }
-        let cell_device = &stages::cell_config(env, stage).train.device;
+        let cell_device = &stage.placement.device;
         let device = normal_device(cell_device).unwrap_or_else(|| cell_device.clone());
         match device.as_str() {
             d if d == "auto" || self.devices.iter().any(|x| x == d) => Ok(Some(d.into())),
@@ -248,12 +349,12 @@ fn stage_bar(stage: &Stage) -> ProgressBar {
 /// `device` is the pool slot the stage holds, if any.
 fn execute(
     env: &StageEnv,
-    s: usize,
+    job: &Job,
     bar: &ProgressBar,
     git: &LazyGitState,
     device: Option<&(usize, String)>,
 ) -> Outcome {
-    match compute(env, s, bar, git, device) {
+    match compute(env, job, bar, git, device) {
         Ok(Outcome::Failed { message, bad_input }) if device.is_some() => Outcome::Failed {
             message: on_device(&message, device.map_or("", |d| &d.1)),
             bad_input,
@@ -274,26 +375,48 @@ fn on_device(message: &str, device: &str) -> String {
 
 fn compute(
     env: &StageEnv,
-    s: usize,
+    job: &Job,
     bar: &ProgressBar,
     git: &LazyGitState,
     device: Option<&(usize, String)>,
 ) -> Result<Outcome, CacheError> {
-    let stage = &env.plan.stages[s];
-    let _lock = env.cache.lock(stage.kind, &stage.key, || {
+    let stage = &env.plan.stages[job.s];
+    let (key, inputs) = &job.key;
+    let _lock = env.cache.lock(stage.kind, key, || {
         bar.set_message("waiting for another mgat process")
     })?;
-    if env.cache.settle(stage.kind, &stage.key)? {
+    if env.cache.settle(stage.kind, key)? {
         return Ok(Outcome::Reused);
     }
-    let partial = env.cache.partial_dir(stage.kind, &stage.key);
+    let partial = env.cache.partial_dir(stage.kind, key);
     // A train stage resumes from the checkpoints a killed run left; other kinds start over.
     if !stage.kind.resumes() {
-        crate::fsio::remove_dir_all(&partial)?;
+        mgat_util::fsio::remove_dir_all(&partial)?;
     }
-    crate::fsio::create_dir_all(&partial)?;
+    mgat_util::fsio::create_dir_all(&partial)?;
     let (started, clock) = (SystemTime::now(), Instant::now());
-    let produced = match stages::run(env, s, &partial, bar, device.map(|d| d.1.as_str())) {
+    let placement = Placement {
+        device: device.map_or_else(|| stage.placement.device.clone(), |d| d.1.clone()),
+        ..stage.placement.clone()
+    };
+    let computed = stages::gather_inputs(
+        stage,
+        env.lock,
+        &|root| env.cache.stat_cache_path(root),
+        job.entries.clone(),
+        bar,
+    )
+    .and_then(|stage_inputs| {
+        stages::run(
+            stage,
+            &inputs.config,
+            &stage_inputs,
+            &placement,
+            &partial,
+            bar,
+        )
+    });
+    let produced = match computed {
         Ok(p) => p,
         Err(e) => {
             if !stage.kind.resumes() {
@@ -307,8 +430,8 @@ fn compute(
     };
     let manifest = Manifest {
         kind: stage.kind,
-        key: stage.key.clone(),
-        inputs: stage.inputs.clone(),
+        key: key.clone(),
+        inputs: inputs.clone(),
         outputs: Default::default(),
         started: utc_timestamp(started),
         finished: utc_timestamp(SystemTime::now()),

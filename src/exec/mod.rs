@@ -4,8 +4,17 @@
 pub mod local;
 pub mod slurm;
 
-use crate::plan::Stage;
+use crate::cache::Cache;
+use crate::data::LockFile;
+use crate::plan::{Plan, Stage};
 use std::time::Duration;
+
+/// What an executor runs stages against: the cache, the lock and the plan.
+pub struct StageEnv<'a> {
+    pub cache: &'a Cache,
+    pub lock: &'a LockFile,
+    pub plan: &'a Plan,
+}
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {

@@ -5,8 +5,8 @@
 
 use super::{Outcome, RunReport, log_outcome};
 use crate::cache::Lookup;
-use crate::plan::{Stage, StageKind};
-use crate::stages::StageEnv;
+use crate::exec::StageEnv;
+use crate::plan::{Stage, StageKind, short};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -69,23 +69,22 @@ impl JobCommand {
             "-q".into(),
             "stage".into(),
             stage.kind.name().into(),
-            stage.key.clone(),
+            stage.id.clone(),
         ];
         words.extend(self.specs.iter().map(|p| quote(p)));
         format!("exec {}", words.join(" "))
     }
 
     fn log_dir(&self) -> PathBuf {
-        self.cache.join(".slurm").join("logs")
+        crate::cache::CacheBucket::SlurmLogs.dir(&self.cache)
     }
 }
 
 /// Where a job's `mgat stage` leaves its failure (message, bad input or not), which the exit code alone cannot
 /// carry through `squeue`.
 pub fn failure_record(cache: &Path, job_id: &str) -> PathBuf {
-    cache
-        .join(".slurm")
-        .join("failures")
+    crate::cache::CacheBucket::SlurmFailures
+        .dir(cache)
         .join(format!("{job_id}.json"))
 }
 
@@ -100,7 +99,7 @@ pub struct FailureRecord {
 pub fn record_failure(cache: &Path, record: &FailureRecord) {
     if let (Ok(id), Ok(json)) = (std::env::var("SLURM_JOB_ID"), serde_json::to_vec(record)) {
         // Without the record the executor still reports the failure, only without the job's message.
-        let _ = crate::fsio::write_atomic(&failure_record(cache, &id), &json);
+        let _ = mgat_util::fsio::write_atomic(&failure_record(cache, &id), &json);
     }
 }
 
@@ -109,9 +108,22 @@ fn quote(path: &Path) -> String {
     format!("'{}'", path.to_string_lossy().replace('\'', r"'\''"))
 }
 
-/// The job name: kind, key prefix (how a rerun recognises a job still queued) and the first cell using the stage.
+/// The job name: kind, id prefix (how a rerun recognises a job still queued) and the first cell using the stage.
 pub fn job_name(stage: &Stage, cell: &str) -> String {
-    format!("mgat:{}:{}:{cell}", stage.kind.name(), &stage.key[..12])
+    format!("mgat:{}:{}:{cell}", stage.kind.name(), short(&stage.id))
+}
+
+/// Stage `s`'s key as the cache can tell it now: the plan's, or resolved from the entries it consumes (which jobs
+/// may have computed since the plan was made).
+fn current_key(env: &StageEnv, s: usize) -> Option<String> {
+    let stage = &env.plan.stages[s];
+    if let Some(key) = &stage.key {
+        return Some(key.clone());
+    }
+    let digest_of = |kind, key: &str, file: &str| env.cache.output_digest(kind, key, file);
+    env.plan
+        .resolve_stage(s, &|d| current_key(env, d), &digest_of)
+        .map(|(_, key)| key)
 }
 
 /// Accepts sbatch's time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S (all numbers).
@@ -191,7 +203,11 @@ pub fn run(
     let mut order: Vec<usize> = Vec::new();
     for &s in selected {
         let stage = &env.plan.stages[s];
-        if env.cache.settle(stage.kind, &stage.key)? {
+        // A stage whose key is not known yet is submitted: its job resolves the key when it starts and adopts an
+        // entry that exists by then.
+        if let Some(key) = &stage.key
+            && env.cache.settle(stage.kind, key)?
+        {
             outcomes.insert(s, Outcome::Cached);
             continue;
         }
@@ -200,7 +216,7 @@ pub fn run(
             .first()
             .map_or("", |&c| env.plan.cells[c].cell.name.as_str());
         let name = job_name(stage, cell);
-        let prefix = format!("mgat:{}:{}:", stage.kind.name(), &stage.key[..12]);
+        let prefix = format!("mgat:{}:{}:", stage.kind.name(), short(&stage.id));
         let id = match queued.iter().find(|(_, n)| n.starts_with(&prefix)) {
             Some((id, _)) => {
                 tracing::info!("{} is already queued as job {id}", stage.label());
@@ -273,7 +289,7 @@ fn submit(
 ) -> Result<String, String> {
     let log = command
         .log_dir()
-        .join(format!("{}-{}-%j.log", stage.kind.name(), &stage.key[..12]));
+        .join(format!("{}-{}-%j.log", stage.kind.name(), short(&stage.id)));
     let mut sbatch = Command::new("sbatch");
     sbatch
         .arg("--parsable")
@@ -422,7 +438,9 @@ fn finished(
     command: &JobCommand,
 ) -> Outcome {
     let stage = &env.plan.stages[s];
-    if let Lookup::Present(manifest) = env.cache.lookup(stage.kind, &stage.key) {
+    if let Some(key) = current_key(env, s)
+        && let Lookup::Present(manifest) = env.cache.lookup(stage.kind, &key)
+    {
         return Outcome::Ran(Duration::from_secs_f64(manifest.duration_s.max(0.0)));
     }
     let upstream_failed = stage.deps.iter().any(|d| {
@@ -437,7 +455,7 @@ fn finished(
     let log = command.log_dir().join(format!(
         "{}-{}-{}.log",
         stage.kind.name(),
-        &stage.key[..12],
+        short(&stage.id),
         job.id
     ));
     let record: Option<FailureRecord> = std::fs::read(failure_record(&command.cache, &job.id))
@@ -494,11 +512,17 @@ mod tests {
         };
         let stage = Stage {
             kind: StageKind::Train,
-            key: "ab".repeat(32),
+            id: "ab".repeat(32),
+            key: None,
             inputs: crate::plan::KeyInputs::for_tests(StageKind::Train),
             deps: vec![],
             dataset: "d".into(),
             cells: vec![],
+            placement: crate::plan::Placement {
+                device: "auto".into(),
+                workers: 1,
+                pretrained: None,
+            },
         };
         assert_eq!(
             command.script(&stage),

@@ -2,43 +2,63 @@
 //! SHA-256 of a canonical JSON of what determines its outputs, and shared between cells whose keys are equal.
 //!
 //! What a stage key is computed from ([`KeyInputs`]):
-//! - the key schema ([`KEY_SCHEMA`], bumped when the meaning of any input changes) and the stage kind;
-//! - the stage's own configuration, exactly the fields its kind reads ([`keys`]): a synth stage its generator
-//!   parameters, an index stage the dataset format, a train stage the model (head settings only where the head
-//!   reads them, the pretrained checkpoint by its SHA-256) and the training settings, an eval stage the
-//!   evaluation settings;
-//! - the keys of the stages it consumes, so a change upstream reaches every stage downstream;
-//! - the dataset's `datasets.lock` digest, for stages that read dataset files;
-//! - the code fingerprint (build.rs): the sources that compute stage outputs, the locked versions of every
-//!   dependency, the compiler, the target and the cargo features;
-//! - the spec's optional `version` salt.
+//!
+//! | input | synth | index | train | eval |
+//! |---|---|---|---|---|
+//! | key schema ([`KEY_SCHEMA`]) and kind | ✓ | ✓ | ✓ | ✓ |
+//! | the configuration fields the kind reads ([`keys`]) | generator parameters | dataset format | model, training settings | eval settings, the model it rebuilds, input size |
+//! | the dataset's `datasets.lock` digest | | ✓ | ✓ | ✓ |
+//! | the digest of each upstream output it consumes | | | `index.json` | `index.json`, `model.safetensors` |
+//! | its kind's code fingerprint ([`StageKind::code`]) | `mgat-synth` closure | `mgat-data` closure | `mgat-train` closure | `mgat-eval` closure |
+//! | the spec's `version` salt | ✓ | ✓ | ✓ | ✓ |
+//!
+//! Upstream outputs are in by content, not by their stage's key (early cutoff, as Bazel and DVC do): an upstream stage
+//! that re-runs and produces the same bytes leaves everything downstream cached. So a downstream key is known only
+//! once the entries it consumes exist: [`Plan::new`] gives every stage an `id` (its inputs with upstream ids in
+//! place of digests, which names it within a plan), [`Plan::resolve`] fills in the keys the cache can already
+//! answer, and the executors resolve the rest as the stages they consume complete. A synthetic dataset reaches its
+//! consumers through the lock digest, which its files are checked against.
 //!
 //! Deliberately not in it: where a stage runs (`train.device`: the same computation on another device is the same
 //! stage, and the manifest records which device produced the entry) and its decoding threads (`train.workers`,
 //! which change no output bit: results do not depend on thread counts); the host and the time; the path of the
-//! pretrained checkpoint (its content is in). A `cuda` build has its own fingerprint (features).
+//! pretrained checkpoint (its content is in). A `cuda` build has its own fingerprints (features).
 
 use crate::data::lock::expand_env;
 use crate::data::{Format, LockError, LockFile};
-use crate::digest::{canonical_json, sha256_bytes, sha256_file};
 use crate::spec::{Cell, Spec, SpecError};
+use mgat_util::digest::{canonical_json, sha256_bytes, sha256_file};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Bump when the meaning of a key's inputs changes: every key changes with it.
-pub const KEY_SCHEMA: u32 = 2;
+pub const KEY_SCHEMA: u32 = 3;
 
 pub mod keys;
+pub mod reasons;
 
 pub use keys::{EvalKey, StageConfig, TrainKey};
 
-/// The fingerprints build.rs computes: `CODE` (in every stage key) and `PROGRAM` (all of mgat's sources, which
+/// The fingerprints build.rs computes: each kind's code ([`KindCode`]) and `PROGRAM` (all of mgat's sources, which
 /// reports are rendered by).
 pub mod fingerprints {
+    /// One stage kind's code fingerprint and what it covers.
+    #[derive(Debug)]
+    pub struct KindCode {
+        pub kind: &'static str,
+        pub fingerprint: &'static str,
+        /// The workspace crates in the kind's dependency closure.
+        pub crates: &'static [&'static str],
+        /// Their source files (repo-relative) whose token streams are in the fingerprint.
+        pub files: &'static [&'static str],
+        /// `name version source checksum` of every external crate in the closure.
+        pub external: &'static [&'static str],
+    }
     include!(concat!(env!("OUT_DIR"), "/fingerprints.rs"));
 }
+pub use fingerprints::KindCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -71,10 +91,27 @@ impl StageKind {
         self == StageKind::Train
     }
 
-    /// The code fingerprint in this kind's keys: one for every kind, computed by build.rs from the sources that
-    /// compute stage outputs, the locked dependency versions, the compiler, the target and the features.
+    /// The code in this kind's keys: its compute crates' token streams, manifests and locked dependencies, the
+    /// compiler, the target and the features (build.rs).
+    pub fn code(self) -> &'static KindCode {
+        fingerprints::KINDS
+            .iter()
+            .find(|c| c.kind == self.name())
+            .expect("build.rs fingerprints every stage kind")
+    }
+
     pub fn fingerprint(self) -> &'static str {
-        fingerprints::CODE
+        self.code().fingerprint
+    }
+
+    /// The output of an entry of this kind that downstream stages read, whose digest is in their keys. A synth
+    /// entry's output is the dataset, which reaches them through the lock digest.
+    pub fn consumed_output(self) -> Option<&'static str> {
+        match self {
+            StageKind::Index => Some(mgat_data::index::INDEX_FILE),
+            StageKind::Train => Some(mgat_train::MODEL_FILE),
+            StageKind::Synth | StageKind::Eval => None,
+        }
     }
 }
 
@@ -85,7 +122,7 @@ pub struct KeyInputs {
     pub kind: StageKind,
     /// Only the configuration fields this kind reads.
     pub config: StageConfig,
-    /// Keys of the stages this one consumes, by kind.
+    /// `sha256:…` of the output this stage reads from each kind it consumes ([`StageKind::consumed_output`]).
     pub upstream: BTreeMap<StageKind, String>,
     pub lock_digest: Option<String>,
     pub fingerprint: String,
@@ -118,7 +155,12 @@ impl KeyInputs {
 #[derive(Debug, Clone)]
 pub struct Stage {
     pub kind: StageKind,
-    pub key: String,
+    /// Names the stage within a plan (for `mgat stage` and Slurm jobs): the hash of its key inputs with its
+    /// upstream stages' ids in place of their outputs' digests.
+    pub id: String,
+    /// The cache key, once the entries it consumes exist (see [`Plan::resolve`]).
+    pub key: Option<String>,
+    /// The key inputs; `upstream` is filled in with the key.
     pub inputs: KeyInputs,
     /// Indices (into [`Plan::stages`]) of the stages this one consumes.
     pub deps: Vec<usize>,
@@ -126,12 +168,46 @@ pub struct Stage {
     pub dataset: String,
     /// Indices (into [`Plan::cells`]) of the cells that use this stage.
     pub cells: Vec<usize>,
+    /// Where it computes: every cell sharing it must agree.
+    pub placement: Placement,
+}
+
+/// Where a stage computes and with what, outside its key: `train.device`, `train.workers` and the path of
+/// `model.pretrained` (whose content is in the key). Cells that share a train or eval stage must agree on it, or
+/// the plan is refused: which cell's choice to follow would otherwise depend on their order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    pub device: String,
+    pub workers: u32,
+    pub pretrained: Option<PathBuf>,
+}
+
+impl Placement {
+    fn of(lock: &LockFile, config: &crate::spec::RunConfig) -> Self {
+        Self {
+            device: config.train.device.clone(),
+            workers: config.train.workers,
+            pretrained: config
+                .model
+                .pretrained
+                .as_ref()
+                .and_then(|p| pretrained_path(lock, p).ok()),
+        }
+    }
+}
+
+/// The first 12 hex digits of a key or id, as labels and listings show it.
+pub fn short(key: &str) -> &str {
+    &key[..12.min(key.len())]
 }
 
 impl Stage {
-    /// A short label: kind, first 12 hex digits of the key.
+    /// A short label: kind, first 12 hex digits of the key (of the id, marked `~`, while the key is unknown).
     pub fn label(&self) -> String {
-        format!("{} {}", self.kind.name(), &self.key[..12])
+        match &self.key {
+            Some(key) => format!("{} {}", self.kind.name(), short(key)),
+            None => format!("{} ~{}", self.kind.name(), short(&self.id)),
+        }
     }
 }
 
@@ -157,6 +233,17 @@ pub enum PlanError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Lock(#[from] LockError),
+    #[error(
+        "cells {first} and {second} share the {kind} stage {id} but disagree on where it runs ({what}); \
+         make train.device, train.workers and model.pretrained's path the same for both"
+    )]
+    Placement {
+        first: String,
+        second: String,
+        kind: &'static str,
+        id: String,
+        what: String,
+    },
 }
 
 impl Plan {
@@ -206,7 +293,15 @@ impl Plan {
             })?),
             None => None,
         };
-        let train = StageConfig::Train(TrainKey::of(&cell.config, pretrained));
+        let trained = keys::train_key(&cell.config, pretrained);
+        let evaluated = EvalKey {
+            eval: cell.config.eval.clone(),
+            model: trained.model.clone(),
+            height: trained.train.height,
+            width: trained.train.width,
+        };
+        let train = StageConfig::Train(trained);
+        let placement = Placement::of(lock, &cell.config);
         // Point at where the cell got its dataset: a grid axis, or the base.
         let from_grid = cell.axes.iter().any(|(path, _)| path == "dataset.name");
         let at: &[&str] = if from_grid {
@@ -234,42 +329,50 @@ impl Plan {
                        deps: Vec<usize>,
                        lock_digest: Option<String>,
                        stages: &mut Vec<Stage>| {
-            let upstream = deps
-                .iter()
-                .map(|&d| (stages[d].kind, stages[d].key.clone()))
-                .collect();
             let inputs = KeyInputs {
                 schema: KEY_SCHEMA,
                 kind,
                 config,
-                upstream,
+                upstream: BTreeMap::new(),
                 lock_digest,
                 fingerprint: kind.fingerprint().to_string(),
                 version: spec.version.clone(),
             };
+            let recipe = KeyInputs {
+                upstream: deps
+                    .iter()
+                    .map(|&d| (stages[d].kind, stages[d].id.clone()))
+                    .collect(),
+                ..inputs.clone()
+            };
             // Every cell on a dataset shares its data stages: their key is computed once.
             let shared = matches!(kind, StageKind::Synth | StageKind::Index);
-            let key = match data_keys
+            let id = match data_keys
                 .iter()
-                .find(|(known, _)| shared && *known == inputs)
+                .find(|(known, _)| shared && *known == recipe)
             {
-                Some((_, key)) => key.clone(),
+                Some((_, id)) => id.clone(),
                 None => {
-                    let key = inputs.key();
+                    let id = recipe.key();
                     if shared {
-                        data_keys.push((inputs.clone(), key.clone()));
+                        data_keys.push((recipe, id.clone()));
                     }
-                    key
+                    id
                 }
             };
-            let i = *by_key.entry(key.clone()).or_insert_with(|| {
+            let consumes = deps
+                .iter()
+                .any(|&d| stages[d].kind.consumed_output().is_some());
+            let i = *by_key.entry(id.clone()).or_insert_with(|| {
                 stages.push(Stage {
                     kind,
-                    key,
+                    id,
+                    key: (!consumes).then(|| inputs.key()),
                     inputs,
                     deps,
                     dataset: dataset.clone(),
                     cells: Vec::new(),
+                    placement: placement.clone(),
                 });
                 stages.len() - 1
             });
@@ -305,14 +408,63 @@ impl Plan {
         );
         add(
             StageKind::Eval,
-            StageConfig::Eval(EvalKey {
-                eval: cell.config.eval.clone(),
-            }),
+            StageConfig::Eval(evaluated),
             [train, index].into_iter().chain(synth).collect(),
             digest,
             &mut self.stages,
         );
+        for &i in &chain {
+            let stage = &self.stages[i];
+            if stage.placement != placement
+                && matches!(stage.kind, StageKind::Train | StageKind::Eval)
+            {
+                let first = stage
+                    .cells
+                    .first()
+                    .map(|&c| self.cells[c].cell.name.clone());
+                return Err(PlanError::Placement {
+                    first: first.unwrap_or_default(),
+                    second: cell.name.clone(),
+                    kind: stage.kind.name(),
+                    id: short(&stage.id).to_string(),
+                    what: format!("{:?} against {:?}", stage.placement, placement),
+                });
+            }
+        }
         Ok(chain)
+    }
+
+    /// Stage `s`'s key inputs and key, given the keys of the stages it consumes (`key_of`) and the digest of an
+    /// entry's output (`digest_of(kind, key, file)`); None while an entry it consumes does not exist.
+    pub fn resolve_stage(
+        &self,
+        s: usize,
+        key_of: &dyn Fn(usize) -> Option<String>,
+        digest_of: &dyn Fn(StageKind, &str, &str) -> Option<String>,
+    ) -> Option<(KeyInputs, String)> {
+        let stage = &self.stages[s];
+        let mut inputs = stage.inputs.clone();
+        for &d in &stage.deps {
+            let kind = self.stages[d].kind;
+            if let Some(file) = kind.consumed_output() {
+                let digest = digest_of(kind, &key_of(d)?, file)?;
+                inputs.upstream.insert(kind, digest);
+            }
+        }
+        let key = inputs.key();
+        Some((inputs, key))
+    }
+
+    /// Fills in every key whose consumed entries exist, in dependency order; `digest_of` reads an entry's output
+    /// digest (from its manifest).
+    pub fn resolve(&mut self, digest_of: &dyn Fn(StageKind, &str, &str) -> Option<String>) {
+        for s in 0..self.stages.len() {
+            let resolved = self.resolve_stage(s, &|d| self.stages[d].key.clone(), digest_of);
+            if let Some((inputs, key)) = resolved {
+                self.stages[s].inputs = inputs;
+                self.stages[s].key = Some(key);
+            }
+        }
     }
 
     /// The stage of `kind` that `stage` consumes, if any.
@@ -376,9 +528,9 @@ impl WeightDigests<'_> {
         ));
         let digest = match (sha256_file(&path), self.mode) {
             (Ok((hex, _)), _) => {
-                let digest = format!("sha256:{hex}");
+                let digest = mgat_util::digest::labelled(&hex);
                 // Without the record, only a later run without the file loses its key.
-                let _ = crate::fsio::write_atomic(&record, format!("{digest}\n").as_bytes());
+                let _ = mgat_util::fsio::write_atomic(&record, format!("{digest}\n").as_bytes());
                 digest
             }
             (Err(e), Purpose::Inspect { .. }) => match std::fs::read_to_string(&record) {
@@ -422,8 +574,8 @@ seeds: [1, 2]
         }
     }
 
-    fn lock() -> (crate::testutil::TempDir, LockFile) {
-        let dir = crate::testutil::tempdir();
+    fn lock() -> (mgat_testutil::TempDir, LockFile) {
+        let dir = mgat_testutil::tempdir();
         let path = dir.join("datasets.lock");
         let text = "datasets:\n  toy:\n    format: synth\n    synth: {seed: 1, ids: 8, cameras: 2, images_per_camera: 2, height: 64, width: 32, junk: 0, distractors: 0, quality: 90}\n    files: 1\n    bytes: 1\n    digest: sha256:0000000000000000000000000000000000000000000000000000000000000000\n";
         std::fs::write(&path, text).unwrap();
@@ -467,16 +619,10 @@ seeds: [1, 2]
     fn keys_are_stable_and_change_only_with_what_a_kind_reads() {
         let a = plan(SPEC);
         let b = plan(SPEC);
-        let keys = |p: &Plan| p.stages.iter().map(|s| s.key.clone()).collect::<Vec<_>>();
+        // Ids: before anything is computed only the data stages have keys.
+        let keys = |p: &Plan| p.stages.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
         assert_eq!(keys(&a), keys(&b));
-        let key_of = |p: &Plan, kind| {
-            p.stages
-                .iter()
-                .find(|s| s.kind == kind)
-                .unwrap()
-                .key
-                .clone()
-        };
+        let key_of = |p: &Plan, kind| p.stages.iter().find(|s| s.kind == kind).unwrap().id.clone();
 
         let eval_only = plan(&SPEC.replace(
             "warmup_epochs: 0}",
@@ -525,10 +671,83 @@ seeds: [1, 2]
         let synth = &p.stages[0];
         let expected =
             sha256_bytes(canonical_json(&serde_json::to_value(&synth.inputs).unwrap()).as_bytes());
-        assert_eq!(synth.key, expected);
-        assert_eq!(synth.inputs.fingerprint, fingerprints::CODE);
+        assert_eq!(synth.key, Some(expected));
+        assert_eq!(
+            synth.inputs.fingerprint,
+            StageKind::Synth.code().fingerprint
+        );
         assert_eq!(synth.inputs.lock_digest, None);
         assert!(p.stages[1].inputs.lock_digest.is_some());
+    }
+
+    #[test]
+    fn downstream_keys_follow_the_content_of_what_they_consume() {
+        let mut p = plan(SPEC);
+        let train = |p: &Plan| {
+            p.stages
+                .iter()
+                .position(|s| s.kind == StageKind::Train)
+                .unwrap()
+        };
+        let t = train(&p);
+        assert_eq!(p.stages[t].key, None, "unknown until the index exists");
+        // Every entry exists, each output with the digest `digest` gives for its stage.
+        let resolved = |p: &mut Plan, digest: &dyn Fn(StageKind, &str) -> String| {
+            p.resolve(&|kind, key, _file| Some(digest(kind, key)));
+            p.stages
+                .iter()
+                .map(|s| s.key.clone().unwrap())
+                .collect::<Vec<_>>()
+        };
+        let same = resolved(&mut p, &|kind, _| format!("sha256:{}", kind.name()));
+        // The index stage's key changes (another synth key upstream, say), its output does not: nothing moves.
+        let mut q = plan(SPEC);
+        let index = q
+            .stages
+            .iter()
+            .position(|s| s.kind == StageKind::Index)
+            .unwrap();
+        q.stages[index].inputs.version = Some("other index code".into());
+        q.stages[index].key = Some(q.stages[index].inputs.key());
+        let after = resolved(&mut q, &|kind, _| format!("sha256:{}", kind.name()));
+        assert_ne!(same[index], after[index]);
+        let downstream = |keys: &[String]| keys[index + 1..].to_vec();
+        assert_eq!(
+            downstream(&same),
+            downstream(&after),
+            "same bytes upstream, same keys downstream"
+        );
+        // Other index bytes: every train and eval key moves.
+        let mut r = plan(SPEC);
+        let other = resolved(&mut r, &|kind, key| format!("sha256:{}{key}", kind.name()));
+        assert!(
+            downstream(&same)
+                .iter()
+                .zip(downstream(&other))
+                .all(|(a, b)| *a != b)
+        );
+        assert_eq!(
+            p.stages[t].inputs.upstream.len(),
+            1,
+            "train reads the index"
+        );
+    }
+
+    #[test]
+    fn cells_sharing_a_stage_must_agree_on_where_it_runs() {
+        let (_dir, lock) = lock();
+        let text = SPEC.replace(
+            "seeds: [1, 2]",
+            "seeds: [1]\ninclude: [{model.head: none, train.device: cpu}]",
+        );
+        let spec = Spec::parse(Path::new("t.yaml"), &text).unwrap();
+        let err = Plan::new(&[spec], &lock, read(&lock))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("share the train stage") && err.contains("train.device"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -572,7 +791,7 @@ seeds: [1, 2]
             p.stages
                 .iter()
                 .filter(|s| s.kind == StageKind::Train)
-                .map(|s| s.key.clone())
+                .map(|s| s.id.clone())
                 .collect()
         };
         let first = train_keys(&lock);

@@ -190,8 +190,8 @@ pub fn write_figure(
         .map_err(|e| ReportError::Figure(e.to_string()))?;
     let svg_path = stem.with_extension("svg");
     let png_path = stem.with_extension("png");
-    crate::fsio::write_atomic(&svg_path, svg.as_bytes())?;
-    crate::fsio::write_atomic(&png_path, &png)?;
+    mgat_util::fsio::write_atomic(&svg_path, svg.as_bytes())?;
+    mgat_util::fsio::write_atomic(&png_path, &png)?;
     Ok(vec![svg_path, png_path])
 }
 
@@ -412,7 +412,7 @@ mod tests {
 
     #[test]
     fn figures_are_written_as_svg_and_png() {
-        let dir = crate::testutil::tempdir();
+        let dir = mgat_testutil::tempdir();
         let panel = Panel {
             title: "t".into(),
             x_desc: "x".into(),

@@ -10,13 +10,13 @@ pub mod stats;
 pub mod summary;
 
 use crate::cache::{Cache, CacheError};
-use crate::digest::{sha256_bytes, sha256_file};
-use crate::fsio::IoError;
 use crate::plan::{Plan, StageKind, fingerprints};
 use crate::spec::Spec;
-use crate::stages::CMC_FILE;
-use crate::train::LOG_FILE;
 use figures::{Line, Panel, curve_lines, sweep_panels, write_figure};
+use mgat_eval::stage::CMC_FILE;
+use mgat_train::LOG_FILE;
+use mgat_util::digest::{sha256_bytes, sha256_file};
+use mgat_util::fsio::IoError;
 use polars::prelude::*;
 use results::{RESULTS_FILE, Results};
 use serde::{Deserialize, Serialize};
@@ -175,7 +175,7 @@ pub fn write_spec_report(
     let mut files = BTreeMap::new();
     let mut put = |name: &str, bytes: &[u8]| -> Result<PathBuf, ReportError> {
         let path = dir.join(name);
-        crate::fsio::write_atomic(&path, bytes)?;
+        mgat_util::fsio::write_atomic(&path, bytes)?;
         files.insert(name.to_string(), sha256_bytes(bytes));
         Ok(path)
     };
@@ -222,7 +222,7 @@ pub fn write_spec_report(
             message: e.to_string(),
         }
     })?;
-    crate::fsio::write_atomic(&dir.join(RENDERED_FROM), &record)?;
+    mgat_util::fsio::write_atomic(&dir.join(RENDERED_FROM), &record)?;
     Ok(written)
 }
 

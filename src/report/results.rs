@@ -3,13 +3,14 @@
 //! rewrite a byte-identical file.
 
 use super::ReportError;
-use crate::cache::{Cache, Summary};
-use crate::eval::metrics::{MetricsFile, REPORTED_RANKS};
-use crate::fsio::IoError;
+use crate::cache::Cache;
 use crate::plan::{Plan, StageKind};
 use crate::spec::layout::METRICS;
 use crate::spec::{Spec, format_value, get_path, group_name};
-use crate::stages::METRICS_FILE;
+use crate::stages::Summary;
+use mgat_eval::metrics::{MetricsFile, REPORTED_RANKS};
+use mgat_eval::stage::METRICS_FILE;
+use mgat_util::fsio::IoError;
 use polars::prelude::*;
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -109,31 +110,37 @@ impl Results {
                 .map(|&e| &plan.stages[e])
                 .filter(|e| e.kind == StageKind::Eval);
             let train = eval.and_then(|e| plan.input(e, StageKind::Train));
-            let (Some(eval), Some(train)) = (eval, train) else {
+            let keys = (
+                eval.and_then(|e| e.key.as_ref()),
+                train.and_then(|t| t.key.as_ref()),
+            );
+            let (Some(eval), (Some(eval_key), Some(train_key))) = (eval, keys) else {
                 missing.push(pc.cell.name.clone());
                 continue;
             };
             // Both entries' files are checked against their manifests; a damaged one is quarantined (and runs
             // again with the next `mgat run`), so the cell shows as not run.
             let entries = (
-                cache.trusted(StageKind::Eval, &eval.key)?,
-                cache.trusted(StageKind::Train, &train.key)?,
+                cache.trusted(StageKind::Eval, eval_key)?,
+                cache.trusted(StageKind::Train, train_key)?,
             );
             let (Some(eval_manifest), Some(train_manifest)) = entries else {
                 missing.push(pc.cell.name.clone());
                 continue;
             };
             let metrics_path = cache
-                .entry_dir(StageKind::Eval, &eval.key)
+                .entry_dir(StageKind::Eval, eval_key)
                 .join(METRICS_FILE);
-            let metrics: MetricsFile = serde_json::from_slice(&crate::fsio::read(&metrics_path)?)
-                .map_err(|e| ReportError::Cache {
-                path: metrics_path.clone(),
-                message: e.to_string(),
-            })?;
+            let metrics: MetricsFile =
+                serde_json::from_slice(&mgat_util::fsio::read(&metrics_path)?).map_err(|e| {
+                    ReportError::Cache {
+                        path: metrics_path.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
             let Summary::Train(summary) = &train_manifest.summary else {
                 return Err(ReportError::Cache {
-                    path: cache.entry_dir(StageKind::Train, &train.key),
+                    path: cache.entry_dir(StageKind::Train, train_key),
                     message: "the manifest holds no train summary".into(),
                 });
             };
@@ -165,8 +172,8 @@ impl Results {
                 seed: pc.cell.seed(),
                 dataset: eval.dataset.clone(),
                 lock_digest: eval.inputs.lock_digest.clone().unwrap_or_default(),
-                train_key: train.key.clone(),
-                eval_key: eval.key.clone(),
+                train_key: train_key.clone(),
+                eval_key: eval_key.clone(),
                 metrics: [
                     ranks[0],
                     ranks[1],

@@ -3,6 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use mgat_eval::config::{EvalConfig, Metric, Protocol};
+pub use mgat_model::config::{Backbone, GraphInput, GraphNorm, Head, Precision};
+pub use mgat_train::config::{Optimizer, Schedule};
+
 /// One run's full configuration. Every section has defaults (the paper's setting) except the dataset name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,54 +25,6 @@ pub struct RunConfig {
 #[serde(deny_unknown_fields)]
 pub struct DatasetConfig {
     pub name: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backbone {
-    Resnet18,
-    Resnet34,
-    Resnet50,
-}
-
-impl Backbone {
-    /// The name a spec writes (`model.backbone`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Backbone::Resnet18 => "resnet18",
-            Backbone::Resnet34 => "resnet34",
-            Backbone::Resnet50 => "resnet50",
-        }
-    }
-}
-
-/// The graph head applied to the batch during training: none (baseline), plain GAT (X' = ÂX) or MGAT
-/// (X' = (Â⊙M)X).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Head {
-    None,
-    Gat,
-    Mgat,
-}
-
-/// Where the graph is built (the seed leaves this open): on the backbone's pooled features X, or on the BN-neck's
-/// output BN(X).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GraphInput {
-    #[default]
-    Backbone,
-    Bnneck,
-}
-
-/// How the graph's input is normalised before the edge lengths and the node update (the seed leaves this open).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GraphNorm {
-    #[default]
-    None,
-    L2,
 }
 
 /// Backbone, head and loss settings. Defaults are DESIGN.md's: ResNet-50, MGAT with γ = 1, mask on, OF weight 1.
@@ -132,22 +88,6 @@ impl Default for ModelConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Optimizer {
-    Adam,
-    Adamw,
-    Sgd,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Schedule {
-    Constant,
-    Step,
-    Cosine,
-}
-
 /// Sampling, augmentation, optimiser and schedule. Defaults follow the paper's setting (256×128, P×K = 16×4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -186,79 +126,32 @@ pub struct TrainConfig {
     pub precision: Precision,
 }
 
-/// The arithmetic of training's convolutions and matmuls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    #[default]
-    Fp32,
-    Bf16,
-}
-
 impl Default for TrainConfig {
+    /// The paper's setting (the train key's default), on any device, with 4 decoding threads.
     fn default() -> Self {
+        let s = mgat_train::key::TrainSettings::default();
         Self {
             device: "auto".into(),
-            seed: 1,
-            height: 256,
-            width: 128,
-            batch_size: 64,
-            instances: 4,
-            epochs: 120,
-            iters_per_epoch: None,
-            optimizer: Optimizer::Adam,
-            lr: 3.5e-4,
-            weight_decay: 5e-4,
-            momentum: 0.9,
-            warmup_epochs: 10,
-            schedule: Schedule::Step,
-            lr_steps: vec![40, 70],
-            lr_decay: 0.1,
-            flip: true,
-            pad: 10,
-            random_erasing: 0.5,
+            seed: s.seed,
+            height: s.height,
+            width: s.width,
+            batch_size: s.batch_size,
+            instances: s.instances,
+            epochs: s.epochs,
+            iters_per_epoch: s.iters_per_epoch,
+            optimizer: s.optimizer,
+            lr: s.lr,
+            weight_decay: s.weight_decay,
+            momentum: s.momentum,
+            warmup_epochs: s.warmup_epochs,
+            schedule: s.schedule,
+            lr_steps: s.lr_steps,
+            lr_decay: s.lr_decay,
+            flip: s.flip,
+            pad: s.pad,
+            random_erasing: s.random_erasing,
+            precision: s.precision,
             workers: 4,
-            precision: Precision::Fp32,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Metric {
-    Euclidean,
-    Cosine,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Market1501,
-    Cuhk03,
-}
-
-/// Feature extraction and scoring; changing only these re-runs eval and reuses the trained model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EvalConfig {
-    pub metric: Metric,
-    pub normalize: bool,
-    /// Average the features of the image and its horizontal flip.
-    pub flip: bool,
-    pub max_rank: u32,
-    pub protocol: Protocol,
-    pub batch_size: u32,
-}
-
-impl Default for EvalConfig {
-    fn default() -> Self {
-        Self {
-            metric: Metric::Euclidean,
-            normalize: false,
-            flip: false,
-            max_rank: 50,
-            protocol: Protocol::Market1501,
-            batch_size: 128,
         }
     }
 }

@@ -1,113 +1,296 @@
-//! Stage runners: what each stage kind computes from its inputs into its partial directory. The executor handles
-//! locking, caching and manifests; a runner only produces outputs and a summary.
+//! The stage kinds: what each computes from its inputs into its partial directory, behind one [`Stage`] trait. The
+//! executor handles keys, locking, caching and manifests; a stage only produces outputs and a summary, by calling
+//! into its compute crate (`mgat-synth`, `mgat-data`, `mgat-train`, `mgat-eval`), whose code is what its key's
+//! fingerprint covers. Adding a kind is one impl here and one arm in [`run`] (and its [`StageConfig`] and
+//! [`Summary`] variants).
 
-mod eval;
-mod index;
-mod synth;
-mod train;
-pub use train::cell_config;
-
-pub use eval::{CMC_FILE, METRICS_FILE};
-
-use crate::cache::Cache;
-use crate::cache::Summary;
-use crate::data::DatasetIndex;
-use crate::data::hash::HashError;
-use crate::data::hash::hash_tree;
-use crate::data::index::IndexError;
-use crate::data::synth::SynthError;
-use crate::data::{LockError, LockFile};
-use crate::fsio::IoError;
-use crate::plan::{Plan, StageKind};
-use crate::plan::{Stage, StageConfig, TrainKey};
+use crate::data::LockError;
+use crate::data::LockFile;
+use crate::data::hash::{HashError, hash_tree};
+use crate::plan::{Placement, Stage as PlannedStage, StageConfig, StageKind};
 use indicatif::ProgressBar;
+use mgat_data::DatasetIndex;
+use mgat_data::index::{INDEX_FILE, IndexError};
+use mgat_eval::config::EvalKey;
+use mgat_model::config::Precision;
+use mgat_model::params::{ModelError, device};
+use mgat_synth::{SynthError, SynthParams};
+use mgat_train::key::TrainKey;
+use mgat_util::fsio::IoError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// What a runner needs besides its own stage: the cache (to read upstream entries), the lock and the plan.
-pub struct StageEnv<'a> {
-    pub cache: &'a Cache,
-    pub lock: &'a LockFile,
-    pub plan: &'a Plan,
+/// Each kind's figures for listings and reports, as its manifest records them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Summary {
+    Synth(mgat_synth::SynthSummary),
+    Index(mgat_data::index::IndexSummary),
+    Train(mgat_train::TrainSummary),
+    Eval(mgat_eval::metrics::EvalSummary),
 }
 
-/// A runner's result: where it computed and figures for the manifest's summary.
+/// What a stage reads besides its key: the dataset (checked against `datasets.lock`), its index for train and
+/// eval, and the folders of the cache entries it consumes, by kind.
+pub struct Inputs {
+    pub root: PathBuf,
+    pub index: Option<DatasetIndex>,
+    pub entries: BTreeMap<StageKind, PathBuf>,
+}
+
+impl Inputs {
+    fn entry(&self, kind: StageKind) -> Result<&Path, StageError> {
+        self.entries
+            .get(&kind)
+            .map(PathBuf::as_path)
+            .ok_or_else(|| StageError::Plan(format!("no {} entry among the inputs", kind.name())))
+    }
+
+    fn index(&self) -> Result<&DatasetIndex, StageError> {
+        self.index
+            .as_ref()
+            .ok_or_else(|| StageError::Plan("no index among the inputs".into()))
+    }
+}
+
+/// One stage kind: its typed key configuration, its typed summary, and how it computes.
+pub trait Stage {
+    type Config;
+    type Summary: Into<Summary>;
+    /// Computes the outputs into `out`; the device it ran on and its summary.
+    fn run(
+        config: &Self::Config,
+        inputs: &Inputs,
+        placement: &Placement,
+        out: &Path,
+        bar: &ProgressBar,
+    ) -> Result<(String, Self::Summary), StageError>;
+}
+
+pub struct Synth;
+pub struct Index;
+pub struct Train;
+pub struct Eval;
+
+impl Stage for Synth {
+    type Config = SynthParams;
+    type Summary = mgat_synth::SynthSummary;
+    fn run(
+        params: &SynthParams,
+        _: &Inputs,
+        _: &Placement,
+        out: &Path,
+        bar: &ProgressBar,
+    ) -> Result<(String, Self::Summary), StageError> {
+        let images = mgat_synth::image_count(params, &Default::default());
+        bar.set_length(images as u64);
+        bar.set_message(format!("generating {images} images"));
+        let summary =
+            mgat_synth::generate(params, &out.join(mgat_synth::DATA_DIR), &|| bar.inc(1))?;
+        Ok(("cpu".into(), summary))
+    }
+}
+
+impl Stage for Index {
+    type Config = mgat_data::Format;
+    type Summary = mgat_data::index::IndexSummary;
+    fn run(
+        format: &mgat_data::Format,
+        inputs: &Inputs,
+        _: &Placement,
+        out: &Path,
+        bar: &ProgressBar,
+    ) -> Result<(String, Self::Summary), StageError> {
+        bar.set_message("indexing");
+        let summary = mgat_data::index::write_index(*format, &inputs.root, out)?;
+        Ok(("cpu".into(), summary))
+    }
+}
+
+impl Stage for Train {
+    type Config = TrainKey;
+    type Summary = mgat_train::TrainSummary;
+    fn run(
+        key: &TrainKey,
+        inputs: &Inputs,
+        placement: &Placement,
+        out: &Path,
+        bar: &ProgressBar,
+    ) -> Result<(String, Self::Summary), StageError> {
+        let (device, device_name) = device(&placement.device)?;
+        if key.train.precision == Precision::Bf16 && device.is_cpu() {
+            return Err(StageError::Setting(format!(
+                "train.precision: bf16 needs a CUDA device, and this stage runs on {device_name} \
+                 (set train.device to cuda, or train.precision to fp32)"
+            )));
+        }
+        tracing::info!(
+            "training {:?} ({:?} head) on {device_name}",
+            key.model.backbone,
+            key.model.head
+        );
+        let log = mgat_train::train(
+            key,
+            placement.workers,
+            inputs.index()?,
+            &inputs.root,
+            out,
+            &device,
+            placement.pretrained.as_deref(),
+            &|done, total, epoch| {
+                bar.set_length(total);
+                bar.set_position(done);
+                if let Some(e) = epoch {
+                    bar.set_message(format!(
+                        "epoch {} loss {:.3} acc {:.2} {:.0} img/s",
+                        e.epoch, e.loss, e.accuracy, e.images_per_s
+                    ));
+                }
+            },
+        )?;
+        Ok((device_name, mgat_train::TrainSummary::of(&log)))
+    }
+}
+
+impl Stage for Eval {
+    type Config = EvalKey;
+    type Summary = mgat_eval::metrics::EvalSummary;
+    fn run(
+        key: &EvalKey,
+        inputs: &Inputs,
+        placement: &Placement,
+        out: &Path,
+        bar: &ProgressBar,
+    ) -> Result<(String, Self::Summary), StageError> {
+        let (device, device_name) = device(&placement.device)?;
+        let weights = inputs.entry(StageKind::Train)?.join(mgat_train::MODEL_FILE);
+        let eval_inputs = mgat_eval::stage::EvalInputs {
+            root: &inputs.root,
+            index: inputs.index()?,
+            weights: &weights,
+            device: &device,
+        };
+        let progress = mgat_eval::stage::EvalProgress {
+            on_length: &|n| bar.set_length(n),
+            on_images: &|n| bar.inc(n as u64),
+            on_phase: &|phase| bar.set_message(phase.to_string()),
+        };
+        let summary = mgat_eval::stage::evaluate(key, &eval_inputs, out, &progress)?;
+        Ok((device_name, summary))
+    }
+}
+
+impl From<mgat_synth::SynthSummary> for Summary {
+    fn from(s: mgat_synth::SynthSummary) -> Self {
+        Summary::Synth(s)
+    }
+}
+impl From<mgat_data::index::IndexSummary> for Summary {
+    fn from(s: mgat_data::index::IndexSummary) -> Self {
+        Summary::Index(s)
+    }
+}
+impl From<mgat_train::TrainSummary> for Summary {
+    fn from(s: mgat_train::TrainSummary) -> Self {
+        Summary::Train(s)
+    }
+}
+impl From<mgat_eval::metrics::EvalSummary> for Summary {
+    fn from(s: mgat_eval::metrics::EvalSummary) -> Self {
+        Summary::Eval(s)
+    }
+}
+
+/// A stage's result: where it computed and its summary for the manifest.
 #[derive(Debug, Clone)]
 pub struct Produced {
     pub device: String,
     pub summary: Summary,
 }
 
-impl StageEnv<'_> {
-    /// The stage of `kind` that `stage` consumes.
-    pub fn input(&self, stage: &Stage, kind: StageKind) -> Result<&Stage, StageError> {
-        self.plan.input(stage, kind).ok_or_else(|| {
-            StageError::Plan(format!(
-                "{} consumes no {} stage",
-                stage.label(),
-                kind.name()
-            ))
+/// Computes `stage` into `out` with its kind's [`Stage`] impl (the registration of every kind); `placement` is the
+/// plan's, with the device a `--devices` slot gave it, if any.
+pub fn run(
+    stage: &PlannedStage,
+    config: &StageConfig,
+    inputs: &Inputs,
+    placement: &Placement,
+    out: &Path,
+    bar: &ProgressBar,
+) -> Result<Produced, StageError> {
+    fn produced<S: Stage>(
+        r: Result<(String, S::Summary), StageError>,
+    ) -> Result<Produced, StageError> {
+        r.map(|(device, summary)| Produced {
+            device,
+            summary: summary.into(),
         })
     }
-
-    /// The train key of a train stage, or of the train stage an eval stage consumes.
-    pub fn train_key<'a>(&'a self, stage: &'a Stage) -> Result<&'a TrainKey, StageError> {
-        let train = match stage.kind {
-            StageKind::Train => stage,
-            _ => self.input(stage, StageKind::Train)?,
-        };
-        match &train.inputs.config {
-            StageConfig::Train(key) => Ok(key),
-            _ => Err(StageError::Plan(format!(
-                "{} has no train configuration",
-                train.label()
-            ))),
+    match (stage.kind, config) {
+        (StageKind::Synth, StageConfig::Synth(c)) => {
+            produced::<Synth>(Synth::run(c, inputs, placement, out, bar))
         }
+        (StageKind::Index, StageConfig::Index { format }) => {
+            produced::<Index>(Index::run(format, inputs, placement, out, bar))
+        }
+        (StageKind::Train, StageConfig::Train(c)) => {
+            on_compute_pool(|| produced::<Train>(Train::run(c, inputs, placement, out, bar)))
+        }
+        (StageKind::Eval, StageConfig::Eval(c)) => {
+            on_compute_pool(|| produced::<Eval>(Eval::run(c, inputs, placement, out, bar)))
+        }
+        _ => Err(StageError::Plan(format!(
+            "{} has another kind's configuration",
+            stage.label()
+        ))),
     }
+}
 
-    /// The folder of the `kind` entry `stage` consumes (checked against its manifest by the executor before
-    /// this stage started).
-    pub fn input_dir(&self, stage: &Stage, kind: StageKind) -> Result<PathBuf, StageError> {
-        let input = self.input(stage, kind)?;
-        Ok(self.cache.entry_dir(input.kind, &input.key))
+/// The inputs of `stage`: its dataset checked file by file against its `datasets.lock` entry (through the stat
+/// cache, so an unchanged tree costs one `stat` per file), the index for train and eval, and the entries it consumes
+/// (`entries`, by kind, already checked against their manifests).
+pub fn gather_inputs(
+    stage: &PlannedStage,
+    lock: &LockFile,
+    stat_cache: &dyn Fn(&Path) -> PathBuf,
+    entries: BTreeMap<StageKind, PathBuf>,
+    bar: &ProgressBar,
+) -> Result<Inputs, StageError> {
+    let root = match entries.get(&StageKind::Synth) {
+        Some(dir) => dir.join(mgat_synth::DATA_DIR),
+        None => lock.root(&stage.dataset)?.unwrap_or_default(),
+    };
+    if stage.kind == StageKind::Synth {
+        // It writes the dataset; it reads none.
+        return Ok(Inputs {
+            root,
+            index: None,
+            entries,
+        });
     }
-
-    /// The dataset `stage` reads, after checking every file against its `datasets.lock` entry (through the stat
-    /// cache, so an unchanged tree costs one `stat` per file): its root on this machine and its index.
-    pub fn verified_dataset(
-        &self,
-        stage: &Stage,
-        bar: &ProgressBar,
-    ) -> Result<(PathBuf, Option<DatasetIndex>), StageError> {
-        let root = match stage.inputs.upstream.get(&StageKind::Synth) {
-            Some(_) => self
-                .input_dir(stage, StageKind::Synth)?
-                .join(synth::DATA_DIR),
-            None => self.lock.root(&stage.dataset)?.unwrap_or_default(),
-        };
-        let entry = self.lock.entry(&stage.dataset)?;
-        bar.set_length(entry.files);
-        bar.set_message(format!("verifying {} against datasets.lock", stage.dataset));
-        let files = hash_tree(&root, Some(&self.cache.stat_cache_path(&root)), &|| {
-            bar.inc(1)
-        })?;
-        self.lock.check_tree(&stage.dataset, &root, &files)?;
-        bar.set_position(0);
-        let index = match stage.kind {
-            StageKind::Synth | StageKind::Index => None,
-            StageKind::Train | StageKind::Eval => {
-                let path = self
-                    .input_dir(stage, StageKind::Index)?
-                    .join(index::INDEX_FILE);
-                Some(read_json(&path)?)
-            }
-        };
-        Ok((root, index))
-    }
+    let entry = lock.entry(&stage.dataset)?;
+    bar.set_length(entry.files);
+    bar.set_message(format!("verifying {} against datasets.lock", stage.dataset));
+    let files = hash_tree(&root, Some(&stat_cache(&root)), &|| bar.inc(1))?;
+    lock.check_tree(&stage.dataset, &root, &files)?;
+    bar.set_position(0);
+    let index = match entries.get(&StageKind::Index) {
+        Some(dir) if matches!(stage.kind, StageKind::Train | StageKind::Eval) => {
+            Some(read_json(&dir.join(INDEX_FILE))?)
+        }
+        _ => None,
+    };
+    Ok(Inputs {
+        root,
+        index,
+        entries,
+    })
 }
 
 /// A JSON output of a cache entry, typed; one that does not parse is damage the manifest check missed.
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, StageError> {
-    let bytes = crate::fsio::read(path)?;
+    let bytes = mgat_util::fsio::read(path)?;
     serde_json::from_slice(&bytes).map_err(|e| StageError::Plan(format!("{}: {e}", path.display())))
 }
 
@@ -124,15 +307,11 @@ pub enum StageError {
     #[error(transparent)]
     Io(#[from] IoError),
     #[error(transparent)]
-    Train(#[from] crate::train::TrainError),
+    Train(#[from] mgat_train::TrainError),
     #[error(transparent)]
-    Model(#[from] crate::model::params::ModelError),
+    Model(#[from] ModelError),
     #[error(transparent)]
-    Extract(#[from] crate::eval::extract::ExtractError),
-    #[error(transparent)]
-    Metrics(#[from] crate::eval::metrics::MetricsError),
-    #[error(transparent)]
-    Scoring(#[from] crate::eval::metrics::ScoringError),
+    Eval(#[from] mgat_eval::stage::EvalError),
     #[error("{0}")]
     Setting(String),
     /// An internal inconsistency between the plan and the cache.
@@ -143,7 +322,6 @@ pub enum StageError {
 impl StageError {
     /// Whether the error is the user's input (dataset, lock) rather than a failure of the computation.
     pub fn is_bad_input(&self) -> bool {
-        use crate::model::params::ModelError;
         let bad_model = |e: &ModelError| {
             matches!(
                 e,
@@ -157,30 +335,11 @@ impl StageError {
         };
         match self {
             StageError::Lock(_) | StageError::Index(_) | StageError::Setting(_) => true,
-            StageError::Model(e) | StageError::Train(crate::train::TrainError::Model(e)) => {
-                bad_model(e)
-            }
+            StageError::Model(e)
+            | StageError::Train(mgat_train::TrainError::Model(e))
+            | StageError::Eval(mgat_eval::stage::EvalError::Model(e)) => bad_model(e),
             _ => false,
         }
-    }
-}
-
-/// Runs stage `s` of the plan, writing its outputs under `out`.
-/// Computes stage `s` into `out`; a train or eval stage runs on `device` when given (a `--devices` slot), else on its
-/// cell's `train.device`.
-pub fn run(
-    env: &StageEnv,
-    s: usize,
-    out: &Path,
-    bar: &ProgressBar,
-    device: Option<&str>,
-) -> Result<Produced, StageError> {
-    let stage = &env.plan.stages[s];
-    match stage.kind {
-        StageKind::Synth => synth::run(stage, out, bar),
-        StageKind::Index => index::run(env, stage, out, bar),
-        StageKind::Train => on_compute_pool(|| train::run(env, stage, out, bar, device)),
-        StageKind::Eval => on_compute_pool(|| eval::run(env, stage, out, bar, device)),
     }
 }
 

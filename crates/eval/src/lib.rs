@@ -1,0 +1,9 @@
+//! Evaluation: reading distance matrices and ids, re-ID metrics (Market-1501 and CUHK03 protocols) and distances
+//! between feature sets.
+
+pub mod array;
+pub mod config;
+pub mod distance;
+pub mod extract;
+pub mod metrics;
+pub mod stage;

@@ -1,0 +1,95 @@
+//! The eval stage's computation: rebuilds the trained network, extracts query and gallery features with the
+//! backbone alone, scores them with the dataset's protocol and writes `metrics.json` and `cmc.csv`.
+
+use crate::config::EvalKey;
+use crate::extract::{ExtractError, Extraction};
+use crate::metrics::{EvalSummary, Evaluator, Ids, MetricsError, ScoringError};
+use candle_core::{DType, Device};
+use mgat_data::DatasetIndex;
+use mgat_data::index::Item;
+use mgat_model::Network;
+use mgat_model::params::{ModelError, Params};
+use mgat_util::fsio::IoError;
+use std::fmt::Write as _;
+use std::path::Path;
+
+pub const METRICS_FILE: &str = "metrics.json";
+pub const CMC_FILE: &str = "cmc.csv";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Extract(#[from] ExtractError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Scoring(#[from] ScoringError),
+    #[error(transparent)]
+    Io(#[from] IoError),
+}
+
+/// What an evaluation reads: the dataset's images under `root` and its index, the trained weights, the device.
+pub struct EvalInputs<'a> {
+    pub root: &'a Path,
+    pub index: &'a DatasetIndex,
+    pub weights: &'a Path,
+    pub device: &'a Device,
+}
+
+/// How far it got: `on_length(total images)` once, then `on_images(n)` as features are extracted.
+pub struct EvalProgress<'a> {
+    pub on_length: &'a dyn Fn(u64),
+    pub on_images: &'a dyn Fn(usize),
+    pub on_phase: &'a dyn Fn(&str),
+}
+
+/// Evaluates the weights at `inputs.weights` as `key` says, writing `metrics.json` and `cmc.csv` into `out`.
+pub fn evaluate(
+    key: &EvalKey,
+    inputs: &EvalInputs,
+    out: &Path,
+    progress: &EvalProgress,
+) -> Result<EvalSummary, EvalError> {
+    let (index, eval) = (inputs.index, &key.eval);
+    let mut params = Params::new(inputs.device.clone(), DType::F32, 0);
+    let net = Network::new(&mut params, &key.model, index.num_train_pids)?;
+    params.load(inputs.weights, |_| true)?;
+    let extraction = Extraction {
+        backbone: &net.backbone,
+        device: inputs.device,
+        height: key.height,
+        width: key.width,
+        flip: eval.flip,
+        batch_size: eval.batch_size as usize,
+    };
+    (progress.on_length)((index.query.len() + index.gallery.len()) as u64);
+    (progress.on_phase)("extracting features");
+    let qf = extraction.features(inputs.root, &index.query, progress.on_images)?;
+    let gf = extraction.features(inputs.root, &index.gallery, progress.on_images)?;
+    (progress.on_phase)("scoring");
+    let pids = |items: &[Item]| items.iter().map(|i| i.pid).collect::<Vec<_>>();
+    let cams = |items: &[Item]| items.iter().map(|i| i64::from(i.camid)).collect::<Vec<_>>();
+    let (q_pids, g_pids) = (pids(&index.query), pids(&index.gallery));
+    let (q_camids, g_camids) = (cams(&index.query), cams(&index.gallery));
+    let ids = Ids {
+        q_pids: &q_pids,
+        g_pids: &g_pids,
+        q_camids: &q_camids,
+        g_camids: &g_camids,
+    };
+    let mut evaluator = Evaluator::new(ids, eval.protocol, eval.max_rank as usize)?;
+    evaluator.add_features(&qf, &gf, eval.metric, eval.normalize)?;
+    let metrics = evaluator.finish()?;
+
+    let json = serde_json::to_string_pretty(&metrics.record())
+        .map_err(|e| IoError::new(out, std::io::Error::other(e)))?;
+    mgat_util::fsio::write_atomic(&out.join(METRICS_FILE), (json + "\n").as_bytes())?;
+    let mut csv = String::from("rank,cmc\n");
+    for (k, v) in metrics.cmc.iter().enumerate() {
+        let _ = writeln!(csv, "{},{v:.6}", k + 1);
+    }
+    mgat_util::fsio::write_atomic(&out.join(CMC_FILE), csv.as_bytes())?;
+    Ok(metrics.summary())
+}

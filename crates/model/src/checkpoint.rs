@@ -1,0 +1,386 @@
+//! Checkpoint files as users bring them: safetensors, or PyTorch's zip-pickled `.pth`/`.pt` state dict exactly as
+//! torchvision saves it in `~/.cache/torch/hub/checkpoints/`. Either is read into named tensors, every read bounded
+//! by the file's own size, and [`fit`] tells which backbone a file's tensors belong to.
+//!
+//! A `.pth` is parsed with candle's pickle reader (which only rebuilds tensors, never runs code). A state dict
+//! nested under `state_dict` or `model` (the usual training checkpoints) is found, and a `module.` prefix
+//! (`nn.DataParallel`) is dropped.
+
+use super::params::{ModelError, Params};
+use super::resnet::ResNet;
+use crate::config::Backbone;
+use candle_core::pickle::{Object, Stack, TensorInfo};
+use candle_core::{DType, Device, Tensor};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The file formats mgat reads weights from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointFormat {
+    Safetensors,
+    /// `torch.save` of a state dict (zip container, torch ≥ 1.6).
+    TorchZip,
+}
+
+impl CheckpointFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Safetensors => "safetensors",
+            Self::TorchZip => "PyTorch zip pickle",
+        }
+    }
+}
+
+/// A checkpoint's tensors by name.
+pub struct Checkpoint {
+    pub path: PathBuf,
+    pub format: CheckpointFormat,
+    pub tensors: BTreeMap<String, Tensor>,
+}
+
+/// Reads a checkpoint in either format, chosen by the file's first bytes (not its extension).
+pub fn read(path: &Path, device: &Device) -> Result<Checkpoint, ModelError> {
+    let bad = |message: String| ModelError::Checkpoint {
+        path: path.into(),
+        message,
+    };
+    let mut magic = [0u8; 4];
+    let mut file = std::fs::File::open(path).map_err(mgat_util::fsio::IoError::at(path))?;
+    let got = file
+        .read(&mut magic)
+        .map_err(mgat_util::fsio::IoError::at(path))?;
+    let (format, tensors) = match &magic[..got] {
+        b"PK\x03\x04" => (CheckpointFormat::TorchZip, read_torch_zip(path, device)?),
+        [0x80, ..] => {
+            return Err(bad(
+                "a legacy (pre-1.6, non-zip) torch.save file; re-save it with a current PyTorch \
+                 (`torch.save(torch.load(f), f)`)"
+                    .into(),
+            ));
+        }
+        _ => {
+            let tensors = candle_core::safetensors::load(path, device).map_err(|e| {
+                bad(format!(
+                    "neither safetensors nor a PyTorch zip checkpoint ({e})"
+                ))
+            })?;
+            (CheckpointFormat::Safetensors, tensors.into_iter().collect())
+        }
+    };
+    Ok(Checkpoint {
+        path: path.into(),
+        format,
+        tensors: strip_data_parallel_prefix(tensors),
+    })
+}
+
+/// `module.x` → `x` when every name has the prefix (a model saved from inside `nn.DataParallel`).
+fn strip_data_parallel_prefix(tensors: BTreeMap<String, Tensor>) -> BTreeMap<String, Tensor> {
+    if tensors.is_empty() || !tensors.keys().all(|k| k.starts_with("module.")) {
+        return tensors;
+    }
+    tensors
+        .into_iter()
+        .map(|(k, v)| (k["module.".len()..].to_string(), v))
+        .collect()
+}
+
+fn read_torch_zip(path: &Path, device: &Device) -> Result<BTreeMap<String, Tensor>, ModelError> {
+    let bad = |message: String| ModelError::Checkpoint {
+        path: path.into(),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(mgat_util::fsio::IoError::at(path))?;
+    let file_len = file
+        .metadata()
+        .map_err(mgat_util::fsio::IoError::at(path))?
+        .len();
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| bad(format!("not a readable zip archive: {e}")))?;
+    let pickle_name = zip
+        .file_names()
+        .filter_map(Result::ok)
+        .find(|n| n.ends_with("data.pkl"))
+        .map(|n| n.into_owned())
+        .ok_or_else(|| bad("no `data.pkl` in the archive: not a torch.save file".into()))?;
+    let pickle = read_entry(&mut zip, &pickle_name, file_len).map_err(bad)?;
+    let object = parse_pickle(&pickle).map_err(bad)?;
+    let dir = Path::new(pickle_name.trim_end_matches(".pkl"));
+    let mut tensors = BTreeMap::new();
+    for (name, info) in state_dict_tensors(object, dir) {
+        let bytes = read_entry(&mut zip, &info.path, file_len)
+            .map_err(|m| bad(format!("tensor `{name}`: {m}")))?;
+        let tensor = tensor_from_storage(&info, &bytes, device)
+            .map_err(|m| bad(format!("tensor `{name}`: {m}")))?;
+        tensors.insert(name, tensor);
+    }
+    if tensors.is_empty() {
+        return Err(bad(
+            "no tensors found: expected a state dict (name → tensor), as `torch.save(model.state_dict(), f)` writes"
+                .into(),
+        ));
+    }
+    Ok(tensors)
+}
+
+/// One archive member, refused when it claims more bytes than the whole file holds (torch stores members
+/// uncompressed, so a member can never be larger than its file).
+fn read_entry<R: std::io::Read + std::io::Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    name: &str,
+    file_len: u64,
+) -> Result<Vec<u8>, String> {
+    let entry = zip
+        .by_name(name)
+        .map_err(|e| format!("archive member `{name}`: {e}"))?;
+    let size = entry.size();
+    if size > file_len {
+        return Err(format!(
+            "archive member `{name}` claims {size} bytes, more than the file's {file_len}"
+        ));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    entry
+        .take(size)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("archive member `{name}`: {e}"))?;
+    Ok(bytes)
+}
+
+/// Runs candle's pickle reader on an in-memory pickle. Its reader indexes tuples without checking their length, so a
+/// malformed file is caught here and reported rather than allowed to abort the process.
+fn parse_pickle(bytes: &[u8]) -> Result<Object, String> {
+    let parse = || -> candle_core::Result<Object> {
+        let mut stack = Stack::empty();
+        stack.read_loop(&mut std::io::Cursor::new(bytes))?;
+        stack.finalize()
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse)) {
+        Ok(Ok(object)) => Ok(object),
+        Ok(Err(e)) => Err(format!("malformed pickle in `data.pkl`: {e}")),
+        Err(_) => Err("malformed pickle in `data.pkl`".into()),
+    }
+}
+
+/// The (name, storage) pairs of the state dict in `object`: the top-level dict, or the dict under `state_dict` or
+/// `model` when the top level holds no tensors. Entries that are not tensors (`_metadata`, step counters) are skipped.
+fn state_dict_tensors(object: Object, dir: &Path) -> Vec<(String, TensorInfo)> {
+    let Object::Dict(entries) = object else {
+        return Vec::new();
+    };
+    let mut nested = Vec::new();
+    let mut found = Vec::new();
+    for (key, value) in entries {
+        let key_text = match &key {
+            Object::Unicode(s) => Some(s.clone()),
+            _ => None,
+        };
+        if matches!(key_text.as_deref(), Some("state_dict" | "model"))
+            && matches!(value, Object::Dict(_))
+        {
+            nested.push(value);
+            continue;
+        }
+        let converted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            value.into_tensor_info(key, dir)
+        }));
+        if let (Some(name), Ok(Ok(Some(info)))) = (key_text, converted) {
+            found.push((name, info));
+        }
+    }
+    match (found.is_empty(), nested.into_iter().next()) {
+        (true, Some(inner)) => state_dict_tensors(inner, dir),
+        _ => found,
+    }
+}
+
+/// Builds a tensor from its storage bytes, checking that the layout is contiguous and lies inside the storage.
+fn tensor_from_storage(info: &TensorInfo, bytes: &[u8], device: &Device) -> Result<Tensor, String> {
+    if !info.layout.is_contiguous() {
+        return Err(format!(
+            "stored non-contiguous (stride {:?}); save `{{k: v.contiguous() for k, v in sd.items()}}`",
+            info.layout.stride()
+        ));
+    }
+    let dims = info.layout.dims();
+    let start = info.layout.start_offset();
+    let len = dims
+        .iter()
+        .try_fold(info.dtype.size_in_bytes(), |n, &d| n.checked_mul(d))
+        .and_then(|n| n.checked_add(start))
+        .filter(|&end| end <= bytes.len())
+        .map(|end| end - start)
+        .ok_or_else(|| {
+            format!(
+                "shape {dims:?} ({:?}) does not fit its {}-byte storage",
+                info.dtype,
+                bytes.len()
+            )
+        })?;
+    Tensor::from_raw_buffer(&bytes[start..start + len], info.dtype, dims, device)
+        .map_err(|e| e.to_string())
+}
+
+/// How well a checkpoint fits one backbone: the backbone's tensors found with the right shape, missing, or
+/// present with another shape.
+#[derive(Debug, Clone)]
+pub struct Fit {
+    pub backbone: Backbone,
+    pub width: usize,
+    pub matched: usize,
+    pub expected: usize,
+    /// (name, shape in the file, shape the backbone has), for the first few that differ.
+    pub wrong_shape: Vec<(String, Vec<usize>, Vec<usize>)>,
+    pub missing: Vec<String>,
+}
+
+impl Fit {
+    pub fn is_exact(&self) -> bool {
+        self.matched == self.expected
+    }
+
+    /// `resnet50 with width 64 (all 320 backbone tensors match)`, or how many match and the first that differs.
+    pub fn describe(&self) -> String {
+        let what = format!("{} with width {}", self.backbone.name(), self.width);
+        if self.is_exact() {
+            return format!("{what} (all {} backbone tensors match)", self.expected);
+        }
+        let first = match (self.wrong_shape.first(), self.missing.first()) {
+            (Some((name, found, expected)), _) => {
+                format!("; `{name}` is {found:?}, that backbone has {expected:?}")
+            }
+            (None, Some(name)) => format!("; `{name}` is missing"),
+            (None, None) => String::new(),
+        };
+        format!(
+            "{what} at best ({} of {} backbone tensors match{first})",
+            self.matched, self.expected
+        )
+    }
+}
+
+/// The backbone (and base width, read from `conv1.weight`) whose tensors the checkpoint matches best.
+pub fn fit(checkpoint: &Checkpoint) -> Option<Fit> {
+    let width = checkpoint
+        .tensors
+        .get("conv1.weight")?
+        .dims()
+        .first()
+        .copied()?;
+    [Backbone::Resnet18, Backbone::Resnet34, Backbone::Resnet50]
+        .into_iter()
+        .filter_map(|b| fit_one(checkpoint, b, width))
+        .max_by_key(|f| (f.matched, std::cmp::Reverse(f.expected)))
+}
+
+fn fit_one(checkpoint: &Checkpoint, backbone: Backbone, width: usize) -> Option<Fit> {
+    let mut p = Params::new(Device::Cpu, DType::F32, 0);
+    ResNet::new(&mut p, backbone, width, 2).ok()?;
+    let mut fit = Fit {
+        backbone,
+        width,
+        matched: 0,
+        expected: 0,
+        wrong_shape: Vec::new(),
+        missing: Vec::new(),
+    };
+    for (name, tensor) in p.tensors() {
+        fit.expected += 1;
+        match checkpoint.tensors.get(&name) {
+            Some(t) if t.dims() == tensor.dims() => fit.matched += 1,
+            Some(t) => fit
+                .wrong_shape
+                .push((name, t.dims().to_vec(), tensor.dims().to_vec())),
+            None => fit.missing.push(name),
+        }
+    }
+    fit.wrong_shape.sort();
+    fit.missing.sort();
+    Some(fit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(ext: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../../tests/data/weights/resnet18-w4.{ext}"))
+    }
+
+    fn values(t: &Tensor) -> Vec<f64> {
+        t.flatten_all()
+            .and_then(|t| t.to_dtype(DType::F64))
+            .and_then(|t| t.to_vec1())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_torchvision_pth_and_its_safetensors_twin_read_to_identical_tensors() {
+        let pth = read(&fixture("pth"), &Device::Cpu).unwrap();
+        let st = read(&fixture("safetensors"), &Device::Cpu).unwrap();
+        assert_eq!(pth.format, CheckpointFormat::TorchZip);
+        assert_eq!(st.format, CheckpointFormat::Safetensors);
+        assert_eq!(
+            pth.tensors.keys().collect::<Vec<_>>(),
+            st.tensors.keys().collect::<Vec<_>>()
+        );
+        assert!(pth.tensors.contains_key("fc.weight"));
+        assert!(pth.tensors.contains_key("bn1.num_batches_tracked"));
+        for (name, a) in &pth.tensors {
+            let b = &st.tensors[name];
+            assert_eq!((a.dtype(), a.dims()), (b.dtype(), b.dims()), "{name}");
+            assert_eq!(values(a), values(b), "{name}");
+        }
+        let fit = fit(&pth).unwrap();
+        assert!(fit.is_exact(), "{}", fit.describe());
+        assert_eq!((fit.backbone, fit.width), (Backbone::Resnet18, 4));
+    }
+
+    #[test]
+    fn a_file_of_another_width_names_both_shapes_and_what_it_looks_like() {
+        let ckpt = read(&fixture("pth"), &Device::Cpu).unwrap();
+        let mut p = Params::new(Device::Cpu, DType::F32, 0);
+        ResNet::new(&mut p, Backbone::Resnet18, 8, 1).unwrap();
+        let err = p.load_from(&ckpt, |_| true).unwrap_err().to_string();
+        assert!(
+            err.contains("`bn1.bias` has shape [4], the model expects [8]"),
+            "{err}"
+        );
+        let describe = fit(&ckpt).unwrap().describe();
+        assert!(
+            describe.starts_with("resnet18 with width 4 (all"),
+            "{describe}"
+        );
+    }
+
+    #[test]
+    fn damaged_pth_files_are_errors_that_name_the_file_never_a_crash() {
+        let good = std::fs::read(fixture("pth")).unwrap();
+        let dir = mgat_testutil::tempdir();
+        let path = dir.join("bad.pth");
+        let mut cases: Vec<Vec<u8>> = [10, 100, 1000, good.len() / 2, good.len() - 30]
+            .iter()
+            .map(|&n| good[..n].to_vec())
+            .collect();
+        // Every byte of the pickle and the central directory changed in turn (the data members only change values).
+        let pickle_at = good.windows(8).position(|w| w == b"data.pkl").unwrap();
+        for i in (pickle_at..pickle_at + 2000).chain(good.len() - 2000..good.len()) {
+            let mut bytes = good.clone();
+            bytes[i] ^= 0x5a;
+            cases.push(bytes);
+        }
+        cases.push(b"PK\x03\x04 not really a zip".to_vec());
+        cases.push(vec![0x80, 2, b'}', b'q']);
+        let mut errors = 0;
+        for bytes in cases {
+            std::fs::write(&path, &bytes).unwrap();
+            if let Err(e) = read(&path, &Device::Cpu) {
+                assert!(e.to_string().contains("bad.pth"), "{e}");
+                errors += 1;
+            }
+        }
+        assert!(errors > 100, "{errors}");
+    }
+}

@@ -1,0 +1,259 @@
+//! Named parameters: trainable weights and buffers (BatchNorm running statistics) keyed by torchvision-style names,
+//! seeded initialisation, and safetensors save/load with errors that name the tensor and both shapes.
+
+use candle_core::{DType, Device, Tensor, Var};
+use mgat_util::rng::Rng;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Io(#[from] mgat_util::fsio::IoError),
+    #[error("{path}: tensor `{name}` has shape {found:?}, the model expects {expected:?}")]
+    Shape {
+        path: PathBuf,
+        name: String,
+        found: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    #[error("{path}: tensor `{name}` (shape {expected:?}) is missing")]
+    Missing {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+    },
+    #[error("{}: {message}", path.display())]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("{error}; the file looks like {looks_like}")]
+    Misfit {
+        error: Box<ModelError>,
+        looks_like: String,
+    },
+    #[error("device `{0}`: {1}")]
+    Device(String, String),
+    #[error(
+        "{}: model.pretrained has {found}, but its stage was planned with {expected}: the file changed since; run again to plan with it",
+        path.display()
+    )]
+    ChangedWeights {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+}
+
+/// How a weight starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Init {
+    /// Normal with this standard deviation.
+    Normal(f64),
+    Const(f64),
+}
+
+/// The model's tensors by name. Trainable ones are `Var`s handed to the optimiser; buffers are updated in place.
+pub struct Params {
+    pub device: Device,
+    pub dtype: DType,
+    trainable: BTreeMap<String, Var>,
+    buffers: BTreeMap<String, Var>,
+    rng: Rng,
+}
+
+impl Params {
+    /// An empty store whose initial values draw from `seed`.
+    pub fn new(device: Device, dtype: DType, seed: u64) -> Self {
+        Self {
+            device,
+            dtype,
+            trainable: BTreeMap::new(),
+            buffers: BTreeMap::new(),
+            rng: Rng::new(seed, &[0x1417]),
+        }
+    }
+
+    /// Creates a trainable tensor `name` of `shape`.
+    pub fn weight(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Var, ModelError> {
+        let var = self.fresh(shape, init)?;
+        self.trainable.insert(name.to_string(), var.clone());
+        Ok(var)
+    }
+
+    /// Creates a buffer (not trained by gradient) `name` of `shape`.
+    pub fn buffer(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Var, ModelError> {
+        let var = self.fresh(shape, init)?;
+        self.buffers.insert(name.to_string(), var.clone());
+        Ok(var)
+    }
+
+    fn fresh(&mut self, shape: &[usize], init: Init) -> Result<Var, ModelError> {
+        let n: usize = shape.iter().product();
+        let values: Vec<f64> = match init {
+            Init::Normal(std) => (0..n).map(|_| self.rng.normal() * std).collect(),
+            Init::Const(c) => vec![c; n],
+        };
+        let t = Tensor::from_vec(values, shape, &self.device)?.to_dtype(self.dtype)?;
+        Ok(Var::from_tensor(&t)?)
+    }
+
+    /// Trainable tensors in name order.
+    pub fn trainable(&self) -> Vec<Var> {
+        self.trainable.values().cloned().collect()
+    }
+
+    /// Trainable tensors with their names, in name order.
+    pub fn named_trainable(&self) -> impl Iterator<Item = (&str, &Var)> {
+        self.trainable.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Every tensor by name (weights and buffers).
+    pub fn tensors(&self) -> HashMap<String, Tensor> {
+        self.trainable
+            .iter()
+            .chain(&self.buffers)
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect()
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
+        save_tensors(&self.tensors(), path)
+    }
+
+    /// Copies tensors from a checkpoint file (safetensors or PyTorch zip, see [`super::checkpoint`]).
+    pub fn load(&self, path: &Path, required: impl Fn(&str) -> bool) -> Result<usize, ModelError> {
+        self.load_from(&super::checkpoint::read(path, &self.device)?, required)
+    }
+
+    /// Copies tensors from a checkpoint already read. With `required`, every tensor of the model whose name passes it
+    /// must be present; tensors of the file the model does not have are ignored (e.g. torchvision's `fc.*`).
+    pub fn load_from(
+        &self,
+        checkpoint: &super::checkpoint::Checkpoint,
+        required: impl Fn(&str) -> bool,
+    ) -> Result<usize, ModelError> {
+        let (path, file) = (&checkpoint.path, &checkpoint.tensors);
+        let mut loaded = 0;
+        for (name, var) in self.trainable.iter().chain(&self.buffers) {
+            let expected = var.dims().to_vec();
+            match file.get(name) {
+                Some(t) if t.dims() != expected.as_slice() => {
+                    return Err(ModelError::Shape {
+                        path: path.clone(),
+                        name: name.clone(),
+                        found: t.dims().to_vec(),
+                        expected,
+                    });
+                }
+                Some(t) => {
+                    var.set(&t.to_dtype(self.dtype)?)?;
+                    loaded += 1;
+                }
+                None if required(name) => {
+                    return Err(ModelError::Missing {
+                        path: path.clone(),
+                        name: name.clone(),
+                        expected,
+                    });
+                }
+                None => {}
+            }
+        }
+        Ok(loaded)
+    }
+}
+
+/// Writes `tensors` as safetensors to `path` with the one durable atomic write (and so the same permissions as
+/// every other output).
+pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<(), ModelError> {
+    let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let bytes = safetensors::serialize(sorted, None)
+        .map_err(|e| ModelError::Candle(candle_core::Error::Msg(e.to_string())))?;
+    Ok(mgat_util::fsio::write_atomic(path, &bytes)?)
+}
+
+/// The device for `train.device`: `auto` is CUDA when this binary has it and a device is present, else CPU.
+pub fn device(spec: &str) -> Result<(Device, String), ModelError> {
+    let cuda_index = match spec {
+        "cpu" => return Ok((Device::Cpu, "cpu".into())),
+        "auto" if !cfg!(feature = "cuda") => return Ok((Device::Cpu, "cpu".into())),
+        "auto" | "cuda" => 0,
+        other => other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| {
+                ModelError::Device(spec.into(), "expected auto, cpu, cuda or cuda:N".into())
+            })?,
+    };
+    if !cfg!(feature = "cuda") {
+        return Err(ModelError::Device(
+            spec.into(),
+            "this mgat binary was built without CUDA (build with --features cuda)".into(),
+        ));
+    }
+    match Device::new_cuda(cuda_index) {
+        Ok(d) => Ok((d, format!("cuda:{cuda_index}"))),
+        Err(_) if spec == "auto" => Ok((Device::Cpu, "cpu".into())),
+        Err(e) => Err(ModelError::Device(spec.into(), e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_values_and_load_checks_shapes() {
+        let dir = mgat_testutil::tempdir();
+        let make = |seed| {
+            let mut p = Params::new(Device::Cpu, DType::F32, seed);
+            p.weight("a.weight", &[2, 3], Init::Normal(1.0)).unwrap();
+            p.buffer("a.running_mean", &[3], Init::Const(0.0)).unwrap();
+            p
+        };
+        let (p, q) = (make(1), make(1));
+        let values = |p: &Params| {
+            p.tensors()["a.weight"]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        assert_eq!(values(&p), values(&q));
+        assert_ne!(values(&p), values(&make(2)));
+        let path = dir.join("m.safetensors");
+        p.save(&path).unwrap();
+        let r = make(3);
+        assert_eq!(r.load(&path, |_| true).unwrap(), 2);
+        assert_eq!(values(&r), values(&p));
+
+        let mut wrong = Params::new(Device::Cpu, DType::F32, 1);
+        wrong.weight("a.weight", &[3, 2], Init::Const(0.0)).unwrap();
+        wrong.weight("b.weight", &[1], Init::Const(0.0)).unwrap();
+        let err = wrong.load(&path, |_| true).unwrap_err().to_string();
+        assert!(
+            err.contains("`a.weight` has shape [2, 3], the model expects [3, 2]"),
+            "{err}"
+        );
+        let mut missing = Params::new(Device::Cpu, DType::F32, 1);
+        missing.weight("b.weight", &[1], Init::Const(0.0)).unwrap();
+        let err = missing.load(&path, |_| true).unwrap_err().to_string();
+        assert!(err.contains("`b.weight` (shape [1]) is missing"), "{err}");
+    }
+
+    #[test]
+    fn cpu_build_refuses_cuda_but_auto_falls_back() {
+        if cfg!(feature = "cuda") {
+            return;
+        }
+        assert_eq!(device("auto").unwrap().1, "cpu");
+        assert!(
+            device("cuda:1")
+                .unwrap_err()
+                .to_string()
+                .contains("without CUDA")
+        );
+    }
+}
