@@ -18,6 +18,7 @@ work=$(mktemp -d)
 edited=()
 
 restore() {
+  cd "$repo"
   for f in "${edited[@]}"; do cp "$work/backup/$f" "$repo/$f"; done
   if [ ${#edited[@]} -gt 0 ]; then cargo build --release -q; fi
   rm -rf "$work"
