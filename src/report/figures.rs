@@ -169,9 +169,10 @@ pub fn write_figure(
     panels: &[Panel],
 ) -> Result<Vec<PathBuf>, ReportError> {
     register_font();
-    let width = 560 * panels.len().max(1) as u32;
+    let (rows, columns) = grid(panels.len());
+    let width = 560 * columns as u32;
     let legend = Legend::new(panels, width);
-    let size = (width, 430 + legend.height());
+    let size = (width, 430 * rows as u32 + legend.height());
     let mut svg = String::new();
     {
         let area = SVGBackend::with_string(&mut svg, size).into_drawing_area();
@@ -267,13 +268,19 @@ fn draw<DB: DrawingBackend>(
         .map_err(figure_error)?;
     let plots_height = area.dim_in_pixel().1.saturating_sub(legend.height());
     let (plots, legend_area) = area.split_vertically(plots_height);
-    for (panel, cell) in panels
-        .iter()
-        .zip(plots.split_evenly((1, panels.len().max(1))))
-    {
+    for (panel, cell) in panels.iter().zip(plots.split_evenly(grid(panels.len()))) {
         draw_panel(&cell, panel)?;
     }
     legend.draw(&legend_area)
+}
+
+/// Rows and columns of a figure's panels: one row of up to 4, else rows of 3.
+fn grid(panels: usize) -> (usize, usize) {
+    match panels {
+        0 => (1, 1),
+        1..=4 => (1, panels),
+        _ => (panels.div_ceil(3), 3),
+    }
 }
 
 fn draw_panel<DB: DrawingBackend>(

@@ -14,7 +14,7 @@ use crate::plan::{Plan, StageKind, fingerprints};
 use crate::spec::Spec;
 use figures::{Line, Panel, curve_lines, sweep_panels, write_figure};
 use mgat_eval::stage::CMC_FILE;
-use mgat_train::LOG_FILE;
+use mgat_train::{LOG_FILE, LogColumn};
 use mgat_util::digest::{sha256_bytes, sha256_file};
 use mgat_util::fsio::IoError;
 use polars::prelude::*;
@@ -276,17 +276,17 @@ fn write_figures(
         let title = format!("{}: CMC curves, mean over seeds", spec.name);
         files.extend(write_figure(&dir.join("cmc"), &title, &[panel])?);
     }
-    let log = |column: &'static str| {
+    let log = |column: LogColumn| {
         per_group(results, move |r| {
             read_column(
                 &cache
                     .entry_dir(StageKind::Train, &r.train_key)
                     .join(LOG_FILE),
-                column,
+                column.name(),
             )
         })
     };
-    let (loss, accuracy) = (log("loss"), log("accuracy"));
+    let (loss, accuracy) = (log(LogColumn::Loss), log(LogColumn::Accuracy));
     if !loss.is_empty() {
         let panels = [
             epoch_panel(
@@ -303,10 +303,10 @@ fn write_figures(
         let title = format!("{}: training, mean ± std over seeds", spec.name);
         files.extend(write_figure(&dir.join("training"), &title, &panels)?);
     }
-    let length = log("feature_norm");
+    let length = log(LogColumn::FeatureNorm);
     // The baseline has no attention: every panel keeps the length panel's lines (and so their colours), empty
     // where a group has no such curve.
-    let aligned = |column: &'static str| -> Vec<(String, Vec<Vec<f64>>)> {
+    let aligned = |column: LogColumn| -> Vec<(String, Vec<Vec<f64>>)> {
         let curves = log(column);
         length
             .iter()
@@ -320,9 +320,13 @@ fn write_figures(
             .collect()
     };
     let (refined, share, of) = (
-        aligned("refined_norm"),
-        aligned("same_identity_attention"),
-        aligned("of_loss"),
+        aligned(LogColumn::RefinedNorm),
+        aligned(LogColumn::SameIdentityAttention),
+        aligned(LogColumn::OfLoss),
+    );
+    let (offdiag, change) = (
+        aligned(LogColumn::OffdiagAttention),
+        aligned(LogColumn::GraphChange),
     );
     if !length.is_empty() {
         let panels = [
@@ -342,6 +346,16 @@ fn write_figures(
                 curve_lines(&share, 100.0),
             ),
             epoch_panel("OF loss", "MSE(G, X')", curve_lines(&of, 1.0)),
+            epoch_panel(
+                "attention off the diagonal (how much the graph mixes)",
+                "share of Â off the diagonal (%)",
+                curve_lines(&offdiag, 100.0),
+            ),
+            epoch_panel(
+                "how far the head moves its input",
+                "mean ‖X' − G‖ / ‖G‖",
+                curve_lines(&change, 1.0),
+            ),
         ];
         let title = format!("{}: collapse diagnostics, mean ± std over seeds", spec.name);
         files.extend(write_figure(&dir.join("diagnostics"), &title, &panels)?);

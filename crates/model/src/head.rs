@@ -100,6 +100,34 @@ pub fn same_identity_share(attention: &Tensor, labels: &Tensor) -> candle_core::
     Ok(share / n.max(1) as f64)
 }
 
+/// How much the graph mixes at all: the share of each row's attention off the diagonal, averaged over rows:
+/// mean_i Σ_{j≠i} Â_ij / Σ_j Â_ij. 0 when every node attends only to itself; (N − 1)/N for uniform attention.
+pub fn offdiag_share(attention: &Tensor) -> candle_core::Result<f64> {
+    let a = attention.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    let mut share = 0.0;
+    for (i, row) in a.iter().enumerate() {
+        let total: f64 = row.iter().sum();
+        let off = total - row[i];
+        share += if total > 0.0 { off / total } else { 0.0 };
+    }
+    Ok(share / a.len().max(1) as f64)
+}
+
+/// How far the head moves its input: mean_i ‖X'_i − G_i‖ / ‖G_i‖ over the rows of the head's output X' and its
+/// input G (0 for the baseline, whose X' is G).
+pub fn relative_change(refined: &Tensor, graph_input: &Tensor) -> candle_core::Result<f64> {
+    let x = refined.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    let g = graph_input.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    let norm = |v: &mut dyn Iterator<Item = f64>| v.map(|e| e * e).sum::<f64>().sqrt();
+    let mut change = 0.0;
+    for (xr, gr) in x.iter().zip(&g) {
+        let base = norm(&mut gr.iter().copied());
+        let moved = norm(&mut xr.iter().zip(gr).map(|(a, b)| a - b));
+        change += if base > 0.0 { moved / base } else { 0.0 };
+    }
+    Ok(change / x.len().max(1) as f64)
+}
+
 /// M_ij = +1 where labels i and j are equal, −1 elsewhere.
 pub fn label_mask(labels: &Tensor, dtype: DType) -> candle_core::Result<Tensor> {
     let n = labels.dim(0)?;
@@ -266,5 +294,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn mixing_diagnostics_match_a_hand_computation() {
+        // Rows: all on the diagonal; half off it; uniform over 3 → off-diagonal shares 0, 0.5, 2/3.
+        let a = Tensor::new(
+            &[
+                [1.0f32, 0.0, 0.0],
+                [0.25, 0.5, 0.25],
+                [1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0],
+            ],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let expected = (0.0 + 0.5 + 2.0 / 3.0) / 3.0;
+        assert!((offdiag_share(&a).unwrap() - expected).abs() < 1e-7);
+        // G rows (3, 4) and (1, 0); X' rows (3, 4) (unmoved) and (1, 1) (moved by 1 against a length of 1).
+        let g = Tensor::new(&[[3.0f32, 4.0], [1.0, 0.0]], &Device::Cpu).unwrap();
+        let x = Tensor::new(&[[3.0f32, 4.0], [1.0, 1.0]], &Device::Cpu).unwrap();
+        assert!((relative_change(&x, &g).unwrap() - 0.5).abs() < 1e-12);
+        assert_eq!(relative_change(&g, &g).unwrap(), 0.0);
     }
 }

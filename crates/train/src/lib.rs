@@ -14,7 +14,7 @@ use crate::key::TrainKey;
 use candle_core::{DType, Device, Tensor};
 use mgat_data::DatasetIndex;
 use mgat_data::image::ImageError;
-use mgat_model::head::same_identity_share;
+use mgat_model::head::{offdiag_share, relative_change, same_identity_share};
 use mgat_model::key::ModelKey;
 use mgat_model::params::{ModelError, Params};
 use mgat_model::{Network, Outputs};
@@ -60,6 +60,11 @@ pub struct EpochLog {
     /// Mean share of the off-diagonal attention on the same identity ([`same_identity_share`]); none for the
     /// baseline.
     pub same_identity_attention: Option<f64>,
+    /// Mean share of each row's attention off the diagonal ([`offdiag_share`]): how much the graph mixes at all;
+    /// none for the baseline.
+    pub offdiag_attention: Option<f64>,
+    /// Mean ‖X' − G‖ / ‖G‖ ([`relative_change`]): how far the head moves its input; 0 for the baseline.
+    pub graph_change: f64,
     pub images_per_s: f64,
     pub seconds: f64,
 }
@@ -132,7 +137,7 @@ pub fn train(
     for epoch in log.len() as u32..t.epochs {
         let lr = learning_rate(t, epoch);
         let started = Instant::now();
-        let mut sums = [0f64; 8];
+        let mut sums = [0f64; 10];
         let mut batches = 0u64;
         for batch in data::stream_epoch(root, &index.train, t, workers, epoch, 0) {
             let batch = batch?;
@@ -158,6 +163,11 @@ pub fn train(
                     Some(a) => same_identity_share(a, &labels)?,
                     None => f64::NAN,
                 },
+                match &o.attention {
+                    Some(a) => offdiag_share(a)?,
+                    None => f64::NAN,
+                },
+                relative_change(&o.refined, &o.graph_input)?,
             ];
             sums.iter_mut().zip(scalars).for_each(|(s, v)| *s += v);
             batches += 1;
@@ -176,6 +186,8 @@ pub fn train(
             feature_norm: mean(5),
             refined_norm: mean(6),
             same_identity_attention: Some(mean(7)).filter(|v| !v.is_nan()),
+            offdiag_attention: Some(mean(8)).filter(|v| !v.is_nan()),
+            graph_change: mean(9),
             images_per_s: (batches * n as u64) as f64 / seconds,
             seconds,
         };
@@ -370,31 +382,91 @@ fn checkpoint_files(out: &Path) -> Result<Vec<(String, PathBuf)>, TrainError> {
 
 /// `train_log.csv`: one row per epoch.
 pub fn log_csv(log: &[EpochLog]) -> String {
-    let mut out = String::from(
-        "epoch,lr,loss,id_loss,of_loss,triplet_loss,accuracy,feature_norm,refined_norm,\
-         same_identity_attention,images_per_s,seconds\n",
-    );
+    let names: Vec<&str> = LogColumn::ALL.iter().map(|c| c.name()).collect();
+    let mut out = names.join(",") + "\n";
+    let optional = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
     for r in log {
-        let share = r
-            .same_identity_attention
-            .map_or(String::new(), |v| format!("{v:.6}"));
-        let _ = writeln!(
-            out,
-            "{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{share},{:.1},{:.2}",
-            r.epoch,
-            r.lr,
-            r.loss,
-            r.id_loss,
-            r.of_loss,
-            r.triplet_loss,
-            r.accuracy,
-            r.feature_norm,
-            r.refined_norm,
-            r.images_per_s,
-            r.seconds
-        );
+        let fields: Vec<String> = LogColumn::ALL
+            .iter()
+            .map(|column| match column {
+                LogColumn::Epoch => r.epoch.to_string(),
+                LogColumn::Lr => format!("{:.6e}", r.lr),
+                LogColumn::Loss => format!("{:.6}", r.loss),
+                LogColumn::IdLoss => format!("{:.6}", r.id_loss),
+                LogColumn::OfLoss => format!("{:.6}", r.of_loss),
+                LogColumn::TripletLoss => format!("{:.6}", r.triplet_loss),
+                LogColumn::Accuracy => format!("{:.6}", r.accuracy),
+                LogColumn::FeatureNorm => format!("{:.6}", r.feature_norm),
+                LogColumn::RefinedNorm => format!("{:.6}", r.refined_norm),
+                LogColumn::SameIdentityAttention => optional(r.same_identity_attention),
+                LogColumn::OffdiagAttention => optional(r.offdiag_attention),
+                LogColumn::GraphChange => format!("{:.6}", r.graph_change),
+                LogColumn::ImagesPerS => format!("{:.1}", r.images_per_s),
+                LogColumn::Seconds => format!("{:.2}", r.seconds),
+            })
+            .collect();
+        let _ = writeln!(out, "{}", fields.join(","));
     }
     out
+}
+
+/// The columns of `train_log.csv`, in file order: the one contract between the trainer that writes it and
+/// everything that reads it (the report's figures, the benches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogColumn {
+    Epoch,
+    Lr,
+    Loss,
+    IdLoss,
+    OfLoss,
+    TripletLoss,
+    Accuracy,
+    FeatureNorm,
+    RefinedNorm,
+    SameIdentityAttention,
+    OffdiagAttention,
+    GraphChange,
+    ImagesPerS,
+    Seconds,
+}
+
+impl LogColumn {
+    pub const ALL: [LogColumn; 14] = [
+        LogColumn::Epoch,
+        LogColumn::Lr,
+        LogColumn::Loss,
+        LogColumn::IdLoss,
+        LogColumn::OfLoss,
+        LogColumn::TripletLoss,
+        LogColumn::Accuracy,
+        LogColumn::FeatureNorm,
+        LogColumn::RefinedNorm,
+        LogColumn::SameIdentityAttention,
+        LogColumn::OffdiagAttention,
+        LogColumn::GraphChange,
+        LogColumn::ImagesPerS,
+        LogColumn::Seconds,
+    ];
+
+    /// The column's header in `train_log.csv`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogColumn::Epoch => "epoch",
+            LogColumn::Lr => "lr",
+            LogColumn::Loss => "loss",
+            LogColumn::IdLoss => "id_loss",
+            LogColumn::OfLoss => "of_loss",
+            LogColumn::TripletLoss => "triplet_loss",
+            LogColumn::Accuracy => "accuracy",
+            LogColumn::FeatureNorm => "feature_norm",
+            LogColumn::RefinedNorm => "refined_norm",
+            LogColumn::SameIdentityAttention => "same_identity_attention",
+            LogColumn::OffdiagAttention => "offdiag_attention",
+            LogColumn::GraphChange => "graph_change",
+            LogColumn::ImagesPerS => "images_per_s",
+            LogColumn::Seconds => "seconds",
+        }
+    }
 }
 
 /// The mean euclidean length of the rows of an N×D batch.
