@@ -290,3 +290,49 @@ fn a_damaged_training_checkpoint_is_discarded_not_half_loaded() {
         verify_clean(&p);
     }
 }
+
+/// Rewrites `file` in place with one byte changed (same size, same inode) and its mtime set back: what `touch -r` or
+/// `cp -p` of a rotted backup leaves. Only the ctime tells.
+fn rewrite_keeping_size_and_mtime(file: &std::path::Path) {
+    let modified = std::fs::metadata(file).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(file).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(file, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(file)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+}
+
+/// The blind spot of stat records that trust (size, mtime, inode): a same-size rewrite with its mtime restored, of
+/// the weights and of `metrics.json`, is found by `cache verify` (which also repairs: a second verify is clean) and
+/// by a plain `run`, whose results stay those of an undisturbed run.
+#[test]
+fn a_same_size_rewrite_with_its_mtime_restored_is_caught_and_repaired() {
+    let p = project("blind-spot");
+    run(&p);
+    let reference = results(&p);
+    // The trust ledger records only what was written 2 s ago or earlier: record every entry.
+    std::thread::sleep(Duration::from_millis(2100));
+    run(&p);
+    for (kind, rel) in [("train", "model.safetensors"), ("eval", "metrics.json")] {
+        let file = || p.cache_dir().join(kind).join(&p.entries(kind)[0]).join(rel);
+        rewrite_keeping_size_and_mtime(&file());
+        let verify = p.mgat(&["cache", "verify"]);
+        assert_eq!(verify.code(), 1, "{kind}/{rel}: {}", verify.stdout());
+        assert!(verify.stdout().contains("moved to"), "{}", verify.stdout());
+        verify_clean(&p);
+        run(&p);
+        assert_eq!(results(&p), reference, "{kind}/{rel} after verify");
+        std::thread::sleep(Duration::from_millis(2100));
+        run(&p);
+        // The same damage, with no verify in between: the next run sees it.
+        rewrite_keeping_size_and_mtime(&file());
+        run(&p);
+        assert_eq!(results(&p), reference, "{kind}/{rel} after a run");
+        verify_clean(&p);
+    }
+}

@@ -1,13 +1,16 @@
 //! The trust ledger: one file, `<cache>/.stat/ledger`, that remembers every entry this cache found sound, so that
 //! checking it again costs one `stat` per folder and file of the entry and nothing else.
 //!
-//! A record holds the entry's manifest and the stat (size, mtime, inode) of each of its folders and files, with
+//! A record holds the entry's manifest and the stat (size, mtime, ctime, inode, device) of each of its folders and
+//! files, with
 //! each file's SHA-256, all taken before the files were read and found to match the manifest. While every recorded
 //! stat still holds, the entry has the same names (a folder's mtime changes when a name in it is added, removed or
 //! renamed) with the same contents (a file's changes when it is written), so it is sound without reading anything;
 //! when any stat differs, or the entry is gone, the record is dropped and the entry is checked in full again. This
-//! is the trust the dataset stat caches already give, and it has the same limit: a file rewritten with its old
-//! size and mtime restored, on purpose, is not noticed (`mgat cache verify` re-hashes everything).
+//! is the trust the dataset stat caches give: a file rewritten in place with its old size and mtime restored
+//! (`touch -r`, `cp -p`) has a new ctime, which no ordinary tool sets back, so it is checked again (`mgat cache
+//! verify` re-hashes everything regardless). The record's manifest copy is used only while its own checksum holds,
+//! so an edited ledger costs a full check and never puts its values into a report.
 //!
 //! Only what was last written 2 s ago or earlier is recorded (a write within the same clock tick keeps its mtime).
 //! Changes are kept in memory and merged into the file when the last handle is dropped; two processes saving at
@@ -81,8 +84,11 @@ impl Ledger {
             dirs.chain(files)
                 .all(|(rel, stat)| Stat::of(&path(rel)).is_ok_and(|now| now == *stat))
         });
+        let genuine = record
+            .as_ref()
+            .is_some_and(|r| r.manifest.checksum == r.manifest.compute_checksum());
         match record {
-            Some(record) if holds => Ok(record.manifest),
+            Some(record) if holds && genuine => Ok(record.manifest),
             record => {
                 self.drop_record(kind, key);
                 Err(record.map(|r| r.tree).unwrap_or_default())

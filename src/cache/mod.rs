@@ -207,12 +207,11 @@ impl Cache {
         matches!(self.lookup(kind, key), Lookup::Present(_))
     }
 
-    /// `sha256:…` of output `file` of the entry under `key`, by its manifest alone (outputs unchecked).
+    /// `sha256:…` of output `file` of the entry under `key`, once the entry is found sound ([`Cache::trusted`]:
+    /// through the trust ledger, once per process); None when it is absent, damaged or unreadable.
     pub fn output_digest(&self, kind: StageKind, key: &str, file: &str) -> Option<String> {
-        match self.lookup(kind, key) {
-            Lookup::Present(m) => m.outputs.get(file).map(|o| labelled(&o.sha256)),
-            _ => None,
-        }
+        let manifest = self.trusted(kind, key).ok().flatten()?;
+        manifest.outputs.get(file).map(|o| labelled(&o.sha256))
     }
 
     /// The entry's manifest once its outputs are checked against it (through the trust ledger). An absent entry is
@@ -713,14 +712,40 @@ mod tests {
         );
         age(&entry);
         drop(Cache::new(&root).trusted(StageKind::Index, "k").unwrap());
-        // Poison the recorded manifest: a process that trusts the record returns it without reading manifest.json.
+        // A hand edit of the recorded manifest breaks its checksum: the record is not used (a full check, from
+        // manifest.json).
         let text = ledger_text(&root);
         assert!(text.contains("\"host\":\"h\""));
-        std::fs::write(
-            root.join(".stat/ledger"),
-            text.replace("\"host\":\"h\"", "\"host\":\"recorded\""),
-        )
-        .unwrap();
+        let poison = |text: &str, resealed: bool| {
+            let edited = text
+                .lines()
+                .map(|line| match line.strip_prefix("index\tk\t") {
+                    Some(json) => {
+                        let mut m: Manifest = serde_json::from_str(json).unwrap();
+                        m.host = "recorded".into();
+                        if resealed {
+                            m.checksum = m.compute_checksum();
+                        }
+                        format!("index\tk\t{}", serde_json::to_string(&m).unwrap())
+                    }
+                    None => line.to_string(),
+                });
+            std::fs::write(
+                root.join(".stat/ledger"),
+                edited.collect::<Vec<_>>().join("\n") + "\n",
+            )
+            .unwrap();
+        };
+        poison(&text, false);
+        let checked = Cache::new(&root)
+            .trusted(StageKind::Index, "k")
+            .unwrap()
+            .unwrap();
+        assert_eq!(checked.host, "h", "an edited record is not trusted");
+        // A record whose checksum holds is used from the stats alone, without reading manifest.json.
+        age(&entry);
+        drop(Cache::new(&root).trusted(StageKind::Index, "k").unwrap());
+        poison(&ledger_text(&root), true);
         let vouched = Cache::new(&root)
             .trusted(StageKind::Index, "k")
             .unwrap()

@@ -87,6 +87,14 @@ fn verify(ctx: &Context) -> Result<ExitCode> {
     bar.finish_and_clear();
     for c in &corrupt {
         println!("corrupt {} {}: {}", c.entry.kind, c.entry.key, c.problem);
+        // Repaired, not only reported: moved aside with its ledger record dropped, so the next run recomputes it.
+        match c.entry.kind() {
+            Some(kind) => {
+                let moved = ctx.cache.quarantine(kind, &c.entry.key, &c.problem)?;
+                println!("  moved to {}", moved.display());
+            }
+            None => println!("  left in place: not a stage kind's folder"),
+        }
     }
     let bad: HashSet<&Path> = corrupt.iter().map(|c| c.entry.path.as_path()).collect();
     println!("{} entries verified, {} corrupt", entries.len(), bad.len());

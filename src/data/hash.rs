@@ -31,7 +31,7 @@ pub enum HashError {
 }
 
 /// Every regular file under `root`, sorted by relative path, with its hash. With a stat cache file, folders and
-/// files whose (size, mtime, inode) are unchanged since the cache was written are not listed or read again, and the
+/// files whose (size, mtime, ctime, inode, device) are unchanged since the cache was written are not listed or read again, and the
 /// cache is rewritten when what it would hold changed.
 pub fn hash_tree(
     root: &Path,
@@ -53,13 +53,17 @@ pub fn hash_tree(
     Ok(tree.files.into_iter().map(|(d, _)| d).collect())
 }
 
-/// What the stat records compare: a file (or folder) whose size, mtime and inode are unchanged is taken as
-/// unchanged.
+/// What the stat records compare: a file (or folder) whose size, mtime, ctime, inode and device are unchanged is
+/// taken as unchanged. The ctime is what makes this hold against a deliberate rewrite: `touch -r` and `cp -p` can
+/// set a file's mtime back, but any write, rename into place or `chmod` moves its ctime to now, and no ordinary tool
+/// sets it back (only changing the system clock, as root, can: out of scope, as in Bazel's digest cache).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stat {
     pub size: u64,
     pub mtime_ns: i128,
+    pub ctime_ns: i128,
     pub inode: u64,
+    pub device: u64,
 }
 
 impl Stat {
@@ -74,7 +78,9 @@ impl From<&std::fs::Metadata> for Stat {
         Stat {
             size: m.size(),
             mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
             inode: m.ino(),
+            device: m.dev(),
         }
     }
 }
@@ -83,8 +89,8 @@ impl From<&std::fs::Metadata> for Stat {
 /// stats all still hold has the same names (a folder's mtime changes when a name in it is added, removed or
 /// renamed) with the same contents (a file's changes when it is written).
 ///
-/// As text, one line per folder, `d<TAB>path<TAB>inode<TAB>size<TAB>mtime_ns` (the root's path is empty), then one
-/// per file, `f<TAB>…<TAB>sha256`, each group in path order.
+/// As text, one line per folder, `d<TAB>path<TAB>inode<TAB>size<TAB>mtime_ns<TAB>ctime_ns<TAB>device` (the root's
+/// path is empty), then one per file, `f<TAB>…<TAB>sha256`, each group in path order.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct StatedTree {
     pub dirs: Vec<(String, Stat)>,
@@ -111,6 +117,8 @@ impl StatedTree {
             inode: f.next()?.parse().ok()?,
             size: f.next()?.parse().ok()?,
             mtime_ns: f.next()?.parse().ok()?,
+            ctime_ns: f.next()?.parse().ok()?,
+            device: f.next()?.parse().ok()?,
         };
         match (tag, f.next(), f.next()) {
             ("d", None, _) => self.dirs.push((path, stat)),
@@ -135,20 +143,25 @@ impl StatedTree {
     pub fn to_lines(&self) -> String {
         let mut out = String::new();
         for (path, s) in &self.dirs {
-            let _ = writeln!(out, "d\t{path}\t{}\t{}\t{}", s.inode, s.size, s.mtime_ns);
+            let _ = writeln!(
+                out,
+                "d\t{path}\t{}\t{}\t{}\t{}\t{}",
+                s.inode, s.size, s.mtime_ns, s.ctime_ns, s.device
+            );
         }
         for (f, s) in &self.files {
             let _ = writeln!(
                 out,
-                "f\t{}\t{}\t{}\t{}\t{}",
-                f.path, s.inode, s.size, s.mtime_ns, f.sha256
+                "f\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                f.path, s.inode, s.size, s.mtime_ns, s.ctime_ns, s.device, f.sha256
             );
         }
         out
     }
 
     /// The part of the tree a stat record may hold, so that what it records can vouch for what it saw:
-    /// - only what was last written 2 s ago or earlier (a write within the same clock tick keeps the mtime);
+    /// - only what was last written 2 s ago or earlier (a write within the same clock tick keeps the mtime; the
+    ///   ctime is compared, not required to be settled, so a file whose mtime was set back is recordable);
     /// - only names a line can hold (no tab or line break);
     /// - a folder only with every one of its names, since a folder whose stat holds is not listed again: one with a
     ///   name left out is left out too, and so is every folder above it.
@@ -412,7 +425,9 @@ fn stat_files(root: &Path, dir: &DirFiles) -> Result<Vec<(String, Stat)>, HashEr
             let stat = Stat {
                 size: st.st_size as u64,
                 mtime_ns: i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec),
+                ctime_ns: i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec),
                 inode: st.st_ino,
+                device: st.st_dev,
             };
             Ok((rel, stat))
         })
@@ -520,7 +535,9 @@ mod tests {
         let stat = |n: u64| Stat {
             size: n,
             mtime_ns: -5,
+            ctime_ns: -4,
             inode: n * 7,
+            device: 3,
         };
         let digest = |path: &str| FileDigest {
             path: path.into(),

@@ -266,7 +266,9 @@ impl LockFile {
         Ok(Some(self.dir().join(expanded)))
     }
 
-    /// Sets an entry and its per-file list, then writes both (each atomically).
+    /// Sets an entry and its per-file list, then writes both (each atomically). The lock file is read again,
+    /// changed and written under an exclusive lock of its folder, so that concurrent `data lock`s of different
+    /// names keep both entries.
     pub fn set(
         &mut self,
         name: &str,
@@ -279,6 +281,10 @@ impl LockFile {
             let _ = writeln!(list, "{}\t{}\t{}", f.sha256, f.bytes, f.path);
         }
         mgat_util::fsio::write_atomic(&list_path, list.as_bytes())?;
+        let dir = self.dir();
+        let folder = std::fs::File::open(&dir).map_err(mgat_util::fsio::IoError::at(&dir))?;
+        folder.lock().map_err(mgat_util::fsio::IoError::at(&dir))?;
+        self.doc = LockFile::load(&self.path, &self.file_lists)?.doc;
         self.doc.datasets.insert(name.to_string(), entry);
         let body = serde_yaml::to_string(&self.doc).map_err(|e| LockError::Serialise {
             path: self.path.clone(),
@@ -535,5 +541,37 @@ mod tests {
                 .to_string()
                 .contains("mgat data lock x")
         );
+    }
+
+    #[test]
+    fn concurrent_locks_of_different_names_keep_both_entries() {
+        let dir = mgat_testutil::tempdir();
+        let path = dir.join("datasets.lock");
+        for round in 0..6 {
+            std::fs::write(&path, "").unwrap();
+            std::thread::scope(|s| {
+                for name in ["a", "b", "c"] {
+                    let (path, lists) = (path.clone(), dir.join("lists"));
+                    s.spawn(move || {
+                        let mut lock = LockFile::load(&path, &lists).unwrap();
+                        let digest = format!("sha256:{}", "0".repeat(64));
+                        let entry = LockEntry {
+                            format: mgat_data::Format::Market1501,
+                            root: Some(format!("{name}-{round}")),
+                            synth: None,
+                            files: 0,
+                            bytes: 0,
+                            digest,
+                            release: None,
+                        };
+                        lock.set(name, entry, &[]).unwrap();
+                    });
+                }
+            });
+            let lock = LockFile::load(&path, &dir.join("lists")).unwrap();
+            for name in ["a", "b", "c"] {
+                assert!(lock.entry(name).is_ok(), "round {round}: {name} lost");
+            }
+        }
     }
 }

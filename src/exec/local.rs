@@ -203,13 +203,7 @@ fn resolve(
     keys: &HashMap<usize, (String, KeyInputs)>,
 ) -> Result<(String, KeyInputs), String> {
     let key_of = |d: usize| keys.get(&d).map(|(k, _)| k.clone());
-    let digest_of = |kind: StageKind, key: &str, file: &str| {
-        let manifest = env.cache.trusted(kind, key).ok().flatten()?;
-        manifest
-            .outputs
-            .get(file)
-            .map(|o| mgat_util::digest::labelled(&o.sha256))
-    };
+    let digest_of = |kind, key: &str, file: &str| env.cache.output_digest(kind, key, file);
     env.plan
         .resolve_stage(s, &key_of, &digest_of)
         .map(|(inputs, key)| (key, inputs))
