@@ -7,17 +7,21 @@
 #
 # Usage: benches/cached_grid.sh [PYTHON]
 #   PYTHON: an interpreter with dvc installed; without it, dvc goes into a throwaway venv in target/bench-venv-dvc.
+#        benches/cached_grid.sh --smoke   a 4-cell grid, no dvc (what CI runs)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+. "$repo/benches/lib.sh"
+[ "${1:-}" = --smoke ] && shift
 mgat=$repo/target/release/mgat
 (cd "$repo" && cargo build --release -q)
 python=${1:-}
-if [ -z "$python" ]; then
+if [ "$smoke" = 1 ]; then
+  :
+elif [ -z "$python" ]; then
   venv=$repo/target/bench-venv-dvc
   [ -x "$venv/bin/dvc" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q dvc; }
   python=$venv/bin/python
 fi
-dvc=$(cd "$(dirname "$python")" && pwd)/dvc
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -49,14 +53,26 @@ grid:
   model.of_weight: [0, 0.5, 1, 2, 4]
 seeds: [1, 2]
 SPEC
-echo "computing the grid once (202 stages)..."
+if [ "$smoke" = 1 ]; then
+  sed -i -e 's/model.gamma: .*/model.gamma: [0.5, 1]/' -e 's/model.of_weight: .*/model.of_weight: [1]/' experiments/grid100.yaml
+fi
+cells=$("$mgat" plan experiments/grid100.yaml | tail -1 | awk '{print $1}')
+echo "computing the grid once ($cells cells)..."
 "$mgat" -q run -j 2 experiments/grid100.yaml >/dev/null
-"$mgat" run experiments/grid100.yaml | grep '^stages:'
+summary=$("$mgat" run experiments/grid100.yaml | grep '^stages:') || bench_fail "mgat run printed no stages: line"
+echo "$summary"
+ran=$(awk '{print $2}' <<< "$summary")
+[ "$ran" = 0 ] || bench_fail "the rerun computed $ran stages; a cached grid should compute none ($summary)"
 # Stat caches record only files older than 2 s (a file written within the same clock tick could change unseen), so
 # the steady state of a rerun starts 2 s after the last output was written.
 sleep 2.1 && "$mgat" -q run experiments/grid100.yaml >/dev/null
-mgat_run=$(median_ms "$mgat" -q run experiments/grid100.yaml)
-mgat_plan=$(median_ms "$mgat" plan experiments/grid100.yaml)
+mgat_run=$(positive "mgat run ms" "$(median_ms "$mgat" -q run experiments/grid100.yaml)")
+mgat_plan=$(positive "mgat plan ms" "$(median_ms "$mgat" plan experiments/grid100.yaml)")
+if [ "$smoke" = 1 ]; then
+  echo "no-op rerun of a cached $cells-cell grid (smoke: no dvc), median of 10: mgat run $mgat_run ms, mgat plan $mgat_plan ms"
+  exit 0
+fi
+dvc=$(cd "$(dirname "$python")" && pwd)/dvc
 
 mkdir -p "$work/dvc" && cd "$work/dvc"
 "$dvc" init --no-scm -q
@@ -70,11 +86,11 @@ mkdir -p "$work/dvc" && cd "$work/dvc"
   done
 } > dvc.yaml
 "$dvc" repro -q >/dev/null
-dvc_repro=$(median_ms "$dvc" repro)
-dvc_status=$(median_ms "$dvc" status)
+dvc_repro=$(positive "dvc repro ms" "$(median_ms "$dvc" repro)")
+dvc_status=$(positive "dvc status ms" "$(median_ms "$dvc" status)")
 
 ratio() { awk "BEGIN{printf \"%.0f\", $1 / $2}"; }
-echo "no-op rerun of a cached 100-cell grid (202 stages), median of 10:"
+echo "no-op rerun of a cached $cells-cell grid, median of 10:"
 echo "  mgat run (reports included)  ${mgat_run} ms"
 echo "  mgat plan                    ${mgat_plan} ms"
 echo "  dvc repro                    ${dvc_repro} ms   ($(ratio "$dvc_repro" "$mgat_run")× mgat run)"

@@ -5,11 +5,23 @@
 # torchreid's eval_market1501 from its PyPI sdist), with the ratios and the metrics' agreement.
 # Usage: benches/features_bench.sh PYTHON   (an interpreter with torch and numpy, e.g. a throwaway venv with
 #        `pip install torch numpy`; the torchreid sdist is downloaded into a temporary folder, not installed)
+#        benches/features_bench.sh --smoke   the reference case's 50 × 300 features in tests/data, no anchor (CI)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+. "$repo/benches/lib.sh"
+[ "${1:-}" = --smoke ] && shift
 mgat=$repo/target/release/mgat
-py=${1:?usage: benches/features_bench.sh PYTHON-with-torch}
 (cd "$repo" && cargo build --release -q)
+if [ "$smoke" = 1 ]; then
+  case=$repo/tests/data/reid-cases/m1_basic
+  out=$(/usr/bin/time -f '%e %M' -o /dev/stderr "$mgat" metrics --dir "$case" --qf "$case/qf.npy" --gf "$case/gf.npy" \
+    --json 2>"${TMPDIR:-/tmp}/features-smoke.$$") || bench_fail "mgat metrics --qf --gf failed"
+  read -r s kb < <(tail -1 "${TMPDIR:-/tmp}/features-smoke.$$"); rm -f "${TMPDIR:-/tmp}/features-smoke.$$"
+  mAP=$(jq -e '.mAP' <<< "$out") || bench_fail "mgat metrics --json has no mAP"
+  echo "mgat metrics --qf --gf on 50 × 300 features (smoke: no anchor): $(awk -v s="$s" 'BEGIN{print s + 0.005}') s, peak RSS $(positive "peak RSS" "$kb") KiB, mAP $(positive mAP "$mAP")"
+  exit 0
+fi
+py=${1:?usage: benches/features_bench.sh PYTHON-with-torch}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$py" -m pip download -q --no-deps --no-binary :all: torchreid==0.2.5 -d "$work/sdist"

@@ -5,12 +5,28 @@
 # Usage: benches/metrics_bench.sh [path/to/torchreid/metrics/rank_cylib/rank_cy.pyx]
 # Needs python3; installs numpy and Cython into a throwaway venv and downloads the torchreid sdist (no install, no
 # torch: only its metrics/rank.py is loaded). torchreid's code is not part of this repository.
+#        benches/metrics_bench.sh --smoke   the 50 × 300 reference case in tests/data, no anchor (what CI runs)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+. "$repo/benches/lib.sh"
+[ "${1:-}" = --smoke ] && shift
 mgat=$repo/target/release/mgat
 [ -x "$mgat" ] || (cd "$repo" && cargo build --release -q)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# Wall seconds and peak RSS (KiB) of a command, each checked positive: "S KIB".
+timed() {
+  /usr/bin/time -f '%e %M' -o "$work/timed" "$@" >/dev/null
+  read -r s kb < "$work/timed"
+  echo "$(positive "wall seconds of $1" "$(awk -v s="$s" 'BEGIN{print s + 0.005}')") $(positive "peak RSS of $1" "$kb")"
+}
+if [ "$smoke" = 1 ]; then
+  read -r s kb <<< "$(timed "$mgat" metrics --dir "$repo/tests/data/reid-cases/m1_basic" --json)"
+  rank1=$("$mgat" metrics --dir "$repo/tests/data/reid-cases/m1_basic" --json | jq -e '.cmc."1"') ||
+    bench_fail "mgat metrics --json has no cmc.1"
+  echo "mgat metrics on the 50 × 300 reference case (smoke: no anchor): $s s, peak RSS $kb KiB, rank-1 $(positive rank-1 "$rank1")"
+  exit 0
+fi
 python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install -q numpy cython setuptools
 py=$work/venv/bin/python

@@ -4,14 +4,20 @@
 # the MGAT head and a BN-neck. mgat's images/s is the second epoch of a real train stage (JPEG decoding on worker
 # threads included); PyTorch's (benches/train_speed_torch.py: the same architecture, losses and Adam on random
 # images) excludes data loading. Peak RSS is each whole process's, from /usr/bin/time.
+# mgat's figures are read from train_log.csv by column name (`images_per_s`) and checked to be positive.
 # Usage: benches/train_speed.sh [PYTHON]   PYTHON has torch; without it, torch is installed from PyPI into a
 # throwaway venv under target/ (about 5 GB).
+#        benches/train_speed.sh --smoke   the quickstart model for 2 iterations, no PyTorch (what CI runs)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+. "$repo/benches/lib.sh"
+[ "${1:-}" = --smoke ] && shift
 mgat=$repo/target/release/mgat
 (cd "$repo" && cargo build --release -q)
 py=${1:-}
-if [ -z "$py" ]; then
+if [ "$smoke" = 1 ]; then
+  py=""
+elif [ -z "$py" ]; then
   venv=$repo/target/bench-venv
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   "$venv/bin/python" -c 'import torch' 2>/dev/null || "$venv/bin/pip" install -q --disable-pip-version-check torch numpy
@@ -36,18 +42,29 @@ base:
           warmup_epochs: 0, schedule: constant, lr: 0.00035, workers: 2}
 SPEC
   /usr/bin/time -f %M -o "$name.mgat.rss" "$mgat" -q run "$name.yaml" --until train >/dev/null
-  local ours theirs
-  ours=$(tail -1 .mgat/cache/train/*/train_log.csv | cut -d, -f8)
+  local ours theirs logs
+  logs=(.mgat/cache/train/*/train_log.csv)
+  [ ${#logs[@]} = 1 ] || bench_fail "expected one train entry, found ${#logs[@]}"
+  ours=$(positive "$name mgat images/s" "$(csv_last "${logs[0]}" images_per_s)")
   rm -rf .mgat/cache/train .mgat/cache/eval
+  if [ "$smoke" = 1 ]; then
+    printf '%-11s %10s %10s (smoke: no PyTorch)\n' "$name" "$ours" "-"
+    return
+  fi
   theirs=$(/usr/bin/time -f %M -o "$name.torch.rss" "$py" "$repo/benches/train_speed_torch.py" \
     "${backbone#resnet}" "$width" "$h" "$w" "$p" "$k" "$iters" 2>/dev/null)
   local rss_ours rss_theirs
-  rss_ours=$(peak_gb "$name.mgat.rss")
-  rss_theirs=$(peak_gb "$name.torch.rss")
+  theirs=$(positive "$name torch images/s" "$theirs")
+  rss_ours=$(positive "$name mgat peak RSS" "$(peak_gb "$name.mgat.rss")")
+  rss_theirs=$(positive "$name torch peak RSS" "$(peak_gb "$name.torch.rss")")
   awk -v n="$name" -v a="$ours" -v b="$theirs" -v c="$rss_ours" -v d="$rss_theirs" \
     'BEGIN { printf "%-11s %10s %10s %6.2f× %10s %10s %6.2f×\n", n, a, b, a / b, c, d, c / d }'
 }
 
+if [ "$smoke" = 1 ]; then
+  bench quickstart resnet18 8 64 32 8 4 2
+  exit 0
+fi
 echo "$(nproc) cores, $(date -u +%FT%TZ), mgat $(git -C "$repo" rev-parse --short HEAD), $("$py" -c 'import torch; print("torch", torch.__version__, "threads", torch.get_num_threads())')"
 printf '%-11s %10s %10s %7s %10s %10s %7s\n' model "mgat img/s" "torch" ratio "mgat GB" "torch GB" ratio
 bench quickstart resnet18 8 64 32 8 4 64

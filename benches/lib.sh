@@ -1,0 +1,30 @@
+# Shared by the benches: reading figures by name, checking them, and the smoke mode.
+# Source it: `. "$(dirname "$0")/lib.sh"`. Every reader fails loudly (a message naming the file and the figure, and
+# exit 1) instead of printing a wrong number: a bench whose parse breaks must not go on as if it measured.
+
+# The value of column NAME in the last row of CSV file FILE, found by its header.
+csv_last() {
+  local file=$1 name=$2
+  [ -s "$file" ] || bench_fail "$file is missing or empty (looking for column $name)"
+  awk -F, -v name="$name" -v file="$file" '
+    NR == 1 { for (i = 1; i <= NF; i++) if ($i == name) col = i
+              if (!col) { printf "no column %s in %s (header: %s)\n", name, file, $0 > "/dev/stderr"; exit 2 } }
+    NR > 1 { value = $col; rows++ }
+    END { if (col && !rows) { printf "%s has no rows\n", file > "/dev/stderr"; exit 2 }
+          if (col) print value }' "$file" || bench_fail "cannot read column $name of $file"
+}
+
+# Checks that VALUE (the figure NAME) is a positive number; prints it.
+positive() {
+  local name=$1 value=$2
+  awk -v v="$value" 'BEGIN { exit !(v ~ /^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$/ && v + 0 > 0) }' ||
+    bench_fail "$name is '$value', not a positive number"
+  printf '%s' "$value"
+}
+
+bench_fail() { echo "bench error: $*" >&2; exit 1; }
+
+# BENCH_SMOKE=1 (or --smoke as the first argument, which callers shift away): a tiny size, no anchor installed,
+# to check in CI that the bench still runs and reads what it prints.
+smoke=${BENCH_SMOKE:-0}
+if [ "${1:-}" = --smoke ]; then smoke=1; fi
