@@ -41,8 +41,8 @@ pub mod reasons;
 
 pub use keys::{EvalKey, StageConfig, TrainKey};
 
-/// The fingerprints build.rs computes: each kind's code ([`KindCode`]) and `PROGRAM` (all of mgat's sources, which
-/// reports are rendered by).
+/// The fingerprints build.rs computes: each kind's code ([`KindCode`]) and `REPORT` (the code reports are rendered
+/// by).
 pub mod fingerprints {
     /// One stage kind's code fingerprint and what it covers.
     #[derive(Debug)]

@@ -131,7 +131,7 @@ impl RenderedFrom {
 }
 
 /// Regenerates `reports/<spec name>/` from the cache (results.csv, summary.{md,csv,tex} and figures), unless it
-/// was rendered from the same inputs (mgat's sources, the spec, and the cache entries results.csv names) and
+/// was rendered from the same inputs (the report code's fingerprint, the spec, and the cache entries results.csv names) and
 /// nobody changed it since.
 pub fn write_spec_report(
     spec: &Spec,
@@ -158,7 +158,7 @@ pub fn write_spec_report(
     })?;
     let inputs = sha256_bytes(
         [
-            fingerprints::PROGRAM.as_bytes(),
+            fingerprints::REPORT.as_bytes(),
             b"\0",
             spec.source().as_bytes(),
             b"\0",
