@@ -1,6 +1,6 @@
 //! `datasets.lock`: the pinned identity of every dataset a spec may name (format, root, file count, bytes, and a
 //! digest over every file's path, size and sha256). The per-file list behind each digest is kept in the cache
-//! (`<cache>/file-lists/NAME/DIGEST.tsv`), so that a mismatch can name each added, removed or changed file.
+//! (`<cache>/.file-lists/NAME/DIGEST.tsv`), so that a mismatch can name each added, removed or changed file.
 
 use super::hash::{FileDigest, tree_digest};
 use crate::yamlpos::{PosIndex, split_serde_error};

@@ -27,7 +27,7 @@ pub struct DatasetConfig {
     pub name: String,
 }
 
-/// Backbone, head and loss settings. Defaults are DESIGN.md's: ResNet-50, MGAT with γ = 1, mask on, OF weight 1.
+/// Backbone, head and loss settings. Defaults are the paper's setting: ResNet-50, MGAT with γ = 1, mask on, OF weight 1.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {

@@ -1,4 +1,4 @@
-//! The MGAT / GAT head, applied to a training batch treated as a complete graph (DESIGN.md, "The method"):
+//! The MGAT / GAT head, applied to a training batch treated as a complete graph (the paper's method):
 //! e_ij = ‖x_i − x_j‖₂ (or its square), a_ij = exp(−γ·e_ij), Â = a row-normalised (L1), M_ij = +1 for the same
 //! identity and −1 otherwise, X' = (Â⊙M)·X (MGAT) or Â·X (plain GAT), optionally followed by a learnable d×d
 //! weight and a residual connection. The mask is built from the labels, so any batch order is right.
