@@ -308,14 +308,7 @@ impl Cache {
         key: &str,
         on_wait: impl FnOnce(),
     ) -> Result<KeyLock, CacheError> {
-        let path = self.lock_path(kind, key);
-        fsio::create_dir_all(&self.bucket(CacheBucket::Locks(kind)))?;
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(IoError::at(&path))?;
+        let (file, path) = self.lock_file(kind, key)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -448,17 +441,23 @@ impl Cache {
         Ok(out)
     }
 
-    /// Removes an entry or partial directory [`Cache::garbage`] found, under its key's lock, so that no process
-    /// computing or reading that key sees it half removed. False when another process holds the lock (it is kept).
-    pub fn remove(&self, garbage: &Garbage) -> Result<bool, CacheError> {
-        let path = self.lock_path(garbage.kind, &garbage.key);
-        fsio::create_dir_all(&self.bucket(CacheBucket::Locks(garbage.kind)))?;
+    /// The key's lock file, created if needed (not locked yet), and its path.
+    fn lock_file(&self, kind: StageKind, key: &str) -> Result<(File, PathBuf), CacheError> {
+        let path = self.lock_path(kind, key);
+        fsio::create_dir_all(&self.bucket(CacheBucket::Locks(kind)))?;
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
             .map_err(IoError::at(&path))?;
+        Ok((file, path))
+    }
+
+    /// Removes an entry or partial directory [`Cache::garbage`] found, under its key's lock, so that no process
+    /// computing or reading that key sees it half removed. False when another process holds the lock (it is kept).
+    pub fn remove(&self, garbage: &Garbage) -> Result<bool, CacheError> {
+        let (file, path) = self.lock_file(garbage.kind, &garbage.key)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Ok(false),

@@ -181,26 +181,23 @@ impl Stage for Eval {
     }
 }
 
-impl From<mgat_synth::SynthSummary> for Summary {
-    fn from(s: mgat_synth::SynthSummary) -> Self {
-        Summary::Synth(s)
-    }
+/// Each kind's summary into the manifest's [`Summary`].
+macro_rules! summary_from {
+    ($($variant:ident($summary:ty)),* $(,)?) => {$(
+        impl From<$summary> for Summary {
+            fn from(s: $summary) -> Self {
+                Summary::$variant(s)
+            }
+        }
+    )*};
 }
-impl From<mgat_data::index::IndexSummary> for Summary {
-    fn from(s: mgat_data::index::IndexSummary) -> Self {
-        Summary::Index(s)
-    }
-}
-impl From<mgat_train::TrainSummary> for Summary {
-    fn from(s: mgat_train::TrainSummary) -> Self {
-        Summary::Train(s)
-    }
-}
-impl From<mgat_eval::metrics::EvalSummary> for Summary {
-    fn from(s: mgat_eval::metrics::EvalSummary) -> Self {
-        Summary::Eval(s)
-    }
-}
+
+summary_from!(
+    Synth(mgat_synth::SynthSummary),
+    Index(mgat_data::index::IndexSummary),
+    Train(mgat_train::TrainSummary),
+    Eval(mgat_eval::metrics::EvalSummary),
+);
 
 /// A stage's result: where it computed and its summary for the manifest.
 #[derive(Debug, Clone)]
