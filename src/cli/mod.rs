@@ -1,6 +1,7 @@
 //! The `mgat` command line: argument parsing (clap), project paths, logging, and exit codes (0 success, 1 a stage
 //! or check failed, 2 bad input: spec, lock, dataset or arguments).
 
+mod audit_cmd;
 mod cache_cmd;
 mod data_cmd;
 mod device_cmd;
@@ -71,8 +72,11 @@ enum Command {
     Metrics(metrics_cmd::MetricsArgs),
     /// Regenerate reports/<spec>/ (results.csv, summary tables, figures) from the cache; render the paper's tables.
     Report(report_cmd::ReportArgs),
-    /// Compare reports/*/results.csv between two git revisions (default HEAD and the working tree).
+    /// Compare reports/*/results.csv between two git revisions (default HEAD and the working tree), and say why
+    /// keys moved.
     Diff(report_cmd::DiffArgs),
+    /// Recompute committed report rows from scratch in a throwaway cache and check they come out the same.
+    Audit(audit_cmd::AuditArgs),
     /// Compute one planned stage (what each Slurm job runs).
     #[command(hide = true)]
     Stage(stage_cmd::StageArgs),
@@ -115,14 +119,27 @@ impl Context {
             .lock
             .clone()
             .unwrap_or_else(|| root.join("datasets.lock"));
-        let cache_dir = absolute(&cache_dir, &cwd);
-        Ok(Context {
+        Ok(Context::at(
+            root,
+            absolute(&cache_dir, &cwd),
+            absolute(&lock_path, &cwd),
+            cli.quiet,
+        ))
+    }
+
+    fn at(root: PathBuf, cache_dir: PathBuf, lock_path: PathBuf, quiet: bool) -> Context {
+        Context {
             root,
             weight_records: crate::cache::CacheBucket::Weights.dir(&cache_dir),
             cache: Cache::new(cache_dir),
-            lock_path: absolute(&lock_path, &cwd),
-            quiet: cli.quiet,
-        })
+            lock_path,
+            quiet,
+        }
+    }
+
+    /// The same project with the cache (and the weight records in it) at `dir`.
+    pub fn with_cache(&self, dir: PathBuf) -> Context {
+        Context::at(self.root.clone(), dir, self.lock_path.clone(), self.quiet)
     }
 
     /// What a plan is for: computing stages needs the weights and data; inspecting works from the cache.
@@ -231,6 +248,7 @@ pub fn main() -> ExitCode {
         Command::Metrics(args) => metrics_cmd::run(args),
         Command::Report(args) => report_cmd::report(&ctx, args),
         Command::Diff(args) => report_cmd::diff(&ctx, args),
+        Command::Audit(args) => audit_cmd::audit(&ctx, args),
         Command::Stage(args) => stage_cmd::stage(&ctx, args),
     });
     match result {

@@ -138,7 +138,8 @@ pub fn diff(ctx: &Context, args: DiffArgs) -> Result<ExitCode> {
         Ok(all)
     };
     let (results_a, results_b) = (load(&a)?, load(&b)?);
-    let diff = compare(&results_a, &results_b, args.spec.as_deref());
+    let mut diff = compare(&results_a, &results_b, args.spec.as_deref());
+    diff.name_changed_files(&ctx.root, (&a, &results_a), (&b, &results_b));
     let (la, lb) = (a.label(), b.label());
     match args.format {
         Format::Table => print!("{}", diff.table(la, lb)),

@@ -104,14 +104,21 @@ impl StageKind {
         self.code().fingerprint
     }
 
-    /// The output of an entry of this kind that downstream stages read, whose digest is in their keys. A synth
-    /// entry's output is the dataset, which reaches them through the lock digest.
-    pub fn consumed_output(self) -> Option<&'static str> {
+    /// The file that holds what an entry of this kind computed (the index, the weights, the metrics), whose digest
+    /// reports record. A synth entry's output is the dataset, pinned by the lock digest instead.
+    pub fn result_file(self) -> Option<&'static str> {
         match self {
             StageKind::Index => Some(mgat_data::index::INDEX_FILE),
             StageKind::Train => Some(mgat_train::MODEL_FILE),
-            StageKind::Synth | StageKind::Eval => None,
+            StageKind::Eval => Some(mgat_eval::stage::METRICS_FILE),
+            StageKind::Synth => None,
         }
+    }
+
+    /// The output of an entry of this kind that downstream stages read, whose digest is in their keys: its result
+    /// file, for the kinds that have consumers.
+    pub fn consumed_output(self) -> Option<&'static str> {
+        self.result_file().filter(|_| self != StageKind::Eval)
     }
 }
 

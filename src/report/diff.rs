@@ -3,8 +3,11 @@
 //! seed noise (p < 0.05). Files are read with `git show`, so any clone can compare any two commits.
 
 use super::ReportError;
+use super::keys::{KEYS_FILE, ReportKeys};
 use super::results::{RESULTS_FILE, Results};
 use super::stats::{mean, welch};
+use crate::plan::StageKind;
+use crate::plan::reasons::{KeyChange, key_changes};
 use crate::spec::layout::METRICS;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -30,8 +33,8 @@ impl Side {
         }
     }
 
-    /// Every `reports/<spec>/results.csv` at this side, by spec name.
-    pub fn load(&self, root: &Path) -> Result<BTreeMap<String, Results>, ReportError> {
+    /// Every `reports/<spec>/results.csv` at this side with the `keys.json` beside it, by spec name.
+    pub fn load(&self, root: &Path) -> Result<BTreeMap<String, Committed>, ReportError> {
         let mut out = BTreeMap::new();
         match self {
             Side::WorkingTree => {
@@ -43,7 +46,15 @@ impl Side {
                     let path = dir.path().join(RESULTS_FILE);
                     if path.is_file() {
                         let name = dir.file_name().to_string_lossy().into_owned();
-                        out.insert(name, Results::read(&path)?);
+                        let keys_path = dir.path().join(KEYS_FILE);
+                        let keys = match std::fs::read(&keys_path) {
+                            Ok(bytes) => {
+                                Some(ReportKeys::parse(&bytes, &keys_path.display().to_string())?)
+                            }
+                            Err(_) => None,
+                        };
+                        let results = Results::read(&path)?;
+                        out.insert(name, Committed { results, keys });
                     }
                 }
             }
@@ -65,7 +76,8 @@ impl Side {
                     root,
                     &["ls-tree", "-r", "--name-only", rev, "--", "reports/"],
                 )?;
-                for path in String::from_utf8_lossy(&listing).lines() {
+                let listing = String::from_utf8_lossy(&listing);
+                for path in listing.lines() {
                     let Some(name) = path
                         .strip_prefix("reports/")
                         .and_then(|p| p.strip_suffix(&format!("/{RESULTS_FILE}")))
@@ -73,16 +85,51 @@ impl Side {
                     else {
                         continue;
                     };
-                    let bytes = git(root, &["show", &format!("{rev}:{path}")])?;
-                    out.insert(
-                        name.to_string(),
-                        Results::parse(&bytes, &format!("{rev}:{path}"))?,
-                    );
+                    let show = |path: &str| git(root, &["show", &format!("{rev}:{path}")]);
+                    let results = Results::parse(&show(path)?, &format!("{rev}:{path}"))?;
+                    let keys_path = format!("reports/{name}/{KEYS_FILE}");
+                    let keys = match listing.lines().any(|l| l == keys_path) {
+                        true => Some(ReportKeys::parse(
+                            &show(&keys_path)?,
+                            &format!("{rev}:{keys_path}"),
+                        )?),
+                        false => None,
+                    };
+                    out.insert(name.to_string(), Committed { results, keys });
                 }
             }
         }
         Ok(out)
     }
+
+    /// The files among `files` that differ from side `a` to this side (`git diff --name-only`); none when git
+    /// cannot tell.
+    fn changed_since(&self, root: &Path, a: &Side, files: &[&str]) -> Vec<String> {
+        let Side::Rev(rev_a) = a else {
+            return Vec::new();
+        };
+        let mut args = vec!["diff", "--name-only", rev_a.as_str()];
+        if let Side::Rev(rev_b) = self {
+            args.push(rev_b);
+        }
+        args.push("--");
+        args.extend(files);
+        git(root, &args)
+            .map(|out| {
+                String::from_utf8_lossy(&out)
+                    .lines()
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A spec's committed report at one side: its rows and, where it was committed, what their stages were keyed by.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub results: Results,
+    pub keys: Option<ReportKeys>,
 }
 
 fn git(root: &Path, args: &[&str]) -> Result<Vec<u8>, ReportError> {
@@ -125,6 +172,42 @@ impl MetricDiff {
     }
 }
 
+/// Why a cell group's stage of one kind has another key at B than at A.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Why {
+    pub spec: String,
+    pub group: String,
+    pub kind: StageKind,
+    /// None when a side has no keys.json to say why.
+    pub change: Option<KeyChange>,
+    /// For a change of code: that kind's source files that differ between the revisions.
+    pub files: Vec<String>,
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.change {
+            None => write!(
+                f,
+                "{} key changed (no keys.json at a side to say why)",
+                self.kind.name()
+            ),
+            Some(change) if self.files.is_empty() => write!(f, "{change}"),
+            Some(change) => write!(f, "{change}: {}", self.files.join(", ")),
+        }
+    }
+}
+
+/// A metric of one cell (one seed) that moved while all its stages kept their keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nondeterministic {
+    pub spec: String,
+    pub cell: String,
+    pub metric: String,
+    pub a: f64,
+    pub b: f64,
+}
+
 /// The comparison of two sides.
 #[derive(Debug, Clone, Default)]
 pub struct Diff {
@@ -132,12 +215,16 @@ pub struct Diff {
     /// (spec, group) present only at A, only at B.
     pub only_a: Vec<(String, String)>,
     pub only_b: Vec<(String, String)>,
+    /// Why keys moved, per cell group and kind, each reason once.
+    pub why: Vec<Why>,
+    pub nondeterministic: Vec<Nondeterministic>,
 }
 
-/// Joins the two sides' results by spec and cell group; `spec` restricts to one spec name.
+/// Joins the two sides' results by spec and cell group, and says why each cell's keys moved; `spec` restricts to
+/// one spec name.
 pub fn compare(
-    a: &BTreeMap<String, Results>,
-    b: &BTreeMap<String, Results>,
+    a: &BTreeMap<String, Committed>,
+    b: &BTreeMap<String, Committed>,
     spec: Option<&str>,
 ) -> Diff {
     let mut diff = Diff::default();
@@ -150,7 +237,13 @@ pub fn compare(
     };
     let empty = Results::default();
     for name in names {
-        let (ra, rb) = (a.get(name).unwrap_or(&empty), b.get(name).unwrap_or(&empty));
+        if let (Some(ca), Some(cb)) = (a.get(name), b.get(name)) {
+            diff.explain(name, ca, cb);
+        }
+        let (ra, rb) = (
+            a.get(name).map_or(&empty, |c| &c.results),
+            b.get(name).map_or(&empty, |c| &c.results),
+        );
         let groups_a = ra.groups();
         let groups_b = rb.groups();
         for (group, rows_a) in &groups_a {
@@ -198,6 +291,94 @@ fn p_text(m: &MetricDiff) -> String {
 }
 
 impl Diff {
+    /// Adds why each cell of spec `name` present at both sides has other keys at B, and the cells whose metrics
+    /// moved under unchanged keys.
+    fn explain(&mut self, name: &str, a: &Committed, b: &Committed) {
+        for row_b in &b.results.rows {
+            let Some(row_a) = a.results.rows.iter().find(|r| r.cell == row_b.cell) else {
+                continue;
+            };
+            let mut push = |kind: StageKind, change: Option<KeyChange>| {
+                let why = Why {
+                    spec: name.to_string(),
+                    group: row_b.group().to_string(),
+                    kind,
+                    change,
+                    files: Vec::new(),
+                };
+                if !self.why.contains(&why) {
+                    self.why.push(why);
+                }
+            };
+            match (&a.keys, &b.keys) {
+                (Some(ka), Some(kb)) => {
+                    for kind in StageKind::ALL {
+                        let (sa, sb) = (ka.stage(&row_b.cell, kind), kb.stage(&row_b.cell, kind));
+                        match (sa, sb) {
+                            (Some((key_a, ra)), Some((key_b, rb))) if key_a != key_b => {
+                                for change in key_changes(&ra.inputs, &rb.inputs, &[]) {
+                                    push(kind, Some(change));
+                                }
+                            }
+                            (Some(_), None) | (None, Some(_)) => push(kind, None),
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {
+                    for (kind, key_a, key_b) in [
+                        (StageKind::Train, &row_a.train_key, &row_b.train_key),
+                        (StageKind::Eval, &row_a.eval_key, &row_b.eval_key),
+                    ] {
+                        if key_a != key_b {
+                            push(kind, None);
+                        }
+                    }
+                }
+            }
+            if row_a.train_key == row_b.train_key && row_a.eval_key == row_b.eval_key {
+                for (i, metric) in METRICS.iter().enumerate() {
+                    if let (Some(va), Some(vb)) = (row_a.metrics[i], row_b.metrics[i])
+                        && va != vb
+                    {
+                        self.nondeterministic.push(Nondeterministic {
+                            spec: name.to_string(),
+                            cell: row_b.cell.clone(),
+                            metric: metric.to_string(),
+                            a: va,
+                            b: vb,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// For each change of code, the files of that kind (as either side's keys.json lists them) that git says differ
+    /// between the two sides.
+    pub fn name_changed_files(
+        &mut self,
+        root: &Path,
+        (side_a, a): (&Side, &BTreeMap<String, Committed>),
+        (side_b, b): (&Side, &BTreeMap<String, Committed>),
+    ) {
+        for why in &mut self.why {
+            let Some(KeyChange::Code { kind }) = why.change else {
+                continue;
+            };
+            let mut files: Vec<&str> = [a, b]
+                .iter()
+                .filter_map(|side| side.get(&why.spec)?.keys.as_ref()?.code.get(&kind))
+                .flat_map(|code| code.files.iter().map(String::as_str))
+                .collect();
+            files.sort_unstable();
+            files.dedup();
+            if !files.is_empty() {
+                why.files = side_b.changed_since(root, side_a, &files);
+            }
+        }
+    }
+
     fn header(label_a: &str, label_b: &str) -> [String; 7] {
         [
             "spec".into(),
@@ -240,6 +421,19 @@ impl Diff {
             for (spec, group) in list {
                 let _ = writeln!(out, "only at {which}: {spec} {group}");
             }
+        }
+        if !self.why.is_empty() {
+            let _ = writeln!(out, "\nwhy keys moved from {label_a} to {label_b}:");
+            for w in &self.why {
+                let _ = writeln!(out, "  {} {}: {}: {w}", w.spec, w.group, w.kind.name());
+            }
+        }
+        for n in &self.nondeterministic {
+            let _ = writeln!(
+                out,
+                "non-deterministic: {} {} {} {} → {} with the same keys",
+                n.spec, n.cell, n.metric, n.a, n.b
+            );
         }
         out
     }
@@ -308,9 +502,28 @@ impl Diff {
                 .map(|(s, g)| json!({"spec": s, "cell": g}))
                 .collect()
         };
+        let why: Vec<Value> = self
+            .why
+            .iter()
+            .map(|w| {
+                json!({
+                    "spec": w.spec, "cell": w.group, "kind": w.kind,
+                    "reason": w.change.as_ref().map(ToString::to_string), "files": w.files,
+                    "text": w.to_string(),
+                })
+            })
+            .collect();
+        let nondeterministic: Vec<Value> = self
+            .nondeterministic
+            .iter()
+            .map(
+                |n| json!({"spec": n.spec, "cell": n.cell, "metric": n.metric, "a": n.a, "b": n.b}),
+            )
+            .collect();
         json!({
             "a": label_a, "b": label_b, "metrics": metrics,
             "only_a": pairs(&self.only_a), "only_b": pairs(&self.only_b),
+            "why": why, "nondeterministic": nondeterministic,
         })
     }
 }
@@ -338,9 +551,13 @@ mod tests {
                 (&["none"], 1, 0.30, 0.10),
             ],
         );
+        let committed = |results| Committed {
+            results,
+            keys: None,
+        };
         let diff = compare(
-            &BTreeMap::from([("q".to_string(), a)]),
-            &BTreeMap::from([("q".to_string(), b)]),
+            &BTreeMap::from([("q".to_string(), committed(a))]),
+            &BTreeMap::from([("q".to_string(), committed(b))]),
             None,
         );
         assert_eq!(diff.only_a, [("q".to_string(), "head=gat".to_string())]);

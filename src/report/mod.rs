@@ -1,9 +1,11 @@
-//! Reports: a spec's results gathered from the cache into `reports/<spec>/` (results.csv, summary tables,
-//! figures), the paper's tables rendered against them, and results compared between git revisions.
+//! Reports: a spec's results gathered from the cache into `reports/<spec>/` (results.csv, the key inputs of its
+//! stages in keys.json, summary tables, figures), the paper's tables rendered against them, and results compared between git revisions.
 
+pub mod audit;
 pub mod delta;
 pub mod diff;
 pub mod figures;
+pub mod keys;
 pub mod paper;
 pub mod results;
 pub mod stats;
@@ -130,7 +132,7 @@ impl RenderedFrom {
     }
 }
 
-/// Regenerates `reports/<spec name>/` from the cache (results.csv, summary.{md,csv,tex} and figures), unless it
+/// Regenerates `reports/<spec name>/` from the cache (results.csv, keys.json, summary.{md,csv,tex} and figures), unless it
 /// was rendered from the same inputs (the report code's fingerprint, the spec, and the cache entries results.csv names) and
 /// nobody changed it since.
 pub fn write_spec_report(
@@ -180,6 +182,13 @@ pub fn write_spec_report(
         Ok(path)
     };
     written.files.push(put(RESULTS_FILE, &csv)?);
+    let keys = keys::ReportKeys::collect(
+        plan,
+        spec_index,
+        results.rows.iter().map(|r| r.cell.as_str()),
+        cache,
+    );
+    written.files.push(put(keys::KEYS_FILE, &keys.to_json())?);
     let stats = group_stats(&results)?;
     let pivot = Pivot::new(&spec.report, &results.axes, &stats);
     let title = spec

@@ -20,6 +20,11 @@ pub const RESULTS_FILE: &str = "results.csv";
 /// Decimal places of every float column.
 const FLOAT_DIGITS: usize = 6;
 
+/// A float as results.csv writes it.
+pub fn format_float(value: f64) -> String {
+    format!("{value:.FLOAT_DIGITS$}")
+}
+
 /// One evaluated cell.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ResultRow {

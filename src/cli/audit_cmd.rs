@@ -1,0 +1,234 @@
+//! `mgat audit`: recompute committed report rows from scratch in a throwaway cache (data stages included, datasets
+//! re-hashed against the lock, pretrained weights re-hashed) and compare them with what is committed under
+//! `reports/<spec>/`. The user's cache is neither read nor written, and nothing in the checkout is.
+
+use super::run_cmd::{glob_match, resolve_keys};
+use super::{Context, UsageError};
+use crate::exec::{Outcome, RunOptions, StageEnv, local};
+use crate::plan::Plan;
+use crate::provenance::LazyGitState;
+use crate::report::audit::{RowAudit, RowSide, audit_row, select_rows, table};
+use crate::report::keys::{KEYS_FILE, ReportKeys};
+use crate::report::results::{RESULTS_FILE, Results};
+use crate::spec::Spec;
+use anyhow::Result;
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// Specs whose committed reports/<name>/results.csv rows to recompute.
+    #[arg(required = true)]
+    specs: Vec<PathBuf>,
+    /// Audit a random sample of this many rows per spec (drawn with --seed) instead of all.
+    #[arg(long, value_name = "N")]
+    sample: Option<usize>,
+    /// Seed of the --sample draw.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Only rows whose cell matches this glob (`*` and `?`), e.g. 'head=mgat,*'.
+    #[arg(long, value_name = "GLOB")]
+    cells: Option<String>,
+    /// Print the verdicts as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Stages run at once.
+    #[arg(long, short = 'j', default_value_t = 1)]
+    jobs: usize,
+}
+
+/// A spec's committed report: the rows to audit among all its rows, and its keys.json if committed.
+struct Committed {
+    results: Results,
+    keys: Option<ReportKeys>,
+    selected: Vec<usize>,
+}
+
+pub fn audit(ctx: &Context, args: AuditArgs) -> Result<ExitCode> {
+    if args.jobs == 0 {
+        return Err(UsageError("--jobs 0: expected at least 1".into()).into());
+    }
+    if args.sample == Some(0) {
+        return Err(UsageError("--sample 0: expected at least 1".into()).into());
+    }
+    let specs = Spec::load_all(&args.specs)?;
+    let committed = specs
+        .iter()
+        .map(|spec| load_committed(&ctx.root, spec, &args))
+        .collect::<Result<Vec<_>>>()?;
+    if committed.iter().all(|c| c.selected.is_empty()) {
+        let glob = args.cells.as_deref().unwrap_or("*");
+        return Err(UsageError(format!("--cells '{glob}' matches no committed row")).into());
+    }
+    let scratch = Scratch::new()?;
+    let actx = ctx.with_cache(scratch.0.clone());
+    let lock = actx.load_lock()?;
+    let mut plan = Plan::new(&specs, &lock, actx.purpose(true))?;
+    resolve_keys(&actx, &mut plan);
+    let cells: Vec<usize> = (0..plan.cells.len())
+        .filter(|&c| {
+            let pc = &plan.cells[c];
+            let mine = &committed[pc.spec];
+            mine.selected
+                .iter()
+                .any(|&r| mine.results.rows[r].cell == pc.cell.name)
+        })
+        .collect();
+    let selected = plan.stages_of(&cells);
+    let env = StageEnv {
+        cache: &actx.cache,
+        lock: &lock,
+        plan: &plan,
+    };
+    let opts = RunOptions {
+        jobs: args.jobs,
+        keep_going: true,
+        devices: Vec::new(),
+    };
+    tracing::info!(
+        "auditing {} rows: {} stages from scratch in {}",
+        cells.len(),
+        selected.len(),
+        scratch.0.display()
+    );
+    let report = local::run(
+        &env,
+        &selected,
+        opts,
+        &actx.progress(),
+        &LazyGitState::new(&ctx.root),
+    );
+    resolve_keys(&actx, &mut plan);
+    let mut audits = Vec::new();
+    for (i, (spec, mine)) in specs.iter().zip(&committed).enumerate() {
+        let (recomputed, _) = Results::collect(spec, i, &plan, &actx.cache)?;
+        let new_keys = ReportKeys::collect(
+            &plan,
+            i,
+            recomputed.rows.iter().map(|r| r.cell.as_str()),
+            &actx.cache,
+        );
+        for &r in &mine.selected {
+            let row = &mine.results.rows[r];
+            let planned = plan
+                .cells
+                .iter()
+                .find(|pc| pc.spec == i && pc.cell.name == row.cell);
+            let stages = planned.map(|pc| pc.stages.as_slice()).unwrap_or_default();
+            let seconds: f64 = report
+                .outcomes
+                .iter()
+                .filter(|(s, _)| stages.contains(s))
+                .filter_map(|(_, o)| match o {
+                    Outcome::Ran(d) => Some(d.as_secs_f64()),
+                    _ => None,
+                })
+                .sum();
+            let failure = || match planned {
+                None => "the spec has no such cell any more".to_string(),
+                Some(_) => report
+                    .failed()
+                    .find(|(s, ..)| stages.contains(s))
+                    .map(|(_, message, _)| message.lines().next().unwrap_or_default().to_string())
+                    .unwrap_or_else(|| "no result came back".into()),
+            };
+            let audit = match recomputed.rows.iter().find(|n| n.cell == row.cell) {
+                Some(again) => {
+                    let group: Vec<_> = mine
+                        .results
+                        .rows
+                        .iter()
+                        .filter(|o| o.group() == row.group())
+                        .collect();
+                    audit_row(
+                        &spec.name,
+                        &RowSide {
+                            row,
+                            keys: mine.keys.as_ref(),
+                        },
+                        &RowSide {
+                            row: again,
+                            keys: Some(&new_keys),
+                        },
+                        &group,
+                        seconds,
+                    )
+                }
+                None => RowAudit {
+                    spec: spec.name.clone(),
+                    cell: row.cell.clone(),
+                    seconds,
+                    key_changes: Vec::new(),
+                    differences: Vec::new(),
+                    tolerance: None,
+                    failed: Some(failure()),
+                },
+            };
+            audits.push(audit);
+        }
+    }
+    if args.json {
+        let rows: Vec<_> = audits.iter().map(RowAudit::json).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", table(&audits));
+    }
+    Ok(if audits.iter().all(RowAudit::reproduced) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The committed rows of `spec` and which of them `args` selects.
+fn load_committed(root: &Path, spec: &Spec, args: &AuditArgs) -> Result<Committed> {
+    let dir = root.join("reports").join(&spec.name);
+    let path = dir.join(RESULTS_FILE);
+    if !path.is_file() {
+        return Err(UsageError(format!(
+            "{}: no committed results to audit (run the spec and commit its report first)",
+            path.display()
+        ))
+        .into());
+    }
+    let results = Results::read(&path)?;
+    let keys_path = dir.join(KEYS_FILE);
+    let keys = match std::fs::read(&keys_path) {
+        Ok(bytes) => Some(ReportKeys::parse(&bytes, &keys_path.display().to_string())?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(mgat_util::fsio::IoError::new(keys_path, e).into()),
+    };
+    let selected = select_rows(
+        &results,
+        |cell| args.cells.as_ref().is_none_or(|g| glob_match(g, cell)),
+        args.sample,
+        args.seed,
+    );
+    Ok(Committed {
+        results,
+        keys,
+        selected,
+    })
+}
+
+/// The throwaway cache: a fresh folder under the system's temporary folder, removed when the audit ends.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> std::io::Result<Scratch> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let dir = std::env::temp_dir().join(format!("mgat-audit-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,377 @@
+//! `mgat audit`'s verdicts: committed rows (results.csv and keys.json) against the same rows recomputed from scratch.
+//! A row trained on the CPU must come back byte-identical (every metric as results.csv writes it, the digests of
+//! its index, weights and metrics files); a row trained on a GPU may move by its cell group's seed spread (the
+//! sample standard deviation of that metric over the group's committed seeds). A key that moved is explained with
+//! the typed reasons `mgat explain` uses.
+
+use super::keys::ReportKeys;
+use super::results::{ResultRow, Results, format_float};
+use super::stats::mean;
+use crate::plan::StageKind;
+use crate::plan::reasons::{KeyChange, key_changes};
+use crate::spec::layout::METRICS;
+use mgat_util::rng::Rng;
+use serde_json::{Value, json};
+use std::fmt::Write as _;
+
+/// One value that came back different.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Difference {
+    /// A metric name, or `<kind> output` for a stage's result file.
+    pub what: String,
+    pub committed: String,
+    pub recomputed: String,
+}
+
+/// The audit of one committed row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowAudit {
+    pub spec: String,
+    pub cell: String,
+    /// Seconds spent on the stages this row needed (shared stages count for every row that needs them).
+    pub seconds: f64,
+    /// Why a stage of this row has another key now; `None` when the committed keys.json cannot say.
+    pub key_changes: Vec<(StageKind, Option<KeyChange>)>,
+    pub differences: Vec<Difference>,
+    /// For a row trained on a GPU: per metric, the tolerance it was held to.
+    pub tolerance: Option<Vec<(String, f64)>>,
+    /// The recomputation failed (or produced no row): the message.
+    pub failed: Option<String>,
+}
+
+impl RowAudit {
+    pub fn reproduced(&self) -> bool {
+        self.failed.is_none() && self.key_changes.is_empty() && self.differences.is_empty()
+    }
+
+    pub fn verdict(&self) -> String {
+        if let Some(message) = &self.failed {
+            return format!("failed: {message}");
+        }
+        let mut parts = Vec::new();
+        if !self.key_changes.is_empty() {
+            let reasons: Vec<String> = self
+                .key_changes
+                .iter()
+                .map(|(kind, change)| match change {
+                    Some(c) => format!("{}: {c}", kind.name()),
+                    None => format!("{} (not recorded in keys.json)", kind.name()),
+                })
+                .collect();
+            parts.push(format!("key changed because {}", reasons.join("; ")));
+        }
+        if !self.differences.is_empty() {
+            let shown: Vec<String> = self
+                .differences
+                .iter()
+                .map(|d| format!("{} {} → {}", d.what, d.committed, d.recomputed))
+                .collect();
+            parts.push(format!("differs by {}", shown.join(", ")));
+        }
+        if parts.is_empty() {
+            return match &self.tolerance {
+                None => "reproduced byte-identically".into(),
+                Some(t) => format!("reproduced within the seed spread ({})", tolerance_text(t)),
+            };
+        }
+        parts.join("; ")
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "spec": self.spec,
+            "cell": self.cell,
+            "reproduced": self.reproduced(),
+            "verdict": self.verdict(),
+            "seconds": self.seconds,
+            "key_changes": self.key_changes.iter().map(|(k, c)| json!({
+                "kind": k, "reason": c.as_ref().map(ToString::to_string),
+            })).collect::<Vec<_>>(),
+            "differences": self.differences.iter().map(|d| json!({
+                "what": d.what, "committed": d.committed, "recomputed": d.recomputed,
+            })).collect::<Vec<_>>(),
+            "tolerance": self.tolerance.as_ref().map(|t| t.iter().map(|(m, v)| json!({"metric": m, "max_abs": v})).collect::<Vec<_>>()),
+            "failed": self.failed,
+        })
+    }
+}
+
+fn tolerance_text(t: &[(String, f64)]) -> String {
+    t.iter()
+        .map(|(m, v)| format!("{m} ±{}", format_float(*v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The rows to audit: those whose cell matches `select` (all when None), then a sample of `sample` of them drawn
+/// with `seed`, kept in file order.
+pub fn select_rows(
+    results: &Results,
+    matches: impl Fn(&str) -> bool,
+    sample: Option<usize>,
+    seed: u64,
+) -> Vec<usize> {
+    let mut rows: Vec<usize> = (0..results.rows.len())
+        .filter(|&i| matches(&results.rows[i].cell))
+        .collect();
+    if let Some(n) = sample.filter(|&n| n < rows.len()) {
+        Rng::new(seed, &[0x617564]).shuffle(&mut rows);
+        rows.truncate(n);
+        rows.sort_unstable();
+    }
+    rows
+}
+
+/// What one side (committed or recomputed) knows about a row.
+pub struct RowSide<'a> {
+    pub row: &'a ResultRow,
+    pub keys: Option<&'a ReportKeys>,
+}
+
+/// Compares a committed row with its recomputation. `group` is the committed rows of the same cell group (for a
+/// GPU row's tolerance).
+pub fn audit_row(
+    spec: &str,
+    committed: &RowSide,
+    recomputed: &RowSide,
+    group: &[&ResultRow],
+    seconds: f64,
+) -> RowAudit {
+    let cell = committed.row.cell.clone();
+    let mut audit = RowAudit {
+        spec: spec.to_string(),
+        cell: cell.clone(),
+        seconds,
+        key_changes: Vec::new(),
+        differences: Vec::new(),
+        tolerance: None,
+        failed: None,
+    };
+    audit.key_changes = moved_keys(committed, recomputed);
+    if committed.row.device == "cpu" {
+        audit.differences = exact_differences(committed, recomputed);
+    } else {
+        let tolerance = seed_spread(group);
+        audit.differences = metric_differences(committed.row, recomputed.row, &tolerance);
+        audit.tolerance = Some(tolerance);
+    }
+    audit
+}
+
+/// Why each of the row's stages that has another key moved, upstream first.
+fn moved_keys(committed: &RowSide, recomputed: &RowSide) -> Vec<(StageKind, Option<KeyChange>)> {
+    let cell = &committed.row.cell;
+    let mut out = Vec::new();
+    match (committed.keys, recomputed.keys) {
+        (Some(old), Some(new)) => {
+            for kind in StageKind::ALL {
+                match (old.stage(cell, kind), new.stage(cell, kind)) {
+                    (Some((ka, ra)), Some((kb, rb))) if ka != kb => out.extend(
+                        key_changes(&ra.inputs, &rb.inputs, &[])
+                            .into_iter()
+                            .map(|c| (kind, Some(c))),
+                    ),
+                    (Some(_), None) | (None, Some(_)) => out.push((kind, None)),
+                    _ => {}
+                }
+            }
+        }
+        _ => {
+            let (a, b) = (committed.row, recomputed.row);
+            for (kind, ka, kb) in [
+                (StageKind::Train, &a.train_key, &b.train_key),
+                (StageKind::Eval, &a.eval_key, &b.eval_key),
+            ] {
+                if ka != kb {
+                    out.push((kind, None));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every metric as results.csv writes it, and the digest of every stage's result file the committed keys.json
+/// records.
+fn exact_differences(committed: &RowSide, recomputed: &RowSide) -> Vec<Difference> {
+    let show = |v: Option<f64>| v.map(format_float).unwrap_or_default();
+    let mut out: Vec<Difference> = METRICS
+        .iter()
+        .enumerate()
+        .filter_map(|(i, metric)| {
+            let (a, b) = (
+                show(committed.row.metrics[i]),
+                show(recomputed.row.metrics[i]),
+            );
+            (a != b).then(|| Difference {
+                what: metric.to_string(),
+                committed: a,
+                recomputed: b,
+            })
+        })
+        .collect();
+    if let (Some(old), Some(new)) = (committed.keys, recomputed.keys) {
+        for kind in StageKind::ALL {
+            let output = |keys: &ReportKeys| {
+                keys.stage(&committed.row.cell, kind)
+                    .and_then(|(_, r)| r.output.clone())
+            };
+            if let (Some(a), Some(b)) = (output(old), output(new))
+                && a != b
+            {
+                out.push(Difference {
+                    what: format!("{} output", kind.name()),
+                    committed: a,
+                    recomputed: b,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Per metric, the sample standard deviation over `group`'s rows (0 with fewer than two).
+fn seed_spread(group: &[&ResultRow]) -> Vec<(String, f64)> {
+    METRICS
+        .iter()
+        .enumerate()
+        .map(|(i, metric)| {
+            let values: Vec<f64> = group.iter().filter_map(|r| r.metrics[i]).collect();
+            let spread = match values.len() {
+                0 | 1 => 0.0,
+                n => {
+                    let m = mean(&values);
+                    (values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+                }
+            };
+            (metric.to_string(), spread)
+        })
+        .collect()
+}
+
+/// The metrics that moved by more than their tolerance.
+fn metric_differences(
+    a: &ResultRow,
+    b: &ResultRow,
+    tolerance: &[(String, f64)],
+) -> Vec<Difference> {
+    let show = |v: Option<f64>| v.map(format_float).unwrap_or_default();
+    tolerance
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (metric, tol))| {
+            let moved = match (a.metrics[i], b.metrics[i]) {
+                (Some(x), Some(y)) => (x - y).abs() > *tol,
+                (x, y) => x.is_some() != y.is_some(),
+            };
+            moved.then(|| Difference {
+                what: metric.clone(),
+                committed: show(a.metrics[i]),
+                recomputed: show(b.metrics[i]),
+            })
+        })
+        .collect()
+}
+
+/// The audit as an aligned table: row, verdict, seconds; and a last line with the count.
+pub fn table(audits: &[RowAudit]) -> String {
+    let width = audits
+        .iter()
+        .map(|a| a.spec.chars().count() + 1 + a.cell.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(3);
+    let mut out = format!("{:<width$}  {:>8}  verdict\n", "row", "seconds");
+    for a in audits {
+        let row = format!("{} {}", a.spec, a.cell);
+        let _ = writeln!(out, "{row:<width$}  {:>8.1}  {}", a.seconds, a.verdict());
+    }
+    let reproduced = audits.iter().filter(|a| a.reproduced()).count();
+    let _ = writeln!(out, "{reproduced} of {} rows reproduced", audits.len());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::results::tests::table as results_table;
+
+    fn side(row: &ResultRow) -> RowSide<'_> {
+        RowSide { row, keys: None }
+    }
+
+    fn rows() -> Results {
+        results_table(
+            &["model.head"],
+            &[
+                (&["mgat"], 1, 0.50, 0.30),
+                (&["mgat"], 2, 0.54, 0.31),
+                (&["mgat"], 3, 0.52, 0.35),
+            ],
+        )
+    }
+
+    #[test]
+    fn a_cpu_row_must_match_to_the_last_written_digit() {
+        let committed = rows();
+        let mut again = committed.rows[0].clone();
+        let same = audit_row("q", &side(&committed.rows[0]), &side(&again), &[], 1.0);
+        assert!(same.reproduced(), "{}", same.verdict());
+        assert_eq!(same.verdict(), "reproduced byte-identically");
+        // Compared as results.csv writes them.
+        let csv = String::from_utf8(committed.to_csv().unwrap()).unwrap();
+        assert!(csv.contains(&format!(",{},", format_float(0.5))), "{csv}");
+        // Below results.csv's precision: the same row.
+        again.metrics[0] = Some(0.5000001);
+        assert!(audit_row("q", &side(&committed.rows[0]), &side(&again), &[], 1.0).reproduced());
+        again.metrics[0] = Some(0.500002);
+        let moved = audit_row("q", &side(&committed.rows[0]), &side(&again), &[], 1.0);
+        assert!(!moved.reproduced());
+        assert_eq!(moved.verdict(), "differs by rank1 0.500000 → 0.500002");
+        again.train_key = "other".into();
+        let keyed = audit_row("q", &side(&committed.rows[0]), &side(&again), &[], 1.0);
+        assert!(
+            keyed
+                .verdict()
+                .starts_with("key changed because train (not recorded")
+        );
+    }
+
+    #[test]
+    fn a_gpu_row_may_move_by_its_groups_seed_spread() {
+        let mut committed = rows();
+        for r in &mut committed.rows {
+            r.device = "cuda:0".into();
+        }
+        let group: Vec<&ResultRow> = committed.rows.iter().collect();
+        // rank1 over seeds 0.50, 0.54, 0.52: sample std 0.02.
+        let mut again = committed.rows[0].clone();
+        again.metrics[0] = Some(0.519);
+        let within = audit_row("q", &side(&committed.rows[0]), &side(&again), &group, 1.0);
+        assert!(within.reproduced(), "{}", within.verdict());
+        let tol = &within.tolerance.as_ref().unwrap()[0];
+        assert_eq!(tol.0, "rank1");
+        assert!((tol.1 - 0.02).abs() < 1e-12);
+        again.metrics[0] = Some(0.521);
+        let outside = audit_row("q", &side(&committed.rows[0]), &side(&again), &group, 1.0);
+        assert_eq!(outside.differences[0].what, "rank1");
+    }
+
+    #[test]
+    fn a_sample_is_seeded_in_file_order_and_a_pattern_selects() {
+        let results = rows();
+        let a = select_rows(&results, |_| true, Some(2), 1);
+        assert_eq!(a, select_rows(&results, |_| true, Some(2), 1));
+        assert_eq!(a.len(), 2);
+        assert!(a[0] < a[1]);
+        let drawn: std::collections::BTreeSet<Vec<usize>> = (0..20)
+            .map(|s| select_rows(&results, |_| true, Some(2), s))
+            .collect();
+        assert!(drawn.len() > 1, "the seed changes the sample");
+        assert_eq!(
+            select_rows(&results, |c| c.ends_with("seed=2"), None, 0),
+            [1]
+        );
+        assert_eq!(select_rows(&results, |_| true, Some(10), 0), [0, 1, 2]);
+    }
+}

@@ -1,0 +1,185 @@
+//! `keys.json` beside `results.csv`: what every cell's stages were keyed by (kind, key, the full [`KeyInputs`]:
+//! configuration fields, code fingerprint, dataset digest, upstream output digests), what each stage produced (the
+//! digest of its result file), and which source files each kind's fingerprint covered. Written with the report,
+//! byte-stable like it; read back from git by `mgat diff` and from the checkout by `mgat audit`, so that both can
+//! say why a key moved without the cache.
+
+use super::ReportError;
+use crate::cache::Cache;
+use crate::plan::{KeyInputs, Plan, StageKind};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const KEYS_FILE: &str = "keys.json";
+/// Bump when the file's layout changes.
+const KEYS_FORMAT: u32 = 1;
+
+/// One stage that a reported cell used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageRecord {
+    pub kind: StageKind,
+    pub inputs: KeyInputs,
+    /// `sha256:…` of the stage's result file ([`StageKind::result_file`]); None for a synth stage (whose dataset
+    /// is pinned by the lock digest).
+    pub output: Option<String>,
+}
+
+/// The code a kind's fingerprint covered when the report was written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeRecord {
+    pub fingerprint: String,
+    /// Repository-relative source files whose token streams are in the fingerprint.
+    pub files: Vec<String>,
+}
+
+/// The contents of `keys.json`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportKeys {
+    pub format: u32,
+    /// Per cell name, its stages' keys by kind.
+    pub cells: BTreeMap<String, BTreeMap<StageKind, String>>,
+    /// Every stage some cell used, by key.
+    pub stages: BTreeMap<String, StageRecord>,
+    /// Per kind used, the code its fingerprint covered.
+    pub code: BTreeMap<StageKind, CodeRecord>,
+}
+
+impl ReportKeys {
+    /// The records of the cells named in `cells` (the rows of results.csv), from the plan's resolved keys and the
+    /// cache's manifests.
+    pub fn collect<'a>(
+        plan: &Plan,
+        spec_index: usize,
+        cells: impl IntoIterator<Item = &'a str>,
+        cache: &Cache,
+    ) -> ReportKeys {
+        let mut out = ReportKeys {
+            format: KEYS_FORMAT,
+            ..ReportKeys::default()
+        };
+        for name in cells {
+            let Some(pc) = plan
+                .cells
+                .iter()
+                .find(|pc| pc.spec == spec_index && pc.cell.name == name)
+            else {
+                continue;
+            };
+            let mut keys = BTreeMap::new();
+            for &s in &pc.stages {
+                let stage = &plan.stages[s];
+                let Some(key) = &stage.key else { continue };
+                keys.insert(stage.kind, key.clone());
+                let output = stage
+                    .kind
+                    .result_file()
+                    .and_then(|file| cache.output_digest(stage.kind, key, file));
+                out.stages.insert(
+                    key.clone(),
+                    StageRecord {
+                        kind: stage.kind,
+                        inputs: stage.inputs.clone(),
+                        output,
+                    },
+                );
+                let code = stage.kind.code();
+                out.code.insert(
+                    stage.kind,
+                    CodeRecord {
+                        fingerprint: code.fingerprint.to_string(),
+                        files: code.files.iter().map(|f| f.to_string()).collect(),
+                    },
+                );
+            }
+            out.cells.insert(name.to_string(), keys);
+        }
+        out
+    }
+
+    /// JSON with one line per cell, stage and kind, so that a git diff of the file shows which records changed.
+    pub fn to_json(&self) -> Vec<u8> {
+        fn section<K: Serialize, V: Serialize>(name: &str, map: &BTreeMap<K, V>) -> String {
+            let lines: Vec<String> = map
+                .iter()
+                .map(|(k, v)| {
+                    let key = serde_json::to_string(k).unwrap_or_default();
+                    let value = serde_json::to_string(v).unwrap_or_default();
+                    format!("    {key}: {value}")
+                })
+                .collect();
+            format!("  \"{name}\": {{\n{}\n  }}", lines.join(",\n"))
+        }
+        format!(
+            "{{\n  \"format\": {},\n{},\n{},\n{}\n}}\n",
+            self.format,
+            section("cells", &self.cells),
+            section("stages", &self.stages),
+            section("code", &self.code)
+        )
+        .into_bytes()
+    }
+
+    pub fn parse(bytes: &[u8], origin: &str) -> Result<ReportKeys, ReportError> {
+        let keys: ReportKeys = serde_json::from_slice(bytes).map_err(|e| ReportError::Results {
+            origin: origin.to_string(),
+            message: format!("not a keys.json: {e}"),
+        })?;
+        if keys.format != KEYS_FORMAT {
+            return Err(ReportError::Results {
+                origin: origin.to_string(),
+                message: format!(
+                    "keys.json format {} (this mgat reads format {KEYS_FORMAT})",
+                    keys.format
+                ),
+            });
+        }
+        Ok(keys)
+    }
+
+    /// The record of `cell`'s stage of `kind`.
+    pub fn stage(&self, cell: &str, kind: StageKind) -> Option<(&str, &StageRecord)> {
+        let key = self.cells.get(cell)?.get(&kind)?;
+        Some((key.as_str(), self.stages.get(key)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_another_format() {
+        let mut keys = ReportKeys {
+            format: KEYS_FORMAT,
+            ..ReportKeys::default()
+        };
+        keys.cells.insert(
+            "head=none,seed=1".into(),
+            BTreeMap::from([(StageKind::Index, "k1".to_string())]),
+        );
+        keys.stages.insert(
+            "k1".into(),
+            StageRecord {
+                kind: StageKind::Index,
+                inputs: KeyInputs::for_tests(StageKind::Index),
+                output: Some("sha256:00".into()),
+            },
+        );
+        let back = ReportKeys::parse(&keys.to_json(), "x").unwrap();
+        assert_eq!(back, keys);
+        assert_eq!(
+            back.stage("head=none,seed=1", StageKind::Index)
+                .map(|s| s.0),
+            Some("k1")
+        );
+        let other = String::from_utf8(keys.to_json())
+            .unwrap()
+            .replace("\"format\": 1", "\"format\": 9");
+        let err = ReportKeys::parse(other.as_bytes(), "x").unwrap_err();
+        assert!(err.to_string().contains("format 9"), "{err}");
+        assert!(ReportKeys::parse(b"[]", "x").is_err());
+    }
+}
