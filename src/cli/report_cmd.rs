@@ -5,8 +5,8 @@ use super::{Context, UsageError};
 use crate::plan::Plan;
 use crate::report::diff::{Side, compare};
 use crate::report::paper::{PAPER_FILE, PAPER_REPORT, PaperTables, Verdict, render};
-use crate::report::results::{RESULTS_FILE, Results};
-use crate::report::{ReportError, write_spec_report};
+use crate::report::results::RESULTS_FILE;
+use crate::report::{ReportError, write_index, write_spec_report};
 use crate::spec::Spec;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
@@ -56,19 +56,12 @@ pub fn report(ctx: &Context, args: ReportArgs) -> Result<ExitCode> {
     }
     let reports = ctx.root.join("reports");
     let paper = PaperTables::load(&reports.join(PAPER_FILE))?;
-    let results_of = |name: &str| -> Option<Results> {
-        let path = reports.join(name).join(RESULTS_FILE);
-        path.is_file()
-            .then(|| Results::read(&path))
-            .and_then(|r| r.map_err(|e| tracing::warn!("{e}")).ok())
-    };
-    let mut compared = Vec::new();
-    for table in &paper.tables {
-        compared.push((table, table.compare(&results_of)?));
-    }
+    let comparisons = paper.compare_committed(&reports)?;
+    let compared: Vec<_> = paper.tables.iter().zip(comparisons).collect();
     let text = render(&paper, &compared);
     let out = reports.join(PAPER_REPORT);
     mgat_util::fsio::write_atomic(&out, text.as_bytes())?;
+    write_index(&reports)?;
     print!("{text}");
     let outside = compared
         .iter()
@@ -115,6 +108,7 @@ pub fn write_reports(ctx: &Context, specs: &[Spec], plan: &Plan) -> Result<(), R
             );
         }
     }
+    write_index(&reports)?;
     Ok(())
 }
 

@@ -6,7 +6,7 @@
 //! between baseline groups with different runs is ambiguous, and that row is left out and named.
 
 use super::stats::{holm, welch};
-use super::summary::{GroupStats, csv_field, metric_label};
+use super::summary::{GroupStats, TextTable, csv_field, metric_label};
 use crate::spec::ReportLayout;
 use std::fmt::Write as _;
 
@@ -91,37 +91,74 @@ impl DeltaTable {
         Some(Self { rows, ambiguous })
     }
 
+    /// How the section reads the table.
+    pub fn explanation(&self) -> String {
+        format!(
+            "Difference of the means in percentage points, with its 95% confidence interval (Welch's t), Welch's \
+             two-sided p-value and the p-value Holm-corrected over all {} comparisons in this table. ✱ marks a \
+             difference significant at a family-wise α = {ALPHA}.",
+            self.rows.len()
+        )
+    }
+
+    /// The comparisons, values in percentage points.
+    pub fn text_table(&self) -> TextTable {
+        let header = [
+            "cell",
+            "baseline",
+            "metric",
+            "Δ (points)",
+            "95% CI",
+            "p",
+            "p (Holm)",
+            "",
+        ];
+        let rows = self
+            .rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.group.clone(),
+                    r.baseline.clone(),
+                    metric_label(&r.metric).to_string(),
+                    format!("{:+.1}", r.diff * 100.0),
+                    format!(
+                        "[{:+.1}, {:+.1}]",
+                        (r.diff - r.ci95) * 100.0,
+                        (r.diff + r.ci95) * 100.0
+                    ),
+                    format_p(r.p),
+                    format_p(r.p_holm),
+                    if r.significant() { "✱" } else { "" }.to_string(),
+                ]
+            })
+            .collect();
+        TextTable {
+            header: header.map(String::from).to_vec(),
+            rows,
+            numeric: vec![false, false, false, true, true, true, true, false],
+        }
+    }
+
+    /// What is left out: groups that more than one baseline group fits.
+    pub fn left_out(&self) -> Option<String> {
+        (!self.ambiguous.is_empty()).then(|| {
+            format!(
+                "Left out, more than one baseline group fits: {}",
+                self.ambiguous.join(", ")
+            )
+        })
+    }
+
     /// A Markdown section, values in percentage points.
     pub fn markdown(&self) -> String {
         let mut out = format!(
-            "\n## Δ vs baseline\n\nDifference of the means in percentage points, with its 95% confidence interval \
-             (Welch's t), Welch's two-sided p-value and the p-value Holm-corrected over all {} comparisons in this \
-             table. ✱ marks a difference significant at a family-wise α = {ALPHA}.\n\n\
-             | cell | baseline | metric | Δ (points) | 95% CI | p | p (Holm) | |\n\
-             |---|---|---|---:|---:|---:|---:|---|\n",
-            self.rows.len()
+            "\n## Δ vs baseline\n\n{}\n\n{}",
+            self.explanation(),
+            self.text_table().markdown()
         );
-        for r in &self.rows {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {:+.1} | [{:+.1}, {:+.1}] | {} | {} | {} |",
-                r.group,
-                r.baseline,
-                metric_label(&r.metric),
-                r.diff * 100.0,
-                (r.diff - r.ci95) * 100.0,
-                (r.diff + r.ci95) * 100.0,
-                format_p(r.p),
-                format_p(r.p_holm),
-                if r.significant() { "✱" } else { "" }
-            );
-        }
-        if !self.ambiguous.is_empty() {
-            let _ = writeln!(
-                out,
-                "\nLeft out, more than one baseline group fits: {}",
-                self.ambiguous.join(", ")
-            );
+        if let Some(left_out) = self.left_out() {
+            let _ = writeln!(out, "\n{left_out}");
         }
         out
     }

@@ -42,7 +42,20 @@ pub struct Panel {
     pub lines: Vec<Line>,
     pub log_x: bool,
     pub error_bars: bool,
+    /// A reference drawn across the whole x range behind the lines (the baseline's interval).
+    pub band: Option<Band>,
 }
+
+/// A horizontal band: `mid` as a dashed line, `lo`..`hi` shaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Band {
+    pub label: String,
+    pub lo: f64,
+    pub mid: f64,
+    pub hi: f64,
+}
+
+const BAND_COLOUR: RGBColor = RGBColor(110, 110, 110);
 
 fn register_font() {
     static ONCE: Once = Once::new();
@@ -130,6 +143,7 @@ pub fn sweep_panels(results: &Results, layout: &ReportLayout, axis: &str) -> Vec
                 lines,
                 log_x: lo > 0.0 && hi / lo >= 10.0,
                 error_bars: true,
+                band: None,
             }
         })
         .collect()
@@ -162,12 +176,16 @@ fn min_max(xs: &[f64]) -> (f64, f64) {
         })
 }
 
-/// Writes `<stem>.svg` and `<stem>.png` with the panels side by side and one legend below them; returns both paths.
-pub fn write_figure(
-    stem: &Path,
-    title: &str,
-    panels: &[Panel],
-) -> Result<Vec<PathBuf>, ReportError> {
+/// A figure written as SVG and PNG.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    pub title: String,
+    pub svg: PathBuf,
+    pub png: PathBuf,
+}
+
+/// Writes `<stem>.svg` and `<stem>.png` with the panels side by side and one legend below them.
+pub fn write_figure(stem: &Path, title: &str, panels: &[Panel]) -> Result<Figure, ReportError> {
     register_font();
     let (rows, columns) = grid(panels.len());
     let width = 560 * columns as u32;
@@ -193,13 +211,19 @@ pub fn write_figure(
     let png_path = stem.with_extension("png");
     mgat_util::fsio::write_atomic(&svg_path, svg.as_bytes())?;
     mgat_util::fsio::write_atomic(&png_path, &png)?;
-    Ok(vec![svg_path, png_path])
+    Ok(Figure {
+        title: title.to_string(),
+        svg: svg_path,
+        png: png_path,
+    })
 }
 
 /// The figure's legend, below the panels so it never hides data: the first panel's line labels (every panel of
 /// a figure draws the same lines in the same colours), in as many columns as fit.
 struct Legend {
     labels: Vec<String>,
+    /// The first panel's band, listed last.
+    band: Option<String>,
     columns: usize,
     column_width: u32,
 }
@@ -212,31 +236,52 @@ impl Legend {
             .first()
             .map(|p| p.lines.iter().map(|l| l.label.clone()).collect())
             .unwrap_or_default();
-        let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0) as u32;
+        let band = panels
+            .first()
+            .and_then(|p| p.band.as_ref().map(|b| b.label.clone()));
+        let longest = labels
+            .iter()
+            .chain(&band)
+            .map(|l| l.chars().count())
+            .max()
+            .unwrap_or(0) as u32;
         let column_width = 44 + longest * 8;
-        let columns = ((width - 40) / column_width).clamp(1, labels.len().max(1) as u32) as usize;
+        let entries = labels.len() + usize::from(band.is_some());
+        let columns = ((width - 40) / column_width).clamp(1, entries.max(1) as u32) as usize;
         Legend {
             labels,
+            band,
             columns,
             column_width,
         }
     }
 
+    fn entries(&self) -> usize {
+        self.labels.len() + usize::from(self.band.is_some())
+    }
+
     fn height(&self) -> u32 {
-        let rows = self.labels.len().div_ceil(self.columns) as u32;
+        let rows = self.entries().div_ceil(self.columns) as u32;
         rows * LEGEND_ROW + 16
     }
 
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), ReportError> {
         let total = self.columns as u32 * self.column_width;
         let left = (area.dim_in_pixel().0.saturating_sub(total) / 2) as i32;
-        for (i, label) in self.labels.iter().enumerate() {
+        for (i, label) in self.labels.iter().chain(&self.band).enumerate() {
             let (col, row) = ((i % self.columns) as i32, (i / self.columns) as i32);
             let x = left + col * self.column_width as i32;
             let y = 8 + row * LEGEND_ROW as i32 + LEGEND_ROW as i32 / 2;
-            let style = line_style(i);
-            area.draw(&PathElement::new(vec![(x, y), (x + 28, y)], style))
+            if i < self.labels.len() {
+                area.draw(&PathElement::new(vec![(x, y), (x + 28, y)], line_style(i)))
+                    .map_err(figure_error)?;
+            } else {
+                area.draw(&Rectangle::new(
+                    [(x, y - 6), (x + 28, y + 6)],
+                    BAND_COLOUR.mix(0.25).filled(),
+                ))
                 .map_err(figure_error)?;
+            }
             area.draw(&Text::new(
                 label.clone(),
                 (x + 36, y - 4),
@@ -302,6 +347,7 @@ fn draw_panel<DB: DrawingBackend>(
                 [m - s, m + s]
             })
         })
+        .chain(panel.band.iter().flat_map(|b| [b.lo, b.hi]))
         .collect();
     let (x_lo, x_hi) = padded(min_max(&xs), 0.06);
     let (y_lo, y_hi) = padded(min_max(&ys), 0.12);
@@ -313,9 +359,14 @@ fn draw_panel<DB: DrawingBackend>(
         .build_cartesian_2d(x_lo..x_hi, y_lo.max(0.0)..y_hi)
         .map_err(figure_error)?;
     let log_x = panel.log_x;
-    let x_label = move |v: &f64| {
-        let x = if log_x { 10f64.powf(*v) } else { *v };
-        format!("{}", (x * 1000.0).round() / 1000.0)
+    // On a log scale, two significant digits (0.32, 3.2, 32); otherwise up to three decimals.
+    let x_label = move |v: &f64| match log_x {
+        true => {
+            let x = 10f64.powf(*v);
+            let decimals = (1 - x.log10().floor() as i32).max(0) as usize;
+            format!("{x:.decimals$}")
+        }
+        false => format!("{}", (v * 1000.0).round() / 1000.0),
     };
     chart
         .configure_mesh()
@@ -334,6 +385,22 @@ fn draw_panel<DB: DrawingBackend>(
         .bold_line_style(BLACK.mix(0.12))
         .draw()
         .map_err(figure_error)?;
+    if let Some(band) = &panel.band {
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(x_lo, band.lo), (x_hi, band.hi)],
+                BAND_COLOUR.mix(0.25).filled(),
+            )))
+            .map_err(figure_error)?;
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(x_lo, band.mid), (x_hi, band.mid)],
+                8,
+                5,
+                ShapeStyle::from(&BAND_COLOUR).stroke_width(1),
+            ))
+            .map_err(figure_error)?;
+    }
     for (i, line) in panel.lines.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         let style = line_style(i);
@@ -430,11 +497,12 @@ mod tests {
             }],
             log_x: true,
             error_bars: true,
+            band: None,
         };
-        let paths = write_figure(&dir.join("f"), "title", &[panel]).unwrap();
-        let svg = std::fs::read_to_string(&paths[0]).unwrap();
+        let figure = write_figure(&dir.join("f"), "title", &[panel]).unwrap();
+        let svg = std::fs::read_to_string(&figure.svg).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("title"));
-        let png = image::open(&paths[1]).unwrap();
+        let png = image::open(&figure.png).unwrap();
         assert_eq!((png.width(), png.height()), (560, 430 + 22 + 16));
     }
 }

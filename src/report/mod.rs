@@ -6,6 +6,7 @@ pub mod delta;
 pub mod diff;
 pub mod figures;
 pub mod keys;
+pub mod page;
 pub mod paper;
 pub mod results;
 pub mod stats;
@@ -14,7 +15,7 @@ pub mod summary;
 use crate::cache::{Cache, CacheError};
 use crate::plan::{Plan, StageKind, fingerprints};
 use crate::spec::Spec;
-use figures::{Line, Panel, curve_lines, sweep_panels, write_figure};
+use figures::{Band, Figure, Line, Panel, curve_lines, sweep_panels, write_figure};
 use mgat_eval::stage::CMC_FILE;
 use mgat_train::{LOG_FILE, LogColumn};
 use mgat_util::digest::{sha256_bytes, sha256_file};
@@ -22,6 +23,7 @@ use mgat_util::fsio::IoError;
 use polars::prelude::*;
 use results::{RESULTS_FILE, Results};
 use serde::{Deserialize, Serialize};
+use stats::{ci95_half_width, mean, sample_std};
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -89,6 +91,9 @@ const RENDERED_FROM: &str = ".rendered-from.json";
 struct RenderedFrom {
     /// SHA-256 over mgat's sources, the spec's text and the results' rows (which name every cache entry read).
     inputs: String,
+    /// The report's title and rows, for `reports/index.html`.
+    title: String,
+    rows: usize,
     files: BTreeMap<String, String>,
 }
 
@@ -175,6 +180,18 @@ pub fn write_spec_report(
     }
     let csv = results.to_csv()?;
     let mut files = BTreeMap::new();
+    let figures = write_figures(spec, &results, cache, &dir.join("figures"))?;
+    let mut page_figures = Vec::new();
+    for figure in &figures {
+        let svg = mgat_util::fsio::read_to_string(&figure.svg)?;
+        files.insert(relative(&figure.svg, &dir), sha256_bytes(svg.as_bytes()));
+        let (png, _) = sha256_file(&figure.png).map_err(IoError::at(&figure.png))?;
+        files.insert(relative(&figure.png, &dir), png);
+        page_figures.push(page::PageFigure {
+            title: figure.title.clone(),
+            svg,
+        });
+    }
     let mut put = |name: &str, bytes: &[u8]| -> Result<PathBuf, ReportError> {
         let path = dir.join(name);
         mgat_util::fsio::write_atomic(&path, bytes)?;
@@ -203,6 +220,7 @@ pub fn write_spec_report(
             .files
             .push(put("delta.csv", delta.csv().as_bytes())?);
     }
+    markdown.push_str(&figures_markdown(&figures, &dir));
     written.files.push(put("summary.md", markdown.as_bytes())?);
     written
         .files
@@ -210,29 +228,121 @@ pub fn write_spec_report(
     written
         .files
         .push(put("summary.tex", pivot.latex(&title).as_bytes())?);
-    for path in write_figures(spec, &results, cache, &dir.join("figures"))? {
-        let rel = path
-            .strip_prefix(&dir)
-            .unwrap_or(&path)
-            .to_string_lossy()
-            .into_owned();
-        let (sha, _) = sha256_file(&path).map_err(IoError::at(&path))?;
-        files.insert(rel, sha);
-        written.files.push(path);
+    let stages: Vec<crate::cache::Manifest> = keys
+        .stages
+        .iter()
+        .filter_map(|(key, record)| cache.trusted(record.kind, key).ok().flatten())
+        .collect();
+    let page = page::SpecPage {
+        spec,
+        title: &title,
+        results: &results,
+        pivot: &pivot,
+        delta: delta.as_ref(),
+        figures: &page_figures,
+        stages: &stages,
+        files: &[
+            RESULTS_FILE,
+            "summary.csv",
+            "summary.tex",
+            "summary.md",
+            keys::KEYS_FILE,
+        ],
+    };
+    written
+        .files
+        .push(put(page::PAGE_FILE, page.render().as_bytes())?);
+    for figure in figures {
+        written.files.extend([figure.svg, figure.png]);
     }
     for stale in RenderedFrom::previous_files(&dir) {
         if !files.contains_key(&stale) {
             remove_stale(&dir.join(&stale))?;
         }
     }
-    let record = serde_json::to_vec_pretty(&RenderedFrom { inputs, files }).map_err(|e| {
-        ReportError::Cache {
-            path: dir.join(RENDERED_FROM),
-            message: e.to_string(),
-        }
+    let rendered = RenderedFrom {
+        inputs,
+        title,
+        rows: results.rows.len(),
+        files,
+    };
+    let record = serde_json::to_vec_pretty(&rendered).map_err(|e| ReportError::Cache {
+        path: dir.join(RENDERED_FROM),
+        message: e.to_string(),
     })?;
     mgat_util::fsio::write_atomic(&dir.join(RENDERED_FROM), &record)?;
     Ok(written)
+}
+
+/// Writes `reports/index.html`: a link to every spec report under `reports` that has a page (by its record, in
+/// name order), and the paper's tables against the committed results when `reports/paper.yaml` exists. Nothing is
+/// written when there is neither.
+pub fn write_index(reports: &Path) -> Result<Option<PathBuf>, ReportError> {
+    let mut entries = Vec::new();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(reports)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join(page::PAGE_FILE).is_file())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let Some(record) = std::fs::read(dir.join(RENDERED_FROM))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<RenderedFrom>(&b).ok())
+        else {
+            continue;
+        };
+        entries.push(page::IndexEntry {
+            name: dir
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            title: record.title,
+            rows: record.rows,
+        });
+    }
+    let paper_file = reports.join(paper::PAPER_FILE);
+    let paper = match paper_file.is_file() {
+        true => {
+            let tables = paper::PaperTables::load(&paper_file)?;
+            let compared = tables.compare_committed(reports)?;
+            Some((tables, compared))
+        }
+        false => None,
+    };
+    if entries.is_empty() && paper.is_none() {
+        return Ok(None);
+    }
+    let html = page::index_page(&entries, paper.as_ref().map(|(t, c)| (t, c.as_slice())));
+    let path = reports.join(page::PAGE_FILE);
+    mgat_util::fsio::write_atomic(&path, html.as_bytes())?;
+    Ok(Some(path))
+}
+
+/// `path` relative to the report folder `dir`, with `/` separators.
+fn relative(path: &Path, dir: &Path) -> String {
+    path.strip_prefix(dir)
+        .unwrap_or(path)
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The "Figures" section of summary.md: every figure's PNG as a relative image link, so that GitHub shows them.
+fn figures_markdown(figures: &[Figure], dir: &Path) -> String {
+    let mut out = String::from("\n## Figures\n");
+    for figure in figures {
+        out.push_str(&format!(
+            "\n![{}]({})\n",
+            figure.title,
+            relative(&figure.png, dir)
+        ));
+    }
+    out
 }
 
 /// A name the record may hold: relative, without `..`, so that a hand-edited record cannot remove files elsewhere.
@@ -255,13 +365,13 @@ fn write_figures(
     results: &Results,
     cache: &Cache,
     dir: &Path,
-) -> Result<Vec<PathBuf>, ReportError> {
+) -> Result<Vec<Figure>, ReportError> {
     let mut files = Vec::new();
     for axis in &spec.report.sweeps {
         let panels = sweep_panels(results, &spec.report, axis);
         let name = short_name(axis, &results.axes);
         let title = format!("{}: sweep over {name}", spec.name);
-        files.extend(write_figure(
+        files.push(write_figure(
             &dir.join(format!("sweep-{name}")),
             &title,
             &panels,
@@ -281,9 +391,10 @@ fn write_figures(
             lines: curve_lines(&cmc, 100.0),
             log_x: false,
             error_bars: false,
+            band: None,
         };
         let title = format!("{}: CMC curves, mean over seeds", spec.name);
-        files.extend(write_figure(&dir.join("cmc"), &title, &[panel])?);
+        files.push(write_figure(&dir.join("cmc"), &title, &[panel])?);
     }
     let log = |column: LogColumn| {
         per_group(results, move |r| {
@@ -310,7 +421,23 @@ fn write_figures(
             ),
         ];
         let title = format!("{}: training, mean ± std over seeds", spec.name);
-        files.extend(write_figure(&dir.join("training"), &title, &panels)?);
+        files.push(write_figure(&dir.join("training"), &title, &panels)?);
+    }
+    let offdiag_last = per_row(results, |r| {
+        read_column(
+            &cache
+                .entry_dir(StageKind::Train, &r.train_key)
+                .join(LOG_FILE),
+            LogColumn::OffdiagAttention.name(),
+        )
+        .and_then(|c| c.last().copied())
+    });
+    if let Some(panels) = mixing_panels(results, &offdiag_last) {
+        let title = format!(
+            "{}: accuracy against how much the graph mixes (last epoch), mean ± std over seeds",
+            spec.name
+        );
+        files.push(write_figure(&dir.join("mixing"), &title, &panels)?);
     }
     let length = log(LogColumn::FeatureNorm);
     // The baseline has no attention: every panel keeps the length panel's lines (and so their colours), empty
@@ -367,9 +494,87 @@ fn write_figures(
             ),
         ];
         let title = format!("{}: collapse diagnostics, mean ± std over seeds", spec.name);
-        files.extend(write_figure(&dir.join("diagnostics"), &title, &panels)?);
+        files.push(write_figure(&dir.join("diagnostics"), &title, &panels)?);
     }
     Ok(files)
+}
+
+/// Per results row, what `read` gives for it.
+fn per_row(
+    results: &Results,
+    read: impl Fn(&results::ResultRow) -> Option<f64>,
+) -> Vec<Option<f64>> {
+    results.rows.iter().map(read).collect()
+}
+
+/// Rank-1 and mAP against the share of attention off the diagonal in the last epoch (`offdiag`, per row): one
+/// point per cell group with a graph (mean ± std over seeds), the groups without one (the baseline) as a band (mean
+/// and 95% interval, each distinct evaluation once). None when no row has a graph.
+fn mixing_panels(results: &Results, offdiag: &[Option<f64>]) -> Option<Vec<Panel>> {
+    let groups = results.groups();
+    let with_graph: Vec<&(&str, Vec<usize>)> = groups
+        .iter()
+        .filter(|(_, rows)| rows.iter().any(|&i| offdiag[i].is_some()))
+        .collect();
+    if with_graph.is_empty() {
+        return None;
+    }
+    let mut baseline_rows: Vec<usize> = groups
+        .iter()
+        .filter(|(_, rows)| rows.iter().all(|&i| offdiag[i].is_none()))
+        .flat_map(|(_, rows)| rows.iter().copied())
+        .collect();
+    baseline_rows.sort_by(|&a, &b| results.rows[a].eval_key.cmp(&results.rows[b].eval_key));
+    baseline_rows.dedup_by(|a, b| results.rows[*a].eval_key == results.rows[*b].eval_key);
+    let xs: Vec<f64> = offdiag.iter().flatten().map(|x| x * 100.0).collect();
+    let (lo, hi) = xs
+        .iter()
+        .fold((f64::INFINITY, 0f64), |(l, h), &x| (l.min(x), h.max(x)));
+    let panel = |metric: &str| {
+        let value = |i: usize| results.rows[i].metric(metric).map(|v| v * 100.0);
+        let lines = with_graph
+            .iter()
+            .map(|(group, rows)| {
+                let x: Vec<f64> = rows
+                    .iter()
+                    .filter_map(|&i| offdiag[i])
+                    .map(|v| v * 100.0)
+                    .collect();
+                let y: Vec<f64> = rows.iter().filter_map(|&i| value(i)).collect();
+                Line {
+                    label: group.to_string(),
+                    points: vec![(mean(&x), mean(&y), sample_std(&y))],
+                }
+            })
+            .collect();
+        let base: Vec<f64> = baseline_rows.iter().filter_map(|&i| value(i)).collect();
+        let band = (!base.is_empty()).then(|| {
+            let (m, h) = (mean(&base), ci95_half_width(&base));
+            let h = if h.is_finite() { h } else { 0.0 };
+            Band {
+                label: format!(
+                    "no graph (baseline): mean and 95% interval, n = {}",
+                    base.len()
+                ),
+                lo: m - h,
+                mid: m,
+                hi: m + h,
+            }
+        });
+        Panel {
+            title: format!(
+                "{} against attention off the diagonal",
+                summary::metric_label(metric)
+            ),
+            x_desc: "share of Â off the diagonal (%)".into(),
+            y_desc: format!("{} (%)", summary::metric_label(metric)),
+            lines,
+            log_x: lo > 0.0 && hi / lo >= 10.0,
+            error_bars: true,
+            band,
+        }
+    };
+    Some(vec![panel("rank1"), panel("mAP")])
 }
 
 /// A panel of per-epoch curves, mean ± std over seeds.
@@ -381,6 +586,7 @@ fn epoch_panel(title: &str, y: &str, lines: Vec<Line>) -> Panel {
         lines,
         log_x: false,
         error_bars: true,
+        band: None,
     }
 }
 
@@ -419,4 +625,44 @@ fn read_column(path: &Path, column: &str) -> Option<Vec<f64>> {
     let values = frame.column(column).ok()?.cast(&DataType::Float64).ok()?;
     let values = values.f64().ok()?;
     values.iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use results::tests::table;
+
+    #[test]
+    fn the_mixing_figure_puts_graph_groups_at_their_offdiagonal_share_and_the_baseline_in_a_band() {
+        let mut results = table(
+            &["model.head", "model.gamma"],
+            &[
+                (&["none", "0.5"], 1, 0.80, 0.7),
+                (&["none", "0.5"], 2, 0.84, 0.7),
+                (&["none", "2"], 1, 0.80, 0.7),
+                (&["none", "2"], 2, 0.84, 0.7),
+                (&["mgat", "2"], 1, 0.50, 0.4),
+                (&["mgat", "2"], 2, 0.60, 0.4),
+            ],
+        );
+        // The baseline's γ cells share their evaluations (same eval keys): they count once in the band.
+        results.rows[2].eval_key = results.rows[0].eval_key.clone();
+        results.rows[3].eval_key = results.rows[1].eval_key.clone();
+        let offdiag = [None, None, None, None, Some(0.2), Some(0.4)];
+        let panels = mixing_panels(&results, &offdiag).unwrap();
+        let rank1 = &panels[0];
+        assert_eq!(rank1.lines.len(), 1);
+        assert_eq!(rank1.lines[0].label, "head=mgat,gamma=2");
+        let (x, y, sd) = rank1.lines[0].points[0];
+        // By hand: x = mean(20 %, 40 %) = 30 %; y = mean(50, 60) = 55 %; sd = sqrt(50) points.
+        assert!((x - 30.0).abs() < 1e-9 && (y - 55.0).abs() < 1e-9);
+        assert!((sd - 50f64.sqrt()).abs() < 1e-9);
+        // Band over 80 and 84: mean 82, half-width t(0.975, 1) · sd / √2 = 12.706 · 2.828 / 1.414.
+        let band = rank1.band.as_ref().unwrap();
+        assert!((band.mid - 82.0).abs() < 1e-9);
+        assert!((band.hi - band.mid - 12.7062 * 8f64.sqrt() / 2f64.sqrt()).abs() < 1e-3);
+        assert!(band.label.ends_with("n = 2"), "{}", band.label);
+        assert!(!rank1.log_x, "20 to 40 % spans less than ten times");
+        assert!(mixing_panels(&results, &[None; 6]).is_none());
+    }
 }

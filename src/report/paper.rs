@@ -6,7 +6,7 @@
 use super::ReportError;
 use super::results::Results;
 use super::stats::{ci95_half_width, mean};
-use super::summary::{format_percent, metric_label};
+use super::summary::{TextTable, format_percent, metric_label};
 use crate::spec::format_value;
 use crate::spec::layout::METRICS;
 use crate::yamlpos::{Pos, PosIndex, split_serde_error};
@@ -185,6 +185,20 @@ fn valid_tolerance(t: f64) -> bool {
     t.is_finite() && t >= 0.0
 }
 
+impl PaperTables {
+    /// Every table compared with the committed `reports/<spec>/results.csv` files under `reports` (a spec whose
+    /// results are missing or unreadable counts as not run; unreadable ones are logged).
+    pub fn compare_committed(&self, reports: &Path) -> Result<Vec<Vec<Comparison>>, ReportError> {
+        let results_of = |name: &str| -> Option<Results> {
+            let path = reports.join(name).join(super::results::RESULTS_FILE);
+            path.is_file()
+                .then(|| Results::read(&path))
+                .and_then(|r| r.map_err(|e| tracing::warn!("{e}")).ok())
+        };
+        self.tables.iter().map(|t| t.compare(&results_of)).collect()
+    }
+}
+
 impl Table {
     /// Compares every row × column with the results of the table's specs (`results_of(spec name)`, `None` where
     /// the spec has no results yet).
@@ -272,6 +286,45 @@ fn percent(v: f64) -> String {
     format!("{v:.1}")
 }
 
+/// One line per row × column with reported, reproduced, Δ and verdict, values in percent.
+pub fn comparison_table(rows: &[Comparison]) -> TextTable {
+    let lines = rows
+        .iter()
+        .map(|c| {
+            let (dataset, metric) = c.column.split_once('/').unwrap_or((&c.column, ""));
+            let delta = match (c.reported, c.reproduced) {
+                (Some(r), Some((m, ..))) => format!("{:+.1}", m - r),
+                _ => "–".into(),
+            };
+            vec![
+                c.row.clone(),
+                dataset.to_string(),
+                metric_label(metric).to_string(),
+                c.reported.map_or("–".into(), percent),
+                c.reproduced
+                    .map_or("–".into(), |(m, s, n)| format_percent(m, s, n)),
+                delta,
+                c.verdict.text().to_string(),
+            ]
+        })
+        .collect();
+    TextTable {
+        header: [
+            "row",
+            "dataset",
+            "metric",
+            "reported",
+            "reproduced",
+            "Δ",
+            "verdict",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: lines,
+        numeric: vec![false, false, false, true, true, true, false],
+    }
+}
+
 /// Markdown for all tables: one line per row × column with reported, reproduced, Δ and verdict.
 pub fn render(paper: &PaperTables, compared: &[(&Table, Vec<Comparison>)]) -> String {
     let mut out = format!(
@@ -292,26 +345,7 @@ pub fn render(paper: &PaperTables, compared: &[(&Table, Vec<Comparison>)]) -> St
             table.results.join(", "),
             table.tolerance
         );
-        out.push_str("| row | dataset | metric | reported | reproduced | Δ | verdict |\n");
-        out.push_str("|---|---|---|---:|---:|---:|---|\n");
-        for c in rows {
-            let (dataset, metric) = c.column.split_once('/').unwrap_or((&c.column, ""));
-            let reported = c.reported.map_or("–".into(), percent);
-            let reproduced = c
-                .reproduced
-                .map_or("–".into(), |(m, s, n)| format_percent(m, s, n));
-            let delta = match (c.reported, c.reproduced) {
-                (Some(r), Some((m, ..))) => format!("{:+.1}", m - r),
-                _ => "–".into(),
-            };
-            let _ = writeln!(
-                out,
-                "| {} | {dataset} | {} | {reported} | {reproduced} | {delta} | {} |",
-                c.row,
-                metric_label(metric),
-                c.verdict.text()
-            );
-        }
+        out.push_str(&comparison_table(rows).markdown());
         let sources: Vec<String> = table
             .rows
             .iter()

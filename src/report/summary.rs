@@ -122,6 +122,29 @@ pub fn format_percent(mean: f64, half_width: f64, n: usize) -> String {
     }
 }
 
+/// A table as text cells: what its Markdown and HTML renderings share.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextTable {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    /// Per column: numbers, right-aligned.
+    pub numeric: Vec<bool>,
+}
+
+impl TextTable {
+    pub fn markdown(&self) -> String {
+        let mut out = format!("| {} |\n|", self.header.join(" | "));
+        for &numeric in &self.numeric {
+            out.push_str(if numeric { "---:|" } else { "---|" });
+        }
+        out.push('\n');
+        for row in &self.rows {
+            let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
+        out
+    }
+}
+
 /// How tables state their intervals.
 pub const INTERVAL_NOTE: &str = "Mean ± half-width of the 95% confidence interval of the mean (Student t, n − 1 degrees of freedom) over seeds \
      (n seeds), in percent.";
@@ -245,29 +268,42 @@ impl<'a> Pivot<'a> {
         }
     }
 
+    /// The table of one metric, values in percent.
+    pub fn text_table(&self, metric: &str) -> TextTable {
+        let mut header = vec![self.row_header()];
+        header.extend(self.columns.iter().map(|c| self.column_label(c)));
+        let rows = self
+            .rows
+            .iter()
+            .map(|r| {
+                let mut line = vec![self.row_label(r)];
+                line.extend(self.columns.iter().map(|c| self.text(metric, r, c)));
+                line
+            })
+            .collect();
+        let mut numeric = vec![false];
+        numeric.extend(self.columns.iter().map(|_| true));
+        TextTable {
+            header,
+            rows,
+            numeric,
+        }
+    }
+
+    /// The metrics in the spec's report layout, each with its table.
+    pub fn tables(&self) -> Vec<(&str, TextTable)> {
+        self.layout
+            .metrics
+            .iter()
+            .map(|m| (metric_label(m), self.text_table(m)))
+            .collect()
+    }
+
     /// One Markdown table per metric, values in percent.
     pub fn markdown(&self, title: &str) -> String {
         let mut out = format!("# {title}\n\n{INTERVAL_NOTE}\n");
-        for metric in &self.layout.metrics {
-            let _ = write!(
-                out,
-                "\n## {} (%)\n\n| {} |",
-                metric_label(metric),
-                self.row_header()
-            );
-            for c in &self.columns {
-                let _ = write!(out, " {} |", self.column_label(c));
-            }
-            out.push_str("\n|---|");
-            out.push_str(&"---:|".repeat(self.columns.len()));
-            out.push('\n');
-            for r in &self.rows {
-                let _ = write!(out, "| {} |", self.row_label(r));
-                for c in &self.columns {
-                    let _ = write!(out, " {} |", self.text(metric, r, c));
-                }
-                out.push('\n');
-            }
+        for (label, table) in self.tables() {
+            let _ = write!(out, "\n## {label} (%)\n\n{}", table.markdown());
         }
         out
     }
