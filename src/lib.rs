@@ -10,6 +10,7 @@ pub mod cache;
 pub mod cli;
 pub mod data;
 pub mod exec;
+pub mod inputfile;
 pub mod plan;
 pub mod provenance;
 pub mod report;

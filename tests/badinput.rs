@@ -235,3 +235,71 @@ fn ranks_beyond_max_rank_are_left_empty() {
     assert!(!at("rank1").is_empty() && !at("rank5").is_empty());
     assert_eq!((at("rank10"), at("rank20")), ("", ""), "{csv}");
 }
+
+/// Values the spec's checks let through until they aborted on allocation, and arguments that got the wrong exit
+/// code or clap's "unexpected argument": each is refused with exit 2 and a sentence naming the value.
+#[test]
+fn sizes_beyond_what_a_machine_holds_and_bad_arguments_exit_2() {
+    let p = toy("bounds");
+    for (from, to, needle) in [
+        (
+            "width: 8",
+            "width: 200000",
+            "model.width: invalid value `200000`",
+        ),
+        (
+            "height: 64",
+            "height: 1000000",
+            "train.height: invalid value `1000000`",
+        ),
+        (
+            "pad: 4,",
+            "pad: 4000000000,",
+            "train.pad: invalid value `4000000000`",
+        ),
+        (
+            "workers: 2}",
+            "workers: 2, device: \"cuda:99999999999\"}",
+            "train.device",
+        ),
+    ] {
+        assert!(TOY_BASE.contains(from), "{from}");
+        p.write(
+            "experiments/b.yaml",
+            &format!("name: b\n{}", TOY_BASE.replacen(from, to, 1)),
+        );
+        refused(&p, &["plan", "experiments/b.yaml"], needle);
+    }
+    p.write("experiments/t.yaml", &format!("name: t\n{TOY_BASE}"));
+    refused(
+        &p,
+        &["run", "experiments/t.yaml", "-j", "-1"],
+        "expected a whole number of 1 or more, got `-1`",
+    );
+    refused(
+        &p,
+        &["device", "check", "--tolerance", "-1"],
+        "expected a number greater than 0, got `-1`",
+    );
+    refused(
+        &p,
+        &["device", "check", "--channels", "4000000000"],
+        "--channels",
+    );
+    refused(
+        &p,
+        &[
+            "data",
+            "synth",
+            "--out",
+            "x",
+            "--seed",
+            "1",
+            "--junk",
+            "4000000000",
+        ],
+        "--junk 4000000000: expected at most 100000 images",
+    );
+    refused(&p, &["diff"], "is not in a git repository");
+    refused(&p, &["report", "--paper"], "paper.yaml: no such file");
+}

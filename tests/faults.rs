@@ -336,3 +336,59 @@ fn a_same_size_rewrite_with_its_mtime_restored_is_caught_and_repaired() {
         verify_clean(&p);
     }
 }
+
+/// A dataset file rewritten while a train stage runs: the stage fails as bad input (exit 2) when it checks its
+/// dataset again before committing, and no train entry is committed.
+#[test]
+fn a_dataset_changed_while_a_stage_runs_fails_it_and_commits_nothing() {
+    let p = Project::new("midrun");
+    let data = p.path("data/toy");
+    let mut synth = vec!["data", "synth", "--out", data.to_str().unwrap()];
+    synth.extend(TOY_DATA.split_whitespace());
+    p.mgat(&synth).success();
+    p.mgat(&[
+        "data",
+        "lock",
+        "toy",
+        "--format",
+        "market1501",
+        "--root",
+        "data/toy",
+        "--allow-nonstandard",
+    ])
+    .success();
+    // Six epochs: several seconds of training in which to change a file.
+    p.write(
+        "experiments/t.yaml",
+        &SPEC
+            .replace("epochs: 2", "epochs: 6")
+            .replace("  model.head: [none, mgat]\n", "  model.head: [none]\n"),
+    );
+    let child = p
+        .command(&["run", "experiments/t.yaml", "-q"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let partial = p.cache_dir().join("train").join(".partial");
+    let started = Instant::now();
+    while !std::fs::read_dir(&partial).is_ok_and(|mut d| d.next().is_some()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no train stage started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Past the stage's first check of its dataset (a stat per file, a few milliseconds), well before it ends.
+    std::thread::sleep(Duration::from_millis(150));
+    let image = first_file(&data.join("bounding_box_train"));
+    rewrite_keeping_size_and_mtime(&image);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("the dataset changed while the stage ran; nothing was committed"),
+        "{stdout}"
+    );
+    assert!(p.entries("train").is_empty(), "no train entry committed");
+}

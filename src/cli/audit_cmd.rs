@@ -34,7 +34,7 @@ pub struct AuditArgs {
     #[arg(long)]
     json: bool,
     /// Stages run at once.
-    #[arg(long, short = 'j', default_value_t = 1)]
+    #[arg(long, short = 'j', default_value_t = 1, allow_negative_numbers = true, value_parser = super::at_least_one)]
     jobs: usize,
 }
 
@@ -46,9 +46,6 @@ struct Committed {
 }
 
 pub fn audit(ctx: &Context, args: AuditArgs) -> Result<ExitCode> {
-    if args.jobs == 0 {
-        return Err(UsageError("--jobs 0: expected at least 1".into()).into());
-    }
     if args.sample == Some(0) {
         return Err(UsageError("--sample 0: expected at least 1".into()).into());
     }

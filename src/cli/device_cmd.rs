@@ -26,27 +26,37 @@ pub struct CheckArgs {
     #[arg(long, value_enum, default_value_t = BackboneArg::Resnet50)]
     backbone: BackboneArg,
     /// Channels of the backbone's first stage.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=512))]
     channels: u32,
     /// Identities in the batch (P).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = bounded(2, 256))]
     ids: usize,
     /// Images per identity (K).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = bounded(2, 64))]
     instances: usize,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, allow_negative_numbers = true, value_parser = bounded(16, 2048))]
     height: usize,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = bounded(16, 2048))]
     width: usize,
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     precision: PrecisionArg,
     /// Largest relative difference of the loss and of any gradient's norm from f64 [default: 1e-3 for fp32, 5e-2 for
     /// bf16]; off the CPU, at least twice CPU f32's own difference.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::positive_number)]
     tolerance: Option<f64>,
     /// Seed of the weights and the batch.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+}
+
+/// A size argument between `lo` and `hi` (a model and batch this check can allocate).
+fn bounded(lo: i64, hi: i64) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |s: &str| match s.trim().parse::<i64>() {
+        Ok(n) if (lo..=hi).contains(&n) => usize::try_from(n).map_err(|e| e.to_string()),
+        _ => Err(format!(
+            "expected a whole number from {lo} to {hi}, got `{s}`"
+        )),
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -82,6 +82,23 @@ enum Command {
     Stage(stage_cmd::StageArgs),
 }
 
+/// A count such as `--jobs`: a whole number of at least 1. Arguments using it allow a leading `-`, so that `-j -1`
+/// gets this sentence rather than clap's "unexpected argument".
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if n >= 1 => usize::try_from(n).map_err(|e| e.to_string()),
+        _ => Err(format!("expected a whole number of 1 or more, got `{s}`")),
+    }
+}
+
+/// A tolerance or similar: a finite number greater than 0.
+pub fn positive_number(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        _ => Err(format!("expected a number greater than 0, got `{s}`")),
+    }
+}
+
 /// A bad command-line value found after parsing (unknown cell, bad format name, …): exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

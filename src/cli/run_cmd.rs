@@ -24,7 +24,7 @@ pub struct RunArgs {
     #[arg(required = true)]
     specs: Vec<PathBuf>,
     /// Stages run at once.
-    #[arg(long, short = 'j', default_value_t = 1)]
+    #[arg(long, short = 'j', default_value_t = 1, allow_negative_numbers = true, value_parser = super::at_least_one)]
     jobs: usize,
     /// Only cells whose name matches this glob (`*` and `?`), e.g. 'head=mgat,*'.
     #[arg(long, value_name = "GLOB")]
@@ -112,9 +112,6 @@ pub fn resolve_keys(ctx: &Context, plan: &mut Plan) {
 }
 
 pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
-    if args.jobs == 0 {
-        return Err(UsageError("--jobs 0: expected at least 1".into()).into());
-    }
     let slurm_options = args.executor.slurm_options()?;
     let devices = device_pool(&args.devices)?;
     if !devices.is_empty() && matches!(args.executor.executor, Executor::Slurm) {

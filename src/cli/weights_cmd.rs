@@ -37,7 +37,8 @@ pub fn run(cmd: WeightsCommand) -> Result<ExitCode> {
 }
 
 fn read(path: &Path) -> Result<Checkpoint> {
-    if !path.is_file() {
+    crate::inputfile::check_regular(path).map_err(|e| UsageError(e.to_string()))?;
+    if !path.exists() {
         return Err(UsageError(format!("{}: no such file", path.display())).into());
     }
     checkpoint::read(path, &Device::Cpu).map_err(|e| match e {

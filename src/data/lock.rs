@@ -194,6 +194,10 @@ impl LockFile {
     /// Loads the lock at `path`; a missing file is an empty lock (so the first `mgat data lock` can create it).
     /// Per-file lists are read from and written to `file_lists`.
     pub fn load(path: &Path, file_lists: &Path) -> Result<LockFile, LockError> {
+        crate::inputfile::check_regular(path).map_err(|source| LockError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),

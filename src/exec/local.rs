@@ -393,22 +393,32 @@ fn compute(
         device: device.map_or_else(|| stage.placement.device.clone(), |d| d.1.clone()),
         ..stage.placement.clone()
     };
+    let stat_cache = |root: &std::path::Path| env.cache.stat_cache_path(root);
     let computed = stages::gather_inputs(
         stage,
         env.lock,
-        &|root| env.cache.stat_cache_path(root),
+        &stat_cache,
         job.entries.clone(),
+        &inputs.upstream,
         bar,
     )
     .and_then(|stage_inputs| {
-        stages::run(
+        let produced = stages::run(
             stage,
             &inputs.config,
             &stage_inputs,
             &placement,
             &partial,
             bar,
-        )
+        )?;
+        stages::recheck_inputs(
+            stage,
+            env.lock,
+            &stat_cache,
+            &stage_inputs,
+            &inputs.upstream,
+        )?;
+        Ok(produced)
     });
     let produced = match computed {
         Ok(p) => p,

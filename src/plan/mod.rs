@@ -533,7 +533,8 @@ impl WeightDigests<'_> {
             "{}.sha256",
             &sha256_bytes(path.to_string_lossy().as_bytes())[..24]
         ));
-        let digest = match (sha256_file(&path), self.mode) {
+        let read = crate::inputfile::check_regular(&path).and_then(|()| sha256_file(&path));
+        let digest = match (read, self.mode) {
             (Ok((hex, _)), _) => {
                 let digest = mgat_util::digest::labelled(&hex);
                 // Without the record, only a later run without the file loses its key.

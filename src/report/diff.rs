@@ -59,9 +59,8 @@ impl Side {
                 }
             }
             Side::Rev(rev) => {
-                git(root, &["rev-parse", "--git-dir"]).map_err(|_| {
-                    ReportError::Git(format!("{} is not in a git repository", root.display()))
-                })?;
+                git(root, &["rev-parse", "--git-dir"])
+                    .map_err(|_| ReportError::NotARepository(root.to_path_buf()))?;
                 git(
                     root,
                     &[

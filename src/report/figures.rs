@@ -273,7 +273,17 @@ impl Legend {
             let x = left + col * self.column_width as i32;
             let y = 8 + row * LEGEND_ROW as i32 + LEGEND_ROW as i32 / 2;
             if i < self.labels.len() {
-                area.draw(&PathElement::new(vec![(x, y), (x + 28, y)], line_style(i)))
+                let style = line_style(i);
+                match i < PALETTE.len() {
+                    true => area.draw(&PathElement::new(vec![(x, y), (x + 28, y)], style)),
+                    false => area
+                        .draw(&PathElement::new(vec![(x, y), (x + 9, y)], style))
+                        .and_then(|()| {
+                            area.draw(&PathElement::new(vec![(x + 19, y), (x + 28, y)], style))
+                        }),
+                }
+                .map_err(figure_error)?;
+                area.draw(&marker(i, (x + 14, y), PALETTE[i % PALETTE.len()]))
                     .map_err(figure_error)?;
             } else {
                 area.draw(&Rectangle::new(
@@ -290,6 +300,19 @@ impl Legend {
             .map_err(figure_error)?;
         }
         Ok(())
+    }
+}
+
+/// Line `i`'s marker at `at`: a circle for the first round of the palette, a triangle once colours repeat (where
+/// lines are dashed), so that two lines of one colour stay apart even as single points.
+fn marker<C, DB: DrawingBackend>(i: usize, at: C, color: RGBColor) -> DynElement<'static, DB, C>
+where
+    C: Clone + 'static,
+{
+    if i < PALETTE.len() {
+        Circle::new(at, 4, color.filled()).into_dyn()
+    } else {
+        TriangleMarker::new(at, 6, color.filled()).into_dyn()
     }
 }
 
@@ -413,9 +436,8 @@ fn draw_panel<DB: DrawingBackend>(
         };
         series.map_err(figure_error)?;
         if line.points.len() <= 20 {
-            chart
-                .draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))
-                .map_err(figure_error)?;
+            let markers = points.iter().map(|&p| marker(i, p, color));
+            chart.draw_series(markers).map_err(figure_error)?;
         }
         if panel.error_bars {
             chart

@@ -55,6 +55,8 @@ pub enum ReportError {
     UnknownRevision(String),
     #[error("{0}")]
     Git(String),
+    #[error("{} is not in a git repository: `mgat diff` compares committed reports", .0.display())]
+    NotARepository(PathBuf),
     #[error("table: {0}")]
     Table(#[from] PolarsError),
     #[error("figure: {0}")]
@@ -70,6 +72,7 @@ impl ReportError {
                 | ReportError::Paper { .. }
                 | ReportError::Ambiguous { .. }
                 | ReportError::UnknownRevision(_)
+                | ReportError::NotARepository(_)
         )
     }
 }
@@ -163,6 +166,15 @@ pub fn write_spec_report(
         path: dir.join(RESULTS_FILE),
         message: e.to_string(),
     })?;
+    // Every stage key of the rows' cells, with the outputs they produced: a kind whose code moved without moving
+    // a result (a synth stage's key) still renders keys.json again.
+    let report_keys = keys::ReportKeys::collect(
+        plan,
+        spec_index,
+        results.rows.iter().map(|r| r.cell.as_str()),
+        cache,
+    );
+    let keys = report_keys.to_json();
     let inputs = sha256_bytes(
         [
             fingerprints::REPORT.as_bytes(),
@@ -170,6 +182,8 @@ pub fn write_spec_report(
             spec.source().as_bytes(),
             b"\0",
             &rows,
+            b"\0",
+            &keys,
         ]
         .concat()
         .as_slice(),
@@ -199,13 +213,7 @@ pub fn write_spec_report(
         Ok(path)
     };
     written.files.push(put(RESULTS_FILE, &csv)?);
-    let keys = keys::ReportKeys::collect(
-        plan,
-        spec_index,
-        results.rows.iter().map(|r| r.cell.as_str()),
-        cache,
-    );
-    written.files.push(put(keys::KEYS_FILE, &keys.to_json())?);
+    written.files.push(put(keys::KEYS_FILE, &keys)?);
     let stats = group_stats(&results)?;
     let pivot = Pivot::new(&spec.report, &results.axes, &stats);
     let title = spec
@@ -228,7 +236,7 @@ pub fn write_spec_report(
     written
         .files
         .push(put("summary.tex", pivot.latex(&title).as_bytes())?);
-    let stages: Vec<crate::cache::Manifest> = keys
+    let stages: Vec<crate::cache::Manifest> = report_keys
         .stages
         .iter()
         .filter_map(|(key, record)| cache.trusted(record.kind, key).ok().flatten())

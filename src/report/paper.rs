@@ -111,8 +111,14 @@ pub struct Comparison {
 impl PaperTables {
     /// Reads and validates `paper.yaml`: errors name the file, line and value.
     pub fn load(path: &Path) -> Result<PaperTables, ReportError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ReportError::Io(IoError::new(path.to_path_buf(), source)))?;
+        let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => ReportError::Results {
+                origin: path.display().to_string(),
+                message: "no such file: it describes the paper's tables that `mgat report --paper` renders"
+                    .into(),
+            },
+            _ => ReportError::Io(IoError::new(path.to_path_buf(), source)),
+        })?;
         Self::parse(path, &text)
     }
 

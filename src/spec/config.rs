@@ -200,10 +200,10 @@ impl RunConfig {
             "a dataset name from datasets.lock",
         );
         check(
-            m.width >= 1,
+            (1..=MAX_WIDTH).contains(&m.width),
             "model.width",
             m.width.to_string(),
-            "a channel count >= 1",
+            &format!("a channel count from 1 to {MAX_WIDTH} (ResNet-50 has 64)"),
         );
         check(
             m.last_stride == 1 || m.last_stride == 2,
@@ -254,30 +254,34 @@ impl RunConfig {
             "auto, cpu, cuda or cuda:N",
         );
         check(
-            t.height >= 16,
+            (16..=MAX_SIDE).contains(&t.height),
             "train.height",
             t.height.to_string(),
-            "an image height >= 16 pixels",
+            &format!("an image height from 16 to {MAX_SIDE} pixels"),
         );
         check(
-            t.width >= 16,
+            (16..=MAX_SIDE).contains(&t.width),
             "train.width",
             t.width.to_string(),
-            "an image width >= 16 pixels",
+            &format!("an image width from 16 to {MAX_SIDE} pixels"),
         );
         check(
-            t.instances >= 2,
+            (2..=MAX_BATCH).contains(&t.instances),
             "train.instances",
             t.instances.to_string(),
-            "K >= 2 images per identity",
+            &format!("K from 2 to {MAX_BATCH} images per identity"),
         );
         check(
             t.instances >= 2
                 && t.batch_size >= 2 * t.instances
+                && t.batch_size <= MAX_BATCH
                 && t.batch_size.is_multiple_of(t.instances),
             "train.batch_size",
             t.batch_size.to_string(),
-            &format!("P×K with K = train.instances = {} and P >= 2", t.instances),
+            &format!(
+                "P×K with K = train.instances = {}, P >= 2 and at most {MAX_BATCH} images",
+                t.instances
+            ),
         );
         check(
             !(t.precision == Precision::Bf16 && t.device == "cpu"),
@@ -286,10 +290,16 @@ impl RunConfig {
             "fp32 on train.device cpu (bf16 runs on CUDA only)",
         );
         check(
-            t.epochs >= 1,
+            (1..=MAX_EPOCHS).contains(&t.epochs),
             "train.epochs",
             t.epochs.to_string(),
-            "at least 1 epoch",
+            &format!("1 to {MAX_EPOCHS} epochs"),
+        );
+        check(
+            t.pad <= t.height.min(t.width),
+            "train.pad",
+            t.pad.to_string(),
+            "at most the image's smaller side in pixels",
         );
         check(
             t.iters_per_epoch != Some(0),
@@ -340,26 +350,38 @@ impl RunConfig {
             "a probability in [0, 1]",
         );
         check(
-            t.workers >= 1,
+            (1..=MAX_WORKERS).contains(&t.workers),
             "train.workers",
             t.workers.to_string(),
-            "at least 1 worker thread",
+            &format!("1 to {MAX_WORKERS} worker threads"),
         );
         check(
-            e.max_rank >= 1,
+            (1..=MAX_RANK).contains(&e.max_rank),
             "eval.max_rank",
             e.max_rank.to_string(),
-            "a rank >= 1",
+            &format!("a rank from 1 to {MAX_RANK}"),
         );
         check(
-            e.batch_size >= 1,
+            (1..=MAX_BATCH).contains(&e.batch_size),
             "eval.batch_size",
             e.batch_size.to_string(),
-            "a batch size >= 1",
+            &format!("a batch size from 1 to {MAX_BATCH}"),
         );
         out
     }
 }
+
+/// Upper bounds that keep a valid spec within what a machine can allocate: a ResNet-50 at width 512 (8× the paper's)
+/// on 2048-pixel images, or 4096-image batches, is already far beyond any GPU's memory; beyond these, sizes only
+/// overflow or abort on allocation.
+const MAX_WIDTH: u32 = 512;
+const MAX_SIDE: u32 = 2048;
+const MAX_BATCH: u32 = 4096;
+const MAX_EPOCHS: u32 = 100_000;
+const MAX_WORKERS: u32 = 256;
+const MAX_RANK: u32 = 100_000;
+/// CUDA device ordinals are small; a larger one is a typo, refused before anything runs.
+const MAX_CUDA_DEVICE: u32 = 1023;
 
 fn is_nonneg(x: f64) -> bool {
     x >= 0.0 && x.is_finite()
@@ -373,6 +395,7 @@ pub fn normal_device(device: &str) -> Option<String> {
         other => other
             .strip_prefix("cuda:")
             .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|n| n.parse::<u32>().is_ok_and(|i| i <= MAX_CUDA_DEVICE))
             .map(|_| other.into()),
     }
 }
@@ -406,6 +429,13 @@ mod tests {
                 c.model.graph_input = GraphInput::Bnneck;
             }),
             ("train.lr_steps", |c| c.train.lr_steps = vec![70, 40]),
+            ("model.width", |c| c.model.width = 200_000),
+            ("train.height", |c| c.train.height = 1_000_000),
+            ("train.batch_size", |c| c.train.batch_size = 4_000_000_000),
+            ("train.pad", |c| c.train.pad = 4_000_000_000),
+            ("train.device", |c| {
+                c.train.device = "cuda:99999999999999999999".into()
+            }),
             ("train.precision", |c| {
                 c.train.device = "cpu".into();
                 c.train.precision = Precision::Bf16;

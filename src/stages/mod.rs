@@ -246,14 +246,17 @@ pub fn run(
 
 /// The inputs of `stage`: its dataset checked file by file against its `datasets.lock` entry (through the stat
 /// cache, so an unchanged tree costs one `stat` per file), the index for train and eval, and the entries it consumes
-/// (`entries`, by kind, already checked against their manifests).
+/// (`entries`, by kind, already checked against their manifests), whose outputs must hash to the digests in its key
+/// (`upstream`).
 pub fn gather_inputs(
     stage: &PlannedStage,
     lock: &LockFile,
     stat_cache: &dyn Fn(&Path) -> PathBuf,
     entries: BTreeMap<StageKind, PathBuf>,
+    upstream: &BTreeMap<StageKind, String>,
     bar: &ProgressBar,
 ) -> Result<Inputs, StageError> {
+    check_consumed(&entries, upstream)?;
     let root = match entries.get(&StageKind::Synth) {
         Some(dir) => dir.join(mgat_synth::DATA_DIR),
         None => lock.root(&stage.dataset)?.unwrap_or_default(),
@@ -285,6 +288,49 @@ pub fn gather_inputs(
     })
 }
 
+/// After `stage` ran, before its entry is committed: what it read is still what its key says. Its dataset is checked
+/// against the lock again (a file changed while the stage ran moved its ctime, so it is hashed again; the stage fails
+/// as bad input and nothing is committed), and so are the outputs it consumed.
+pub fn recheck_inputs(
+    stage: &PlannedStage,
+    lock: &LockFile,
+    stat_cache: &dyn Fn(&Path) -> PathBuf,
+    inputs: &Inputs,
+    upstream: &BTreeMap<StageKind, String>,
+) -> Result<(), StageError> {
+    check_consumed(&inputs.entries, upstream)?;
+    if stage.kind == StageKind::Synth {
+        return Ok(());
+    }
+    let files = hash_tree(&inputs.root, Some(&stat_cache(&inputs.root)), &|| {})?;
+    lock.check_tree(&stage.dataset, &inputs.root, &files)
+        .map_err(|e| StageError::ChangedWhileRunning(Box::new(e)))
+}
+
+/// Each consumed output (index.json, model.safetensors) hashed in full against the digest in the stage's key, so
+/// that no result is computed from, or committed over, bytes other than the ones its key names.
+fn check_consumed(
+    entries: &BTreeMap<StageKind, PathBuf>,
+    upstream: &BTreeMap<StageKind, String>,
+) -> Result<(), StageError> {
+    for (kind, expected) in upstream {
+        let (Some(dir), Some(file)) = (entries.get(kind), kind.consumed_output()) else {
+            continue;
+        };
+        let path = dir.join(file);
+        let (sha, _) = mgat_util::digest::sha256_file(&path).map_err(IoError::at(&path))?;
+        let found = mgat_util::digest::labelled(&sha);
+        if &found != expected {
+            return Err(StageError::ConsumedChanged {
+                path,
+                expected: expected.clone(),
+                found,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A JSON output of a cache entry, typed; one that does not parse is damage the manifest check missed.
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, StageError> {
     let bytes = mgat_util::fsio::read(path)?;
@@ -314,6 +360,16 @@ pub enum StageError {
     /// An internal inconsistency between the plan and the cache.
     #[error("{0}")]
     Plan(String),
+    /// A consumed output does not hash to the digest in the stage's key (damaged after it was checked).
+    #[error("{}: its SHA-256 is {found}, but the stage's key names {expected}; nothing was committed (the next run checks the entry again)", path.display())]
+    ConsumedChanged {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+    /// The dataset changed while the stage ran.
+    #[error("the dataset changed while the stage ran; nothing was committed: {0}")]
+    ChangedWhileRunning(Box<LockError>),
 }
 
 impl StageError {
@@ -331,7 +387,10 @@ impl StageError {
             )
         };
         match self {
-            StageError::Lock(_) | StageError::Index(_) | StageError::Setting(_) => true,
+            StageError::Lock(_)
+            | StageError::ChangedWhileRunning(_)
+            | StageError::Index(_)
+            | StageError::Setting(_) => true,
             StageError::Model(e)
             | StageError::Train(mgat_train::TrainError::Model(e))
             | StageError::Eval(mgat_eval::stage::EvalError::Model(e)) => bad_model(e),
@@ -347,4 +406,28 @@ fn on_compute_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     let mut result = None;
     rayon::scope(|s| s.spawn(|_| result = Some(f())));
     result.expect("a rayon scope returns after its tasks ran")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consumed_output_must_hash_to_the_digest_in_the_key() {
+        let dir = mgat_testutil::tempdir();
+        std::fs::write(dir.join(INDEX_FILE), b"{}").unwrap();
+        let entries = BTreeMap::from([(StageKind::Index, dir.to_path_buf())]);
+        // By hand: SHA-256 of the two bytes `{}`.
+        let good = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+        let upstream = BTreeMap::from([(StageKind::Index, good.to_string())]);
+        check_consumed(&entries, &upstream).unwrap();
+        std::fs::write(dir.join(INDEX_FILE), b"[]").unwrap();
+        let err = check_consumed(&entries, &upstream).unwrap_err();
+        assert!(matches!(err, StageError::ConsumedChanged { .. }), "{err}");
+        assert!(err.to_string().contains("nothing was committed"), "{err}");
+        assert!(
+            !err.is_bad_input(),
+            "damage in the cache, not the user's input"
+        );
+    }
 }

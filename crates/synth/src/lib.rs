@@ -44,7 +44,7 @@ pub struct SynthParams {
 impl SynthParams {
     /// What is out of range, as (parameter, value, expected).
     pub fn invalid(&self) -> Option<(&'static str, String, &'static str)> {
-        let checks: [(bool, &'static str, String, &'static str); 6] = [
+        let checks: [(bool, &'static str, String, &'static str); 8] = [
             (
                 self.ids >= 4 && self.ids <= 9999,
                 "ids",
@@ -58,10 +58,22 @@ impl SynthParams {
                 "2 to 9 cameras",
             ),
             (
-                self.images_per_camera >= 2,
+                (2..=1000).contains(&self.images_per_camera),
                 "images_per_camera",
                 self.images_per_camera.to_string(),
-                "at least 2",
+                "2 to 1000",
+            ),
+            (
+                self.junk <= 100_000,
+                "junk",
+                self.junk.to_string(),
+                "at most 100000 images",
+            ),
+            (
+                self.distractors <= 100_000,
+                "distractors",
+                self.distractors.to_string(),
+                "at most 100000 images",
             ),
             (
                 self.height >= 32 && self.height <= 1024,
@@ -922,5 +934,10 @@ pub(crate) mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("cameras = 12"), "{err}");
+        let huge = SynthParams {
+            junk: 4_000_000_000,
+            ..small()
+        };
+        assert_eq!(huge.invalid().map(|i| i.0), Some("junk"));
     }
 }
