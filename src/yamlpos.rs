@@ -60,7 +60,12 @@ fn plain_message(text: &str) -> String {
 pub struct PosIndex {
     positions: HashMap<Vec<String>, Pos>,
     pub duplicate: Option<Duplicate>,
+    /// Where nesting first goes deeper than [`MAX_DEPTH`]: indexing stops there, so a deep text costs linear time.
+    pub too_deep: Option<Pos>,
 }
+
+/// The deepest nesting of mappings and sequences a spec, lock or paper.yaml may have (theirs is under 10).
+pub const MAX_DEPTH: usize = 64;
 
 /// A mapping key that appears twice: the mapping's path, the key, and where it appears the second time.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +78,12 @@ pub struct Duplicate {
 impl PosIndex {
     /// Indexes `text`. A text that does not parse yields an empty index (serde_yaml reports the syntax error).
     pub fn new(text: &str) -> Self {
+        if let Some(pos) = too_deep(text) {
+            return Self {
+                too_deep: Some(pos),
+                ..Self::default()
+            };
+        }
         let mut builder = Builder::default();
         let mut parser = Parser::new_from_str(text);
         if parser.load(&mut builder, false).is_err() {
@@ -81,6 +92,7 @@ impl PosIndex {
         Self {
             positions: builder.positions,
             duplicate: builder.duplicate,
+            too_deep: builder.too_deep,
         }
     }
 
@@ -90,6 +102,56 @@ impl PosIndex {
             .rev()
             .find_map(|n| self.positions.get(&path[..n]).copied())
     }
+}
+
+/// Where `text` first nests deeper than [`MAX_DEPTH`], found in one pass before any YAML parser sees it (theirs
+/// take time quadratic in the depth): flow collections by their brackets outside quotes and comments, block
+/// collections by the indentation of each line and the `- ` that open sequences on it.
+fn too_deep(text: &str) -> Option<Pos> {
+    let mut flow = 0usize;
+    let mut indents: Vec<usize> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let content = line.trim_start_matches(' ');
+        if flow == 0 && !content.is_empty() && !content.starts_with('#') {
+            let indent = line.len() - content.len();
+            while indents.last().is_some_and(|&i| i >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+            let dashes = content
+                .as_bytes()
+                .chunks(2)
+                .take_while(|c| c == b"- ")
+                .count();
+            if indents.len() + dashes > MAX_DEPTH {
+                return Some(Pos {
+                    line: n + 1,
+                    column: indent + 1,
+                });
+            }
+        }
+        let mut quote: Option<char> = None;
+        for (col, c) in line.char_indices() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '\'' | '"') => quote = Some(c),
+                (None, '#') if col == 0 || line[..col].ends_with(' ') => break,
+                (None, '[' | '{') => {
+                    flow += 1;
+                    if flow + indents.len() > MAX_DEPTH {
+                        return Some(Pos {
+                            line: n + 1,
+                            column: col + 1,
+                        });
+                    }
+                }
+                (None, ']' | '}') => flow = flow.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    None
 }
 
 enum Frame {
@@ -108,6 +170,7 @@ struct Builder {
     path: Vec<String>,
     positions: HashMap<Vec<String>, Pos>,
     duplicate: Option<Duplicate>,
+    too_deep: Option<Pos>,
     done: bool,
 }
 
@@ -169,6 +232,13 @@ impl MarkedEventReceiver for Builder {
                 }
             }
             Event::Alias(_) if self.enter_value(mark) => self.leave_value(),
+            Event::MappingStart(..) | Event::SequenceStart(..) if self.stack.len() >= MAX_DEPTH => {
+                self.too_deep = Some(Pos {
+                    line: mark.line(),
+                    column: mark.col() + 1,
+                });
+                self.done = true;
+            }
             Event::MappingStart(..) | Event::SequenceStart(..) => {
                 // A complex mapping key is not a path segment we can name; index it under an empty key.
                 if !self.enter_value(mark) {
@@ -198,6 +268,31 @@ impl MarkedEventReceiver for Builder {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nesting_beyond_the_limit_is_found_in_one_pass_with_its_line() {
+        let flow = format!("a: 1\nb: {}{}\n", "[".repeat(200_000), "]".repeat(200_000));
+        let started = std::time::Instant::now();
+        let index = PosIndex::new(&flow);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert_eq!(index.too_deep.map(|p| p.line), Some(2));
+        let block: String = (0..100)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
+        assert_eq!(
+            PosIndex::new(&block).too_deep.map(|p| p.line),
+            Some(MAX_DEPTH + 1)
+        );
+        let dashes = format!("a:\n  {}x\n", "- ".repeat(100));
+        assert_eq!(PosIndex::new(&dashes).too_deep.map(|p| p.line), Some(2));
+        // Brackets in quotes and comments do not nest; real files pass.
+        let quoted = format!(
+            "a: '{}' # {}\nb: [1, [2]]\n",
+            "[".repeat(100),
+            "{".repeat(100)
+        );
+        assert!(PosIndex::new(&quoted).too_deep.is_none());
+    }
+
     use super::*;
 
     fn path(p: &[&str]) -> Vec<String> {

@@ -300,6 +300,142 @@ fn sizes_beyond_what_a_machine_holds_and_bad_arguments_exit_2() {
         ],
         "--junk 4000000000: expected at most 100000 images",
     );
+    // 16 identities per batch; the toy training set has 12.
+    p.write(
+        "experiments/p.yaml",
+        &format!(
+            "name: p\n{}",
+            TOY_BASE.replace("batch_size: 16", "batch_size: 64")
+        ),
+    );
+    refused(
+        &p,
+        &["run", "experiments/p.yaml"],
+        "16 identities per batch, but the training set has 12",
+    );
     refused(&p, &["diff"], "is not in a git repository");
     refused(&p, &["report", "--paper"], "paper.yaml: no such file");
+}
+
+/// Deep nesting is refused in linear time at its line, an alias bomb at its first alias, a dataset named twice or
+/// named `.` in datasets.lock at its line, and a FIFO or a device as the lock or the pretrained checkpoint at once,
+/// saying what the path is.
+#[test]
+fn yaml_bombs_duplicate_datasets_and_special_files_are_named() {
+    let p = toy("bombs");
+    let deep = format!(
+        "name: d\n{TOY_BASE}grid:\n  model.gamma: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    p.write("experiments/deep.yaml", &deep);
+    let started = std::time::Instant::now();
+    refused(&p, &["plan", "experiments/deep.yaml"], "deep.yaml:7:");
+    refused(
+        &p,
+        &["plan", "experiments/deep.yaml"],
+        "nested deeper than 64 levels",
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let mut bomb = format!("name: b\n{TOY_BASE}grid:\n  model.gamma: &a [1,1,1,1,1,1,1,1,1]\n");
+    for (i, (name, prev)) in ["b", "c", "d", "e", "f", "g"]
+        .iter()
+        .zip(["a", "b", "c", "d", "e", "f"])
+        .enumerate()
+    {
+        bomb.push_str(&format!(
+            "  x{i}: &{name} [{}]\n",
+            vec![format!("*{prev}"); 9].join(",")
+        ));
+    }
+    p.write("experiments/bomb.yaml", &bomb);
+    refused(&p, &["plan", "experiments/bomb.yaml"], "bomb.yaml:8:");
+    refused(
+        &p,
+        &["plan", "experiments/bomb.yaml"],
+        "expand to too many values",
+    );
+
+    p.write("experiments/t.yaml", &format!("name: t\n{TOY_BASE}"));
+    let lock = std::fs::read_to_string(p.path("datasets.lock")).unwrap();
+    let entry = &lock[lock.find("  toy:").unwrap()..];
+    p.write("twice.lock", &format!("{lock}{entry}"));
+    refused(
+        &p,
+        &["--lock", "twice.lock", "plan", "experiments/t.yaml"],
+        "`toy` appears twice in `datasets`",
+    );
+    p.write("dot.lock", &lock.replace("  toy:", "  .:"));
+    refused(
+        &p,
+        &["--lock", "dot.lock", "plan", "experiments/t.yaml"],
+        "not a dataset name",
+    );
+    refused(
+        &p,
+        &["--lock", "/dev/zero", "plan", "experiments/t.yaml"],
+        "/dev/zero is a character device, not a regular file",
+    );
+    let fifo = p.path("pipe");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    refused(
+        &p,
+        &["--lock", "pipe", "plan", "experiments/t.yaml"],
+        "is a FIFO (named pipe)",
+    );
+    refused(
+        &p,
+        &["weights", "inspect", "pipe"],
+        "is a FIFO (named pipe)",
+    );
+    p.write(
+        "experiments/w.yaml",
+        &format!(
+            "name: w\n{}",
+            TOY_BASE.replace("head: none}", "head: none, pretrained: pipe}")
+        ),
+    );
+    refused(&p, &["run", "experiments/w.yaml"], "is a FIFO (named pipe)");
+}
+
+/// A dataset image that does not decode, locked as it is: the train stage names it and exits 2 (the dataset's
+/// fault), not 1.
+#[test]
+fn an_image_that_does_not_decode_is_bad_input() {
+    let p = Project::new("corrupt-image");
+    let data = p.path("data/toy");
+    let mut synth = vec!["data", "synth", "--out", data.to_str().unwrap()];
+    synth.extend(TOY_DATA.split_whitespace());
+    p.mgat(&synth).success();
+    let train = data.join("bounding_box_train");
+    let mut images: Vec<_> = std::fs::read_dir(&train)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    images.sort();
+    // Every image of one identity: an epoch samples every identity.
+    let pid = |p: &std::path::Path| p.file_name().unwrap().to_string_lossy()[..4].to_string();
+    for image in images.iter().filter(|i| pid(i) == pid(&images[0])) {
+        std::fs::write(image, b"not a jpeg").unwrap();
+    }
+    p.mgat(&[
+        "data",
+        "lock",
+        "toy",
+        "--format",
+        "market1501",
+        "--root",
+        "data/toy",
+        "--allow-nonstandard",
+    ])
+    .success();
+    p.write("experiments/t.yaml", &format!("name: t\n{TOY_BASE}"));
+    refused(
+        &p,
+        &["run", "experiments/t.yaml"],
+        &format!("bounding_box_train/{}", pid(&images[0])),
+    );
 }

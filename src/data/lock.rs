@@ -3,7 +3,7 @@
 //! (`<cache>/.file-lists/NAME/DIGEST.tsv`), so that a mismatch can name each added, removed or changed file.
 
 use super::hash::{FileDigest, tree_digest};
-use crate::yamlpos::{PosIndex, split_serde_error};
+use crate::yamlpos::{Pos, PosIndex, split_serde_error};
 use mgat_data::Format;
 use mgat_synth::SynthParams;
 use serde::{Deserialize, Serialize};
@@ -208,6 +208,25 @@ impl LockFile {
                 });
             }
         };
+        let index = PosIndex::new(&text);
+        let invalid = |pos: Pos, message: String| LockError::Invalid {
+            file: path.to_path_buf(),
+            line: pos.line,
+            column: pos.column,
+            message,
+        };
+        if let Some(pos) = index.too_deep {
+            return Err(invalid(
+                pos,
+                format!("nested deeper than {} levels", crate::yamlpos::MAX_DEPTH),
+            ));
+        }
+        if let Some(d) = &index.duplicate {
+            return Err(invalid(
+                d.pos,
+                format!("`{}` appears twice in `{}`", d.key, d.mapping.join(".")),
+            ));
+        }
         let doc: LockDoc = if text.trim().is_empty() {
             LockDoc::default()
         } else {
@@ -383,7 +402,21 @@ impl LockFile {
     fn check(&self) -> Result<(), LockError> {
         let index = PosIndex::new(&self.text);
         for (name, e) in &self.doc.datasets {
-            let problem = match (e.format, &e.root, &e.synth) {
+            let bad_name = name.is_empty()
+                || name == "."
+                || name == ".."
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            let problem = bad_name
+                .then(|| {
+                    (
+                        "",
+                        "not a dataset name: use letters, digits, `-`, `_` and `.` (not `.` or `..` alone)"
+                            .to_string(),
+                    )
+                })
+                .or(match (e.format, &e.root, &e.synth) {
                 (Format::Synth, _, None) => Some((
                     "format",
                     "a synth dataset needs `synth:` generator parameters".to_string(),
@@ -404,7 +437,7 @@ impl LockFile {
                     "only format `synth` takes generator parameters".into(),
                 )),
                 _ => None,
-            }
+            })
             .or_else(|| {
                 (!is_digest(&e.digest)).then(|| {
                     (

@@ -128,11 +128,17 @@ impl PaperTables {
             line: pos.map_or(0, |p| p.line),
             message,
         };
+        let index = PosIndex::new(text);
+        if let Some(pos) = index.too_deep {
+            return Err(fail(
+                Some(pos),
+                format!("nested deeper than {} levels", crate::yamlpos::MAX_DEPTH),
+            ));
+        }
         let tables: PaperTables = serde_yaml::from_str(text).map_err(|e| {
             let (pos, message) = split_serde_error(&e);
             fail(pos, message)
         })?;
-        let index = PosIndex::new(text);
         let at = |path: &[String]| index.find(path);
         for (t, table) in tables.tables.iter().enumerate() {
             let base = ["tables".to_string(), t.to_string()];
@@ -163,7 +169,13 @@ impl PaperTables {
             let ids: Vec<String> = table.columns.iter().map(TableColumn::id).collect();
             for (r, row) in table.rows.iter().enumerate() {
                 let r = r.to_string();
-                for id in row.reported.keys() {
+                for (id, value) in &row.reported {
+                    if let Some(v) = value.filter(|v| !(0.0..=100.0).contains(v)) {
+                        return Err(fail(
+                            at(&path(&["rows", &r, "reported", id])),
+                            format!("`{id}`: {v} is not a percentage (0 to 100)"),
+                        ));
+                    }
                     if !ids.contains(id) {
                         return Err(fail(
                             at(&path(&["rows", &r, "reported", id])),
@@ -398,6 +410,17 @@ tables:
 
     fn parse(text: &str) -> Result<PaperTables, ReportError> {
         PaperTables::parse(Path::new("paper.yaml"), text)
+    }
+
+    #[test]
+    fn a_reported_value_is_a_percentage() {
+        let err = parse(&PAPER.replace("rank1: 90.0", "rank1: 936")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("paper.yaml:24: `market1501/rank1`: 936 is not a percentage"),
+            "{err}"
+        );
+        assert!(err.is_bad_input());
     }
 
     #[test]

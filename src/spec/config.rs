@@ -269,7 +269,7 @@ impl RunConfig {
             (2..=MAX_BATCH).contains(&t.instances),
             "train.instances",
             t.instances.to_string(),
-            &format!("K from 2 to {MAX_BATCH} images per identity"),
+            &format!("K >= 2 images per identity (at most {MAX_BATCH})"),
         );
         check(
             t.instances >= 2

@@ -9,7 +9,7 @@ pub use config::RunConfig;
 pub use grid::format_value;
 pub use layout::ReportLayout;
 
-use crate::yamlpos::{Pos, PosIndex, split_serde_error};
+use crate::yamlpos::{MAX_DEPTH, Pos, PosIndex, split_serde_error};
 use grid::{Assignment, Axis, GridSpec};
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -40,12 +40,22 @@ impl fmt::Display for SpecError {
             None => write!(f, "{}: {}", self.file.display(), self.message)?,
         }
         if let (Some(p), Some(line)) = (self.pos, &self.source_line) {
+            // A long line is shown up to a little past the column.
+            const SHOWN: usize = 100;
+            let skip = p.column.saturating_sub(SHOWN);
+            let mut shown: String = line.chars().skip(skip).take(SHOWN + 20).collect();
+            if skip > 0 {
+                shown.insert(0, '…');
+            }
+            if line.chars().count() > skip + SHOWN + 20 {
+                shown.push('…');
+            }
             let gutter = p.line.to_string();
             write!(
                 f,
-                "\n {gutter} | {line}\n {} | {}^",
+                "\n {gutter} | {shown}\n {} | {}^",
                 " ".repeat(gutter.len()),
-                " ".repeat(p.column.saturating_sub(1))
+                " ".repeat(p.column.saturating_sub(1) - skip + usize::from(skip > 0))
             )?;
         }
         Ok(())
@@ -187,6 +197,22 @@ impl Spec {
     }
 }
 
+/// The position of the first alias (`*name` after a space, `[`, `,` or `:`) in `text`.
+fn first_alias(text: &str) -> Option<Pos> {
+    text.lines().enumerate().find_map(|(n, line)| {
+        line.char_indices()
+            .find(|&(i, c)| {
+                c == '*'
+                    && (i == 0 || line[..i].ends_with([' ', '[', ',', ':']))
+                    && line[i + 1..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+            })
+            .map(|(i, _)| Pos {
+                line: n + 1,
+                column: i + 1,
+            })
+    })
+}
+
 struct Parser<'a> {
     file: &'a Path,
     text: &'a str,
@@ -201,6 +227,9 @@ impl Parser<'_> {
                 "the file starts with a byte-order mark (U+FEFF); save it as UTF-8 without one"
                     .into(),
             ));
+        }
+        if let Some(pos) = self.index.too_deep {
+            return Err(self.error(Some(pos), format!("nested deeper than {MAX_DEPTH} levels")));
         }
         if let Some(d) = &self.index.duplicate {
             let within = if d.mapping.is_empty() {
@@ -416,7 +445,15 @@ impl Parser<'_> {
 
     fn serde_error(&self, e: &serde_yaml::Error) -> SpecError {
         let (pos, message) = split_serde_error(e);
-        self.error(pos, message)
+        // serde_yaml gives an alias bomb no position: point at the first alias.
+        match (pos, message.contains("repetition limit exceeded")) {
+            (None, true) => self.error(
+                first_alias(self.text),
+                "aliases (`*name`) expand to too many values: a spec needs no more than a few"
+                    .into(),
+            ),
+            _ => self.error(pos, message),
+        }
     }
 
     fn error(&self, pos: Option<Pos>, message: String) -> SpecError {

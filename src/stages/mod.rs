@@ -125,6 +125,15 @@ impl Stage for Train {
                  (set train.device to cuda, or train.precision to fp32)"
             )));
         }
+        let index = inputs.index()?;
+        let identities = key.train.batch_size / key.train.instances.max(1);
+        if identities as usize > index.num_train_pids {
+            return Err(StageError::Setting(format!(
+                "train.batch_size: {} / train.instances {} = {identities} identities per batch, but the training \
+                 set has {}: lower train.batch_size",
+                key.train.batch_size, key.train.instances, index.num_train_pids
+            )));
+        }
         tracing::info!(
             "training {:?} ({:?} head) on {device_name}",
             key.model.backbone,
@@ -133,7 +142,7 @@ impl Stage for Train {
         let log = mgat_train::train(
             key,
             placement.workers,
-            inputs.index()?,
+            index,
             &inputs.root,
             out,
             &device,
@@ -387,10 +396,16 @@ impl StageError {
             )
         };
         match self {
+            // A dataset image that does not decode (corrupt, a decompression bomb, unreadable) is the dataset's
+            // fault: the lock pins its bytes, not that they are an image.
             StageError::Lock(_)
             | StageError::ChangedWhileRunning(_)
             | StageError::Index(_)
-            | StageError::Setting(_) => true,
+            | StageError::Setting(_)
+            | StageError::Train(mgat_train::TrainError::Image(_))
+            | StageError::Eval(mgat_eval::stage::EvalError::Extract(
+                mgat_eval::extract::ExtractError::Image(_),
+            )) => true,
             StageError::Model(e)
             | StageError::Train(mgat_train::TrainError::Model(e))
             | StageError::Eval(mgat_eval::stage::EvalError::Model(e)) => bad_model(e),
