@@ -80,9 +80,14 @@ fn spec_mistakes_are_named_at_their_line() {
         );
     }
     let huge: Vec<String> = (1..=100).map(|i| i.to_string()).collect();
-    let axes = ["model.gamma", "train.lr", "model.of_weight", "train.pad"]
-        .map(|a| format!("  {a}: [{}]\n", huge.join(", ")))
-        .concat();
+    let axes = [
+        "model.gamma",
+        "train.lr",
+        "model.of_weight",
+        "model.triplet_weight",
+    ]
+    .map(|a| format!("  {a}: [{}]\n", huge.join(", ")))
+    .concat();
     p.write(
         "experiments/a.yaml",
         &format!("name: a\n{TOY_BASE}grid:\n{axes}"),
