@@ -175,4 +175,26 @@ fn bad_inputs_exit_2_naming_the_file() {
     let zero = p.mgat(&["metrics", "--dir", &dir, "--qf", qf, "--gf", qf]);
     assert_eq!(zero.code(), 2, "{}", zero.stderr());
     assert!(zero.stderr().contains("no dimensions"), "{}", zero.stderr());
+
+    // Finite features whose distances overflow f32: 1e20² is beyond f32::MAX.
+    let rows = |n: usize| "1e20,1e20\n".repeat(n);
+    std::fs::write(p.path("qf.csv"), rows(50)).unwrap();
+    std::fs::write(p.path("gf.csv"), rows(300)).unwrap();
+    let (qf, gf) = (p.path("qf.csv"), p.path("gf.csv"));
+    let huge = p.mgat(&[
+        "metrics",
+        "--dir",
+        &dir,
+        "--qf",
+        qf.to_str().unwrap(),
+        "--gf",
+        gf.to_str().unwrap(),
+    ]);
+    assert_eq!(huge.code(), 2, "{}", huge.stderr());
+    assert!(
+        huge.stderr()
+            .contains("qf.csv: row 0 has a squared length of 2.0e40"),
+        "{}",
+        huge.stderr()
+    );
 }

@@ -71,6 +71,32 @@ pub enum ScoreError {
     NoDimensions(PathBuf),
     #[error("{0}")]
     Usage(String),
+    #[error(
+        "{}: row {row} has a squared length of {squared:.1e}, so its distances overflow to infinity; scale the features down",
+        path.display()
+    )]
+    Overflow {
+        path: PathBuf,
+        row: usize,
+        squared: f64,
+    },
+}
+
+/// Refuses features whose distances would not be finite in f32: a squared distance is at most twice the sum of the
+/// two squared lengths, so each squared length must stay under a quarter of `f32::MAX`.
+fn check_scale(path: &std::path::Path, m: &mgat_eval::array::Matrix) -> Result<(), ScoreError> {
+    let limit = f64::from(f32::MAX) / 4.0;
+    for (row, values) in m.data.chunks(m.cols.max(1)).enumerate() {
+        let squared: f64 = values.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+        if squared > limit {
+            return Err(ScoreError::Overflow {
+                path: path.to_path_buf(),
+                row,
+                squared,
+            });
+        }
+    }
+    Ok(())
 }
 
 pub fn run(args: MetricsArgs) -> Result<ExitCode> {
@@ -114,6 +140,8 @@ pub fn run(args: MetricsArgs) -> Result<ExitCode> {
             same_length(qf, q.rows, "rows", &q_pids_path, q_pids.len())?;
             same_length(gf, g.rows, "rows", &g_pids_path, g_pids.len())?;
             same_length(gf, g.cols, "columns (feature dimensions)", qf, q.cols)?;
+            check_scale(qf, &q)?;
+            check_scale(gf, &g)?;
             let metric = match args.metric {
                 MetricArg::Euclidean => Metric::Euclidean,
                 MetricArg::Cosine => Metric::Cosine,

@@ -225,6 +225,7 @@ impl Table {
         results_of: &dyn Fn(&str) -> Option<Results>,
     ) -> Result<Vec<Comparison>, ReportError> {
         let all: Vec<Results> = self.results.iter().filter_map(|s| results_of(s)).collect();
+        self.check_names(&all)?;
         let mut out = Vec::new();
         for row in &self.rows {
             let tolerance = row.tolerance.unwrap_or(self.tolerance);
@@ -260,6 +261,36 @@ impl Table {
             }
         }
         Ok(out)
+    }
+
+    /// Where results exist, every row's `select` axes are among their axes: a typo there would otherwise read as
+    /// "not run" and let `--check` pass. (A column's dataset may be one the results do not have yet.)
+    fn check_names(&self, all: &[Results]) -> Result<(), ReportError> {
+        if all.is_empty() {
+            return Ok(());
+        }
+        for row in &self.rows {
+            let Some(select) = &row.select else { continue };
+            for axis in select.keys() {
+                if !all.iter().any(|r| r.axes.iter().any(|a| a == axis)) {
+                    return Err(ReportError::Results {
+                        origin: format!(
+                            "reports/paper.yaml, table `{}`, row `{}`",
+                            self.id, row.label
+                        ),
+                        message: format!(
+                            "select: `{axis}` is not an axis of {} (axes: {})",
+                            self.results.join(", "),
+                            all.iter()
+                                .flat_map(|r| r.axes.iter().map(String::as_str))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The metric values (fractions) of the seeds of the one cell group that `row` selects on `column`'s dataset.
@@ -410,6 +441,25 @@ tables:
 
     fn parse(text: &str) -> Result<PaperTables, ReportError> {
         PaperTables::parse(Path::new("paper.yaml"), text)
+    }
+
+    #[test]
+    fn a_select_axis_that_the_results_lack_is_an_error_not_not_run() {
+        let tables =
+            parse(&PAPER.replace("select: {model.head: gat}", "select: {model.haed: gat}"))
+                .unwrap();
+        let results = table(&["model.head"], &[(&["mgat"], 1, 0.5, 0.3)]);
+        let err = tables.tables[0]
+            .compare(&|_| Some(results.clone()))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`model.haed` is not an axis of abl"),
+            "{err}"
+        );
+        assert!(err.is_bad_input());
+        // Without results there is nothing to check against: rows are "not run".
+        assert!(tables.tables[0].compare(&|_| None).is_ok());
     }
 
     #[test]

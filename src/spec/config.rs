@@ -380,8 +380,6 @@ const MAX_BATCH: u32 = 4096;
 const MAX_EPOCHS: u32 = 100_000;
 const MAX_WORKERS: u32 = 256;
 const MAX_RANK: u32 = 100_000;
-/// CUDA device ordinals are small; a larger one is a typo, refused before anything runs.
-const MAX_CUDA_DEVICE: u32 = 1023;
 
 fn is_nonneg(x: f64) -> bool {
     x >= 0.0 && x.is_finite()
@@ -389,15 +387,7 @@ fn is_nonneg(x: f64) -> bool {
 
 /// A device name in its one spelling (`cuda` is `cuda:0`); None when it is none of auto, cpu, cuda or cuda:N.
 pub fn normal_device(device: &str) -> Option<String> {
-    match device {
-        "auto" | "cpu" => Some(device.into()),
-        "cuda" => Some("cuda:0".into()),
-        other => other
-            .strip_prefix("cuda:")
-            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-            .filter(|n| n.parse::<u32>().is_ok_and(|i| i <= MAX_CUDA_DEVICE))
-            .map(|_| other.into()),
-    }
+    mgat_model::params::DeviceChoice::parse(device).map(|d| d.to_string())
 }
 
 #[cfg(test)]

@@ -263,6 +263,16 @@ impl Parser<'_> {
                 )?;
             }
         }
+        // An exclude value must be a value its field can take, as a grid or include value must.
+        for (i, entry) in raw.exclude.iter().enumerate() {
+            for (path, v) in entry.iter().filter(|(k, _)| *k != grid::SEED) {
+                let at = ["exclude".to_string(), i.to_string(), path.clone()];
+                let at: Vec<&str> = at.iter().map(String::as_str).collect();
+                if raw.grid.contains_key(path) {
+                    self.apply(&base_value, &[(path.clone(), v.clone())], &at)?;
+                }
+            }
+        }
         for (i, entry) in raw.include.iter().enumerate() {
             for (path, v) in entry.iter().filter(|(k, _)| *k != grid::SEED) {
                 let at = ["include".to_string(), i.to_string(), path.clone()];
@@ -598,6 +608,16 @@ seeds: [1, 2]
         let (line, msg) = error_at(&GOOD.replace("model.gamma: [0.5, 2]", "model: [0.5, 2]"));
         assert_eq!(line, 12);
         assert!(msg.contains("section"), "{msg}");
+    }
+
+    #[test]
+    fn an_exclude_value_of_the_wrong_type_reports_its_line() {
+        let (line, msg) = error_at(&GOOD.replace(
+            "{model.head: none, model.gamma: 2}",
+            "{model.head: 5, model.gamma: 2}",
+        ));
+        assert_eq!(line, 14, "{msg}");
+        assert!(msg.contains("model.head"), "{msg}");
     }
 
     #[test]

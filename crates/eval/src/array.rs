@@ -102,6 +102,24 @@ pub enum ArrayError {
     },
 }
 
+/// The keys of an `.npy` header's dict literal: each quoted string followed by `:`.
+fn header_keys(header: &str) -> Vec<&str> {
+    let mut keys = Vec::new();
+    let mut rest = header;
+    while let Some(open) = rest.find('\'') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('\'') else {
+            break;
+        };
+        let tail = &after[close + 1..];
+        if tail.trim_start().starts_with(':') {
+            keys.push(&after[..close]);
+        }
+        rest = tail;
+    }
+    keys
+}
+
 /// Loads a 2-D matrix (f32), refusing NaN and infinities.
 pub fn load_matrix(path: &Path) -> Result<Matrix, ArrayError> {
     let (shape, data) = if is_npy(path) {
@@ -217,6 +235,16 @@ fn read_npy_header(path: &Path, file: &mut std::fs::File) -> Result<NpyHeader, A
     let mut header = vec![0u8; header_len];
     file.read_exact(&mut header).map_err(io)?;
     let header = String::from_utf8_lossy(&header);
+    // numpy writes exactly these three keys and refuses a header with others.
+    let keys = header_keys(&header);
+    if let Some(other) = keys
+        .iter()
+        .find(|k| !["descr", "fortran_order", "shape"].contains(k))
+    {
+        return Err(bad(&format!(
+            "header key `{other}`: expected only descr, fortran_order and shape"
+        )));
+    }
     let field = |name: &str| -> Option<&str> {
         let start = header.find(&format!("'{name}'"))? + name.len() + 2;
         Some(
@@ -447,6 +475,27 @@ mod tests {
         out.extend(header.as_bytes());
         out.extend(payload);
         out
+    }
+
+    #[test]
+    fn a_header_with_another_key_is_refused_as_numpy_does() {
+        let dir = mgat_testutil::tempdir();
+        let good = npy("<f4", false, "(1, 2)", &[0; 8]);
+        std::fs::write(dir.join("a.npy"), &good).unwrap();
+        assert_eq!(load_matrix(&dir.join("a.npy")).unwrap().cols, 2);
+        let text = String::from_utf8_lossy(&good).replace("'shape'", "'extra': 1, 'shape'");
+        let mut bad = good[..8].to_vec();
+        let header = &text[10..text.find('\n').unwrap() + 1];
+        bad.extend((header.len() as u16).to_le_bytes());
+        bad.extend(header.as_bytes());
+        bad.extend([0; 8]);
+        std::fs::write(dir.join("b.npy"), &bad).unwrap();
+        let err = load_matrix(&dir.join("b.npy")).unwrap_err().to_string();
+        assert!(err.contains("header key `extra`"), "{err}");
+        assert_eq!(
+            header_keys("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }"),
+            ["descr", "fortran_order", "shape"]
+        );
     }
 
     #[test]

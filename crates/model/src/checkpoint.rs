@@ -11,7 +11,7 @@ use super::resnet::ResNet;
 use crate::config::Backbone;
 use candle_core::pickle::{Object, Stack, TensorInfo};
 use candle_core::{DType, Device, Tensor};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -105,13 +105,25 @@ fn read_torch_zip(path: &Path, device: &Device) -> Result<BTreeMap<String, Tenso
         .map(|n| n.into_owned())
         .ok_or_else(|| bad("no `data.pkl` in the archive: not a torch.save file".into()))?;
     let pickle = read_entry(&mut zip, &pickle_name, file_len).map_err(bad)?;
-    let object = parse_pickle(&pickle).map_err(bad)?;
-    let dir = Path::new(pickle_name.trim_end_matches(".pkl"));
+    if pickle.len() as u64 > MAX_PICKLE {
+        return Err(bad(format!(
+            "`data.pkl` is {} bytes; a state dict's pickle holds names and shapes, well under {MAX_PICKLE}",
+            pickle.len()
+        )));
+    }
+    let dir = PathBuf::from(pickle_name.trim_end_matches(".pkl"));
+    let infos = read_state_dict(pickle, dir).map_err(bad)?;
+    // Each storage member is read once, however many tensors view it.
+    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
     let mut tensors = BTreeMap::new();
-    for (name, info) in state_dict_tensors(object, dir) {
-        let bytes = read_entry(&mut zip, &info.path, file_len)
-            .map_err(|m| bad(format!("tensor `{name}`: {m}")))?;
-        let tensor = tensor_from_storage(&info, &bytes, device)
+    for (name, info) in infos {
+        if !storages.contains_key(&info.path) {
+            let bytes = read_entry(&mut zip, &info.path, file_len)
+                .map_err(|m| bad(format!("tensor `{name}`: {m}")))?;
+            storages.insert(info.path.clone(), bytes);
+        }
+        let bytes = &storages[&info.path];
+        let tensor = tensor_from_storage(&info, bytes, device)
             .map_err(|m| bad(format!("tensor `{name}`: {m}")))?;
         tensors.insert(name, tensor);
     }
@@ -146,6 +158,25 @@ fn read_entry<R: std::io::Read + std::io::Seek>(
         .read_to_end(&mut bytes)
         .map_err(|e| format!("archive member `{name}`: {e}"))?;
     Ok(bytes)
+}
+
+/// The largest `data.pkl` read: a state dict's pickle holds names and shapes only (a ResNet-50's is about 40 KB), so
+/// this bounds the nesting a malformed one can build to what [`PICKLE_STACK`] unwinds.
+const MAX_PICKLE: u64 = 8 << 20;
+/// The stack the pickle is parsed and dropped on: nested containers are dropped recursively, and an 8 MB pickle
+/// nests at most 4 million deep.
+const PICKLE_STACK: usize = 1 << 30;
+
+/// The state dict's tensors in a pickle, parsed (and the parsed object dropped) on a thread whose stack holds the
+/// deepest nesting a pickle of at most [`MAX_PICKLE`] bytes can build.
+fn read_state_dict(pickle: Vec<u8>, dir: PathBuf) -> Result<Vec<(String, TensorInfo)>, String> {
+    std::thread::Builder::new()
+        .name("pickle".into())
+        .stack_size(PICKLE_STACK)
+        .spawn(move || parse_pickle(&pickle).map(|object| state_dict_tensors(object, &dir)))
+        .map_err(|e| format!("cannot start the pickle reader: {e}"))?
+        .join()
+        .unwrap_or_else(|_| Err("malformed pickle in `data.pkl`".into()))
 }
 
 /// Runs candle's pickle reader on an in-memory pickle. Its reader indexes tuples without checking their length, so a
@@ -204,7 +235,18 @@ fn tensor_from_storage(info: &TensorInfo, bytes: &[u8], device: &Device) -> Resu
         ));
     }
     let dims = info.layout.dims();
-    let start = info.layout.start_offset();
+    let start = info
+        .layout
+        .start_offset()
+        .checked_mul(info.dtype.size_in_bytes())
+        .filter(|&s| s <= bytes.len())
+        .ok_or_else(|| {
+            format!(
+                "storage offset {} lies beyond its {}-byte storage",
+                info.layout.start_offset(),
+                bytes.len()
+            )
+        })?;
     let len = dims
         .iter()
         .try_fold(info.dtype.size_in_bytes(), |n, &d| n.checked_mul(d))
@@ -314,6 +356,64 @@ mod tests {
             .and_then(|t| t.to_dtype(DType::F64))
             .and_then(|t| t.to_vec1())
             .unwrap()
+    }
+
+    /// A zip archive holding one `archive/data.pkl` with `pickle` in it, stored uncompressed as torch.save does.
+    fn pth_with_pickle(path: &Path, pickle: &[u8]) {
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("archive/data.pkl", options).unwrap();
+        std::io::Write::write_all(&mut zip, pickle).unwrap();
+        zip.finish().unwrap();
+    }
+
+    #[test]
+    fn a_pickle_nesting_a_million_lists_is_an_error_not_a_stack_overflow() {
+        let dir = mgat_testutil::tempdir();
+        let path = dir.join("deep.pth");
+        // PROTO 2, a million EMPTY_LISTs, each APPENDed into the one below, STOP: 2 MB nesting 10^6 deep.
+        let depth = 1_000_000;
+        let mut pickle = vec![0x80, 2];
+        pickle.extend(std::iter::repeat_n(b']', depth));
+        pickle.extend(std::iter::repeat_n(b'a', depth - 1));
+        pickle.push(b'.');
+        pth_with_pickle(&path, &pickle);
+        let Err(err) = read(&path, &Device::Cpu) else {
+            panic!("a pickle without tensors read");
+        };
+        assert!(err.to_string().contains("deep.pth"), "{err}");
+        assert!(err.to_string().contains("no tensors found"), "{err}");
+        // Beyond the cap it is refused before parsing.
+        let mut big = vec![0x80, 2];
+        big.extend(std::iter::repeat_n(b']', (MAX_PICKLE + 1) as usize));
+        pth_with_pickle(&path, &big);
+        let Err(err) = read(&path, &Device::Cpu) else {
+            panic!("an oversized pickle read");
+        };
+        assert!(
+            err.to_string()
+                .contains("a state dict's pickle holds names and shapes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_storage_offset_beyond_the_storage_is_an_error_not_a_wrap() {
+        let info = |offset: usize| TensorInfo {
+            name: "w".into(),
+            dtype: DType::F32,
+            layout: candle_core::Layout::contiguous_with_offset((2,), offset),
+            path: "archive/data/0".into(),
+            storage_size: 4,
+        };
+        let storage = [0u8; 16];
+        let ok = tensor_from_storage(&info(2), &storage, &Device::Cpu).unwrap();
+        assert_eq!(ok.dims(), [2]);
+        for offset in [3, 5, (1usize << 62) + 8, usize::MAX / 2] {
+            let err = tensor_from_storage(&info(offset), &storage, &Device::Cpu).unwrap_err();
+            assert!(err.contains("storage"), "{offset}: {err}");
+        }
     }
 
     #[test]
