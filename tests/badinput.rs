@@ -410,10 +410,7 @@ fn yaml_bombs_duplicate_datasets_and_special_files_are_named() {
 #[test]
 fn an_image_that_does_not_decode_is_bad_input() {
     let p = Project::new("corrupt-image");
-    let data = p.path("data/toy");
-    let mut synth = vec!["data", "synth", "--out", data.to_str().unwrap()];
-    synth.extend(TOY_DATA.split_whitespace());
-    p.mgat(&synth).success();
+    let data = p.synth_toy_on_disk();
     let train = data.join("bounding_box_train");
     let mut images: Vec<_> = std::fs::read_dir(&train)
         .unwrap()
@@ -426,17 +423,7 @@ fn an_image_that_does_not_decode_is_bad_input() {
     for image in images.iter().filter(|i| pid(i) == pid(&images[0])) {
         std::fs::write(image, b"not a jpeg").unwrap();
     }
-    p.mgat(&[
-        "data",
-        "lock",
-        "toy",
-        "--format",
-        "market1501",
-        "--root",
-        "data/toy",
-        "--allow-nonstandard",
-    ])
-    .success();
+    p.lock_toy_on_disk();
     p.write("experiments/t.yaml", &format!("name: t\n{TOY_BASE}"));
     refused(
         &p,

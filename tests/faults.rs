@@ -342,21 +342,8 @@ fn a_same_size_rewrite_with_its_mtime_restored_is_caught_and_repaired() {
 #[test]
 fn a_dataset_changed_while_a_stage_runs_fails_it_and_commits_nothing() {
     let p = Project::new("midrun");
-    let data = p.path("data/toy");
-    let mut synth = vec!["data", "synth", "--out", data.to_str().unwrap()];
-    synth.extend(TOY_DATA.split_whitespace());
-    p.mgat(&synth).success();
-    p.mgat(&[
-        "data",
-        "lock",
-        "toy",
-        "--format",
-        "market1501",
-        "--root",
-        "data/toy",
-        "--allow-nonstandard",
-    ])
-    .success();
+    let data = p.synth_toy_on_disk();
+    p.lock_toy_on_disk();
     // Six epochs: several seconds of training in which to change a file.
     p.write(
         "experiments/t.yaml",

@@ -8,7 +8,7 @@ use super::keys::ReportKeys;
 use super::results::{ResultRow, Results, format_float};
 use super::stats::mean;
 use crate::plan::StageKind;
-use crate::plan::reasons::{KeyChange, key_changes};
+use crate::plan::reasons::KeyChange;
 use crate::spec::layout::METRICS;
 use mgat_util::rng::Rng;
 use serde_json::{Value, json};
@@ -147,7 +147,10 @@ pub fn audit_row(
         tolerance: None,
         failed: None,
     };
-    audit.key_changes = moved_keys(committed, recomputed);
+    audit.key_changes = ReportKeys::moved(
+        (committed.keys, committed.row),
+        (recomputed.keys, recomputed.row),
+    );
     if committed.row.device == "cpu" {
         audit.differences = exact_differences(committed, recomputed);
     } else {
@@ -156,39 +159,6 @@ pub fn audit_row(
         audit.tolerance = Some(tolerance);
     }
     audit
-}
-
-/// Why each of the row's stages that has another key moved, upstream first.
-fn moved_keys(committed: &RowSide, recomputed: &RowSide) -> Vec<(StageKind, Option<KeyChange>)> {
-    let cell = &committed.row.cell;
-    let mut out = Vec::new();
-    match (committed.keys, recomputed.keys) {
-        (Some(old), Some(new)) => {
-            for kind in StageKind::ALL {
-                match (old.stage(cell, kind), new.stage(cell, kind)) {
-                    (Some((ka, ra)), Some((kb, rb))) if ka != kb => out.extend(
-                        key_changes(&ra.inputs, &rb.inputs, &[])
-                            .into_iter()
-                            .map(|c| (kind, Some(c))),
-                    ),
-                    (Some(_), None) | (None, Some(_)) => out.push((kind, None)),
-                    _ => {}
-                }
-            }
-        }
-        _ => {
-            let (a, b) = (committed.row, recomputed.row);
-            for (kind, ka, kb) in [
-                (StageKind::Train, &a.train_key, &b.train_key),
-                (StageKind::Eval, &a.eval_key, &b.eval_key),
-            ] {
-                if ka != kb {
-                    out.push((kind, None));
-                }
-            }
-        }
-    }
-    out
 }
 
 /// Every metric as results.csv writes it, and the digest of every stage's result file the committed keys.json

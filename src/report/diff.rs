@@ -7,7 +7,7 @@ use super::keys::{KEYS_FILE, ReportKeys};
 use super::results::{RESULTS_FILE, Results};
 use super::stats::{mean, welch};
 use crate::plan::StageKind;
-use crate::plan::reasons::{KeyChange, key_changes};
+use crate::plan::reasons::KeyChange;
 use crate::spec::layout::METRICS;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -309,31 +309,10 @@ impl Diff {
                     self.why.push(why);
                 }
             };
-            match (&a.keys, &b.keys) {
-                (Some(ka), Some(kb)) => {
-                    for kind in StageKind::ALL {
-                        let (sa, sb) = (ka.stage(&row_b.cell, kind), kb.stage(&row_b.cell, kind));
-                        match (sa, sb) {
-                            (Some((key_a, ra)), Some((key_b, rb))) if key_a != key_b => {
-                                for change in key_changes(&ra.inputs, &rb.inputs, &[]) {
-                                    push(kind, Some(change));
-                                }
-                            }
-                            (Some(_), None) | (None, Some(_)) => push(kind, None),
-                            _ => {}
-                        }
-                    }
-                }
-                _ => {
-                    for (kind, key_a, key_b) in [
-                        (StageKind::Train, &row_a.train_key, &row_b.train_key),
-                        (StageKind::Eval, &row_a.eval_key, &row_b.eval_key),
-                    ] {
-                        if key_a != key_b {
-                            push(kind, None);
-                        }
-                    }
-                }
+            for (kind, change) in
+                ReportKeys::moved((a.keys.as_ref(), row_a), (b.keys.as_ref(), row_b))
+            {
+                push(kind, change);
             }
             if row_a.train_key == row_b.train_key && row_a.eval_key == row_b.eval_key {
                 for (i, metric) in METRICS.iter().enumerate() {

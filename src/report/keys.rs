@@ -5,7 +5,9 @@
 //! say why a key moved without the cache.
 
 use super::ReportError;
+use super::results::ResultRow;
 use crate::cache::Cache;
+use crate::plan::reasons::{KeyChange, key_changes};
 use crate::plan::{KeyInputs, Plan, StageKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -137,6 +139,40 @@ impl ReportKeys {
             });
         }
         Ok(keys)
+    }
+
+    /// Why each stage of `row`'s cell has another key in `new` than in `old`, upstream first: the typed reasons
+    /// from both sides' key inputs, or `None` for a stage whose inputs a side did not record (then from the rows'
+    /// train and eval keys alone).
+    pub fn moved(
+        old: (Option<&ReportKeys>, &ResultRow),
+        new: (Option<&ReportKeys>, &ResultRow),
+    ) -> Vec<(StageKind, Option<KeyChange>)> {
+        let cell = &new.1.cell;
+        let mut out = Vec::new();
+        let (Some(a), Some(b)) = (old.0, new.0) else {
+            for (kind, ka, kb) in [
+                (StageKind::Train, &old.1.train_key, &new.1.train_key),
+                (StageKind::Eval, &old.1.eval_key, &new.1.eval_key),
+            ] {
+                if ka != kb {
+                    out.push((kind, None));
+                }
+            }
+            return out;
+        };
+        for kind in StageKind::ALL {
+            match (a.stage(cell, kind), b.stage(cell, kind)) {
+                (Some((ka, ra)), Some((kb, rb))) if ka != kb => out.extend(
+                    key_changes(&ra.inputs, &rb.inputs, &[])
+                        .into_iter()
+                        .map(|c| (kind, Some(c))),
+                ),
+                (Some(_), None) | (None, Some(_)) => out.push((kind, None)),
+                _ => {}
+            }
+        }
+        out
     }
 
     /// The record of `cell`'s stage of `kind`.

@@ -68,6 +68,31 @@ impl Project {
         self.mgat(&args).success();
     }
 
+    /// Writes the toy dataset as files in Market-1501 layout under `data/toy`; returns the folder.
+    pub fn synth_toy_on_disk(&self) -> PathBuf {
+        let data = self.path("data/toy");
+        let mut args = vec!["data", "synth", "--out", data.to_str().unwrap()];
+        args.extend(TOY_DATA.split_whitespace());
+        self.mgat(&args).success();
+        data
+    }
+
+    /// Locks `data/toy` as dataset `toy` in Market-1501 format (its sizes are not the release's).
+    pub fn lock_toy_on_disk(&self) {
+        let args = [
+            "data",
+            "lock",
+            "toy",
+            "--format",
+            "market1501",
+            "--root",
+            "data/toy",
+        ];
+        let mut args = args.to_vec();
+        args.push("--allow-nonstandard");
+        self.mgat(&args).success();
+    }
+
     pub fn cache_dir(&self) -> PathBuf {
         self.dir.join(".mgat/cache")
     }
