@@ -56,6 +56,7 @@ pub fn report(ctx: &Context, args: ReportArgs) -> Result<ExitCode> {
     }
     let reports = ctx.root.join("reports");
     let paper = PaperTables::load(&reports.join(PAPER_FILE))?;
+    paper.check_spec_names(&known_spec_names(&ctx.root))?;
     let comparisons = paper.compare_committed(&reports)?;
     let compared: Vec<_> = paper.tables.iter().zip(comparisons).collect();
     let text = render(&paper, &compared);
@@ -77,6 +78,32 @@ pub fn report(ctx: &Context, args: ReportArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The `name:` of every spec under `experiments/` (read for that field alone) and every folder under `reports/`.
+fn known_spec_names(root: &std::path::Path) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: String,
+    }
+    let entries = |dir: &str| {
+        std::fs::read_dir(root.join(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+    };
+    let specs = entries("experiments")
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .filter_map(|text| serde_yaml::from_str::<Named>(&text).ok().map(|n| n.name));
+    let reports = entries("reports")
+        .filter(|p| p.is_dir())
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let mut names: Vec<String> = specs.chain(reports).collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Regenerates `reports/<name>/` for every spec of the plan and says what it wrote.

@@ -204,6 +204,24 @@ fn valid_tolerance(t: f64) -> bool {
 }
 
 impl PaperTables {
+    /// Every table's `results` names a known spec (`known`: the specs' names under experiments/ and the reports
+    /// under reports/): a typo would otherwise read as "not run" and let `--check` pass.
+    pub fn check_spec_names(&self, known: &[String]) -> Result<(), ReportError> {
+        for table in &self.tables {
+            if let Some(name) = table.results.iter().find(|n| !known.contains(n)) {
+                return Err(ReportError::Results {
+                    origin: format!("reports/paper.yaml, table `{}`", table.id),
+                    message: format!(
+                        "results: `{name}` is the name of no spec in experiments/ and of no report in reports/ \
+                         (known: {})",
+                        known.join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Every table compared with the committed `reports/<spec>/results.csv` files under `reports` (a spec whose
     /// results are missing or unreadable counts as not run; unreadable ones are logged).
     pub fn compare_committed(&self, reports: &Path) -> Result<Vec<Vec<Comparison>>, ReportError> {
@@ -460,6 +478,18 @@ tables:
         assert!(err.is_bad_input());
         // Without results there is nothing to check against: rows are "not run".
         assert!(tables.tables[0].compare(&|_| None).is_ok());
+    }
+
+    #[test]
+    fn a_results_name_that_no_spec_has_is_an_error() {
+        let tables = parse(PAPER).unwrap();
+        tables.check_spec_names(&["abl".into()]).unwrap();
+        let err = tables.check_spec_names(&["ablation".into()]).unwrap_err();
+        assert!(
+            err.to_string().contains("`abl` is the name of no spec"),
+            "{err}"
+        );
+        assert!(err.is_bad_input());
     }
 
     #[test]
