@@ -67,6 +67,11 @@ pub struct PosIndex {
 /// The deepest nesting of mappings and sequences a spec, lock or paper.yaml may have (theirs is under 10).
 pub const MAX_DEPTH: usize = 64;
 
+/// What a file nested deeper than [`MAX_DEPTH`] is told.
+pub fn too_deep_message() -> String {
+    format!("nested deeper than {MAX_DEPTH} levels")
+}
+
 /// A mapping key that appears twice: the mapping's path, the key, and where it appears the second time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Duplicate {

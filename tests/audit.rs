@@ -4,31 +4,14 @@
 
 mod common;
 
-use common::{Project, TOY_BASE, TOY_DATA, tree};
+use common::{Project, TOY_BASE, TOY_DATA, git, tree};
 use serde_json::Value;
-use std::path::Path;
-use std::process::Command;
 
 fn spec(lr: &str) -> String {
     format!(
         "name: t\n{}grid:\n  model.head: [none, mgat]\nseeds: [1, 2]\n",
         TOY_BASE.replace("lr: 0.003", &format!("lr: {lr}"))
     )
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-        .args(["-c", "commit.gpgsign=false"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A git project with the toy dataset, the spec at `lr` run and its report committed.

@@ -4,11 +4,10 @@
 
 mod common;
 
-use common::{Project, Run, TOY_BASE, TOY_DATA};
+use common::{Project, Run, TOY_BASE, TOY_DATA, git};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 /// The toy base with a head × seed grid.
 fn spec() -> String {
@@ -266,27 +265,6 @@ fn paper_tables_show_verdicts_and_check_fails_outside_tolerance() {
             .contains("paper.yaml:10: unknown metric `top1`"),
         "{}",
         bad.stderr()
-    );
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&status.stderr)
     );
 }
 

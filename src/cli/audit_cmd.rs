@@ -8,7 +8,7 @@ use crate::exec::{Outcome, RunOptions, StageEnv, local};
 use crate::plan::Plan;
 use crate::provenance::LazyGitState;
 use crate::report::audit::{RowAudit, RowSide, audit_row, select_rows, table};
-use crate::report::keys::{KEYS_FILE, ReportKeys};
+use crate::report::keys::ReportKeys;
 use crate::report::results::{RESULTS_FILE, Results};
 use crate::spec::Spec;
 use anyhow::Result;
@@ -190,12 +190,7 @@ fn load_committed(root: &Path, spec: &Spec, args: &AuditArgs) -> Result<Committe
         .into());
     }
     let results = Results::read(&path)?;
-    let keys_path = dir.join(KEYS_FILE);
-    let keys = match std::fs::read(&keys_path) {
-        Ok(bytes) => Some(ReportKeys::parse(&bytes, &keys_path.display().to_string())?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(mgat_util::fsio::IoError::new(keys_path, e).into()),
-    };
+    let keys = ReportKeys::read_beside(&dir)?;
     let selected = select_rows(
         &results,
         |cell| args.cells.as_ref().is_none_or(|g| glob_match(g, cell)),

@@ -216,10 +216,7 @@ impl LockFile {
             message,
         };
         if let Some(pos) = index.too_deep {
-            return Err(invalid(
-                pos,
-                format!("nested deeper than {} levels", crate::yamlpos::MAX_DEPTH),
-            ));
+            return Err(invalid(pos, crate::yamlpos::too_deep_message()));
         }
         if let Some(d) = &index.duplicate {
             return Err(invalid(

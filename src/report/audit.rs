@@ -6,7 +6,7 @@
 
 use super::keys::ReportKeys;
 use super::results::{ResultRow, Results, format_float};
-use super::stats::mean;
+use super::stats::sample_std;
 use crate::plan::StageKind;
 use crate::plan::reasons::KeyChange;
 use crate::spec::layout::METRICS;
@@ -161,17 +161,21 @@ pub fn audit_row(
     audit
 }
 
+/// A metric as results.csv writes it (empty where the row has none).
+fn shown(value: Option<f64>) -> String {
+    value.map(format_float).unwrap_or_default()
+}
+
 /// Every metric as results.csv writes it, and the digest of every stage's result file the committed keys.json
 /// records.
 fn exact_differences(committed: &RowSide, recomputed: &RowSide) -> Vec<Difference> {
-    let show = |v: Option<f64>| v.map(format_float).unwrap_or_default();
     let mut out: Vec<Difference> = METRICS
         .iter()
         .enumerate()
         .filter_map(|(i, metric)| {
             let (a, b) = (
-                show(committed.row.metrics[i]),
-                show(recomputed.row.metrics[i]),
+                shown(committed.row.metrics[i]),
+                shown(recomputed.row.metrics[i]),
             );
             (a != b).then(|| Difference {
                 what: metric.to_string(),
@@ -207,14 +211,12 @@ fn seed_spread(group: &[&ResultRow]) -> Vec<(String, f64)> {
         .enumerate()
         .map(|(i, metric)| {
             let values: Vec<f64> = group.iter().filter_map(|r| r.metrics[i]).collect();
-            let spread = match values.len() {
-                0 | 1 => 0.0,
-                n => {
-                    let m = mean(&values);
-                    (values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-                }
-            };
-            (metric.to_string(), spread)
+            // NaN for fewer than two seeds: no spread, so no tolerance.
+            let spread = sample_std(&values);
+            (
+                metric.to_string(),
+                if spread.is_nan() { 0.0 } else { spread },
+            )
         })
         .collect()
 }
@@ -225,7 +227,6 @@ fn metric_differences(
     b: &ResultRow,
     tolerance: &[(String, f64)],
 ) -> Vec<Difference> {
-    let show = |v: Option<f64>| v.map(format_float).unwrap_or_default();
     tolerance
         .iter()
         .enumerate()
@@ -236,8 +237,8 @@ fn metric_differences(
             };
             moved.then(|| Difference {
                 what: metric.clone(),
-                committed: show(a.metrics[i]),
-                recomputed: show(b.metrics[i]),
+                committed: shown(a.metrics[i]),
+                recomputed: shown(b.metrics[i]),
             })
         })
         .collect()

@@ -46,13 +46,7 @@ impl Side {
                     let path = dir.path().join(RESULTS_FILE);
                     if path.is_file() {
                         let name = dir.file_name().to_string_lossy().into_owned();
-                        let keys_path = dir.path().join(KEYS_FILE);
-                        let keys = match std::fs::read(&keys_path) {
-                            Ok(bytes) => {
-                                Some(ReportKeys::parse(&bytes, &keys_path.display().to_string())?)
-                            }
-                            Err(_) => None,
-                        };
+                        let keys = ReportKeys::read_beside(&dir.path())?;
                         let results = Results::read(&path)?;
                         out.insert(name, Committed { results, keys });
                     }

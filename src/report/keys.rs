@@ -9,8 +9,10 @@ use super::results::ResultRow;
 use crate::cache::Cache;
 use crate::plan::reasons::{KeyChange, key_changes};
 use crate::plan::{KeyInputs, Plan, StageKind};
+use mgat_util::fsio::IoError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::Path;
 
 pub const KEYS_FILE: &str = "keys.json";
 /// Bump when the file's layout changes.
@@ -173,6 +175,16 @@ impl ReportKeys {
             }
         }
         out
+    }
+
+    /// The `keys.json` in report folder `dir`; None where the report has none (written before keys.json was).
+    pub fn read_beside(dir: &Path) -> Result<Option<ReportKeys>, ReportError> {
+        let path = dir.join(KEYS_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => Self::parse(&bytes, &path.display().to_string()).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(IoError::new(path, e).into()),
+        }
     }
 
     /// The record of `cell`'s stage of `kind`.

@@ -101,11 +101,15 @@ struct RenderedFrom {
 }
 
 impl RenderedFrom {
+    /// The record in report folder `dir`, if there is a readable one.
+    fn read(dir: &Path) -> Option<Self> {
+        let bytes = std::fs::read(dir.join(RENDERED_FROM)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
     /// The files the previous rendering in `dir` wrote, relative to it (none when it left no readable record).
     fn previous_files(dir: &Path) -> Vec<String> {
-        std::fs::read(dir.join(RENDERED_FROM))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Self>(&b).ok())
+        Self::read(dir)
             .map(|r| {
                 r.files
                     .into_keys()
@@ -118,9 +122,7 @@ impl RenderedFrom {
     /// Whether the report in `dir` was rendered from `inputs` and is still exactly what was written: every file it
     /// recorded has its recorded SHA-256, re-hashed only where its stat changed (`stat_cache`, as for datasets).
     fn holds(dir: &Path, inputs: &str, stat_cache: &Path) -> bool {
-        let Ok(Ok(previous)) =
-            std::fs::read(dir.join(RENDERED_FROM)).map(|b| serde_json::from_slice::<Self>(&b))
-        else {
+        let Some(previous) = Self::read(dir) else {
             return false;
         };
         if previous.inputs != inputs {
@@ -296,10 +298,7 @@ pub fn write_index(reports: &Path) -> Result<Option<PathBuf>, ReportError> {
         .collect();
     dirs.sort();
     for dir in dirs {
-        let Some(record) = std::fs::read(dir.join(RENDERED_FROM))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<RenderedFrom>(&b).ok())
-        else {
+        let Some(record) = RenderedFrom::read(&dir) else {
             continue;
         };
         entries.push(page::IndexEntry {

@@ -58,11 +58,15 @@ fn table_html(table: &TextTable, caption: Option<&str>) -> String {
     if let Some(caption) = caption {
         let _ = write!(out, "<caption>{}</caption>", escape(caption));
     }
-    out.push_str("<thead><tr>");
-    for (h, &numeric) in table.header.iter().zip(&table.numeric) {
-        let _ = write!(out, "<th{}>{}</th>", num_class(numeric), escape(h));
+    // A table of labelled values has no header row.
+    if table.header.iter().any(|h| !h.is_empty()) {
+        out.push_str("<thead><tr>");
+        for (h, &numeric) in table.header.iter().zip(&table.numeric) {
+            let _ = write!(out, "<th{}>{}</th>", num_class(numeric), escape(h));
+        }
+        out.push_str("</tr></thead>");
     }
-    out.push_str("</tr></thead><tbody>\n");
+    out.push_str("<tbody>\n");
     for row in &table.rows {
         out.push_str("<tr>");
         for (cell, &numeric) in row.iter().zip(&table.numeric) {
@@ -77,6 +81,17 @@ fn table_html(table: &TextTable, caption: Option<&str>) -> String {
     }
     out.push_str("</tbody></table></div>\n");
     out
+}
+
+/// The values in order of first appearance, joined with `, `.
+fn distinct(values: impl IntoIterator<Item = String>) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for v in values {
+        if !seen.contains(&v) {
+            seen.push(v);
+        }
+    }
+    seen.join(", ")
 }
 
 fn num_class(numeric: bool) -> &'static str {
@@ -125,13 +140,8 @@ impl SpecPage<'_> {
         let axes = &self.results.axes;
         let mut rows = Vec::new();
         for (i, axis) in axes.iter().enumerate() {
-            let mut values: Vec<&str> = Vec::new();
-            for r in &self.results.rows {
-                if !values.contains(&r.axes[i].as_str()) {
-                    values.push(&r.axes[i]);
-                }
-            }
-            rows.push(vec![axis.clone(), values.join(", ")]);
+            let values = distinct(self.results.rows.iter().map(|r| r.axes[i].clone()));
+            rows.push(vec![axis.clone(), values]);
         }
         let seeds: BTreeSet<u64> = self.results.rows.iter().map(|r| r.seed).collect();
         let seeds: Vec<String> = seeds.iter().map(u64::to_string).collect();
@@ -269,32 +279,18 @@ impl SpecPage<'_> {
 
     fn provenance(&self) -> String {
         let rows = &self.results.rows;
-        let distinct = |values: Vec<String>| -> String {
-            let mut seen: Vec<String> = Vec::new();
-            for v in values {
-                if !seen.contains(&v) {
-                    seen.push(v);
-                }
-            }
-            seen.join(", ")
-        };
-        let commits = distinct(
-            rows.iter()
-                .map(|r| match r.git_dirty {
-                    true => format!("{} (with uncommitted changes)", r.git_commit),
-                    false => r.git_commit.clone(),
-                })
-                .collect(),
-        );
+        let commits = distinct(rows.iter().map(|r| match r.git_dirty {
+            true => format!("{} (with uncommitted changes)", r.git_commit),
+            false => r.git_commit.clone(),
+        }));
         let locks = distinct(
             rows.iter()
-                .map(|r| format!("{}: {}", r.dataset, r.lock_digest))
-                .collect(),
+                .map(|r| format!("{}: {}", r.dataset, r.lock_digest)),
         );
         let stages = self.stages;
-        let hosts = distinct(stages.iter().map(|m| m.host.clone()).collect());
-        let devices = distinct(stages.iter().map(|m| m.device.clone()).collect());
-        let versions = distinct(stages.iter().map(|m| m.mgat_version.clone()).collect());
+        let hosts = distinct(stages.iter().map(|m| m.host.clone()));
+        let devices = distinct(stages.iter().map(|m| m.device.clone()));
+        let versions = distinct(stages.iter().map(|m| m.mgat_version.clone()));
         let first = stages
             .iter()
             .map(|m| m.started.as_str())
@@ -338,7 +334,7 @@ impl SpecPage<'_> {
         };
         format!(
             "<section id=\"provenance\"><h2>Provenance</h2>{}<details><summary>When each of the {} stages ran</summary>{}</details></section>\n",
-            table_html(&summary, None).replace("<thead><tr><th></th><th></th></tr></thead>", ""),
+            table_html(&summary, None),
             stages.len(),
             table_html(&runs, None)
         )

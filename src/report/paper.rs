@@ -130,10 +130,7 @@ impl PaperTables {
         };
         let index = PosIndex::new(text);
         if let Some(pos) = index.too_deep {
-            return Err(fail(
-                Some(pos),
-                format!("nested deeper than {} levels", crate::yamlpos::MAX_DEPTH),
-            ));
+            return Err(fail(Some(pos), crate::yamlpos::too_deep_message()));
         }
         let tables: PaperTables = serde_yaml::from_str(text).map_err(|e| {
             let (pos, message) = split_serde_error(&e);

@@ -9,7 +9,7 @@ pub use config::RunConfig;
 pub use grid::format_value;
 pub use layout::ReportLayout;
 
-use crate::yamlpos::{MAX_DEPTH, Pos, PosIndex, split_serde_error};
+use crate::yamlpos::{Pos, PosIndex, split_serde_error};
 use grid::{Assignment, Axis, GridSpec};
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -229,7 +229,7 @@ impl Parser<'_> {
             ));
         }
         if let Some(pos) = self.index.too_deep {
-            return Err(self.error(Some(pos), format!("nested deeper than {MAX_DEPTH} levels")));
+            return Err(self.error(Some(pos), crate::yamlpos::too_deep_message()));
         }
         if let Some(d) = &self.index.duplicate {
             let within = if d.mapping.is_empty() {

@@ -151,6 +151,22 @@ impl Run {
     }
 }
 
+/// `git ARGS` in `dir` as a throwaway identity, without signing; fails the test when git does.
+pub fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(["-c", "commit.gpgsign=false"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Files and their sha256 under a folder, for comparing two trees.
 pub fn tree(root: &Path) -> Vec<(String, u64)> {
     let mut out = Vec::new();
