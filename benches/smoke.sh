@@ -4,7 +4,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 . "$repo/benches/lib.sh"
-for bench in train_speed cached_grid lock_tree metrics_bench features_bench; do
+for bench in train_speed schedule cached_grid lock_tree metrics_bench features_bench; do
   echo "== $bench --smoke"
   bash "$repo/benches/$bench.sh" --smoke
 done

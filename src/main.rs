@@ -16,7 +16,6 @@ static JEMALLOC_CONF: Option<&'static u8> =
     Some(&b"thp:always,oversize_threshold:0,dirty_decay_ms:-1\0"[0]);
 
 fn main() -> std::process::ExitCode {
-    pin_thread_count();
     restore_sigpipe();
     mgat::cli::main()
 }
@@ -26,23 +25,4 @@ fn main() -> std::process::ExitCode {
 fn restore_sigpipe() {
     // SAFETY: setting a signal disposition to its default has no preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-}
-
-/// candle looks up its thread count on every CPU operation, parsing /proc/cpuinfo each time unless
-/// RAYON_NUM_THREADS is set (measured: ~10% of a training step), and counts physical cores only. Setting it once
-/// to the logical core count fixes both. candle's element-wise thread pool spins 25,000 rounds before parking after
-/// every operation, on cores the gemm kernels need next (measured: 4% of a quickstart step); 2,000 keeps its
-/// wake-up fast without that.
-fn pin_thread_count() {
-    // SAFETY: called first thing in main, before any thread exists, so nothing reads the environment concurrently.
-    unsafe {
-        if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-            std::env::set_var(mgat::THREADS_PINNED_BY_MGAT, "1");
-        }
-        if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
-            std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "2000");
-        }
-    }
 }

@@ -390,3 +390,79 @@ fn data_synth_is_deterministic_and_refuses_to_overwrite() {
     assert_eq!(bad.code(), 2);
     assert!(bad.stderr().contains("--cameras 12"), "{}", bad.stderr());
 }
+
+#[test]
+fn stages_side_by_side_on_one_thread_each_give_the_bytes_of_one_at_a_time_on_every_core() {
+    let p = Project::new("schedule");
+    p.lock_synth("toy", common::TOY_DATA);
+    p.write(
+        "experiments/t.yaml",
+        &format!(
+            "name: t\n{}grid:\n  model.head: [none, mgat]\nseeds: [1, 2]\n",
+            common::TOY_BASE
+        ),
+    );
+    let run = |jobs: &str, cache: &str| {
+        let out = p
+            .command(&["run", "experiments/t.yaml", "-j", jobs, "--cache", cache])
+            .env_remove("RAYON_NUM_THREADS")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    run("1", "one");
+    let side_by_side = run("64", "each");
+    assert!(
+        side_by_side.contains("64 at once with 1 thread each"),
+        "{side_by_side}"
+    );
+    // Same keys, same bytes: weights and metrics of every train and eval entry.
+    for (kind, file) in [("train", "model.safetensors"), ("eval", "metrics.json")] {
+        let keys = |cache: &str| {
+            let mut k: Vec<String> = std::fs::read_dir(p.path(cache).join(kind))
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys("one"), keys("each"), "{kind}");
+        assert_eq!(keys("one").len(), 4, "{kind}");
+        for key in keys("one") {
+            let read = |cache: &str| {
+                std::fs::read(p.path(cache).join(kind).join(&key).join(file)).unwrap()
+            };
+            assert!(
+                read("one") == read("each"),
+                "{kind} {key}: {file} differs between the schedules"
+            );
+        }
+    }
+    // Side by side indeed: some two train stages of the second run overlapped in time.
+    let spans: Vec<(String, String)> = std::fs::read_dir(p.path("each").join("train"))
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| {
+            let m: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(e.path().join("manifest.json")).unwrap())
+                    .unwrap();
+            (
+                m["started"].as_str().unwrap().to_string(),
+                m["finished"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let overlapped = spans
+        .iter()
+        .enumerate()
+        .any(|(i, a)| spans[i + 1..].iter().any(|b| a.0 < b.1 && b.0 < a.1));
+    assert!(overlapped, "no two train stages ran at once: {spans:?}");
+}

@@ -4,6 +4,7 @@
 
 use super::run_cmd::{glob_match, resolve_keys};
 use super::{Context, UsageError};
+use crate::exec::schedule::Schedule;
 use crate::exec::{Outcome, RunOptions, StageEnv, local};
 use crate::plan::Plan;
 use crate::provenance::LazyGitState;
@@ -33,9 +34,9 @@ pub struct AuditArgs {
     /// Print the verdicts as JSON.
     #[arg(long)]
     json: bool,
-    /// Stages run at once.
-    #[arg(long, short = 'j', default_value_t = 1, allow_negative_numbers = true, value_parser = super::at_least_one)]
-    jobs: usize,
+    /// Stages run at once, each with an equal share of the cores [default: as `mgat run`].
+    #[arg(long, short = 'j', allow_negative_numbers = true, value_parser = super::at_least_one)]
+    jobs: Option<usize>,
 }
 
 /// A spec's committed report: the rows to audit among all its rows, and its keys.json if committed.
@@ -50,6 +51,8 @@ pub fn audit(ctx: &Context, args: AuditArgs) -> Result<ExitCode> {
         return Err(UsageError("--sample 0: expected at least 1".into()).into());
     }
     let specs = Spec::load_all(&args.specs)?;
+    let schedule = Schedule::for_grid(args.jobs, &specs);
+    schedule.pin();
     let committed = specs
         .iter()
         .map(|spec| load_committed(&ctx.root, spec, &args))
@@ -79,7 +82,7 @@ pub fn audit(ctx: &Context, args: AuditArgs) -> Result<ExitCode> {
         plan: &plan,
     };
     let opts = RunOptions {
-        jobs: args.jobs,
+        schedule,
         keep_going: true,
         devices: Vec::new(),
     };

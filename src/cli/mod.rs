@@ -253,6 +253,11 @@ impl SynthArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
+    // `run` and `audit` fix their schedule once they have read their specs; every other command computes at most
+    // one stage at a time.
+    if !matches!(cli.command, Command::Run(_) | Command::Audit(_)) {
+        crate::exec::schedule::Schedule::whole_machine().pin();
+    }
     let result = Context::new(&cli).and_then(|ctx| match cli.command {
         Command::Run(args) => run_cmd::run(&ctx, args),
         Command::Plan(args) => run_cmd::plan(&ctx, args),

@@ -5,6 +5,7 @@ use super::slurm_args::{Executor, ExecutorArgs, job_command};
 use super::{Context, UsageError};
 use crate::cache::Lookup;
 use crate::exec::StageEnv;
+use crate::exec::schedule::Schedule;
 use crate::exec::slurm::{self, Finished};
 use crate::exec::{Outcome, RunOptions, RunReport, local};
 use crate::plan::reasons::key_changes;
@@ -23,9 +24,10 @@ pub struct RunArgs {
     /// Experiment spec files (YAML).
     #[arg(required = true)]
     specs: Vec<PathBuf>,
-    /// Stages run at once.
-    #[arg(long, short = 'j', default_value_t = 1, allow_negative_numbers = true, value_parser = super::at_least_one)]
-    jobs: usize,
+    /// Stages run at once, each with an equal share of the cores [default: one per core when every cell trains a
+    /// small model on the CPU, else 1].
+    #[arg(long, short = 'j', allow_negative_numbers = true, value_parser = super::at_least_one)]
+    jobs: Option<usize>,
     /// Only cells whose name matches this glob (`*` and `?`), e.g. 'head=mgat,*'.
     #[arg(long, value_name = "GLOB")]
     only: Option<String>,
@@ -100,10 +102,20 @@ pub fn load_plan(
     compute: bool,
 ) -> Result<(Vec<Spec>, Plan, crate::data::LockFile)> {
     let specs = Spec::load_all(paths)?;
-    let lock = ctx.load_lock()?;
-    let mut plan = Plan::new(&specs, &lock, ctx.purpose(compute))?;
-    resolve_keys(ctx, &mut plan);
+    let (plan, lock) = plan_specs(ctx, &specs, compute)?;
     Ok((specs, plan, lock))
+}
+
+/// Plans `specs` against the project's lock, with the keys of the stages whose consumed entries are cached.
+fn plan_specs(
+    ctx: &Context,
+    specs: &[Spec],
+    compute: bool,
+) -> Result<(Plan, crate::data::LockFile)> {
+    let lock = ctx.load_lock()?;
+    let mut plan = Plan::new(specs, &lock, ctx.purpose(compute))?;
+    resolve_keys(ctx, &mut plan);
+    Ok((plan, lock))
 }
 
 /// Fills in the keys of the plan's stages whose consumed entries are in the cache (by their manifests).
@@ -121,7 +133,10 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
         )
         .into());
     }
-    let (specs, mut plan, lock) = load_plan(ctx, &args.specs, true)?;
+    let specs = Spec::load_all(&args.specs)?;
+    let schedule = Schedule::for_grid(args.jobs, &specs);
+    schedule.pin();
+    let (mut plan, lock) = plan_specs(ctx, &specs, true)?;
     let cells: Vec<usize> = (0..plan.cells.len())
         .filter(|&c| {
             args.only
@@ -145,14 +160,17 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
         plan: &plan,
     };
     let opts = RunOptions {
-        jobs: args.jobs,
+        schedule,
         keep_going: !args.fail_fast,
         devices,
     };
     tracing::info!(
-        "{} cells, {} stages, cache {}",
+        "{} cells, {} stages, {} at once with {} thread{} each, cache {}",
         cells.len(),
         selected.len(),
+        schedule.jobs,
+        schedule.threads,
+        if schedule.threads == 1 { "" } else { "s" },
         ctx.cache.root().display()
     );
     let report = match args.executor.executor {
@@ -164,7 +182,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
             &LazyGitState::new(&ctx.root),
         ),
         Executor::Slurm => {
-            if args.jobs != 1 {
+            if args.jobs.is_some() {
                 tracing::warn!(
                     "--jobs has no effect with --executor slurm: Slurm schedules the jobs"
                 );

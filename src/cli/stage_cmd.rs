@@ -44,7 +44,7 @@ pub fn stage(ctx: &Context, args: StageArgs) -> Result<ExitCode> {
         plan: &plan,
     };
     let opts = RunOptions {
-        jobs: 1,
+        schedule: crate::exec::schedule::Schedule::whole_machine(),
         keep_going: false,
         devices: Vec::new(),
     };

@@ -72,7 +72,7 @@ pub fn run(
         let (mut running, mut on_jobs) = (0usize, 0usize);
         loop {
             loop {
-                let cpu_free = on_jobs < opts.jobs.max(1);
+                let cpu_free = on_jobs < opts.schedule.jobs.max(1);
                 let next = match stop {
                     true => None,
                     false => next_launch(env, selected, &mut state, &launched, &mut pool, cpu_free),
@@ -121,6 +121,7 @@ pub fn run(
                     s,
                     key: keys[&s].clone(),
                     entries: input_entries(env, s, &keys),
+                    threads: opts.schedule.threads,
                 };
                 scope.spawn(move || {
                     let outcome = execute(env, &job, &bar, git, device.as_ref());
@@ -237,6 +238,8 @@ struct Job {
     s: usize,
     key: (String, KeyInputs),
     entries: BTreeMap<StageKind, std::path::PathBuf>,
+    /// Threads the stage computes with.
+    threads: usize,
 }
 
 /// The first not-yet-launched stage whose inputs are all available and that can start now: with a free slot of its
@@ -408,6 +411,7 @@ fn compute(
             &inputs.config,
             &stage_inputs,
             &placement,
+            job.threads,
             &partial,
             bar,
         )?;

@@ -2,6 +2,7 @@
 //! this process; `slurm` submits each as a batch job running `mgat stage` and follows the queue.
 
 pub mod local;
+pub mod schedule;
 pub mod slurm;
 
 use crate::cache::Cache;
@@ -18,8 +19,8 @@ pub struct StageEnv<'a> {
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Stages run at once, train and eval stages on a `devices` pool not counted.
-    pub jobs: usize,
+    /// Stages at once (train and eval stages on a `devices` pool not counted) and the threads each computes with.
+    pub schedule: schedule::Schedule,
     pub keep_going: bool,
     /// `--devices` (`cpu` or `cuda:N`, normalised): each train or eval stage takes one exclusively for its run. Empty:
     /// they run within `jobs` on their cell's `train.device`.

@@ -216,12 +216,14 @@ pub struct Produced {
 }
 
 /// Computes `stage` into `out` with its kind's [`Stage`] impl (the registration of every kind); `placement` is the
-/// plan's, with the device a `--devices` slot gave it, if any.
+/// plan's, with the device a `--devices` slot gave it, if any. Train and eval compute on a pool of `threads` threads
+/// of their own.
 pub fn run(
     stage: &PlannedStage,
     config: &StageConfig,
     inputs: &Inputs,
     placement: &Placement,
+    threads: usize,
     out: &Path,
     bar: &ProgressBar,
 ) -> Result<Produced, StageError> {
@@ -240,12 +242,12 @@ pub fn run(
         (StageKind::Index, StageConfig::Index { format }) => {
             produced::<Index>(Index::run(format, inputs, placement, out, bar))
         }
-        (StageKind::Train, StageConfig::Train(c)) => {
-            on_compute_pool(|| produced::<Train>(Train::run(c, inputs, placement, out, bar)))
-        }
-        (StageKind::Eval, StageConfig::Eval(c)) => {
-            on_compute_pool(|| produced::<Eval>(Eval::run(c, inputs, placement, out, bar)))
-        }
+        (StageKind::Train, StageConfig::Train(c)) => on_compute_pool(threads, || {
+            produced::<Train>(Train::run(c, inputs, placement, out, bar))
+        }),
+        (StageKind::Eval, StageConfig::Eval(c)) => on_compute_pool(threads, || {
+            produced::<Eval>(Eval::run(c, inputs, placement, out, bar))
+        }),
         _ => Err(StageError::Plan(format!(
             "{} has another kind's configuration",
             stage.label()
@@ -366,6 +368,8 @@ pub enum StageError {
     Eval(#[from] mgat_eval::stage::EvalError),
     #[error("{0}")]
     Setting(String),
+    #[error("cannot start the stage's threads: {0}")]
+    Threads(#[from] rayon::ThreadPoolBuildError),
     /// An internal inconsistency between the plan and the cache.
     #[error("{0}")]
     Plan(String),
@@ -414,13 +418,18 @@ impl StageError {
     }
 }
 
-/// Runs `f` on a worker of rayon's global pool, so that the thread driving a model is one of the threads its
-/// kernels run on: the other workers help with each parallel kernel instead of spinning beside a driver thread that
-/// competes with them for the cores.
-fn on_compute_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    let mut result = None;
-    rayon::scope(|s| s.spawn(|_| result = Some(f())));
-    result.expect("a rayon scope returns after its tasks ran")
+/// Runs `f` on a pool of `threads` threads of its own, so that the thread driving a model is one of the threads its
+/// kernels run on (the others help with each parallel kernel instead of spinning beside a driver thread that
+/// competes with them for the cores), and so that stages running side by side do not take each other's threads.
+fn on_compute_pool<R: Send>(
+    threads: usize,
+    f: impl FnOnce() -> Result<R, StageError> + Send,
+) -> Result<R, StageError> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(|i| format!("mgat-stage-{i}"))
+        .build()?;
+    pool.install(f)
 }
 
 #[cfg(test)]
