@@ -134,7 +134,13 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
         .into());
     }
     let specs = Spec::load_all(&args.specs)?;
-    let schedule = Schedule::for_grid(args.jobs, &specs);
+    let schedule = Schedule::for_grid(
+        args.jobs,
+        specs
+            .iter()
+            .flat_map(|s| &s.cells)
+            .filter(|c| args.only.as_ref().is_none_or(|g| glob_match(g, &c.name))),
+    );
     schedule.pin();
     let (mut plan, lock) = plan_specs(ctx, &specs, true)?;
     let cells: Vec<usize> = (0..plan.cells.len())

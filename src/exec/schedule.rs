@@ -4,11 +4,12 @@
 //! A small model's kernels are too short to keep two cores busy: on the quickstart's model (ResNet-18 of width 8,
 //! batch 32 at 64×32) two train stages side by side with one thread each finish in 1/1.32 of the time one stage
 //! after another with two threads each take, with byte-identical weights (`benches/schedule.sh`). So where every
-//! cell of a grid trains such a model on the CPU, `run` and `audit` run one stage per core by default; otherwise one
-//! stage at a time on every core, which keeps a large model's memory to one stage's worth. `-j N` asks for N stages
-//! at once, each with an equal share of the cores.
+//! cell of a grid trains such a model on the CPU, `run` and `audit` run one stage per core by default (no more stages
+//! than cells, so that a single cell still trains on every core); otherwise one stage at a time on every core, which
+//! keeps a large model's memory to one stage's worth. `-j N` asks for N stages at once, each with an equal share of
+//! the cores.
 
-use crate::spec::Spec;
+use crate::spec::Cell;
 use crate::spec::config::{Backbone, RunConfig};
 
 /// Stages at once (`jobs`, within which CPU stages run; a `--devices` pool's slots are beside it) and the threads
@@ -36,14 +37,21 @@ impl Schedule {
         }
     }
 
-    /// For a grid: `jobs` stages at once when asked, each with an equal share of the cores; unasked, one stage per
-    /// core where every cell trains a small model on the CPU ([`SMALL_STEP`]), else one stage at a time. A
+    /// For the selected `cells` of a grid: `jobs` stages at once when asked, each with an equal share of the
+    /// cores; unasked, where every cell trains a small model on the CPU ([`SMALL_STEP`]), one stage per core, as
+    /// many as there are cells (so that one cell still trains on every core); else one stage at a time. A
     /// `RAYON_NUM_THREADS` set by the user is the threads per stage.
-    pub fn for_grid(jobs: Option<usize>, specs: &[Spec]) -> Schedule {
+    pub fn for_grid<'a>(
+        jobs: Option<usize>,
+        cells: impl IntoIterator<Item = &'a Cell>,
+    ) -> Schedule {
         let cores = cores();
-        let jobs = jobs.unwrap_or_else(|| match specs.iter().all(small_on_cpu) {
-            true => cores,
-            false => 1,
+        let jobs = jobs.unwrap_or_else(|| {
+            let cells: Vec<&Cell> = cells.into_iter().collect();
+            match cells.iter().all(|c| small_on_cpu(&c.config)) {
+                true => cores.min(cells.len()).max(1),
+                false => 1,
+            }
         });
         Schedule {
             jobs,
@@ -83,11 +91,9 @@ impl Schedule {
     }
 }
 
-/// Whether every cell of `spec` trains on the CPU a model whose steps are small enough to share the cores by stage.
-fn small_on_cpu(spec: &Spec) -> bool {
-    spec.cells
-        .iter()
-        .all(|c| on_cpu(&c.config) && step_size(&c.config) <= SMALL_STEP)
+/// Whether a cell trains on the CPU a model whose steps are small enough to share the cores by stage.
+fn small_on_cpu(config: &RunConfig) -> bool {
+    on_cpu(config) && step_size(config) <= SMALL_STEP
 }
 
 /// Whether a cell trains on the CPU: `cpu`, or `auto` in a build without CUDA.
@@ -144,8 +150,8 @@ fn alone_in_process() -> bool {
 mod tests {
     use super::*;
 
-    fn spec(yaml: &str) -> Spec {
-        Spec::parse(std::path::Path::new("s.yaml"), yaml).unwrap()
+    fn spec(yaml: &str) -> crate::spec::Spec {
+        crate::spec::Spec::parse(std::path::Path::new("s.yaml"), yaml).unwrap()
     }
 
     const QUICKSTART_SIZED: &str = "name: s\nbase:\n  dataset: {name: d}\n  model: {backbone: resnet18, width: 8}\n  train: {height: 64, width: 32, batch_size: 32, instances: 4, device: cpu}\n";
@@ -154,21 +160,30 @@ mod tests {
     fn a_small_cpu_grid_runs_a_stage_per_core_and_a_large_one_a_stage_at_a_time() {
         let small = spec(QUICKSTART_SIZED);
         assert_eq!(step_size(&small.cells[0].config), 32 * 64 * 32 * 8);
-        assert!(small_on_cpu(&small));
+        assert!(small_on_cpu(&small.cells[0].config));
         let large = spec(
             "name: s\nbase:\n  dataset: {name: d}\n  model: {backbone: resnet50}\n  train: {device: cpu}\n",
         );
         // The paper's setting: batch 64 at 256×128, width 64, bottlenecks.
         assert_eq!(step_size(&large.cells[0].config), 64 * 256 * 128 * 64 * 4);
-        assert!(!small_on_cpu(&large));
+        assert!(!small_on_cpu(&large.cells[0].config));
         let on_gpu = spec(&QUICKSTART_SIZED.replace("device: cpu", "device: cuda:0"));
-        assert!(!small_on_cpu(&on_gpu));
-        assert_eq!(Schedule::for_grid(None, &[small.clone(), large]).jobs, 1);
+        assert!(!small_on_cpu(&on_gpu.cells[0].config));
+        assert_eq!(
+            Schedule::for_grid(None, [&small.cells[0], &large.cells[0]]).jobs,
+            1
+        );
+        // One cell: one stage on every core.
+        let one = Schedule::for_grid(None, [&small.cells[0]]);
+        assert_eq!(
+            (one.jobs, one.threads),
+            (1, threads_asked().unwrap_or(cores()))
+        );
     }
 
     #[test]
     fn asked_jobs_share_the_cores() {
-        let s = Schedule::for_grid(Some(cores() + 5), &[]);
+        let s = Schedule::for_grid(Some(cores() + 5), []);
         assert_eq!(s.jobs, cores() + 5);
         assert!(s.threads >= 1);
     }
