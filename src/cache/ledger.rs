@@ -20,7 +20,7 @@
 
 use super::{MANIFEST, Manifest};
 use crate::data::hash::{Stat, StatedTree};
-use crate::plan::StageKind;
+use crate::plan::{StageKey, StageKind};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -65,7 +65,7 @@ impl Ledger {
     pub(super) fn vouch(
         &self,
         kind: StageKind,
-        key: &str,
+        key: &StageKey,
         dir: &Path,
     ) -> Result<Manifest, StatedTree> {
         let id = (kind, key.to_string());
@@ -73,7 +73,7 @@ impl Ledger {
             return Err(StatedTree::default());
         };
         let record =
-            parse_record(&text).filter(|r| r.manifest.kind == kind && r.manifest.key == key);
+            parse_record(&text).filter(|r| r.manifest.kind == kind && r.manifest.key == *key);
         let holds = record.as_ref().is_some_and(|r| {
             let path = |rel: &str| match rel.is_empty() {
                 true => dir.to_path_buf(),
@@ -90,7 +90,7 @@ impl Ledger {
         match record {
             Some(record) if holds && genuine => Ok(record.manifest),
             record => {
-                self.drop_record(kind, key);
+                self.drop_record(kind, key.as_str());
                 Err(record.map(|r| r.tree).unwrap_or_default())
             }
         }
@@ -112,7 +112,7 @@ impl Ledger {
             manifest.key,
             tree.to_lines()
         );
-        let id = (manifest.kind, manifest.key.clone());
+        let id = (manifest.kind, manifest.key.to_string());
         self.with_state(|state| {
             state.dropped.remove(&id);
             state.added.insert(id, text);

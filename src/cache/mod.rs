@@ -15,7 +15,7 @@ mod ledger;
 pub use layout::CacheBucket;
 
 use crate::data::hash::{FileDigest, StatedTree, hash_tree, hash_tree_known};
-use crate::plan::{KeyInputs, StageKind};
+use crate::plan::{KeyInputs, StageKey, StageKind};
 use crate::provenance::GitState;
 use crate::stages::Summary;
 use ledger::Ledger;
@@ -40,7 +40,7 @@ pub struct OutputFile {
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub kind: StageKind,
-    pub key: String,
+    pub key: StageKey,
     pub inputs: KeyInputs,
     /// Output files by path relative to the entry, with their sha256.
     pub outputs: BTreeMap<String, OutputFile>,
@@ -102,6 +102,8 @@ pub enum Damage {
     Unexpected(String),
     #[error("cannot be read: {0}")]
     Unreadable(String),
+    #[error("the folder's name: {0}")]
+    Misnamed(String),
 }
 
 /// What the cache holds under a key, judged by the manifest alone.
@@ -146,7 +148,7 @@ pub struct Cache {
     root: PathBuf,
     /// Entries found sound by this process, with their manifests: entries never change once committed, so each is
     /// read and checked once.
-    sound: std::sync::Arc<std::sync::Mutex<HashMap<(StageKind, String), Manifest>>>,
+    sound: std::sync::Arc<std::sync::Mutex<HashMap<(StageKind, StageKey), Manifest>>>,
     /// Saved when the last handle is dropped.
     ledger: std::sync::Arc<Ledger>,
 }
@@ -178,46 +180,67 @@ impl Cache {
         bucket.dir(&self.root)
     }
 
-    pub fn entry_dir(&self, kind: StageKind, key: &str) -> PathBuf {
-        self.bucket(CacheBucket::Entries(kind)).join(key)
+    pub fn entry_dir(&self, kind: StageKind, key: &StageKey) -> PathBuf {
+        self.folder(kind, key.as_str())
     }
 
-    pub fn partial_dir(&self, kind: StageKind, key: &str) -> PathBuf {
-        self.bucket(CacheBucket::Partial(kind)).join(key)
+    /// The entry folder named `name`, which a listing found and which may not be a key.
+    fn folder(&self, kind: StageKind, name: &str) -> PathBuf {
+        self.bucket(CacheBucket::Entries(kind)).join(name)
     }
 
-    fn lock_path(&self, kind: StageKind, key: &str) -> PathBuf {
+    pub fn partial_dir(&self, kind: StageKind, key: &StageKey) -> PathBuf {
+        self.bucket(CacheBucket::Partial(kind)).join(key.as_str())
+    }
+
+    /// The lock file of the key, or of the folder `name` a listing found.
+    fn lock_path(&self, kind: StageKind, name: &str) -> PathBuf {
         self.bucket(CacheBucket::Locks(kind))
-            .join(format!("{key}.lock"))
+            .join(format!("{name}.lock"))
     }
 
     /// The manifest of an entry, parsed and checked to name this kind and key; outputs are not read.
-    pub fn lookup(&self, kind: StageKind, key: &str) -> Lookup {
+    pub fn lookup(&self, kind: StageKind, key: &StageKey) -> Lookup {
         let dir = self.entry_dir(kind, key);
         match read_manifest(&dir.join(MANIFEST)) {
-            Ok(m) if m.kind == kind && m.key == key => Lookup::Present(Box::new(m)),
+            Ok(m) if m.kind == kind && m.key == *key => Lookup::Present(Box::new(m)),
             Ok(m) => Lookup::Damaged(Damage::Elsewhere(format!("{} {}", m.kind.name(), m.key))),
             Err(_) if !dir.exists() => Lookup::Absent,
             Err(damage) => Lookup::Damaged(damage),
         }
     }
 
+    /// What a folder that [`Cache::entries`] listed holds, by its manifest: damaged when its kind or its name is not
+    /// one a stage has.
+    pub fn lookup_listed(&self, entry: &EntryRef) -> Lookup {
+        let Some(kind) = entry.kind() else {
+            return Lookup::Damaged(Damage::Elsewhere(format!(
+                "an unknown stage kind `{}`",
+                entry.kind
+            )));
+        };
+        match StageKey::parse(&entry.key) {
+            Ok(key) => self.lookup(kind, &key),
+            Err(e) => Lookup::Damaged(Damage::Misnamed(e.to_string())),
+        }
+    }
+
     /// Whether a sound-looking entry (by its manifest) exists, without touching anything.
-    pub fn contains(&self, kind: StageKind, key: &str) -> bool {
+    pub fn contains(&self, kind: StageKind, key: &StageKey) -> bool {
         matches!(self.lookup(kind, key), Lookup::Present(_))
     }
 
     /// `sha256:…` of output `file` of the entry under `key`, once the entry is found sound ([`Cache::trusted`]:
     /// through the trust ledger, once per process); None when it is absent, damaged or unreadable.
-    pub fn output_digest(&self, kind: StageKind, key: &str, file: &str) -> Option<String> {
+    pub fn output_digest(&self, kind: StageKind, key: &StageKey, file: &str) -> Option<String> {
         let manifest = self.trusted(kind, key).ok().flatten()?;
         manifest.outputs.get(file).map(|o| labelled(&o.sha256))
     }
 
     /// The entry's manifest once its outputs are checked against it (through the trust ledger). An absent entry is
     /// None; a damaged one is quarantined with a warning and is None too, so that its stage runs again.
-    pub fn trusted(&self, kind: StageKind, key: &str) -> Result<Option<Manifest>, CacheError> {
-        let id = (kind, key.to_string());
+    pub fn trusted(&self, kind: StageKind, key: &StageKey) -> Result<Option<Manifest>, CacheError> {
+        let id = (kind, key.clone());
         if let Some(known) = self.sound.lock().ok().and_then(|s| s.get(&id).cloned()) {
             return Ok(Some(known));
         }
@@ -236,7 +259,7 @@ impl Cache {
             },
             Lookup::Damaged(d) => d,
         };
-        self.quarantine(kind, key, &damage)?;
+        self.quarantine(kind, key.as_str(), &damage)?;
         Ok(None)
     }
 
@@ -248,12 +271,12 @@ impl Cache {
     }
 
     /// Quarantines the entry under `key` if it is damaged by its manifest alone; says whether one is present after.
-    pub fn settle(&self, kind: StageKind, key: &str) -> Result<bool, CacheError> {
+    pub fn settle(&self, kind: StageKind, key: &StageKey) -> Result<bool, CacheError> {
         match self.lookup(kind, key) {
             Lookup::Absent => Ok(false),
             Lookup::Present(_) => Ok(true),
             Lookup::Damaged(damage) => {
-                self.quarantine(kind, key, &damage)?;
+                self.quarantine(kind, key.as_str(), &damage)?;
                 Ok(false)
             }
         }
@@ -274,28 +297,29 @@ impl Cache {
         Ok(tree)
     }
 
-    /// Moves the entry under `key` to `<cache>/.quarantine/`, with a warning naming the damage.
+    /// Moves the entry folder `name` (a key, or whatever a listing found) to `<cache>/.quarantine/`, with a warning
+    /// naming the damage.
     pub fn quarantine(
         &self,
         kind: StageKind,
-        key: &str,
+        name: &str,
         damage: &Damage,
     ) -> Result<PathBuf, CacheError> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let quarantine = self.bucket(CacheBucket::Quarantine);
-        let dest = quarantine.join(format!("{}-{key}-{nanos}", kind.name()));
+        let dest = quarantine.join(format!("{}-{name}-{nanos}", kind.name()));
         fsio::create_dir_all(&quarantine)?;
-        if let Ok(mut s) = self.sound.lock() {
-            s.remove(&(kind, key.to_string()));
+        if let (Ok(key), Ok(mut s)) = (StageKey::parse(name), self.sound.lock()) {
+            s.remove(&(kind, key));
         }
-        self.ledger.drop_record(kind, key);
-        fsio::rename_durable(&self.entry_dir(kind, key), &dest)?;
+        self.ledger.drop_record(kind, name);
+        fsio::rename_durable(&self.folder(kind, name), &dest)?;
         tracing::warn!(
             "{} {}: {damage}; moved to {} (its stage runs again when next needed)",
             kind.name(),
-            crate::plan::short(key),
+            crate::plan::short(name),
             dest.display()
         );
         Ok(dest)
@@ -305,10 +329,10 @@ impl Cache {
     pub fn lock(
         &self,
         kind: StageKind,
-        key: &str,
+        key: &StageKey,
         on_wait: impl FnOnce(),
     ) -> Result<KeyLock, CacheError> {
-        let (file, path) = self.lock_file(kind, key)?;
+        let (file, path) = self.lock_file(kind, key.as_str())?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -345,7 +369,7 @@ impl Cache {
         fsio::write_atomic(&manifest_path, (text + "\n").as_bytes())?;
         let dest = self.entry_dir(manifest.kind, &manifest.key);
         if let Lookup::Damaged(damage) = self.lookup(manifest.kind, &manifest.key) {
-            self.quarantine(manifest.kind, &manifest.key, &damage)?;
+            self.quarantine(manifest.kind, manifest.key.as_str(), &damage)?;
         }
         fsio::rename_durable(partial, &dest)?;
         Ok(dest)
@@ -381,16 +405,10 @@ impl Cache {
         let problems = entries
             .par_iter()
             .filter_map(|entry| {
-                let damage = match entry.kind() {
-                    None => Some(Damage::Elsewhere(format!(
-                        "an unknown stage kind `{}`",
-                        entry.kind
-                    ))),
-                    Some(kind) => match self.lookup(kind, &entry.key) {
-                        Lookup::Present(m) => self.check_outputs(&m, &StatedTree::default()).err(),
-                        Lookup::Damaged(d) => Some(d),
-                        Lookup::Absent => None,
-                    },
+                let damage = match self.lookup_listed(entry) {
+                    Lookup::Present(m) => self.check_outputs(&m, &StatedTree::default()).err(),
+                    Lookup::Damaged(d) => Some(d),
+                    Lookup::Absent => None,
                 };
                 on_entry();
                 damage.map(|problem| Corruption {
@@ -550,10 +568,15 @@ mod tests {
     use super::*;
     use mgat_data::index::IndexSummary;
 
+    /// The key a test names `name`.
+    fn k(name: &str) -> StageKey {
+        StageKey::parse(&mgat_util::digest::sha256_bytes(name.as_bytes())).unwrap()
+    }
+
     fn manifest(key: &str) -> Manifest {
         Manifest {
             kind: StageKind::Index,
-            key: key.into(),
+            key: k(key),
             inputs: KeyInputs::for_tests(StageKind::Index),
             outputs: BTreeMap::new(),
             started: String::new(),
@@ -573,11 +596,11 @@ mod tests {
     }
 
     fn committed(cache: &Cache, key: &str) -> PathBuf {
-        let partial = cache.partial_dir(StageKind::Index, key);
+        let partial = cache.partial_dir(StageKind::Index, &k(key));
         std::fs::create_dir_all(partial.join("sub")).unwrap();
         std::fs::write(partial.join("a.json"), b"{}").unwrap();
         std::fs::write(partial.join("sub/b.bin"), b"bytes").unwrap();
-        assert!(!cache.contains(StageKind::Index, key));
+        assert!(!cache.contains(StageKind::Index, &k(key)));
         cache.commit(&partial, manifest(key)).unwrap()
     }
 
@@ -586,8 +609,8 @@ mod tests {
         let dir = mgat_testutil::tempdir();
         let cache = Cache::new(dir.join("c"));
         let entry = committed(&cache, "k1");
-        assert!(cache.contains(StageKind::Index, "k1"));
-        let m = cache.trusted(StageKind::Index, "k1").unwrap().unwrap();
+        assert!(cache.contains(StageKind::Index, &k("k1")));
+        let m = cache.trusted(StageKind::Index, &k("k1")).unwrap().unwrap();
         assert_eq!(
             m.outputs["sub/b.bin"],
             OutputFile {
@@ -634,7 +657,7 @@ mod tests {
         let next_process = Cache::new(root);
         assert!(
             next_process
-                .trusted(StageKind::Index, key)
+                .trusted(StageKind::Index, &k(key))
                 .unwrap()
                 .is_none(),
             "{key}"
@@ -651,14 +674,14 @@ mod tests {
             let entry = committed(&cache, key);
             // Checked once, too fresh for the ledger to record: damage made after it (seen by the next process,
             // which has not checked the entry yet) must still be seen.
-            assert!(cache.trusted(StageKind::Index, key).unwrap().is_some());
+            assert!(cache.trusted(StageKind::Index, &k(key)).unwrap().is_some());
             damage(&entry);
             let next_process = seen_as_damaged(&dir.join("c"), key, &entry);
             // The next commit of the key finds nothing in its way.
             committed(&next_process, key);
             assert!(
                 next_process
-                    .trusted(StageKind::Index, key)
+                    .trusted(StageKind::Index, &k(key))
                     .unwrap()
                     .is_some(),
                 "{key}: recomputed"
@@ -702,33 +725,36 @@ mod tests {
         let entry = {
             let cache = Cache::new(&root);
             let entry = committed(&cache, "k");
-            assert!(cache.trusted(StageKind::Index, "k").unwrap().is_some());
+            assert!(cache.trusted(StageKind::Index, &k("k")).unwrap().is_some());
             entry
         };
+        let record = format!("index\t{}\t", k("k"));
         assert!(
-            !ledger_text(&root).contains("\tk\t"),
+            !ledger_text(&root).contains(&record),
             "files written within 2 s are not recorded"
         );
         age(&entry);
-        drop(Cache::new(&root).trusted(StageKind::Index, "k").unwrap());
+        drop(
+            Cache::new(&root)
+                .trusted(StageKind::Index, &k("k"))
+                .unwrap(),
+        );
         // A hand edit of the recorded manifest breaks its checksum: the record is not used (a full check, from
         // manifest.json).
         let text = ledger_text(&root);
         assert!(text.contains("\"host\":\"h\""));
         let poison = |text: &str, resealed: bool| {
-            let edited = text
-                .lines()
-                .map(|line| match line.strip_prefix("index\tk\t") {
-                    Some(json) => {
-                        let mut m: Manifest = serde_json::from_str(json).unwrap();
-                        m.host = "recorded".into();
-                        if resealed {
-                            m.checksum = m.compute_checksum();
-                        }
-                        format!("index\tk\t{}", serde_json::to_string(&m).unwrap())
+            let edited = text.lines().map(|line| match line.strip_prefix(&record) {
+                Some(json) => {
+                    let mut m: Manifest = serde_json::from_str(json).unwrap();
+                    m.host = "recorded".into();
+                    if resealed {
+                        m.checksum = m.compute_checksum();
                     }
-                    None => line.to_string(),
-                });
+                    format!("{record}{}", serde_json::to_string(&m).unwrap())
+                }
+                None => line.to_string(),
+            });
             std::fs::write(
                 root.join(".stat/ledger"),
                 edited.collect::<Vec<_>>().join("\n") + "\n",
@@ -737,16 +763,20 @@ mod tests {
         };
         poison(&text, false);
         let checked = Cache::new(&root)
-            .trusted(StageKind::Index, "k")
+            .trusted(StageKind::Index, &k("k"))
             .unwrap()
             .unwrap();
         assert_eq!(checked.host, "h", "an edited record is not trusted");
         // A record whose checksum holds is used from the stats alone, without reading manifest.json.
         age(&entry);
-        drop(Cache::new(&root).trusted(StageKind::Index, "k").unwrap());
+        drop(
+            Cache::new(&root)
+                .trusted(StageKind::Index, &k("k"))
+                .unwrap(),
+        );
         poison(&ledger_text(&root), true);
         let vouched = Cache::new(&root)
-            .trusted(StageKind::Index, "k")
+            .trusted(StageKind::Index, &k("k"))
             .unwrap()
             .unwrap();
         assert_eq!(vouched.host, "recorded");
@@ -754,12 +784,16 @@ mod tests {
         // recorded afresh once it is old enough.
         std::fs::write(entry.join("sub/b.bin"), b"bytes").unwrap();
         let checked = Cache::new(&root)
-            .trusted(StageKind::Index, "k")
+            .trusted(StageKind::Index, &k("k"))
             .unwrap()
             .unwrap();
         assert_eq!(checked.host, "h");
         age(&entry);
-        drop(Cache::new(&root).trusted(StageKind::Index, "k").unwrap());
+        drop(
+            Cache::new(&root)
+                .trusted(StageKind::Index, &k("k"))
+                .unwrap(),
+        );
         assert!(ledger_text(&root).contains("\"host\":\"h\""));
     }
 
@@ -770,9 +804,13 @@ mod tests {
         for (key, damage) in DAMAGES {
             let entry = committed(&Cache::new(&root), key);
             age(&entry);
-            drop(Cache::new(&root).trusted(StageKind::Index, key).unwrap());
+            drop(
+                Cache::new(&root)
+                    .trusted(StageKind::Index, &k(key))
+                    .unwrap(),
+            );
             assert!(
-                ledger_text(&root).contains(&format!("\t{key}\t")),
+                ledger_text(&root).contains(&format!("\t{}\t", k(key))),
                 "{key}: recorded"
             );
             damage(&entry);
@@ -790,7 +828,11 @@ mod tests {
         let root = dir.join("c");
         let entry = committed(&Cache::new(&root), "k");
         age(&entry);
-        drop(Cache::new(&root).trusted(StageKind::Index, "k").unwrap());
+        drop(
+            Cache::new(&root)
+                .trusted(StageKind::Index, &k("k"))
+                .unwrap(),
+        );
         let text = ledger_text(&root);
         let damaged = [
             "garbage".to_string(),
@@ -808,7 +850,9 @@ mod tests {
             // Were a damaged record trusted, its poisoned host would show.
             let bad = bad.replace("\"host\":\"h\"", "\"host\":\"recorded\"");
             std::fs::write(root.join(".stat/ledger"), &bad).unwrap();
-            let m = Cache::new(&root).trusted(StageKind::Index, "k").unwrap();
+            let m = Cache::new(&root)
+                .trusted(StageKind::Index, &k("k"))
+                .unwrap();
             assert_eq!(m.map(|m| m.host).as_deref(), Some("h"), "{bad}");
         }
     }
@@ -820,7 +864,7 @@ mod tests {
         let entry = committed(&cache, "k");
         std::fs::remove_file(entry.join(MANIFEST)).unwrap();
         committed(&cache, "k");
-        assert!(cache.trusted(StageKind::Index, "k").unwrap().is_some());
+        assert!(cache.trusted(StageKind::Index, &k("k")).unwrap().is_some());
     }
 
     #[test]
@@ -829,22 +873,22 @@ mod tests {
         let cache = Cache::new(dir.join("c"));
         committed(&cache, "keep");
         committed(&cache, "drop");
-        std::fs::create_dir_all(cache.partial_dir(StageKind::Train, "idle")).unwrap();
-        std::fs::create_dir_all(cache.partial_dir(StageKind::Train, "busy")).unwrap();
-        let held = cache.lock(StageKind::Train, "busy", || {}).unwrap();
+        std::fs::create_dir_all(cache.partial_dir(StageKind::Train, &k("idle"))).unwrap();
+        std::fs::create_dir_all(cache.partial_dir(StageKind::Train, &k("busy"))).unwrap();
+        let held = cache.lock(StageKind::Train, &k("busy"), || {}).unwrap();
         let garbage = cache
-            .garbage(&|kind, key| kind == StageKind::Index && key == "keep")
+            .garbage(&|kind, key| kind == StageKind::Index && key == k("keep").as_str())
             .unwrap();
         let paths: Vec<&PathBuf> = garbage.iter().map(|g| &g.path).collect();
         assert_eq!(
             paths,
             [
-                &cache.entry_dir(StageKind::Index, "drop"),
-                &cache.partial_dir(StageKind::Train, "idle")
+                &cache.entry_dir(StageKind::Index, &k("drop")),
+                &cache.partial_dir(StageKind::Train, &k("idle"))
             ]
         );
         // Removal takes the key's lock: an entry another process holds is kept.
-        let reader = cache.lock(StageKind::Index, "drop", || {}).unwrap();
+        let reader = cache.lock(StageKind::Index, &k("drop"), || {}).unwrap();
         assert!(!cache.remove(&garbage[0]).unwrap(), "held by a reader");
         assert!(garbage[0].path.exists());
         drop(reader);
@@ -858,13 +902,13 @@ mod tests {
         let dir = mgat_testutil::tempdir();
         let cache = Cache::new(dir.join("c"));
         let first = cache
-            .lock(StageKind::Synth, "k", || panic!("nobody holds it yet"))
+            .lock(StageKind::Synth, &k("k"), || panic!("nobody holds it yet"))
             .unwrap();
         let (waiting_tx, waiting_rx) = std::sync::mpsc::channel();
         std::thread::scope(|s| {
             let second = s.spawn(|| {
                 cache
-                    .lock(StageKind::Synth, "k", || waiting_tx.send(()).unwrap())
+                    .lock(StageKind::Synth, &k("k"), || waiting_tx.send(()).unwrap())
                     .unwrap()
             });
             // The second taker reports that it waits; only then is the first lock released.

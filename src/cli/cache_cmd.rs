@@ -2,8 +2,8 @@
 //! `experiments/` references (dry run unless `--yes`).
 
 use super::Context;
-use crate::cache::{Damage, Lookup};
-use crate::plan::{KeyInputs, Plan, StageKind};
+use crate::cache::Lookup;
+use crate::plan::{KeyInputs, Plan, StageKey, StageKind};
 use crate::spec::Spec;
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
@@ -41,14 +41,7 @@ fn ls(ctx: &Context) -> Result<ExitCode> {
         "kind", "key", "finished", "seconds", "device", "bytes"
     );
     for e in &entries {
-        let lookup = match e.kind() {
-            Some(kind) => ctx.cache.lookup(kind, &e.key),
-            None => Lookup::Damaged(Damage::Elsewhere(format!(
-                "an unknown stage kind `{}`",
-                e.kind
-            ))),
-        };
-        match lookup {
+        match ctx.cache.lookup_listed(e) {
             Lookup::Present(m) => {
                 let bytes: u64 = m.outputs.values().map(|o| o.bytes).sum();
                 println!(
@@ -128,7 +121,7 @@ fn gc(ctx: &Context, yes: bool) -> Result<ExitCode> {
     let keep: HashSet<(StageKind, &str)> = plan
         .stages
         .iter()
-        .filter_map(|s| s.key.as_deref().map(|k| (s.kind, k)))
+        .filter_map(|s| s.key.as_ref().map(|k| (s.kind, k.as_str())))
         .collect();
     // A stage whose key is not known (an entry it consumes is gone) still keeps the entries computed from its
     // configuration, whatever upstream outputs they read: they are the results it would otherwise recompute.
@@ -138,9 +131,9 @@ fn gc(ctx: &Context, yes: bool) -> Result<ExitCode> {
         .filter(|s| s.key.is_none())
         .map(|s| &s.inputs)
         .collect();
-    let referenced = |kind: StageKind, key: &str| {
-        keep.contains(&(kind, key))
-            || matches!(ctx.cache.lookup(kind, key), Lookup::Present(m)
+    let referenced = |kind: StageKind, name: &str| {
+        keep.contains(&(kind, name))
+            || matches!(StageKey::parse(name).map(|key| ctx.cache.lookup(kind, &key)), Ok(Lookup::Present(m))
                 if unresolved.iter().any(|i| KeyInputs { upstream: Default::default(), ..m.inputs.clone() } == **i))
     };
     let garbage = ctx.cache.garbage(&referenced)?;

@@ -9,7 +9,7 @@ use crate::exec::schedule::Schedule;
 use crate::exec::slurm::{self, Finished};
 use crate::exec::{Outcome, RunOptions, RunReport, local};
 use crate::plan::reasons::key_changes;
-use crate::plan::{KeyInputs, Plan, StageKind, short};
+use crate::plan::{KeyInputs, Plan, StageKey, StageKind};
 use crate::provenance::LazyGitState;
 use crate::spec::Spec;
 use crate::spec::config::normal_device;
@@ -350,13 +350,13 @@ pub fn explain(ctx: &Context, args: ExplainArgs) -> Result<ExitCode> {
             }
             Lookup::Absent => {}
         }
-        let candidates: Vec<(String, KeyInputs)> = ctx
+        let candidates: Vec<(StageKey, KeyInputs)> = ctx
             .cache
             .entries()?
             .into_iter()
             .filter(|e| e.kind == kind)
-            .filter_map(|e| match ctx.cache.lookup(stage.kind, &e.key) {
-                Lookup::Present(m) => Some((e.key, m.inputs)),
+            .filter_map(|e| match ctx.cache.lookup_listed(&e) {
+                Lookup::Present(m) => Some((m.key, m.inputs)),
                 _ => None,
             })
             .collect();
@@ -373,7 +373,7 @@ pub fn explain(ctx: &Context, args: ExplainArgs) -> Result<ExitCode> {
                 println!(
                     "  {}: would run; closest cached entry {} differs in:",
                     stage.label(),
-                    short(key)
+                    key.short()
                 );
                 for d in diffs {
                     println!("    - {d}");

@@ -18,7 +18,7 @@
 use super::StageEnv;
 use super::{Outcome, RunOptions, RunReport, log_outcome};
 use crate::cache::{CacheError, Manifest};
-use crate::plan::{KeyInputs, Placement, Stage, StageKind};
+use crate::plan::{KeyInputs, Placement, Stage, StageKey, StageKind};
 use crate::provenance::{LazyGitState, hostname, utc_timestamp};
 use crate::spec::config::normal_device;
 use crate::stages;
@@ -43,11 +43,7 @@ pub fn run(
         .par_iter()
         .map(|&s| {
             let stage = &env.plan.stages[s];
-            let outcome = match stage
-                .key
-                .as_deref()
-                .map(|k| env.cache.trusted(stage.kind, k))
-            {
+            let outcome = match stage.key.as_ref().map(|k| env.cache.trusted(stage.kind, k)) {
                 Some(Ok(Some(_))) => Some(Outcome::Cached),
                 Some(Ok(None)) | None => None,
                 Some(Err(e)) => Some(failed(e)),
@@ -56,7 +52,7 @@ pub fn run(
         })
         .collect();
     // Keys known at plan time; the rest are resolved as the stages they consume complete.
-    let mut keys: HashMap<usize, (String, KeyInputs)> = selected
+    let mut keys: HashMap<usize, (StageKey, KeyInputs)> = selected
         .iter()
         .filter_map(|&s| {
             let stage = &env.plan.stages[s];
@@ -166,7 +162,7 @@ fn failed(e: impl std::fmt::Display) -> Outcome {
 fn inputs_sound(
     env: &StageEnv,
     s: usize,
-    keys: &HashMap<usize, (String, KeyInputs)>,
+    keys: &HashMap<usize, (StageKey, KeyInputs)>,
     state: &mut HashMap<usize, Option<Outcome>>,
     checked: &mut HashSet<usize>,
 ) -> bool {
@@ -201,10 +197,10 @@ fn inputs_sound(
 fn resolve(
     env: &StageEnv,
     s: usize,
-    keys: &HashMap<usize, (String, KeyInputs)>,
-) -> Result<(String, KeyInputs), String> {
+    keys: &HashMap<usize, (StageKey, KeyInputs)>,
+) -> Result<(StageKey, KeyInputs), String> {
     let key_of = |d: usize| keys.get(&d).map(|(k, _)| k.clone());
-    let digest_of = |kind, key: &str, file: &str| env.cache.output_digest(kind, key, file);
+    let digest_of = |kind, key: &StageKey, file: &str| env.cache.output_digest(kind, key, file);
     env.plan
         .resolve_stage(s, &key_of, &digest_of)
         .map(|(inputs, key)| (key, inputs))
@@ -220,7 +216,7 @@ fn resolve(
 fn input_entries(
     env: &StageEnv,
     s: usize,
-    keys: &HashMap<usize, (String, KeyInputs)>,
+    keys: &HashMap<usize, (StageKey, KeyInputs)>,
 ) -> BTreeMap<StageKind, std::path::PathBuf> {
     env.plan.stages[s]
         .deps
@@ -236,7 +232,7 @@ fn input_entries(
 /// A stage to compute: its plan index, resolved key and inputs, and the entries it consumes.
 struct Job {
     s: usize,
-    key: (String, KeyInputs),
+    key: (StageKey, KeyInputs),
     entries: BTreeMap<StageKind, std::path::PathBuf>,
     /// Threads the stage computes with.
     threads: usize,

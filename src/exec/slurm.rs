@@ -6,7 +6,7 @@
 use super::{Outcome, RunReport, log_outcome};
 use crate::cache::Lookup;
 use crate::exec::StageEnv;
-use crate::plan::{Stage, StageKind, short};
+use crate::plan::{Stage, StageKey, StageKind, short};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -115,12 +115,12 @@ pub fn job_name(stage: &Stage, cell: &str) -> String {
 
 /// Stage `s`'s key as the cache can tell it now: the plan's, or resolved from the entries it consumes (which jobs
 /// may have computed since the plan was made).
-fn current_key(env: &StageEnv, s: usize) -> Option<String> {
+fn current_key(env: &StageEnv, s: usize) -> Option<StageKey> {
     let stage = &env.plan.stages[s];
     if let Some(key) = &stage.key {
         return Some(key.clone());
     }
-    let digest_of = |kind, key: &str, file: &str| env.cache.output_digest(kind, key, file);
+    let digest_of = |kind, key: &StageKey, file: &str| env.cache.output_digest(kind, key, file);
     env.plan
         .resolve_stage(s, &|d| current_key(env, d), &digest_of)
         .map(|(_, key)| key)

@@ -38,8 +38,10 @@ pub const KEY_SCHEMA: u32 = 3;
 
 pub mod keys;
 pub mod reasons;
+pub mod stage_key;
 
 pub use keys::{EvalKey, StageConfig, TrainKey};
+pub use stage_key::{StageKey, short};
 
 /// The fingerprints build.rs computes: each kind's code ([`KindCode`]) and `REPORT` (the code reports are rendered
 /// by).
@@ -153,9 +155,9 @@ impl KeyInputs {
         }
     }
 
-    pub fn key(&self) -> String {
+    pub fn key(&self) -> StageKey {
         let value = serde_json::to_value(self).unwrap_or(Value::Null);
-        sha256_bytes(canonical_json(&value).as_bytes())
+        StageKey::from_digest(sha256_bytes(canonical_json(&value).as_bytes()))
     }
 }
 
@@ -166,7 +168,7 @@ pub struct Stage {
     /// upstream stages' ids in place of their outputs' digests.
     pub id: String,
     /// The cache key, once the entries it consumes exist (see [`Plan::resolve`]).
-    pub key: Option<String>,
+    pub key: Option<StageKey>,
     /// The key inputs; `upstream` is filled in with the key.
     pub inputs: KeyInputs,
     /// Indices (into [`Plan::stages`]) of the stages this one consumes.
@@ -203,16 +205,11 @@ impl Placement {
     }
 }
 
-/// The first 12 hex digits of a key or id, as labels and listings show it.
-pub fn short(key: &str) -> &str {
-    &key[..12.min(key.len())]
-}
-
 impl Stage {
     /// A short label: kind, first 12 hex digits of the key (of the id, marked `~`, while the key is unknown).
     pub fn label(&self) -> String {
         match &self.key {
-            Some(key) => format!("{} {}", self.kind.name(), short(key)),
+            Some(key) => format!("{} {}", self.kind.name(), key.short()),
             None => format!("{} ~{}", self.kind.name(), short(&self.id)),
         }
     }
@@ -360,7 +357,7 @@ impl Plan {
             {
                 Some((_, id)) => id.clone(),
                 None => {
-                    let id = recipe.key();
+                    let id = String::from(recipe.key());
                     if shared {
                         data_keys.push((recipe, id.clone()));
                     }
@@ -446,9 +443,9 @@ impl Plan {
     pub fn resolve_stage(
         &self,
         s: usize,
-        key_of: &dyn Fn(usize) -> Option<String>,
-        digest_of: &dyn Fn(StageKind, &str, &str) -> Option<String>,
-    ) -> Option<(KeyInputs, String)> {
+        key_of: &dyn Fn(usize) -> Option<StageKey>,
+        digest_of: &dyn Fn(StageKind, &StageKey, &str) -> Option<String>,
+    ) -> Option<(KeyInputs, StageKey)> {
         let stage = &self.stages[s];
         let mut inputs = stage.inputs.clone();
         for &d in &stage.deps {
@@ -464,7 +461,7 @@ impl Plan {
 
     /// Fills in every key whose consumed entries exist, in dependency order; `digest_of` reads an entry's output
     /// digest (from its manifest).
-    pub fn resolve(&mut self, digest_of: &dyn Fn(StageKind, &str, &str) -> Option<String>) {
+    pub fn resolve(&mut self, digest_of: &dyn Fn(StageKind, &StageKey, &str) -> Option<String>) {
         for s in 0..self.stages.len() {
             let resolved = self.resolve_stage(s, &|d| self.stages[d].key.clone(), digest_of);
             if let Some((inputs, key)) = resolved {
@@ -679,7 +676,10 @@ seeds: [1, 2]
         let synth = &p.stages[0];
         let expected =
             sha256_bytes(canonical_json(&serde_json::to_value(&synth.inputs).unwrap()).as_bytes());
-        assert_eq!(synth.key, Some(expected));
+        assert_eq!(
+            synth.key.as_ref().map(StageKey::as_str),
+            Some(expected.as_str())
+        );
         assert_eq!(
             synth.inputs.fingerprint,
             StageKind::Synth.code().fingerprint
@@ -700,7 +700,7 @@ seeds: [1, 2]
         let t = train(&p);
         assert_eq!(p.stages[t].key, None, "unknown until the index exists");
         // Every entry exists, each output with the digest `digest` gives for its stage.
-        let resolved = |p: &mut Plan, digest: &dyn Fn(StageKind, &str) -> String| {
+        let resolved = |p: &mut Plan, digest: &dyn Fn(StageKind, &StageKey) -> String| {
             p.resolve(&|kind, key, _file| Some(digest(kind, key)));
             p.stages
                 .iter()
@@ -719,7 +719,7 @@ seeds: [1, 2]
         q.stages[index].key = Some(q.stages[index].inputs.key());
         let after = resolved(&mut q, &|kind, _| format!("sha256:{}", kind.name()));
         assert_ne!(same[index], after[index]);
-        let downstream = |keys: &[String]| keys[index + 1..].to_vec();
+        let downstream = |keys: &[StageKey]| keys[index + 1..].to_vec();
         assert_eq!(
             downstream(&same),
             downstream(&after),

@@ -299,7 +299,7 @@ mod tests {
         let moved = audit_row("q", &side(&committed.rows[0]), &side(&again), &[], 1.0);
         assert!(!moved.reproduced());
         assert_eq!(moved.verdict(), "differs by rank1 0.500000 → 0.500002");
-        again.train_key = "other".into();
+        again.train_key = crate::report::results::tests::test_key(99);
         let keyed = audit_row("q", &side(&committed.rows[0]), &side(&again), &[], 1.0);
         assert!(
             keyed

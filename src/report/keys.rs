@@ -8,7 +8,7 @@ use super::ReportError;
 use super::results::ResultRow;
 use crate::cache::Cache;
 use crate::plan::reasons::{KeyChange, key_changes};
-use crate::plan::{KeyInputs, Plan, StageKind};
+use crate::plan::{KeyInputs, Plan, StageKey, StageKind};
 use mgat_util::fsio::IoError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -44,9 +44,9 @@ pub struct CodeRecord {
 pub struct ReportKeys {
     pub format: u32,
     /// Per cell name, its stages' keys by kind.
-    pub cells: BTreeMap<String, BTreeMap<StageKind, String>>,
+    pub cells: BTreeMap<String, BTreeMap<StageKind, StageKey>>,
     /// Every stage some cell used, by key.
-    pub stages: BTreeMap<String, StageRecord>,
+    pub stages: BTreeMap<StageKey, StageRecord>,
     /// Per kind used, the code its fingerprint covered.
     pub code: BTreeMap<StageKind, CodeRecord>,
 }
@@ -188,9 +188,9 @@ impl ReportKeys {
     }
 
     /// The record of `cell`'s stage of `kind`.
-    pub fn stage(&self, cell: &str, kind: StageKind) -> Option<(&str, &StageRecord)> {
+    pub fn stage(&self, cell: &str, kind: StageKind) -> Option<(&StageKey, &StageRecord)> {
         let key = self.cells.get(cell)?.get(&kind)?;
-        Some((key.as_str(), self.stages.get(key)?))
+        Some((key, self.stages.get(key)?))
     }
 }
 
@@ -200,16 +200,17 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_another_format() {
+        let k1 = crate::report::results::tests::test_key(1);
         let mut keys = ReportKeys {
             format: KEYS_FORMAT,
             ..ReportKeys::default()
         };
         keys.cells.insert(
             "head=none,seed=1".into(),
-            BTreeMap::from([(StageKind::Index, "k1".to_string())]),
+            BTreeMap::from([(StageKind::Index, k1.clone())]),
         );
         keys.stages.insert(
-            "k1".into(),
+            k1.clone(),
             StageRecord {
                 kind: StageKind::Index,
                 inputs: KeyInputs::for_tests(StageKind::Index),
@@ -221,7 +222,7 @@ mod tests {
         assert_eq!(
             back.stage("head=none,seed=1", StageKind::Index)
                 .map(|s| s.0),
-            Some("k1")
+            Some(&k1)
         );
         let other = String::from_utf8(keys.to_json())
             .unwrap()

@@ -267,8 +267,8 @@ impl SpecPage<'_> {
                 let _ = write!(
                     out,
                     "<td><code title=\"{}\">{}</code></td>",
-                    escape(key),
-                    escape(crate::plan::short(key))
+                    escape(key.as_str()),
+                    escape(key.short())
                 );
             }
             out.push_str("</tr>\n");
@@ -322,7 +322,7 @@ impl SpecPage<'_> {
                 .map(|m| {
                     vec![
                         m.kind.name().to_string(),
-                        crate::plan::short(&m.key).to_string(),
+                        m.key.short().to_string(),
                         m.started.clone(),
                         format!("{:.1}", m.duration_s),
                         m.host.clone(),

@@ -4,7 +4,7 @@
 
 use super::ReportError;
 use crate::cache::Cache;
-use crate::plan::{Plan, StageKind};
+use crate::plan::{Plan, StageKey, StageKind};
 use crate::spec::layout::METRICS;
 use crate::spec::{Spec, format_value, get_path, group_name};
 use crate::stages::Summary;
@@ -35,8 +35,8 @@ pub struct ResultRow {
     pub seed: u64,
     pub dataset: String,
     pub lock_digest: String,
-    pub train_key: String,
-    pub eval_key: String,
+    pub train_key: StageKey,
+    pub eval_key: StageKey,
     /// In the order of [`METRICS`]; a rank beyond the evaluation's `max_rank` is None (empty in the CSV).
     pub metrics: [Option<f64>; 6],
     pub train_seconds: f64,
@@ -218,8 +218,8 @@ impl Results {
         ));
         columns.push(strings("dataset", &|r| r.dataset.clone()));
         columns.push(strings("lock_digest", &|r| r.lock_digest.clone()));
-        columns.push(strings("train_key", &|r| r.train_key.clone()));
-        columns.push(strings("eval_key", &|r| r.eval_key.clone()));
+        columns.push(strings("train_key", &|r| r.train_key.to_string()));
+        columns.push(strings("eval_key", &|r| r.eval_key.to_string()));
         for (i, m) in METRICS.iter().enumerate() {
             let values: Vec<Option<f64>> = self.rows.iter().map(|r| r.metrics[i]).collect();
             columns.push(Column::new((*m).into(), values));
@@ -300,6 +300,10 @@ impl Results {
                         ))
                     })
                 };
+                let key = |name: &str| -> Result<StageKey, ReportError> {
+                    StageKey::parse(get(name))
+                        .map_err(|e| bad(format!("line {line}, column `{name}`: {e}")))
+                };
                 let mut metrics = [None; 6];
                 for (slot, m) in metrics.iter_mut().zip(METRICS) {
                     *slot = if get(m).is_empty() {
@@ -319,8 +323,8 @@ impl Results {
                     })?,
                     dataset: get("dataset").to_string(),
                     lock_digest: get("lock_digest").to_string(),
-                    train_key: get("train_key").to_string(),
-                    eval_key: get("eval_key").to_string(),
+                    train_key: key("train_key")?,
+                    eval_key: key("eval_key")?,
                     metrics,
                     train_seconds: float("train_seconds")?,
                     images_per_s: float("images_per_s")?,
@@ -357,6 +361,11 @@ impl Results {
 pub(crate) mod tests {
     use super::*;
 
+    /// A well-formed stage key made from `n`.
+    pub fn test_key(n: u64) -> StageKey {
+        StageKey::parse(&format!("{n:064x}")).unwrap()
+    }
+
     /// A results table with the given (group axes, seed, rank-1, mAP) rows; other metrics derived from rank-1.
     pub fn table(axes: &[&str], rows: &[(&[&str], u64, f64, f64)]) -> Results {
         Results {
@@ -377,8 +386,8 @@ pub(crate) mod tests {
                         seed: *seed,
                         dataset: "market1501".into(),
                         lock_digest: "sha256:00".into(),
-                        train_key: format!("t{seed}"),
-                        eval_key: format!("e{seed}"),
+                        train_key: test_key(*seed),
+                        eval_key: test_key(1000 + seed),
                         metrics: [*r1, r1 + 0.1, r1 + 0.15, r1 + 0.2, *map, map / 2.0].map(Some),
                         train_seconds: 12.25,
                         images_per_s: 100.5,
@@ -408,7 +417,10 @@ pub(crate) mod tests {
         );
         assert_eq!(
             lines.next().unwrap(),
-            "\"head=mgat,gamma=0.5,seed=1\",mgat,0.5,1,market1501,sha256:00,t1,e1,0.500000,0.600000,0.650000,0.700000,0.333333,0.166667,12.250000,100.500000,cpu,abc,false"
+            format!(
+                "\"head=mgat,gamma=0.5,seed=1\",mgat,0.5,1,market1501,sha256:00,{:064x},{:064x},0.500000,0.600000,0.650000,0.700000,0.333333,0.166667,12.250000,100.500000,cpu,abc,false",
+                1, 1001
+            )
         );
         let back = Results::parse(csv.as_bytes(), "x.csv").unwrap();
         assert_eq!(back.axes, results.axes);
