@@ -2,8 +2,8 @@
 //! process before any thread starts.
 //!
 //! A small model's kernels are too short to keep two cores busy: on the quickstart's model (ResNet-18 of width 8,
-//! batch 32 at 64×32) two train stages side by side with one thread each finish in 1/1.32 of the time one stage
-//! after another with two threads each take, with byte-identical weights (`benches/schedule.sh`). So where every
+//! batch 32 at 64×32) two train stages side by side with one thread each finish 1.32–1.47× sooner than one stage
+//! after another with two threads each, with byte-identical weights (`benches/schedule.sh`). So where every
 //! cell of a grid trains such a model on the CPU, `run` and `audit` run one stage per core by default (no more stages
 //! than cells, so that a single cell still trains on every core); otherwise one stage at a time on every core, which
 //! keeps a large model's memory to one stage's worth. `-j N` asks for N stages at once, each with an equal share of
@@ -20,11 +20,11 @@ pub struct Schedule {
     pub threads: usize,
 }
 
-/// The most activation values a training step's first layer may produce (batch × height × width × channels, four
-/// times that for ResNet-50's bottlenecks) for stages to run one per core by default. `benches/schedule.sh`
-/// measured side-by-side stages 1.32× faster at the quickstart's 524,288, 1.27× at 2,097,152 and 1.24× at
-/// 8,388,608 on 2 cores; larger models (the paper's ResNet-50 makes 536,870,912) keep one stage at a time on every
-/// core, unmeasured there and with one stage's memory.
+/// The most activation values a training step's first layer may produce (batch × height × width × channels, four times
+/// that for ResNet-50's bottlenecks) for stages to run one per core by default. `benches/schedule.sh` measured
+/// side-by-side stages 1.32–1.47× faster at the quickstart's 524,288, 1.27–1.42× at 2,097,152 and 1.23–1.24× at
+/// 8,388,608 on 2 cores (two runs); larger models (the paper's ResNet-50 makes 536,870,912) keep one stage at a time on
+/// every core, unmeasured there and with one stage's memory.
 pub const SMALL_STEP: u64 = 1 << 23;
 
 impl Schedule {
