@@ -235,14 +235,12 @@ fn tensor_from_storage(info: &TensorInfo, bytes: &[u8], device: &Device) -> Resu
         ));
     }
     let dims = info.layout.dims();
-    let start = info
-        .layout
-        .start_offset()
-        .checked_mul(info.dtype.size_in_bytes())
+    // candle's pickle reader gives the storage offset in bytes (torch's element offset × the dtype's size).
+    let start = Some(info.layout.start_offset())
         .filter(|&s| s <= bytes.len())
         .ok_or_else(|| {
             format!(
-                "storage offset {} lies beyond its {}-byte storage",
+                "storage offset of {} bytes lies beyond its {}-byte storage",
                 info.layout.start_offset(),
                 bytes.len()
             )
@@ -398,6 +396,52 @@ mod tests {
         );
     }
 
+    /// Counts the bytes each thread allocates, so that a test can see what one call allocated.
+    struct Counting;
+
+    std::thread_local! {
+        static ALLOCATED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    fn count(bytes: usize) {
+        let _ = ALLOCATED.try_with(|a| a.set(a.get() + bytes));
+    }
+
+    // SAFETY: every call is forwarded to the system allocator unchanged; counting touches no allocation.
+    unsafe impl std::alloc::GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+            count(layout.size());
+            unsafe { std::alloc::System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+            unsafe { std::alloc::System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+            count(size);
+            unsafe { std::alloc::System.realloc(ptr, layout, size) }
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    #[test]
+    fn a_storage_that_thousands_of_tensors_view_is_read_once() {
+        // scripts/make-views-fixture.py: 4000 views of one 64 KB storage (`base[4i .. 4i + 2]` of 0, 1, 2, …).
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/weights/views.pth");
+        let before = ALLOCATED.with(|a| a.get());
+        let tensors = read_torch_zip(&path, &Device::Cpu).unwrap();
+        let allocated = ALLOCATED.with(|a| a.get()) - before;
+        assert_eq!(tensors.len(), 4000);
+        assert_eq!(values(&tensors["v0100"]), [400.0, 401.0]);
+        assert_eq!(values(&tensors["v3999"]), [15996.0, 15997.0]);
+        // Read once per tensor, the storage alone would be 4000 × 64 KB = 262 MB.
+        assert!(
+            allocated < 32 << 20,
+            "{allocated} bytes allocated reading 4000 views of one 64 KB storage"
+        );
+    }
+
     #[test]
     fn a_storage_offset_beyond_the_storage_is_an_error_not_a_wrap() {
         let info = |offset: usize| TensorInfo {
@@ -407,10 +451,11 @@ mod tests {
             path: "archive/data/0".into(),
             storage_size: 4,
         };
+        // Offsets in bytes, as candle's pickle reader gives them: 2 floats (8 bytes) fit at byte 8 of 16, not at 9.
         let storage = [0u8; 16];
-        let ok = tensor_from_storage(&info(2), &storage, &Device::Cpu).unwrap();
+        let ok = tensor_from_storage(&info(8), &storage, &Device::Cpu).unwrap();
         assert_eq!(ok.dims(), [2]);
-        for offset in [3, 5, (1usize << 62) + 8, usize::MAX / 2] {
+        for offset in [9, 17, (1usize << 62) + 8, usize::MAX / 2] {
             let err = tensor_from_storage(&info(offset), &storage, &Device::Cpu).unwrap_err();
             assert!(err.contains("storage"), "{offset}: {err}");
         }
