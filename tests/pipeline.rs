@@ -408,12 +408,7 @@ fn stages_side_by_side_on_one_thread_each_give_the_bytes_of_one_at_a_time_on_eve
             .env_remove("RAYON_NUM_THREADS")
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        common::Run(out).success().stderr()
     };
     run("1", "one");
     let side_by_side = run("64", "each");
@@ -423,16 +418,7 @@ fn stages_side_by_side_on_one_thread_each_give_the_bytes_of_one_at_a_time_on_eve
     );
     // Same keys, same bytes: weights and metrics of every train and eval entry.
     for (kind, file) in [("train", "model.safetensors"), ("eval", "metrics.json")] {
-        let keys = |cache: &str| {
-            let mut k: Vec<String> = std::fs::read_dir(p.path(cache).join(kind))
-                .unwrap()
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with('.'))
-                .collect();
-            k.sort();
-            k
-        };
+        let keys = |cache: &str| common::entries_in(&p.path(cache), kind);
         assert_eq!(keys("one"), keys("each"), "{kind}");
         assert_eq!(keys("one").len(), 4, "{kind}");
         for key in keys("one") {
@@ -446,14 +432,12 @@ fn stages_side_by_side_on_one_thread_each_give_the_bytes_of_one_at_a_time_on_eve
         }
     }
     // Side by side indeed: some two train stages of the second run overlapped in time.
-    let spans: Vec<(String, String)> = std::fs::read_dir(p.path("each").join("train"))
-        .unwrap()
-        .flatten()
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .map(|e| {
+    let spans: Vec<(String, String)> = common::entries_in(&p.path("each"), "train")
+        .iter()
+        .map(|key| {
+            let manifest = p.path("each").join("train").join(key).join("manifest.json");
             let m: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(e.path().join("manifest.json")).unwrap())
-                    .unwrap();
+                serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
             (
                 m["started"].as_str().unwrap().to_string(),
                 m["finished"].as_str().unwrap().to_string(),

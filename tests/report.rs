@@ -255,6 +255,19 @@ fn paper_tables_show_verdicts_and_check_fails_outside_tolerance() {
     );
     p.mgat(&["report", "--paper", "--check"]).success();
 
+    // A column whose dataset nothing names (a typo) is bad input, not a row "not run" that lets the check pass.
+    p.write(
+        "reports/paper.yaml",
+        &PAPER.replace("market1501", "market1051"),
+    );
+    let typo = p.mgat(&["report", "--paper", "--check"]);
+    assert_eq!(typo.code(), 2, "{}", typo.stderr());
+    assert!(
+        typo.stderr().contains("dataset `market1051`"),
+        "{}",
+        typo.stderr()
+    );
+
     // A bad paper.yaml names its line.
     p.write(
         "reports/paper.yaml",

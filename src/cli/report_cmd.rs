@@ -4,7 +4,7 @@
 use super::{Context, UsageError};
 use crate::plan::Plan;
 use crate::report::diff::{Side, compare};
-use crate::report::paper::{PAPER_FILE, PAPER_REPORT, PaperTables, Verdict, render};
+use crate::report::paper::{KnownNames, PAPER_FILE, PAPER_REPORT, PaperTables, Verdict, render};
 use crate::report::results::RESULTS_FILE;
 use crate::report::{ReportError, write_index, write_spec_report};
 use crate::spec::Spec;
@@ -56,7 +56,7 @@ pub fn report(ctx: &Context, args: ReportArgs) -> Result<ExitCode> {
     }
     let reports = ctx.root.join("reports");
     let paper = PaperTables::load(&reports.join(PAPER_FILE))?;
-    paper.check_spec_names(&known_spec_names(&ctx.root))?;
+    paper.check_names(&known_names(ctx)?)?;
     let comparisons = paper.compare_committed(&reports)?;
     let compared: Vec<_> = paper.tables.iter().zip(comparisons).collect();
     let text = render(&paper, &compared);
@@ -80,30 +80,54 @@ pub fn report(ctx: &Context, args: ReportArgs) -> Result<ExitCode> {
     })
 }
 
-/// The `name:` of every spec under `experiments/` (read for that field alone) and every folder under `reports/`.
-fn known_spec_names(root: &std::path::Path) -> Vec<String> {
-    #[derive(serde::Deserialize)]
-    struct Named {
-        name: String,
-    }
+/// The spec and dataset names paper.yaml may use: the `name:` of every spec under `experiments/` and every folder
+/// under `reports/`; every dataset in datasets.lock (when there is one), that a cell of those specs names, or that a
+/// row of a report's results.csv names.
+fn known_names(ctx: &Context) -> Result<KnownNames> {
     let entries = |dir: &str| {
-        std::fs::read_dir(root.join(dir))
+        std::fs::read_dir(ctx.root.join(dir))
             .into_iter()
             .flatten()
             .flatten()
             .map(|e| e.path())
     };
-    let specs = entries("experiments")
+    let spec_paths: Vec<std::path::PathBuf> = entries("experiments")
         .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .filter_map(|text| serde_yaml::from_str::<Named>(&text).ok().map(|n| n.name));
-    let reports = entries("reports")
-        .filter(|p| p.is_dir())
+        .collect();
+    let specs = Spec::load_all(&spec_paths)?;
+    let report_dirs: Vec<std::path::PathBuf> = entries("reports").filter(|p| p.is_dir()).collect();
+    let reports = report_dirs
+        .iter()
         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-    let mut names: Vec<String> = specs.chain(reports).collect();
-    names.sort();
-    names.dedup();
-    names
+    // An unreadable results.csv counts as not run, with a warning, when the tables are compared.
+    let reported = report_dirs
+        .iter()
+        .filter_map(|d| crate::report::results::Results::read(&d.join(RESULTS_FILE)).ok())
+        .flat_map(|r| r.rows.into_iter().map(|row| row.dataset));
+    let locked: Vec<String> = match ctx.lock_path.exists() {
+        true => ctx.load_lock()?.names().map(str::to_string).collect(),
+        false => Vec::new(),
+    };
+    let named = specs
+        .iter()
+        .flat_map(|s| &s.cells)
+        .map(|c| c.config.dataset.name.clone());
+    let sorted = |names: Vec<String>| {
+        let mut names = names;
+        names.sort();
+        names.dedup();
+        names
+    };
+    Ok(KnownNames {
+        specs: sorted(
+            specs
+                .iter()
+                .map(|s| s.name.clone())
+                .chain(reports)
+                .collect(),
+        ),
+        datasets: sorted(locked.into_iter().chain(named).chain(reported).collect()),
+    })
 }
 
 /// Regenerates `reports/<name>/` for every spec of the plan and says what it wrote.

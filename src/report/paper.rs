@@ -200,18 +200,43 @@ fn valid_tolerance(t: f64) -> bool {
     t.is_finite() && t >= 0.0
 }
 
+/// The names paper.yaml may use: of specs (under experiments/, and reports under reports/) and of datasets (in
+/// datasets.lock, named by the specs' cells or by reports' results: the paper's datasets may not be locked on this
+/// machine).
+#[derive(Debug, Clone, Default)]
+pub struct KnownNames {
+    pub specs: Vec<String>,
+    pub datasets: Vec<String>,
+}
+
 impl PaperTables {
-    /// Every table's `results` names a known spec (`known`: the specs' names under experiments/ and the reports
-    /// under reports/): a typo would otherwise read as "not run" and let `--check` pass.
-    pub fn check_spec_names(&self, known: &[String]) -> Result<(), ReportError> {
+    /// Every table's `results` names a known spec and every column a known dataset: a typo in either would otherwise
+    /// read as "not run" and let `--check` pass.
+    pub fn check_names(&self, known: &KnownNames) -> Result<(), ReportError> {
         for table in &self.tables {
-            if let Some(name) = table.results.iter().find(|n| !known.contains(n)) {
+            let origin = format!("reports/paper.yaml, table `{}`", table.id);
+            if let Some(name) = table.results.iter().find(|n| !known.specs.contains(n)) {
                 return Err(ReportError::Results {
-                    origin: format!("reports/paper.yaml, table `{}`", table.id),
+                    origin,
                     message: format!(
                         "results: `{name}` is the name of no spec in experiments/ and of no report in reports/ \
                          (known: {})",
-                        known.join(", ")
+                        known.specs.join(", ")
+                    ),
+                });
+            }
+            if let Some(column) = table
+                .columns
+                .iter()
+                .find(|c| !known.datasets.contains(&c.dataset))
+            {
+                return Err(ReportError::Results {
+                    origin,
+                    message: format!(
+                        "columns: dataset `{}` is named neither in datasets.lock nor by a spec in experiments/ nor \
+                         in a report's results (known: {})",
+                        column.dataset,
+                        known.datasets.join(", ")
                     ),
                 });
             }
@@ -478,12 +503,29 @@ tables:
     }
 
     #[test]
-    fn a_results_name_that_no_spec_has_is_an_error() {
+    fn a_results_name_or_a_column_dataset_that_nothing_has_is_an_error() {
         let tables = parse(PAPER).unwrap();
-        tables.check_spec_names(&["abl".into()]).unwrap();
-        let err = tables.check_spec_names(&["ablation".into()]).unwrap_err();
+        let known = |specs: &[&str], datasets: &[&str]| KnownNames {
+            specs: specs.iter().map(|s| s.to_string()).collect(),
+            datasets: datasets.iter().map(|s| s.to_string()).collect(),
+        };
+        tables
+            .check_names(&known(&["abl"], &["market1501"]))
+            .unwrap();
+        let err = tables
+            .check_names(&known(&["ablation"], &["market1501"]))
+            .unwrap_err();
         assert!(
             err.to_string().contains("`abl` is the name of no spec"),
+            "{err}"
+        );
+        assert!(err.is_bad_input());
+        let err = tables
+            .check_names(&known(&["abl"], &["market-1501"]))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("dataset `market1501` is named neither in datasets.lock nor by a spec"),
             "{err}"
         );
         assert!(err.is_bad_input());

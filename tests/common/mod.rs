@@ -99,17 +99,22 @@ impl Project {
 
     /// Complete entries of a stage kind.
     pub fn entries(&self, kind: &str) -> Vec<String> {
-        let Ok(dir) = std::fs::read_dir(self.cache_dir().join(kind)) else {
-            return Vec::new();
-        };
-        let mut keys: Vec<String> = dir
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with('.'))
-            .collect();
-        keys.sort();
-        keys
+        entries_in(&self.cache_dir(), kind)
     }
+}
+
+/// Complete entries of a stage kind in the cache at `cache`, sorted.
+pub fn entries_in(cache: &Path, kind: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(cache.join(kind)) else {
+        return Vec::new();
+    };
+    let mut keys: Vec<String> = dir
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    keys.sort();
+    keys
 }
 
 pub struct Run(pub Output);
