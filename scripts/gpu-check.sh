@@ -2,7 +2,8 @@
 # The GPU check, in two halves that fit the lent GPU machine (no Rust, no network, at most 64 MiB carried):
 #
 #   scripts/gpu-check.sh pack DIR   here: builds the CUDA binary (scripts/build-cuda.sh), strips and xz-compresses it
-#                                   into DIR with this script and the PyTorch twin of the training step (≤ 60 MiB)
+#                                   into DIR with this script, benches/lib.sh (figures read by column name) and the
+#                                   PyTorch twin of the training step (≤ 60 MiB)
 #   scripts/gpu-check.sh run DIR    there: finds the CUDA libraries under /opt/torch/.venv (or $TORCH_VENV), makes its
 #                                   own synthetic data with the binary, and prints, within about 8 minutes:
 #     (a) one ResNet-50 training step (forward + backward, 16 images at 256×128) on the GPU against the same step in
@@ -18,7 +19,7 @@ pack() {
   bash "$repo/scripts/build-cuda.sh" "$repo/target/cuda-dist"
   strip -o "$out/mgat" "$repo/target/cuda-dist/mgat"
   xz -9e -T0 -f "$out/mgat"
-  cp "$repo/scripts/gpu-check.sh" "$repo/benches/train_speed_torch.py" "$out/"
+  cp "$repo/scripts/gpu-check.sh" "$repo/benches/lib.sh" "$repo/benches/train_speed_torch.py" "$out/"
   du -b "$out"/* | awk '{ total += $1; print } END { printf "bundle: %.1f MiB\n", total / 1048576 }'
   local total
   total=$(du -cb "$out" | tail -1 | cut -f1)
@@ -28,6 +29,8 @@ pack() {
 run() {
   local dir venv py site
   dir=$(cd "$1" && pwd)
+  # csv_last and positive: figures read by their column's name, failing loudly when absent.
+  . "$dir/lib.sh"
   venv=${TORCH_VENV:-/opt/torch/.venv}
   py=$venv/bin/python
   site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -45,6 +48,11 @@ run() {
       "$dir/mgat.xz" "$mgat"
   fi
   chmod +x "$mgat"
+  # The bundle carries no CUDA library (libcurand alone is 133 MB): the driver's libcuda and the venv's nvidia-*
+  # wheels (cuBLAS, cuDNN, cudart, cuRAND) must provide them all, or nothing below can run.
+  local missing
+  missing=$(ldd "$mgat" | awk '/not found/ { print $1 }')
+  [ -z "$missing" ] || { echo "error: libraries not found for the CUDA binary: $missing (searched $libs)" >&2; exit 1; }
   cd "$work"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   echo "$(nproc) CPU cores; $("$py" -c 'import torch; print("torch", torch.__version__)')"
@@ -71,9 +79,9 @@ SPEC
     local base
     base=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
     "$mgat" -q run "$precision.yaml" --until train
-    kill "$poll"
+    kill "$poll" 2>/dev/null || true
     local rate peak
-    rate=$(tail -1 .mgat/cache/train/*/train_log.csv | cut -d, -f8)
+    rate=$(positive "images_per_s" "$(csv_last .mgat/cache/train/*/train_log.csv images_per_s)")
     peak=$(sort -n "mem-$precision.log" | tail -1)
     echo "mgat $precision: $rate images/s (epoch 2), peak GPU memory $(( (peak - base) )) MiB above the idle $base MiB"
     ours+=("$rate")
