@@ -8,12 +8,8 @@
 # Usage: benches/cached_grid.sh [PYTHON]
 #   PYTHON: an interpreter with dvc installed; without it, dvc goes into a throwaway venv in target/bench-venv-dvc.
 #        benches/cached_grid.sh --smoke   a 4-cell grid, no dvc (what CI runs)
-set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
-. "$repo/benches/lib.sh"
-[ "${1:-}" = --smoke ] && shift
-mgat=$repo/target/release/mgat
-(cd "$repo" && cargo build --release -q)
+. "$(dirname "$0")/lib.sh"
+bench_build
 python=${1:-}
 if [ "$smoke" = 1 ]; then
   :

@@ -6,12 +6,8 @@
 # Usage: benches/features_bench.sh PYTHON   (an interpreter with torch and numpy, e.g. a throwaway venv with
 #        `pip install torch numpy`; the torchreid sdist is downloaded into a temporary folder, not installed)
 #        benches/features_bench.sh --smoke   the reference case's 50 × 300 features in tests/data, no anchor (CI)
-set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
-. "$repo/benches/lib.sh"
-[ "${1:-}" = --smoke ] && shift
-mgat=$repo/target/release/mgat
-(cd "$repo" && cargo build --release -q)
+. "$(dirname "$0")/lib.sh"
+bench_build
 if [ "$smoke" = 1 ]; then
   case=$repo/tests/data/reid-cases/m1_basic
   out=$(/usr/bin/time -f '%e %M' -o /dev/stderr "$mgat" metrics --dir "$case" --qf "$case/qf.npy" --gf "$case/gf.npy" \

@@ -1,6 +1,15 @@
-# Shared by the benches: reading figures by name, checking them, and the smoke mode.
-# Source it: `. "$(dirname "$0")/lib.sh"`. Every reader fails loudly (a message naming the file and the figure, and
-# exit 1) instead of printing a wrong number: a bench whose parse breaks must not go on as if it measured.
+# Shared by the benches: their setup, reading figures by name, checking them, and the smoke mode.
+# Source it first: `. "$(dirname "$0")/lib.sh"`. It sets strict mode, `repo` (the repository), `mgat` (the release
+# binary, which `bench_build` makes current) and `smoke`, taking a leading `--smoke` off the caller's arguments.
+# Every reader fails loudly (a message naming the file and the figure, and exit 1) instead of printing a wrong
+# number: a bench whose parse breaks must not go on as if it measured.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+mgat=$repo/target/release/mgat
+
+# Builds the release binary from the checkout (cargo only relinks what changed), so a bench never measures an old
+# binary.
+bench_build() { (cd "$repo" && cargo build --release -q); }
 
 # The value of column NAME in the last row of CSV file FILE, found by its header.
 csv_last() {
@@ -24,7 +33,7 @@ positive() {
 
 bench_fail() { echo "bench error: $*" >&2; exit 1; }
 
-# BENCH_SMOKE=1 (or --smoke as the first argument, which callers shift away): a tiny size, no anchor installed,
-# to check in CI that the bench still runs and reads what it prints.
+# BENCH_SMOKE=1 (or --smoke as the first argument, shifted off here): a tiny size, no anchor installed, to check in
+# CI that the bench still runs and reads what it prints.
 smoke=${BENCH_SMOKE:-0}
-if [ "${1:-}" = --smoke ]; then smoke=1; fi
+if [ "${1:-}" = --smoke ]; then smoke=1 && shift; fi

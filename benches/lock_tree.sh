@@ -5,12 +5,8 @@
 # and warm (stat cache; the median of 5 runs of each, this machine being shared), with the ratios.
 # Usage: benches/lock_tree.sh [path/to/mgat]
 #        benches/lock_tree.sh --smoke   a small tree (what CI runs)
-set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
-. "$repo/benches/lib.sh"
-[ "${1:-}" = --smoke ] && shift
-mgat=${1:-$repo/target/release/mgat}
-[ -x "$mgat" ] || (cd "$repo" && cargo build --release -q)
+. "$(dirname "$0")/lib.sh"
+if [ -n "${1:-}" ]; then mgat=$1; else bench_build; fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"

@@ -6,12 +6,8 @@
 # Needs python3; installs numpy and Cython into a throwaway venv and downloads the torchreid sdist (no install, no
 # torch: only its metrics/rank.py is loaded). torchreid's code is not part of this repository.
 #        benches/metrics_bench.sh --smoke   the 50 × 300 reference case in tests/data, no anchor (what CI runs)
-set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
-. "$repo/benches/lib.sh"
-[ "${1:-}" = --smoke ] && shift
-mgat=$repo/target/release/mgat
-[ -x "$mgat" ] || (cd "$repo" && cargo build --release -q)
+. "$(dirname "$0")/lib.sh"
+bench_build
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # Wall seconds and peak RSS (KiB) of a command, each checked positive: "S KIB".

@@ -7,12 +7,8 @@
 # `stages:` line by name), or the bench fails. `SMALL_STEP` in src/exec/schedule.rs is set from what this prints.
 # Usage: benches/schedule.sh            (about 6 minutes on 2 cores)
 #        benches/schedule.sh --smoke    2 seeds of a tiny model for 2 iterations, once (what CI runs)
-set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
-. "$repo/benches/lib.sh"
-[ "${1:-}" = --smoke ] && shift
-mgat=$repo/target/release/mgat
-(cd "$repo" && cargo build --release -q)
+. "$(dirname "$0")/lib.sh"
+bench_build
 cores=$(nproc)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

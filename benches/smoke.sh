@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
 # Runs every bench once at a tiny size, without installing its anchor (`--smoke`), and checks that a bench whose
 # figure cannot be read fails: what CI runs, so that a parse that breaks fails CI instead of printing a wrong number.
-set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
-. "$repo/benches/lib.sh"
+. "$(dirname "$0")/lib.sh"
 for bench in train_speed schedule cached_grid lock_tree metrics_bench features_bench; do
   echo "== $bench --smoke"
   bash "$repo/benches/$bench.sh" --smoke

@@ -8,12 +8,8 @@
 # Usage: benches/train_speed.sh [PYTHON]   PYTHON has torch; without it, torch is installed from PyPI into a
 # throwaway venv under target/ (about 5 GB).
 #        benches/train_speed.sh --smoke   the quickstart model for 2 iterations, no PyTorch (what CI runs)
-set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
-. "$repo/benches/lib.sh"
-[ "${1:-}" = --smoke ] && shift
-mgat=$repo/target/release/mgat
-(cd "$repo" && cargo build --release -q)
+. "$(dirname "$0")/lib.sh"
+bench_build
 py=${1:-}
 if [ "$smoke" = 1 ]; then
   py=""
