@@ -455,20 +455,49 @@ impl Plan {
                 inputs.upstream.insert(kind, digest);
             }
         }
-        let key = inputs.key();
+        // A key already resolved from the same inputs stands (a plan resolved again after a run).
+        let key = match &stage.key {
+            Some(key) if inputs == stage.inputs => key.clone(),
+            _ => inputs.key(),
+        };
         Some((inputs, key))
     }
 
     /// Fills in every key whose consumed entries exist, in dependency order; `digest_of` reads an entry's output
-    /// digest (from its manifest).
-    pub fn resolve(&mut self, digest_of: &dyn Fn(StageKind, &StageKey, &str) -> Option<String>) {
-        for s in 0..self.stages.len() {
-            let resolved = self.resolve_stage(s, &|d| self.stages[d].key.clone(), digest_of);
-            if let Some((inputs, key)) = resolved {
-                self.stages[s].inputs = inputs;
-                self.stages[s].key = Some(key);
+    /// digest (from its manifest). The stages of one depth are resolved in parallel: none consumes another.
+    pub fn resolve(
+        &mut self,
+        digest_of: &(dyn Fn(StageKind, &StageKey, &str) -> Option<String> + Sync),
+    ) {
+        use rayon::prelude::*;
+        for wave in self.waves() {
+            let key_of = |d: usize| self.stages[d].key.clone();
+            let resolved: Vec<_> = wave
+                .par_iter()
+                .map(|&s| self.resolve_stage(s, &key_of, digest_of))
+                .collect();
+            for (&s, resolved) in wave.iter().zip(resolved) {
+                if let Some((inputs, key)) = resolved {
+                    self.stages[s].inputs = inputs;
+                    self.stages[s].key = Some(key);
+                }
             }
         }
+    }
+
+    /// The stages grouped by depth (a stage that consumes nothing is at depth 0, any other one deeper than
+    /// everything it consumes), shallowest first.
+    fn waves(&self) -> Vec<Vec<usize>> {
+        let mut depth = vec![0usize; self.stages.len()];
+        let mut waves: Vec<Vec<usize>> = Vec::new();
+        for (s, stage) in self.stages.iter().enumerate() {
+            depth[s] = stage.deps.iter().map(|&d| depth[d] + 1).max().unwrap_or(0);
+            if waves.len() <= depth[s] {
+                waves.resize_with(depth[s] + 1, Vec::new);
+            }
+            waves[depth[s]].push(s);
+        }
+        waves
     }
 
     /// The stage of `kind` that `stage` consumes, if any.
@@ -700,7 +729,7 @@ seeds: [1, 2]
         let t = train(&p);
         assert_eq!(p.stages[t].key, None, "unknown until the index exists");
         // Every entry exists, each output with the digest `digest` gives for its stage.
-        let resolved = |p: &mut Plan, digest: &dyn Fn(StageKind, &StageKey) -> String| {
+        let resolved = |p: &mut Plan, digest: &(dyn Fn(StageKind, &StageKey) -> String + Sync)| {
             p.resolve(&|kind, key, _file| Some(digest(kind, key)));
             p.stages
                 .iter()
@@ -739,6 +768,45 @@ seeds: [1, 2]
             1,
             "train reads the index"
         );
+    }
+
+    #[test]
+    fn resolving_again_keeps_keys_whose_inputs_hold_and_recomputes_the_rest() {
+        // Every stage's key is its inputs' key, and its inputs hold the digest of what it consumes.
+        let check = |p: &Plan, digest: &dyn Fn(StageKind, &StageKey) -> String| {
+            for stage in &p.stages {
+                assert_eq!(stage.key, Some(stage.inputs.key()), "{}", stage.label());
+                for &d in &stage.deps {
+                    let dep = &p.stages[d];
+                    if dep.kind.consumed_output().is_some() {
+                        let expected = digest(dep.kind, dep.key.as_ref().unwrap());
+                        assert_eq!(stage.inputs.upstream[&dep.kind], expected);
+                    }
+                }
+            }
+        };
+        let keys = |p: &Plan| p.stages.iter().map(|s| s.key.clone()).collect::<Vec<_>>();
+        let first = |kind: StageKind, _: &StageKey| format!("sha256:{}", kind.name());
+        let second = |kind: StageKind, key: &StageKey| format!("sha256:{}{key}", kind.name());
+        let mut p = plan(SPEC);
+        p.resolve(&|kind, key, _file| Some(first(kind, key)));
+        check(&p, &first);
+        let once = keys(&p);
+        p.resolve(&|kind, key, _file| Some(first(kind, key)));
+        assert_eq!(keys(&p), once, "the same outputs: the same keys");
+        // The entries consumed now hold other bytes (a stage ran again): every key that consumes them moves.
+        p.resolve(&|kind, key, _file| Some(second(kind, key)));
+        check(&p, &second);
+        let mut fresh = plan(SPEC);
+        fresh.resolve(&|kind, key, _file| Some(second(kind, key)));
+        assert_eq!(keys(&p), keys(&fresh));
+        let moved = keys(&p).iter().zip(&once).filter(|(a, b)| a != b).count();
+        let consumers = p
+            .stages
+            .iter()
+            .filter(|s| !s.inputs.upstream.is_empty())
+            .count();
+        assert_eq!(moved, consumers);
     }
 
     #[test]
