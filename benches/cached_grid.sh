@@ -10,7 +10,7 @@
 #        benches/cached_grid.sh --smoke   a 4-cell grid, no dvc (what CI runs)
 . "$(dirname "$0")/lib.sh"
 bench_build
-python=${1:-}
+python=${1:+$(realpath -s "$1")}
 if [ "$smoke" = 1 ]; then
   :
 elif [ -z "$python" ]; then
