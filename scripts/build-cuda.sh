@@ -4,7 +4,7 @@
 # ptxas and driver 580 reject), the driver library is a generated link stub, and CUDA_COMPUTE_CAP picks the GPU
 # generation (90 for H100/H200; 80 gives PTX that newer GPUs JIT). The binary and libcurand.so.10 (which PyTorch's
 # wheels no longer carry) land in one folder; at run time the machine's driver, cuBLAS, cuDNN and cudart are used.
-# Usage: scripts/build-cuda.sh [OUT_DIR]      (default target/cuda-dist; about 13 minutes on 2 cores)
+# Usage: scripts/build-cuda.sh [OUT_DIR]      (default target/cuda-dist; about 16 minutes on 2 cores)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$repo/target/cuda-dist}
