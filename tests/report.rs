@@ -560,12 +560,28 @@ fn an_unchanged_report_is_kept_and_a_changed_metric_renders_it_again() {
 
     // A report file changed by hand is rendered again too, also once the report's stat cache has recorded its
     // files (dated an hour back, so that the cache keeps them).
+    // So is reports/index.html: holding the same bytes, it is not written again.
     date_back_an_hour(&p.path("reports/t"), &["-type", "f"]);
+    date_back_an_hour(
+        &p.path("reports"),
+        &["-maxdepth", "1", "-name", "index.html"],
+    );
+    let index_mtime = || {
+        std::fs::metadata(p.path("reports/index.html"))
+            .and_then(|m| m.modified())
+            .unwrap()
+    };
+    let dated = index_mtime();
     let kept = p.mgat(&["report", "experiments/t.yaml"]);
     assert!(
         kept.success().stdout().contains("unchanged since rendered"),
         "{}",
         kept.stdout()
+    );
+    assert_eq!(
+        index_mtime(),
+        dated,
+        "an index page with the same bytes is left alone"
     );
     std::fs::write(p.path("reports/t/summary.md"), "edited").unwrap();
     p.mgat(&["report", "experiments/t.yaml"]).success();
@@ -593,4 +609,6 @@ fn an_unchanged_report_is_kept_and_a_changed_metric_renders_it_again() {
     assert!(!p.path("reports/t/figures/sweep-gamma.svg").exists());
     assert!(p.path("reports/keep.txt").exists());
     assert!(p.path("reports/t/figures/cmc.svg").exists());
+    let index = std::fs::read_to_string(p.path("reports/index.html")).unwrap();
+    assert!(index.contains("report test, renamed"), "{index}");
 }

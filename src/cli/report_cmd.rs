@@ -4,7 +4,9 @@
 use super::{Context, UsageError};
 use crate::plan::Plan;
 use crate::report::diff::{Side, compare};
-use crate::report::paper::{KnownNames, PAPER_FILE, PAPER_REPORT, PaperTables, Verdict, render};
+use crate::report::paper::{
+    Committed, KnownNames, PAPER_FILE, PAPER_REPORT, PaperTables, Verdict, render,
+};
 use crate::report::results::RESULTS_FILE;
 use crate::report::{ReportError, write_index, write_spec_report};
 use crate::spec::Spec;
@@ -56,17 +58,17 @@ pub fn report(ctx: &Context, args: ReportArgs) -> Result<ExitCode> {
     }
     let reports = ctx.root.join("reports");
     let paper = PaperTables::load(&reports.join(PAPER_FILE))?;
-    paper.check_names(&known_names(ctx)?)?;
-    let comparisons = paper.compare_committed(&reports)?;
-    let compared: Vec<_> = paper.tables.iter().zip(comparisons).collect();
+    let committed = Committed::read(&reports);
+    paper.check_names(&known_names(ctx, &committed)?)?;
+    let compared = paper.compare_committed(&committed)?;
     let text = render(&paper, &compared);
     let out = reports.join(PAPER_REPORT);
     mgat_util::fsio::write_atomic(&out, text.as_bytes())?;
-    write_index(&reports)?;
+    write_index(&reports, Some((&paper, &compared)))?;
     print!("{text}");
     let outside = compared
         .iter()
-        .flat_map(|(_, c)| c)
+        .flatten()
         .filter(|c| c.verdict == Verdict::Outside)
         .count();
     eprintln!(
@@ -82,8 +84,8 @@ pub fn report(ctx: &Context, args: ReportArgs) -> Result<ExitCode> {
 
 /// The spec and dataset names paper.yaml may use: the `name:` of every spec under `experiments/` and every folder
 /// under `reports/`; every dataset in datasets.lock (when there is one), that a cell of those specs names, or that a
-/// row of a report's results.csv names.
-fn known_names(ctx: &Context) -> Result<KnownNames> {
+/// row of the `committed` results names.
+fn known_names(ctx: &Context, committed: &Committed) -> Result<KnownNames> {
     let entries = |dir: &str| {
         std::fs::read_dir(ctx.root.join(dir))
             .into_iter()
@@ -99,11 +101,7 @@ fn known_names(ctx: &Context) -> Result<KnownNames> {
     let reports = report_dirs
         .iter()
         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-    // An unreadable results.csv counts as not run, with a warning, when the tables are compared.
-    let reported = report_dirs
-        .iter()
-        .filter_map(|d| crate::report::results::Results::read(&d.join(RESULTS_FILE)).ok())
-        .flat_map(|r| r.rows.into_iter().map(|row| row.dataset));
+    let reported = committed.datasets().map(str::to_string);
     let locked: Vec<String> = match ctx.lock_path.exists() {
         true => ctx.load_lock()?.names().map(str::to_string).collect(),
         false => Vec::new(),
@@ -159,7 +157,8 @@ pub fn write_reports(ctx: &Context, specs: &[Spec], plan: &Plan) -> Result<(), R
             );
         }
     }
-    write_index(&reports)?;
+    let paper = PaperTables::compare_if_present(&reports)?;
+    write_index(&reports, paper.as_ref().map(|(t, c)| (t, c.as_slice())))?;
     Ok(())
 }
 

@@ -285,9 +285,12 @@ pub fn write_spec_report(
 }
 
 /// Writes `reports/index.html`: a link to every spec report under `reports` that has a page (by its record, in
-/// name order), and the paper's tables against the committed results when `reports/paper.yaml` exists. Nothing is
-/// written when there is neither.
-pub fn write_index(reports: &Path) -> Result<Option<PathBuf>, ReportError> {
+/// name order), and `paper`, the paper's tables against the committed results, when given
+/// ([`paper::PaperTables::compare_if_present`]). Nothing is written when there is neither.
+pub fn write_index(
+    reports: &Path,
+    paper: Option<(&paper::PaperTables, &[Vec<paper::Comparison>])>,
+) -> Result<Option<PathBuf>, ReportError> {
     let mut entries = Vec::new();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(reports)
         .into_iter()
@@ -311,21 +314,15 @@ pub fn write_index(reports: &Path) -> Result<Option<PathBuf>, ReportError> {
             rows: record.rows,
         });
     }
-    let paper_file = reports.join(paper::PAPER_FILE);
-    let paper = match paper_file.is_file() {
-        true => {
-            let tables = paper::PaperTables::load(&paper_file)?;
-            let compared = tables.compare_committed(reports)?;
-            Some((tables, compared))
-        }
-        false => None,
-    };
     if entries.is_empty() && paper.is_none() {
         return Ok(None);
     }
-    let html = page::index_page(&entries, paper.as_ref().map(|(t, c)| (t, c.as_slice())));
+    let html = page::index_page(&entries, paper);
     let path = reports.join(page::PAGE_FILE);
-    mgat_util::fsio::write_atomic(&path, html.as_bytes())?;
+    // Left alone when it already holds these bytes, as on every rerun of a cached grid.
+    if std::fs::read(&path).ok().as_deref() != Some(html.as_bytes()) {
+        mgat_util::fsio::write_atomic(&path, html.as_bytes())?;
+    }
     Ok(Some(path))
 }
 
