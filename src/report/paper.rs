@@ -261,7 +261,13 @@ impl PaperTables {
             return Ok(None);
         }
         let tables = PaperTables::load(&path)?;
-        let compared = tables.compare_committed(&Committed::read(reports))?;
+        let named = |name: &str| {
+            tables
+                .tables
+                .iter()
+                .any(|t| t.results.iter().any(|r| r == name))
+        };
+        let compared = tables.compare_committed(&Committed::read(reports, &named))?;
         Ok(Some((tables, compared)))
     }
 }
@@ -269,24 +275,25 @@ impl PaperTables {
 /// The paper's tables and, table by table, their comparisons with the committed results.
 pub type ComparedTables = (PaperTables, Vec<Vec<Comparison>>);
 
-/// The results committed under a reports folder, each `<name>/results.csv` read once, by its folder's name. An
-/// unreadable one is logged and left out, so that its spec counts as not run.
+/// The results committed under a reports folder, each `<name>/results.csv` read once, by its folder's name, for the
+/// names `wanted` selects. An unreadable one is logged and left out, so that its spec counts as not run.
 #[derive(Debug, Default)]
 pub struct Committed {
     results: BTreeMap<String, Results>,
 }
 
 impl Committed {
-    pub fn read(reports: &Path) -> Committed {
+    pub fn read(reports: &Path, wanted: &dyn Fn(&str) -> bool) -> Committed {
         let results = std::fs::read_dir(reports)
             .into_iter()
             .flatten()
             .flatten()
             .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
                 let path = entry.path().join(super::results::RESULTS_FILE);
-                let read = path.is_file().then(|| Results::read(&path))?;
+                let read = (wanted(&name) && path.is_file()).then(|| Results::read(&path))?;
                 let results = read.map_err(|e| tracing::warn!("{e}")).ok()?;
-                Some((entry.file_name().to_string_lossy().into_owned(), results))
+                Some((name, results))
             })
             .collect();
         Committed { results }
