@@ -110,6 +110,24 @@ fn detach_returns_at_once_and_the_next_run_adopts_the_queued_jobs() {
         detached.stdout()
     );
     assert!(!p.path("reports/t/results.csv").exists(), "no results yet");
+    // Another project runs the same spec meanwhile, with the same stages: it adopts none of the queued jobs, which
+    // compute into the first project's cache, and submits its own.
+    let other = project("slurm-detach-other", &spec());
+    let beside = other.mgat(&[
+        "run",
+        "experiments/t.yaml",
+        "--executor",
+        "slurm",
+        "--detach",
+    ]);
+    beside.success();
+    assert!(
+        !beside.stderr().contains("already queued")
+            && beside.stdout().contains("10 stages in the Slurm queue"),
+        "{}\n{}",
+        beside.stdout(),
+        beside.stderr()
+    );
     let waited = p.mgat(&["run", "experiments/t.yaml", "--executor", "slurm"]);
     waited.success();
     assert_eq!(
@@ -125,6 +143,10 @@ fn detach_returns_at_once_and_the_next_run_adopts_the_queued_jobs() {
     );
     assert_eq!(job_logs(&p).len(), 10, "no stage was submitted twice");
     assert!(p.path("reports/t/results.csv").is_file());
+    let finished = other.mgat(&["run", "experiments/t.yaml", "--executor", "slurm"]);
+    finished.success();
+    assert_eq!(job_logs(&other).len(), 10, "{}", finished.stdout());
+    assert!(other.path("reports/t/results.csv").is_file());
 }
 
 #[test]

@@ -108,9 +108,23 @@ fn quote(path: &Path) -> String {
     format!("'{}'", path.to_string_lossy().replace('\'', r"'\''"))
 }
 
-/// The job name: kind, id prefix (how a rerun recognises a job still queued) and the first cell using the stage.
-pub fn job_name(stage: &Stage, cell: &str) -> String {
-    format!("mgat:{}:{}:{cell}", stage.kind.name(), short(&stage.id))
+/// The job name: [`job_prefix`], then the first cell using the stage.
+pub fn job_name(stage: &Stage, cache: &Path, cell: &str) -> String {
+    format!("{}{cell}", job_prefix(stage, cache))
+}
+
+/// How a rerun recognises a job of its own still queued: `mgat:<kind>:<id prefix>:<cache tag>:`, the tag being the
+/// first 8 hex digits of the SHA-256 of the cache folder's path. Two caches that plan the same stage (two clones
+/// running one spec) never adopt each other's jobs, which would compute into the other cache.
+fn job_prefix(stage: &Stage, cache: &Path) -> String {
+    let cache = std::fs::canonicalize(cache).unwrap_or_else(|_| cache.to_path_buf());
+    let tag = mgat_util::digest::sha256_bytes(cache.to_string_lossy().as_bytes());
+    format!(
+        "mgat:{}:{}:{}:",
+        stage.kind.name(),
+        short(&stage.id),
+        &tag[..8]
+    )
 }
 
 /// Stage `s`'s key as the cache can tell it now: the plan's, or resolved from the entries it consumes (which jobs
@@ -215,8 +229,8 @@ pub fn run(
             .cells
             .first()
             .map_or("", |&c| env.plan.cells[c].cell.name.as_str());
-        let name = job_name(stage, cell);
-        let prefix = format!("mgat:{}:{}:", stage.kind.name(), short(&stage.id));
+        let name = job_name(stage, env.cache.root(), cell);
+        let prefix = job_prefix(stage, env.cache.root());
         let id = match queued.iter().find(|(_, n)| n.starts_with(&prefix)) {
             Some((id, _)) => {
                 tracing::info!("{} is already queued as job {id}", stage.label());
@@ -531,9 +545,15 @@ mod tests {
                 "ab".repeat(32)
             )
         );
+        // The cache's tag: the SHA-256 of "/c" (no such folder, so the path as given) begins facd442e (sha256sum).
         assert_eq!(
-            job_name(&stage, "head=mgat,seed=1"),
-            "mgat:train:abababababab:head=mgat,seed=1"
+            job_name(&stage, Path::new("/c"), "head=mgat,seed=1"),
+            "mgat:train:abababababab:facd442e:head=mgat,seed=1"
+        );
+        let other = job_name(&stage, Path::new("/elsewhere/cache"), "head=mgat,seed=1");
+        assert!(
+            !other.starts_with(&job_prefix(&stage, Path::new("/c"))),
+            "another cache's job is not this cache's: {other}"
         );
     }
 }
