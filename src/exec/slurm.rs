@@ -109,22 +109,27 @@ fn quote(path: &Path) -> String {
 }
 
 /// The job name: [`job_prefix`], then the first cell using the stage.
-pub fn job_name(stage: &Stage, cache: &Path, cell: &str) -> String {
-    format!("{}{cell}", job_prefix(stage, cache))
+pub fn job_name(stage: &Stage, cache_tag: &str, cell: &str) -> String {
+    format!("{}{cell}", job_prefix(stage, cache_tag))
 }
 
-/// How a rerun recognises a job of its own still queued: `mgat:<kind>:<id prefix>:<cache tag>:`, the tag being the
-/// first 8 hex digits of the SHA-256 of the cache folder's path. Two caches that plan the same stage (two clones
-/// running one spec) never adopt each other's jobs, which would compute into the other cache.
-fn job_prefix(stage: &Stage, cache: &Path) -> String {
-    let cache = std::fs::canonicalize(cache).unwrap_or_else(|_| cache.to_path_buf());
-    let tag = mgat_util::digest::sha256_bytes(cache.to_string_lossy().as_bytes());
+/// How a rerun recognises a job of its own still queued: `mgat:<kind>:<id prefix>:<cache tag>:`. Two caches that
+/// plan the same stage (two clones running one spec) never adopt each other's jobs, which would compute into the
+/// other cache.
+fn job_prefix(stage: &Stage, cache_tag: &str) -> String {
     format!(
-        "mgat:{}:{}:{}:",
+        "mgat:{}:{}:{cache_tag}:",
         stage.kind.name(),
-        short(&stage.id),
-        &tag[..8]
+        short(&stage.id)
     )
+}
+
+/// The first 8 hex digits of the SHA-256 of the cache folder's path (canonical when it exists).
+fn cache_tag(cache: &Path) -> String {
+    let cache = std::fs::canonicalize(cache).unwrap_or_else(|_| cache.to_path_buf());
+    let mut tag = mgat_util::digest::sha256_bytes(cache.to_string_lossy().as_bytes());
+    tag.truncate(8);
+    tag
 }
 
 /// Stage `s`'s key as the cache can tell it now: the plan's, or resolved from the entries it consumes (which jobs
@@ -212,6 +217,7 @@ pub fn run(
     std::fs::create_dir_all(command.log_dir())
         .map_err(|e| SlurmError::Unavailable(format!("{}: {e}", command.log_dir().display())))?;
     let queued = queued_jobs()?;
+    let tag = cache_tag(env.cache.root());
     let mut outcomes: HashMap<usize, Outcome> = HashMap::new();
     let mut jobs: HashMap<usize, Job> = HashMap::new();
     let mut order: Vec<usize> = Vec::new();
@@ -229,8 +235,8 @@ pub fn run(
             .cells
             .first()
             .map_or("", |&c| env.plan.cells[c].cell.name.as_str());
-        let name = job_name(stage, env.cache.root(), cell);
-        let prefix = job_prefix(stage, env.cache.root());
+        let name = job_name(stage, &tag, cell);
+        let prefix = job_prefix(stage, &tag);
         let id = match queued.iter().find(|(_, n)| n.starts_with(&prefix)) {
             Some((id, _)) => {
                 tracing::info!("{} is already queued as job {id}", stage.label());
@@ -547,12 +553,16 @@ mod tests {
         );
         // The cache's tag: the SHA-256 of "/c" (no such folder, so the path as given) begins facd442e (sha256sum).
         assert_eq!(
-            job_name(&stage, Path::new("/c"), "head=mgat,seed=1"),
+            job_name(&stage, &cache_tag(Path::new("/c")), "head=mgat,seed=1"),
             "mgat:train:abababababab:facd442e:head=mgat,seed=1"
         );
-        let other = job_name(&stage, Path::new("/elsewhere/cache"), "head=mgat,seed=1");
+        let other = job_name(
+            &stage,
+            &cache_tag(Path::new("/elsewhere/cache")),
+            "head=mgat,seed=1",
+        );
         assert!(
-            !other.starts_with(&job_prefix(&stage, Path::new("/c"))),
+            !other.starts_with(&job_prefix(&stage, &cache_tag(Path::new("/c")))),
             "another cache's job is not this cache's: {other}"
         );
     }
