@@ -1,32 +1,30 @@
-//! Computes each stage kind's code fingerprint (`plan::StageKind::fingerprint`): a SHA-256 over exactly the code
-//! that kind's outputs are computed by, so that a change to it changes that kind's keys and nothing else does.
+//! Writes the build side of each stage kind's code fingerprint (`plan::StageKind::code`): what cargo resolved and
+//! how the compiler was configured. The compiler's side, the files rustc read to compile each of the project's
+//! crates, comes from `mgat-fingerprint`'s macros, which this file's output invokes; `plan::fingerprints` combines
+//! the two.
 //!
-//! | in a kind's fingerprint | how |
+//! | in a kind's fingerprint | from |
 //! |---|---|
-//! | the compute crates in its closure | the kind's crate (synth → `mgat-synth`, index → `mgat-data`, train → `mgat-train`, eval → `mgat-eval`) and every workspace crate it reaches through `[dependencies]` of `crates/*/Cargo.toml` |
-//! | their code | each file reached from `src/lib.rs` through `mod` items, as its token stream (`syn`): comments, doc comments, formatting and `#[cfg(test)]` items (and the files only they declare) left out |
-//! | their manifests | the `[dependencies]` and `[features]` tables (versions and features asked of each crate) |
-//! | their external crates | name, version, source and checksum of every crate reachable from those dependencies in `Cargo.lock` |
-//! | the toolchain | `rustc -vV` (version, commit, LLVM), the target triple and the enabled cargo features (`cuda`) |
+//! | its closure | the kind's crate (synth → `mgat-synth`, index → `mgat-data`, train → `mgat-train`, eval → `mgat-eval`) and every package it reaches through normal and build dependencies, as `cargo metadata` resolves them (so every manifest form — workspace inheritance, tables, renames, `[patch]`, target-specific sections — is read by cargo itself) |
+//! | the project's crates in it (`crates/*`) | every file rustc read to compile them (`mgat_fingerprint::compiled_sources!`): `.rs` files as token streams, other files (`include_*!` data, build-script output) by content |
+//! | every other package in it | registry: name, version, source and `Cargo.lock` checksum; git: the source with its commit; path (a `[patch]`, a local copy): the SHA-256 of every file in its folder |
+//! | the resolved features of each package in it | after unification, as `cargo metadata` resolves them for this build's features |
+//! | the compiler and target | `rustc -vV`, the target triple, the target features `cfg(target_feature)` sees, `RUSTFLAGS` (encoded), `debug_assertions` and the panic strategy |
 //!
-//! Not in any: `src/` (spec parsing, planning, the cache, executors, reports, the CLI), tests, benches, scripts,
-//! the optimisation profile and the machine's CPU features (candle and gemm choose kernels at run time; a different
-//! CPU may round differently, as any numerical library does, and the manifest records the host).
-//!
-//! `REPORT` fingerprints what reports are rendered by, the same way: the token streams of `src/report/`, the locked
-//! versions of the crates it draws and writes with (polars, plotters, image) and the toolchain. A report is rendered
-//! again when that code or its rows change, not after every commit.
+//! `REPORT` fingerprints what reports are rendered by, the same way: the module trees of `src/report/` and
+//! `src/spec/` (the layout's default rows, columns and metrics, the cells' names), the packages reports draw and
+//! write with (polars, plotters, image) and the compiler.
 //!
 //! It also links the `mgat` binary as a position-dependent executable (`-no-pie`): a PIE binary of this size has
 //! ~69,000 relative relocations, applied at every start: `perf stat -r 40 mgat --version` measured 3.3 ms as PIE and
 //! 1.9–2.1 ms without; the price is that the binary's own code is not address-randomised (its libraries, heap and
 //! stacks still are).
 
-use sha2::{Digest, Sha256};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Each stage kind and the crate whose code computes its outputs; the rest of its closure comes from the manifests.
+/// Each stage kind and the package whose code computes its outputs; the rest of its closure comes from cargo.
 const KINDS: [(&str, &str); 4] = [
     ("synth", "mgat-synth"),
     ("index", "mgat-data"),
@@ -34,311 +32,289 @@ const KINDS: [(&str, &str); 4] = [
     ("eval", "mgat-eval"),
 ];
 
+/// The packages reports are drawn and written with.
+const REPORT_PACKAGES: [&str; 3] = ["polars", "plotters", "image"];
+
+/// The module trees (of this crate) that shape a rendered report.
+const REPORT_MODULES: [&str; 2] = ["src/report/mod.rs", "src/spec/mod.rs"];
+
 fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let crates = workspace_crates();
-    let lock = parse_lock(&read("Cargo.lock"));
-    let toolchain = toolchain();
+    let graph = Graph::load();
+    let build = build_config();
     let mut generated = String::from(
-        "// Generated by build.rs: each stage kind's code fingerprint and what it covers.\n\
-         pub const KINDS: &[KindCode] = &[\n",
+        "// Generated by build.rs: the build side of each stage kind's code fingerprint, and the compiler's side.\n",
     );
+    generated += "pub const BUILD: &str = ";
+    generated += &format!("{build:?};\n");
+    generated += "pub const KINDS: &[KindBuild] = &[\n";
+    let mut compiled = BTreeSet::new();
     for (kind, root) in KINDS {
-        let closure = closure(&crates, root);
-        let code = kind_code(&crates, &closure, &lock, &toolchain);
+        let closure = graph.closure(graph.id_of(root));
+        let own: Vec<&Package> = closure
+            .iter()
+            .map(|id| &graph.packages[id])
+            .filter(|p| p.own)
+            .collect();
+        compiled.extend(own.iter().map(|p| p.lib_name.clone()));
+        let crates: Vec<&str> = own.iter().map(|p| p.name.as_str()).collect();
+        let libs: Vec<&str> = own.iter().map(|p| p.lib_name.as_str()).collect();
+        let packages: Vec<String> = closure.iter().map(|id| graph.describe(id)).collect();
         generated += &format!(
-            "    KindCode {{ kind: {kind:?}, fingerprint: {:?}, crates: &{:?}, files: &{:?}, external: &{:?} }},\n",
-            code.fingerprint, closure, code.files, code.external
+            "    KindBuild {{ kind: {kind:?}, crates: &{crates:?}, libs: &{libs:?}, packages: &{packages:?} }},\n"
         );
     }
     generated += "];\n";
-    let mut report = Sha256::new();
-    let mut sources = Vec::new();
-    module_files(Path::new("src/report/mod.rs"), &mut sources);
-    sources.sort();
-    for (path, tokens) in sources {
-        report.update(format!("file {path}\0").as_bytes());
-        report.update(Sha256::digest(tokens.as_bytes()));
-    }
-    let drawn_with = ["polars", "plotters", "image"].map(String::from).to_vec();
-    for line in external_closure(&lock, drawn_with) {
-        report.update(format!("external {line}\n").as_bytes());
-    }
-    report.update(&toolchain);
-    generated += &format!("pub const REPORT: &str = {:?};\n", hex(report));
-    std::fs::write(out.join("fingerprints.rs"), generated).expect("write fingerprints.rs");
-    println!("cargo:rustc-link-arg-bins=-no-pie");
-    for path in ["src", "crates", "Cargo.lock", "Cargo.toml"] {
-        println!("cargo:rerun-if-changed={path}");
-    }
-}
-
-/// A workspace crate: its folder and manifest tables.
-struct Crate {
-    dir: PathBuf,
-    /// `[dependencies]` lines, trimmed.
-    dependencies: Vec<String>,
-    /// `[features]` lines, trimmed.
-    features: Vec<String>,
-}
-
-impl Crate {
-    /// The names in `[dependencies]`.
-    fn dependency_names(&self) -> impl Iterator<Item = String> + '_ {
-        self.dependencies
-            .iter()
-            .filter_map(|l| l.split_once('=').map(|(n, _)| n.trim().to_string()))
-    }
-}
-
-/// Every crate under `crates/`, by package name.
-fn workspace_crates() -> BTreeMap<String, Crate> {
-    let mut out = BTreeMap::new();
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir("crates")
-        .expect("read crates/")
-        .flatten()
-        .map(|e| e.path())
+    let names: Vec<String> = compiled.into_iter().collect();
+    generated += &format!(
+        "pub const COMPILED: Compiled = mgat_fingerprint::compiled_sources!({});\n",
+        names.join(", ")
+    );
+    let root = graph.id_of(env_var("CARGO_PKG_NAME").as_str()).to_string();
+    let drawn_with: Vec<String> = graph
+        .direct_dependencies(&root)
+        .into_iter()
+        .filter(|id| REPORT_PACKAGES.contains(&graph.packages[id].name.as_str()))
+        .flat_map(|id| graph.closure(&id))
+        .collect::<BTreeSet<_>>()
+        .iter()
+        .map(|id| graph.describe(id))
         .collect();
-    dirs.sort();
-    for dir in dirs {
-        let Ok(manifest) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
-            continue;
-        };
-        let name = table_lines(&manifest, "[package]")
-            .iter()
-            .find_map(|l| {
-                l.strip_prefix("name")
-                    .map(|v| v.trim().trim_start_matches('='))
-            })
-            .map(|v| v.trim().trim_matches('"').to_string())
-            .expect("a crate manifest names its package");
-        let entry = Crate {
-            dependencies: table_lines(&manifest, "[dependencies]"),
-            features: table_lines(&manifest, "[features]"),
-            dir,
-        };
-        out.insert(name, entry);
-    }
-    out
-}
-
-/// `root` and every workspace crate it depends on, directly or not, sorted.
-fn closure(crates: &BTreeMap<String, Crate>, root: &str) -> Vec<String> {
-    let mut seen = BTreeSet::new();
-    let mut todo = vec![root.to_string()];
-    while let Some(name) = todo.pop() {
-        let krate = crates
-            .get(&name)
-            .unwrap_or_else(|| panic!("no workspace crate {name}"));
-        if seen.insert(name) {
-            todo.extend(krate.dependency_names().filter(|d| crates.contains_key(d)));
-        }
-    }
-    seen.into_iter().collect()
-}
-
-struct KindCode {
-    fingerprint: String,
-    files: Vec<String>,
-    external: Vec<String>,
-}
-
-fn kind_code(
-    crates: &BTreeMap<String, Crate>,
-    closure: &[String],
-    lock: &BTreeMap<String, Vec<Package>>,
-    toolchain: &[u8],
-) -> KindCode {
-    let mut hasher = Sha256::new();
-    let mut files = Vec::new();
-    let mut external_roots = Vec::new();
-    for name in closure {
-        let krate = &crates[name];
-        hasher.update(format!("crate {name}\n").as_bytes());
-        for line in &krate.dependencies {
-            hasher.update(format!("dependency {line}\n").as_bytes());
-        }
-        for line in &krate.features {
-            hasher.update(format!("feature {line}\n").as_bytes());
-        }
-        external_roots.extend(krate.dependency_names().filter(|d| !crates.contains_key(d)));
-        let mut sources = Vec::new();
-        module_files(&krate.dir.join("src").join("lib.rs"), &mut sources);
-        sources.sort();
-        for (path, tokens) in sources {
-            hasher.update(format!("file {path}\0").as_bytes());
-            hasher.update(Sha256::digest(tokens.as_bytes()));
-            files.push(path);
-        }
-    }
-    let external = external_closure(lock, external_roots);
-    for line in &external {
-        hasher.update(format!("external {line}\n").as_bytes());
-    }
-    hasher.update(toolchain);
-    KindCode {
-        fingerprint: hex(hasher),
-        files,
-        external,
-    }
-}
-
-/// The file and every module file it declares (not `#[cfg(test)]` ones), each with its code's token stream.
-fn module_files(path: &Path, out: &mut Vec<(String, String)>) {
-    println!("cargo:rerun-if-changed={}", path.display());
-    let text = read(&path.to_string_lossy());
-    let mut file =
-        syn::parse_file(&text).unwrap_or_else(|e| panic!("{}: cannot parse: {e}", path.display()));
-    file.attrs.retain(|a| !a.path().is_ident("doc"));
-    let dir = module_dir(path);
-    strip_items(&mut file.items, &dir, out);
-    out.push((
-        path.to_string_lossy().into_owned(),
-        quote::ToTokens::to_token_stream(&file).to_string(),
-    ));
-}
-
-/// Where the modules a file declares live: its own folder for `lib.rs` and `mod.rs`, `foo/` for `foo.rs`.
-fn module_dir(path: &Path) -> PathBuf {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    match path.file_stem().and_then(|s| s.to_str()) {
-        Some("lib" | "mod") => parent.to_path_buf(),
-        Some(stem) => parent.join(stem),
-        None => parent.to_path_buf(),
-    }
-}
-
-/// Removes `#[cfg(test)]` items and doc attributes from `items`, recursing into inline modules, and follows the
-/// `mod name;` items that remain into their files.
-fn strip_items(items: &mut Vec<syn::Item>, dir: &Path, out: &mut Vec<(String, String)>) {
-    items.retain(|item| !item_attrs(item).iter().any(is_cfg_test));
-    for item in items.iter_mut() {
-        strip_docs(item);
-        if let syn::Item::Mod(m) = item {
-            let name = m.ident.to_string();
-            match &mut m.content {
-                Some((_, inner)) => strip_items(inner, &dir.join(&name), out),
-                None => {
-                    let flat = dir.join(format!("{name}.rs"));
-                    let nested = dir.join(&name).join("mod.rs");
-                    module_files(if flat.exists() { &flat } else { &nested }, out);
-                }
+    generated += &format!("pub const REPORT_PACKAGES: &[&str] = &{drawn_with:?};\n");
+    let modules: Vec<String> = REPORT_MODULES.iter().map(|m| format!("{m:?}")).collect();
+    generated += &format!(
+        "pub const REPORT_SOURCES: Compiled = mgat_fingerprint::module_sources!({});\n",
+        modules.join(", ")
+    );
+    write_if_changed(&out.join("fingerprints.rs"), &generated);
+    println!("cargo:rustc-link-arg-bins=-no-pie");
+    // What cargo resolves and how: manifests, the lock, and the folders of path packages that are not the project's
+    // own crates (their content is hashed here). The project's crates' files reach the fingerprint through the
+    // compiler, which rebuilds this crate when they change.
+    println!("cargo:rerun-if-changed=Cargo.lock");
+    for package in graph.packages.values() {
+        if let Some(dir) = &package.path {
+            if package.own {
+                println!(
+                    "cargo:rerun-if-changed={}",
+                    dir.join("Cargo.toml").display()
+                );
+            } else {
+                println!("cargo:rerun-if-changed={}", dir.display());
             }
         }
     }
 }
 
-fn item_attrs(item: &syn::Item) -> &[syn::Attribute] {
-    use syn::Item::*;
-    match item {
-        Const(i) => &i.attrs,
-        Enum(i) => &i.attrs,
-        ExternCrate(i) => &i.attrs,
-        Fn(i) => &i.attrs,
-        ForeignMod(i) => &i.attrs,
-        Impl(i) => &i.attrs,
-        Macro(i) => &i.attrs,
-        Mod(i) => &i.attrs,
-        Static(i) => &i.attrs,
-        Struct(i) => &i.attrs,
-        Trait(i) => &i.attrs,
-        TraitAlias(i) => &i.attrs,
-        Type(i) => &i.attrs,
-        Union(i) => &i.attrs,
-        Use(i) => &i.attrs,
-        _ => &[],
-    }
-}
-
-fn is_cfg_test(attr: &syn::Attribute) -> bool {
-    attr.path().is_ident("cfg")
-        && attr
-            .parse_args::<syn::Ident>()
-            .is_ok_and(|ident| ident == "test")
-}
-
-/// Drops every `#[doc]` attribute (doc comments) anywhere inside `item`.
-fn strip_docs(item: &mut syn::Item) {
-    struct Docs;
-    impl syn::visit_mut::VisitMut for Docs {
-        fn visit_attributes_mut(&mut self, attrs: &mut Vec<syn::Attribute>) {
-            attrs.retain(|a| !a.path().is_ident("doc"));
-        }
-    }
-    syn::visit_mut::VisitMut::visit_item_mut(&mut Docs, item);
-}
-
-/// `rustc -vV`, the target and the enabled cargo features.
-fn toolchain() -> Vec<u8> {
+/// The compiler's configuration for this build: what a change of compiler, target, target features, `RUSTFLAGS`,
+/// debug assertions or panic strategy can change in a result.
+fn build_config() -> String {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let version = std::process::Command::new(rustc)
         .arg("-vV")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .expect("run rustc -vV");
-    let mut features: Vec<String> = std::env::vars()
-        .filter_map(|(k, _)| k.strip_prefix("CARGO_FEATURE_").map(str::to_lowercase))
+    let mut target_features: Vec<String> = std::env::var("CARGO_CFG_TARGET_FEATURE")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|f| !f.is_empty())
+        .map(String::from)
         .collect();
-    features.sort();
-    let target = std::env::var("TARGET").unwrap_or_default();
+    target_features.sort();
+    let rustflags: Vec<String> = std::env::var("CARGO_ENCODED_RUSTFLAGS")
+        .unwrap_or_default()
+        .split('\x1f')
+        .filter(|f| !f.is_empty())
+        .map(String::from)
+        .collect();
     format!(
-        "rustc {version}\ntarget {target}\nfeatures {}\n",
-        features.join(",")
+        "rustc {version}\ntarget {}\ntarget-features {}\nrustflags {:?}\ndebug-assertions {}\npanic {}\n",
+        env_var("TARGET"),
+        target_features.join(","),
+        rustflags,
+        std::env::var("CARGO_CFG_DEBUG_ASSERTIONS").is_ok(),
+        std::env::var("CARGO_CFG_PANIC").unwrap_or_default(),
     )
-    .into_bytes()
 }
 
-fn read(path: &str) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"))
-}
-
-fn hex(hasher: Sha256) -> String {
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// `name version source checksum` of every package reachable from `roots` through Cargo.lock's dependency lists,
-/// sorted.
-fn external_closure(packages: &BTreeMap<String, Vec<Package>>, roots: Vec<String>) -> Vec<String> {
-    let mut todo = roots;
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
-    while let Some(dep) = todo.pop() {
-        // A lock entry is named `name` or, when several versions are locked, `name version`.
-        let (name, version) = dep
-            .split_once(' ')
-            .map_or((dep.as_str(), None), |(n, v)| (n, Some(v)));
-        for p in packages.get(name).into_iter().flatten() {
-            if version.is_some_and(|v| v != p.version)
-                || !seen.insert((p.name.clone(), p.version.clone()))
-            {
-                continue;
-            }
-            out.push(format!(
-                "{} {} {} {}",
-                p.name, p.version, p.source, p.checksum
-            ));
-            todo.extend(p.dependencies.iter().cloned());
-        }
-    }
-    out.sort();
-    out
-}
-
+/// A package of the resolved graph.
 struct Package {
     name: String,
     version: String,
+    /// `registry+…`, `git+…#commit`, or empty for a path package.
     source: String,
-    checksum: String,
-    dependencies: Vec<String>,
+    /// The library target's crate name (`mgat_train`).
+    lib_name: String,
+    /// The folder of a path package.
+    path: Option<PathBuf>,
+    /// One of the project's crates (a workspace member under `crates/`), fingerprinted by what rustc read.
+    own: bool,
+    /// Resolved features, sorted.
+    features: Vec<String>,
+    /// Packages it depends on through normal or build dependencies, by id.
+    deps: Vec<String>,
 }
 
-/// Cargo.lock's `[[package]]` tables, by name.
-fn parse_lock(text: &str) -> BTreeMap<String, Vec<Package>> {
-    let mut out: BTreeMap<String, Vec<Package>> = BTreeMap::new();
+/// The package graph as cargo resolves it for this build, with each registry package's `Cargo.lock` checksum.
+struct Graph {
+    packages: BTreeMap<String, Package>,
+    checksums: BTreeMap<(String, String, String), String>,
+}
+
+impl Graph {
+    fn load() -> Self {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut features: Vec<String> = std::env::vars()
+            .filter_map(|(k, _)| {
+                k.strip_prefix("CARGO_FEATURE_")
+                    .map(|f| f.to_lowercase().replace('_', "-"))
+            })
+            .filter(|f| f != "default")
+            .collect();
+        features.sort();
+        let mut command = std::process::Command::new(cargo);
+        command.args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--filter-platform",
+        ]);
+        command.arg(env_var("TARGET"));
+        command
+            .arg("--manifest-path")
+            .arg(Path::new(&env_var("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+        if !features.is_empty() {
+            command.arg("--features").arg(features.join(","));
+        }
+        let output = command.output().expect("run cargo metadata");
+        assert!(
+            output.status.success(),
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let meta: Value =
+            serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
+        let workspace_root =
+            PathBuf::from(meta["workspace_root"].as_str().expect("workspace_root"));
+        let own_dir = workspace_root.join("crates");
+        let members: BTreeSet<&str> = strings(&meta["workspace_members"]).into_iter().collect();
+        let mut nodes: BTreeMap<&str, &Value> = BTreeMap::new();
+        for node in meta["resolve"]["nodes"].as_array().expect("resolve.nodes") {
+            nodes.insert(node["id"].as_str().expect("node id"), node);
+        }
+        let mut packages = BTreeMap::new();
+        for p in meta["packages"].as_array().expect("packages") {
+            let id = p["id"].as_str().expect("package id");
+            let Some(node) = nodes.get(id) else { continue };
+            let manifest = PathBuf::from(p["manifest_path"].as_str().expect("manifest_path"));
+            let source = p["source"].as_str().unwrap_or_default().to_string();
+            let dir = manifest
+                .parent()
+                .expect("a manifest has a folder")
+                .to_path_buf();
+            let lib_name = p["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|t| {
+                    strings(&t["kind"])
+                        .iter()
+                        .any(|k| k.ends_with("lib") || *k == "proc-macro")
+                })
+                .and_then(|t| t["name"].as_str())
+                .unwrap_or_default()
+                .replace('-', "_");
+            let deps = node["deps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|d| {
+                    d["dep_kinds"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|k| k["kind"].is_null() || k["kind"] == "build")
+                })
+                .map(|d| d["pkg"].as_str().expect("dep pkg").to_string())
+                .collect();
+            let mut features = strings(&node["features"]);
+            features.sort();
+            packages.insert(
+                id.to_string(),
+                Package {
+                    name: p["name"].as_str().expect("name").to_string(),
+                    version: p["version"].as_str().expect("version").to_string(),
+                    own: members.contains(id) && dir.starts_with(&own_dir),
+                    path: source.is_empty().then_some(dir),
+                    source,
+                    lib_name,
+                    features: features.into_iter().map(String::from).collect(),
+                    deps,
+                },
+            );
+        }
+        let checksums = lock_checksums(
+            &std::fs::read_to_string(workspace_root.join("Cargo.lock")).unwrap_or_default(),
+        );
+        Self {
+            packages,
+            checksums,
+        }
+    }
+
+    fn id_of(&self, name: &str) -> &str {
+        self.packages
+            .iter()
+            .find(|(_, p)| p.name == name && p.path.is_some())
+            .map(|(id, _)| id.as_str())
+            .unwrap_or_else(|| panic!("no package {name} in the workspace"))
+    }
+
+    fn direct_dependencies(&self, id: &str) -> Vec<String> {
+        self.packages[id].deps.clone()
+    }
+
+    /// `id` and every package it reaches, sorted by id.
+    fn closure(&self, id: &str) -> Vec<String> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![id.to_string()];
+        while let Some(next) = todo.pop() {
+            if seen.insert(next.clone()) {
+                todo.extend(self.packages[&next].deps.iter().cloned());
+            }
+        }
+        seen.into_iter().collect()
+    }
+
+    /// One line naming what a package contributes (the project's own crates contribute their compiled files
+    /// separately).
+    fn describe(&self, id: &str) -> String {
+        let p = &self.packages[id];
+        let origin = match &p.path {
+            Some(_) if p.own => "own".to_string(),
+            Some(dir) => format!("path sha256:{}", folder_digest(dir)),
+            None => {
+                let checksum = self
+                    .checksums
+                    .get(&(p.name.clone(), p.version.clone(), p.source.clone()))
+                    .map_or("", String::as_str);
+                format!("{} {checksum}", p.source)
+            }
+        };
+        format!(
+            "{} {} {origin} features [{}]",
+            p.name,
+            p.version,
+            p.features.join(",")
+        )
+    }
+}
+
+/// `Cargo.lock`'s checksums by (name, version, source).
+fn lock_checksums(text: &str) -> BTreeMap<(String, String, String), String> {
+    let mut out = BTreeMap::new();
     for block in text.split("[[package]]").skip(1) {
         let field = |key: &str| {
             block
@@ -347,36 +323,73 @@ fn parse_lock(text: &str) -> BTreeMap<String, Vec<Package>> {
                 .map(|v| v.trim().trim_matches('"').to_string())
                 .unwrap_or_default()
         };
-        let dependencies = block
-            .split_once("dependencies = [")
-            .map(|(_, rest)| rest.split(']').next().unwrap_or_default())
-            .unwrap_or_default()
-            .lines()
-            .map(|l| l.trim().trim_end_matches(',').trim_matches('"').to_string())
-            .filter(|l| !l.is_empty())
-            .collect();
-        let package = Package {
-            name: field("name "),
-            version: field("version "),
-            source: field("source "),
-            checksum: field("checksum "),
-            dependencies,
-        };
-        out.entry(package.name.clone()).or_default().push(package);
+        out.insert(
+            (field("name "), field("version "), field("source ")),
+            field("checksum "),
+        );
     }
     out
 }
 
-/// The non-empty, non-comment lines of a TOML table, trimmed.
-fn table_lines(manifest: &str, header: &str) -> Vec<String> {
-    let mut in_table = false;
-    let mut out = Vec::new();
-    for line in manifest.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_table = line == header;
-        } else if in_table && !line.is_empty() && !line.starts_with('#') {
-            out.push(line.to_string());
+/// SHA-256 over every file in `dir` (not `target/` nor hidden entries): path and content, in path order.
+fn folder_digest(dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut files = Vec::new();
+    collect_files(dir, dir, &mut files);
+    files.sort();
+    let mut hasher = Sha256::new();
+    for (rel, path) in files {
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        hasher.update(format!("{rel}\0{}\0", bytes.len()).as_bytes());
+        hasher.update(&bytes);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn collect_files(base: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()));
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.starts_with('.') || (dir == base && name == "target") {
+            continue;
+        }
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => collect_files(base, &path, out),
+            Ok(t) if t.is_file() => {
+                let rel = path
+                    .strip_prefix(base)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((rel, path));
+            }
+            _ => {}
         }
     }
-    out
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+fn env_var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("cargo sets {name}"))
+}
+
+/// Writes `text` unless the file already holds it, so an unchanged fingerprint does not rebuild this crate.
+fn write_if_changed(path: &Path, text: &str) {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
+        return;
+    }
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }

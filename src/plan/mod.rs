@@ -43,22 +43,104 @@ pub mod stage_key;
 pub use keys::{EvalKey, StageConfig, TrainKey};
 pub use stage_key::{StageKey, short};
 
-/// The fingerprints build.rs computes: each kind's code ([`KindCode`]) and `REPORT` (the code reports are rendered
-/// by).
+/// Each stage kind's code fingerprint and `REPORT`'s (the code reports are rendered by): build.rs writes what cargo
+/// resolved and how the compiler was configured, `mgat-fingerprint`'s macros what rustc read to compile each of the
+/// project's crates; a kind's fingerprint is the SHA-256 of both for the packages in its closure.
 pub mod fingerprints {
+    use std::sync::OnceLock;
+
+    /// Per crate (or module tree): its files with their digests, and the environment variables it read.
+    pub type Compiled = &'static [(
+        &'static str,
+        &'static [(&'static str, &'static str)],
+        &'static [&'static str],
+    )];
+
+    /// What build.rs resolved for one kind.
+    pub struct KindBuild {
+        pub kind: &'static str,
+        /// The project's crates in its closure, by package name and by crate name.
+        pub crates: &'static [&'static str],
+        pub libs: &'static [&'static str],
+        /// One line per package in its closure: name, version, origin (checksum, commit or content digest) and
+        /// resolved features.
+        pub packages: &'static [&'static str],
+    }
+
+    include!(concat!(env!("OUT_DIR"), "/fingerprints.rs"));
+
     /// One stage kind's code fingerprint and what it covers.
     #[derive(Debug)]
     pub struct KindCode {
         pub kind: &'static str,
-        pub fingerprint: &'static str,
-        /// The workspace crates in the kind's dependency closure.
+        pub fingerprint: String,
+        /// The project's crates in the kind's dependency closure.
         pub crates: &'static [&'static str],
-        /// Their source files (repo-relative) whose token streams are in the fingerprint.
-        pub files: &'static [&'static str],
-        /// `name version source checksum` of every external crate in the closure.
-        pub external: &'static [&'static str],
+        /// The files rustc read to compile them (repo-relative, or `$OUT_DIR/…` for build-script output).
+        pub files: Vec<&'static str>,
+        /// Every other package in the closure, as build.rs describes it.
+        pub external: Vec<&'static str>,
     }
-    include!(concat!(env!("OUT_DIR"), "/fingerprints.rs"));
+
+    /// Every kind's code, computed once.
+    pub fn kinds() -> &'static [KindCode] {
+        static KIND_CODES: OnceLock<Vec<KindCode>> = OnceLock::new();
+        KIND_CODES.get_or_init(|| KINDS.iter().map(kind_code).collect())
+    }
+
+    fn kind_code(build: &KindBuild) -> KindCode {
+        let mut text = format!("kind {}\n{BUILD}", build.kind);
+        let mut files = Vec::new();
+        for line in build.packages {
+            text += &format!("package {line}\n");
+        }
+        for lib in build.libs {
+            let (_, sources, env) = COMPILED
+                .iter()
+                .find(|(name, _, _)| name == lib)
+                .expect("build.rs asks the macro for every crate of every closure");
+            text += &compiled_text(lib, sources, env);
+            files.extend(sources.iter().map(|(file, _)| *file));
+        }
+        KindCode {
+            kind: build.kind,
+            fingerprint: mgat_util::digest::sha256_bytes(text.as_bytes()),
+            crates: build.crates,
+            files,
+            external: build
+                .packages
+                .iter()
+                .copied()
+                .filter(|l| !l.contains(" own "))
+                .collect(),
+        }
+    }
+
+    fn compiled_text(name: &str, sources: &[(&str, &str)], env: &[&str]) -> String {
+        let mut text = format!("crate {name}\n");
+        for (file, digest) in sources {
+            text += &format!("file {file} {digest}\n");
+        }
+        for var in env {
+            text += &format!("env {var}\n");
+        }
+        text
+    }
+
+    /// The fingerprint of the code reports are rendered by.
+    pub fn report() -> &'static str {
+        static REPORT: OnceLock<String> = OnceLock::new();
+        REPORT.get_or_init(|| {
+            let mut text = format!("report\n{BUILD}");
+            for line in REPORT_PACKAGES {
+                text += &format!("package {line}\n");
+            }
+            for (root, sources, env) in REPORT_SOURCES {
+                text += &compiled_text(root, sources, env);
+            }
+            mgat_util::digest::sha256_bytes(text.as_bytes())
+        })
+    }
 }
 pub use fingerprints::KindCode;
 
@@ -96,14 +178,14 @@ impl StageKind {
     /// The code in this kind's keys: its compute crates' token streams, manifests and locked dependencies, the
     /// compiler, the target and the features (build.rs).
     pub fn code(self) -> &'static KindCode {
-        fingerprints::KINDS
+        fingerprints::kinds()
             .iter()
             .find(|c| c.kind == self.name())
             .expect("build.rs fingerprints every stage kind")
     }
 
     pub fn fingerprint(self) -> &'static str {
-        self.code().fingerprint
+        &self.code().fingerprint
     }
 
     /// The file that holds what an entry of this kind computed (the index, the weights, the metrics), whose digest

@@ -179,7 +179,7 @@ pub fn write_spec_report(
     let keys = report_keys.to_json();
     let inputs = sha256_bytes(
         [
-            fingerprints::REPORT.as_bytes(),
+            fingerprints::report().as_bytes(),
             b"\0",
             spec.source().as_bytes(),
             b"\0",
