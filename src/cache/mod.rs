@@ -17,8 +17,8 @@ pub use layout::CacheBucket;
 use crate::data::hash::{FileDigest, StatedTree, hash_tree, hash_tree_known};
 use crate::plan::{KeyInputs, StageKey, StageKind};
 use crate::provenance::GitState;
-use crate::stages::Summary;
 use ledger::Ledger;
+use mgat_stage::Summary;
 use mgat_util::digest::labelled;
 use mgat_util::fsio::{self, IoError};
 use serde::{Deserialize, Serialize};
@@ -590,7 +590,7 @@ mod tests {
                 dirty: false,
             },
             mgat_version: "0".into(),
-            summary: Summary::Index(IndexSummary::default()),
+            summary: Summary::of::<mgat_data::stage::Index>(&IndexSummary::default()).unwrap(),
             checksum: String::new(),
         }
     }

@@ -7,7 +7,6 @@ use crate::cache::Cache;
 use crate::plan::{Plan, StageKey, StageKind};
 use crate::spec::layout::METRICS;
 use crate::spec::{Spec, format_value, get_path, group_name};
-use crate::stages::Summary;
 use mgat_eval::metrics::{MetricsFile, REPORTED_RANKS};
 use mgat_eval::stage::METRICS_FILE;
 use mgat_util::fsio::IoError;
@@ -143,7 +142,7 @@ impl Results {
                         message: e.to_string(),
                     }
                 })?;
-            let Summary::Train(summary) = &train_manifest.summary else {
+            let Some(summary) = train_manifest.summary.read::<mgat_train::stage::Train>() else {
                 return Err(ReportError::Cache {
                     path: cache.entry_dir(StageKind::Train, train_key),
                     message: "the manifest holds no train summary".into(),

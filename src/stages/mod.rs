@@ -1,218 +1,43 @@
-//! The stage kinds: what each computes from its inputs into its partial directory, behind one [`Stage`] trait. The
-//! executor handles keys, locking, caching and manifests; a stage only produces outputs and a summary, by calling
-//! into its compute crate (`mgat-synth`, `mgat-data`, `mgat-train`, `mgat-eval`), whose code is what its key's
-//! fingerprint covers. Adding a kind is one impl here and one arm in [`run`] (and its [`StageConfig`] and
-//! [`Summary`] variants).
+//! The registry of stage kinds: each kind is one compute crate implementing [`mgat_stage::Stage`] in its `stage.rs`
+//! (`mgat_synth::stage::Synth`, `mgat_data::stage::Index`, `mgat_train::stage::Train`, `mgat_eval::stage::Eval`),
+//! whose code is what its keys' fingerprint covers. This module only hands a stage its typed key, the folders it
+//! reads (checked against `datasets.lock` and its key before and after it runs) and its placement; nothing here
+//! decides what a stage computes. Adding a kind is its crate and one arm in [`run`].
 
 use crate::data::LockError;
 use crate::data::LockFile;
 use crate::data::hash::{HashError, hash_tree};
 use crate::plan::{Placement, Stage as PlannedStage, StageConfig, StageKind};
 use indicatif::ProgressBar;
-use mgat_data::DatasetIndex;
-use mgat_data::index::{INDEX_FILE, IndexError};
-use mgat_eval::config::EvalKey;
-use mgat_model::config::Precision;
-use mgat_model::params::{ModelError, device};
-use mgat_synth::{SynthError, SynthParams};
-use mgat_train::key::TrainKey;
+pub use mgat_stage::Summary;
+use mgat_stage::{Failure, Inputs, Stage};
 use mgat_util::fsio::IoError;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// Each kind's figures for listings and reports, as its manifest records them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Summary {
-    Synth(mgat_synth::SynthSummary),
-    Index(mgat_data::index::IndexSummary),
-    Train(mgat_train::TrainSummary),
-    Eval(mgat_eval::metrics::EvalSummary),
-}
-
-/// What a stage reads besides its key: the dataset (checked against `datasets.lock`), its index for train and
-/// eval, and the folders of the cache entries it consumes, by kind.
-pub struct Inputs {
-    pub root: PathBuf,
-    pub index: Option<DatasetIndex>,
-    pub entries: BTreeMap<StageKind, PathBuf>,
-}
-
-impl Inputs {
-    fn entry(&self, kind: StageKind) -> Result<&Path, StageError> {
-        self.entries
-            .get(&kind)
-            .map(PathBuf::as_path)
-            .ok_or_else(|| StageError::Plan(format!("no {} entry among the inputs", kind.name())))
-    }
-
-    fn index(&self) -> Result<&DatasetIndex, StageError> {
-        self.index
-            .as_ref()
-            .ok_or_else(|| StageError::Plan("no index among the inputs".into()))
-    }
-}
-
-/// One stage kind: its typed key configuration, its typed summary, and how it computes.
-pub trait Stage {
-    type Config;
-    type Summary: Into<Summary>;
-    /// Computes the outputs into `out`; the device it ran on and its summary.
-    fn run(
-        config: &Self::Config,
-        inputs: &Inputs,
-        placement: &Placement,
-        out: &Path,
-        bar: &ProgressBar,
-    ) -> Result<(String, Self::Summary), StageError>;
-}
-
-pub struct Synth;
-pub struct Index;
-pub struct Train;
-pub struct Eval;
-
-impl Stage for Synth {
-    type Config = SynthParams;
-    type Summary = mgat_synth::SynthSummary;
-    fn run(
-        params: &SynthParams,
-        _: &Inputs,
-        _: &Placement,
-        out: &Path,
-        bar: &ProgressBar,
-    ) -> Result<(String, Self::Summary), StageError> {
-        let images = mgat_synth::image_count(params, &Default::default());
-        bar.set_length(images as u64);
-        bar.set_message(format!("generating {images} images"));
-        let summary =
-            mgat_synth::generate(params, &out.join(mgat_synth::DATA_DIR), &|| bar.inc(1))?;
-        Ok(("cpu".into(), summary))
-    }
-}
-
-impl Stage for Index {
-    type Config = mgat_data::Format;
-    type Summary = mgat_data::index::IndexSummary;
-    fn run(
-        format: &mgat_data::Format,
-        inputs: &Inputs,
-        _: &Placement,
-        out: &Path,
-        bar: &ProgressBar,
-    ) -> Result<(String, Self::Summary), StageError> {
-        bar.set_message("indexing");
-        let summary = mgat_data::index::write_index(*format, &inputs.root, out)?;
-        Ok(("cpu".into(), summary))
-    }
-}
-
-impl Stage for Train {
-    type Config = TrainKey;
-    type Summary = mgat_train::TrainSummary;
-    fn run(
-        key: &TrainKey,
-        inputs: &Inputs,
-        placement: &Placement,
-        out: &Path,
-        bar: &ProgressBar,
-    ) -> Result<(String, Self::Summary), StageError> {
-        let (device, device_name) = device(&placement.device)?;
-        if key.train.precision == Precision::Bf16 && device.is_cpu() {
-            return Err(StageError::Setting(format!(
-                "train.precision: bf16 needs a CUDA device, and this stage runs on {device_name} \
-                 (set train.device to cuda, or train.precision to fp32)"
-            )));
-        }
-        let index = inputs.index()?;
-        let identities = key.train.batch_size / key.train.instances.max(1);
-        if identities as usize > index.num_train_pids {
-            return Err(StageError::Setting(format!(
-                "train.batch_size: {} / train.instances {} = {identities} identities per batch, but the training \
-                 set has {}: lower train.batch_size",
-                key.train.batch_size, key.train.instances, index.num_train_pids
-            )));
-        }
-        tracing::info!(
-            "training {:?} ({:?} head) on {device_name}",
-            key.model.backbone,
-            key.model.head
-        );
-        let log = mgat_train::train(
-            key,
-            placement.workers,
-            index,
-            &inputs.root,
-            out,
-            &device,
-            placement.pretrained.as_deref(),
-            &|done, total, epoch| {
-                bar.set_length(total);
-                bar.set_position(done);
-                if let Some(e) = epoch {
-                    bar.set_message(format!(
-                        "epoch {} loss {:.3} acc {:.2} {:.0} img/s",
-                        e.epoch, e.loss, e.accuracy, e.images_per_s
-                    ));
-                }
-            },
-        )?;
-        Ok((device_name, mgat_train::TrainSummary::of(&log)))
-    }
-}
-
-impl Stage for Eval {
-    type Config = EvalKey;
-    type Summary = mgat_eval::metrics::EvalSummary;
-    fn run(
-        key: &EvalKey,
-        inputs: &Inputs,
-        placement: &Placement,
-        out: &Path,
-        bar: &ProgressBar,
-    ) -> Result<(String, Self::Summary), StageError> {
-        let (device, device_name) = device(&placement.device)?;
-        let weights = inputs.entry(StageKind::Train)?.join(mgat_train::MODEL_FILE);
-        let eval_inputs = mgat_eval::stage::EvalInputs {
-            root: &inputs.root,
-            index: inputs.index()?,
-            weights: &weights,
-            device: &device,
-        };
-        let progress = mgat_eval::stage::EvalProgress {
-            on_length: &|n| bar.set_length(n),
-            on_images: &|n| bar.inc(n as u64),
-            on_phase: &|phase| bar.set_message(phase.to_string()),
-        };
-        let summary = mgat_eval::stage::evaluate(key, &eval_inputs, out, &progress)?;
-        Ok((device_name, summary))
-    }
-}
-
-/// Each kind's summary into the manifest's [`Summary`].
-macro_rules! summary_from {
-    ($($variant:ident($summary:ty)),* $(,)?) => {$(
-        impl From<$summary> for Summary {
-            fn from(s: $summary) -> Self {
-                Summary::$variant(s)
-            }
-        }
-    )*};
-}
-
-summary_from!(
-    Synth(mgat_synth::SynthSummary),
-    Index(mgat_data::index::IndexSummary),
-    Train(mgat_train::TrainSummary),
-    Eval(mgat_eval::metrics::EvalSummary),
-);
 
 /// A stage's result: where it computed and its summary for the manifest.
 #[derive(Debug, Clone)]
 pub struct Produced {
     pub device: String,
     pub summary: Summary,
+}
+
+/// A progress bar as a stage reports to it.
+struct Bar<'a>(&'a ProgressBar);
+
+impl mgat_stage::Progress for Bar<'_> {
+    fn set_length(&self, total: u64) {
+        self.0.set_length(total);
+    }
+    fn set_position(&self, done: u64) {
+        self.0.set_position(done);
+    }
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+    fn set_message(&self, message: String) {
+        self.0.set_message(message);
+    }
 }
 
 /// Computes `stage` into `out` with its kind's [`Stage`] impl (the registration of every kind); `placement` is the
@@ -227,26 +52,41 @@ pub fn run(
     out: &Path,
     bar: &ProgressBar,
 ) -> Result<Produced, StageError> {
+    let placement = mgat_stage::Placement {
+        device: placement.device.clone(),
+        workers: placement.workers,
+        pretrained: placement.pretrained.clone(),
+    };
+    let bar = Bar(bar);
     fn produced<S: Stage>(
-        r: Result<(String, S::Summary), StageError>,
+        key: &S::Key,
+        inputs: &Inputs,
+        placement: &mgat_stage::Placement,
+        out: &Path,
+        bar: &Bar,
     ) -> Result<Produced, StageError> {
-        r.map(|(device, summary)| Produced {
-            device,
-            summary: summary.into(),
+        let produced = S::run(key, inputs, placement, out, bar)?;
+        Ok(Produced {
+            device: produced.device,
+            summary: Summary::of::<S>(&produced.summary)?,
         })
     }
+    use mgat_data::stage::Index;
+    use mgat_eval::stage::Eval;
+    use mgat_synth::stage::Synth;
+    use mgat_train::stage::Train;
     match (stage.kind, config) {
         (StageKind::Synth, StageConfig::Synth(c)) => {
-            produced::<Synth>(Synth::run(c, inputs, placement, out, bar))
+            produced::<Synth>(c, inputs, &placement, out, &bar)
         }
         (StageKind::Index, StageConfig::Index { format }) => {
-            produced::<Index>(Index::run(format, inputs, placement, out, bar))
+            produced::<Index>(format, inputs, &placement, out, &bar)
         }
         (StageKind::Train, StageConfig::Train(c)) => on_compute_pool(threads, || {
-            produced::<Train>(Train::run(c, inputs, placement, out, bar))
+            produced::<Train>(c, inputs, &placement, out, &bar)
         }),
         (StageKind::Eval, StageConfig::Eval(c)) => on_compute_pool(threads, || {
-            produced::<Eval>(Eval::run(c, inputs, placement, out, bar))
+            produced::<Eval>(c, inputs, &placement, out, &bar)
         }),
         _ => Err(StageError::Plan(format!(
             "{} has another kind's configuration",
@@ -256,9 +96,8 @@ pub fn run(
 }
 
 /// The inputs of `stage`: its dataset checked file by file against its `datasets.lock` entry (through the stat
-/// cache, so an unchanged tree costs one `stat` per file), the index for train and eval, and the entries it consumes
-/// (`entries`, by kind, already checked against their manifests), whose outputs must hash to the digests in its key
-/// (`upstream`).
+/// cache, so an unchanged tree costs one `stat` per file), and the entries it consumes (`entries`, by kind, already
+/// checked against their manifests), whose outputs must hash to the digests in its key (`upstream`).
 pub fn gather_inputs(
     stage: &PlannedStage,
     lock: &LockFile,
@@ -267,16 +106,19 @@ pub fn gather_inputs(
     upstream: &BTreeMap<StageKind, String>,
     bar: &ProgressBar,
 ) -> Result<Inputs, StageError> {
+    let entries: BTreeMap<&'static str, PathBuf> = entries
+        .into_iter()
+        .map(|(kind, dir)| (kind.name(), dir))
+        .collect();
     check_consumed(&entries, upstream)?;
-    let root = match entries.get(&StageKind::Synth) {
-        Some(dir) => dir.join(mgat_synth::DATA_DIR),
+    let root = match entries.get(StageKind::Synth.name()) {
+        Some(dir) => mgat_synth::stage::dataset_root(dir),
         None => lock.root(&stage.dataset)?.unwrap_or_default(),
     };
     if stage.kind == StageKind::Synth {
         // It writes the dataset; it reads none.
         return Ok(Inputs {
-            root,
-            index: None,
+            dataset_root: root,
             entries,
         });
     }
@@ -286,15 +128,8 @@ pub fn gather_inputs(
     let files = hash_tree(&root, Some(&stat_cache(&root)), &|| bar.inc(1))?;
     lock.check_tree(&stage.dataset, &root, &files)?;
     bar.set_position(0);
-    let index = match entries.get(&StageKind::Index) {
-        Some(dir) if matches!(stage.kind, StageKind::Train | StageKind::Eval) => {
-            Some(read_json(&dir.join(INDEX_FILE))?)
-        }
-        _ => None,
-    };
     Ok(Inputs {
-        root,
-        index,
+        dataset_root: root,
         entries,
     })
 }
@@ -313,19 +148,20 @@ pub fn recheck_inputs(
     if stage.kind == StageKind::Synth {
         return Ok(());
     }
-    let files = hash_tree(&inputs.root, Some(&stat_cache(&inputs.root)), &|| {})?;
-    lock.check_tree(&stage.dataset, &inputs.root, &files)
+    let root = &inputs.dataset_root;
+    let files = hash_tree(root, Some(&stat_cache(root)), &|| {})?;
+    lock.check_tree(&stage.dataset, root, &files)
         .map_err(|e| StageError::ChangedWhileRunning(Box::new(e)))
 }
 
 /// Each consumed output (index.json, model.safetensors) hashed in full against the digest in the stage's key, so
 /// that no result is computed from, or committed over, bytes other than the ones its key names.
 fn check_consumed(
-    entries: &BTreeMap<StageKind, PathBuf>,
+    entries: &BTreeMap<&'static str, PathBuf>,
     upstream: &BTreeMap<StageKind, String>,
 ) -> Result<(), StageError> {
     for (kind, expected) in upstream {
-        let (Some(dir), Some(file)) = (entries.get(kind), kind.consumed_output()) else {
+        let (Some(dir), Some(file)) = (entries.get(kind.name()), kind.consumed_output()) else {
             continue;
         };
         let path = dir.join(file);
@@ -342,32 +178,16 @@ fn check_consumed(
     Ok(())
 }
 
-/// A JSON output of a cache entry, typed; one that does not parse is damage the manifest check missed.
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, StageError> {
-    let bytes = mgat_util::fsio::read(path)?;
-    serde_json::from_slice(&bytes).map_err(|e| StageError::Plan(format!("{}: {e}", path.display())))
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
     #[error(transparent)]
-    Synth(#[from] SynthError),
+    Stage(#[from] Failure),
     #[error(transparent)]
     Lock(#[from] LockError),
-    #[error(transparent)]
-    Index(#[from] IndexError),
     #[error(transparent)]
     Hash(#[from] HashError),
     #[error(transparent)]
     Io(#[from] IoError),
-    #[error(transparent)]
-    Train(#[from] mgat_train::TrainError),
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    #[error(transparent)]
-    Eval(#[from] mgat_eval::stage::EvalError),
-    #[error("{0}")]
-    Setting(String),
     #[error("cannot start the stage's threads: {0}")]
     Threads(#[from] rayon::ThreadPoolBuildError),
     /// An internal inconsistency between the plan and the cache.
@@ -386,33 +206,12 @@ pub enum StageError {
 }
 
 impl StageError {
-    /// Whether the error is the user's input (dataset, lock) rather than a failure of the computation.
+    /// Whether the error is the user's input (dataset, lock, settings) rather than a failure of the computation: a
+    /// stage's own errors are classified where they are born, in its crate.
     pub fn is_bad_input(&self) -> bool {
-        let bad_model = |e: &ModelError| {
-            matches!(
-                e,
-                ModelError::Shape { .. }
-                    | ModelError::Missing { .. }
-                    | ModelError::ChangedWeights { .. }
-                    | ModelError::Checkpoint { .. }
-                    | ModelError::Misfit { .. }
-                    | ModelError::Device(..)
-            )
-        };
         match self {
-            // A dataset image that does not decode (corrupt, a decompression bomb, unreadable) is the dataset's
-            // fault: the lock pins its bytes, not that they are an image.
-            StageError::Lock(_)
-            | StageError::ChangedWhileRunning(_)
-            | StageError::Index(_)
-            | StageError::Setting(_)
-            | StageError::Train(mgat_train::TrainError::Image(_))
-            | StageError::Eval(mgat_eval::stage::EvalError::Extract(
-                mgat_eval::extract::ExtractError::Image(_),
-            )) => true,
-            StageError::Model(e)
-            | StageError::Train(mgat_train::TrainError::Model(e))
-            | StageError::Eval(mgat_eval::stage::EvalError::Model(e)) => bad_model(e),
+            StageError::Stage(failure) => failure.bad_input,
+            StageError::Lock(_) | StageError::ChangedWhileRunning(_) => true,
             _ => false,
         }
     }
@@ -439,13 +238,13 @@ mod tests {
     #[test]
     fn a_consumed_output_must_hash_to_the_digest_in_the_key() {
         let dir = mgat_testutil::tempdir();
-        std::fs::write(dir.join(INDEX_FILE), b"{}").unwrap();
-        let entries = BTreeMap::from([(StageKind::Index, dir.to_path_buf())]);
+        std::fs::write(dir.join(mgat_data::index::INDEX_FILE), b"{}").unwrap();
+        let entries = BTreeMap::from([(StageKind::Index.name(), dir.to_path_buf())]);
         // By hand: SHA-256 of the two bytes `{}`.
         let good = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
         let upstream = BTreeMap::from([(StageKind::Index, good.to_string())]);
         check_consumed(&entries, &upstream).unwrap();
-        std::fs::write(dir.join(INDEX_FILE), b"[]").unwrap();
+        std::fs::write(dir.join(mgat_data::index::INDEX_FILE), b"[]").unwrap();
         let err = check_consumed(&entries, &upstream).unwrap_err();
         assert!(matches!(err, StageError::ConsumedChanged { .. }), "{err}");
         assert!(err.to_string().contains("nothing was committed"), "{err}");

@@ -4,5 +4,6 @@
 pub mod image;
 pub mod index;
 pub mod official;
+pub mod stage;
 
 pub use index::{DatasetIndex, Format};

@@ -1,4 +1,4 @@
-//! The eval stage's computation: rebuilds the trained network, extracts query and gallery features with the
+//! The eval stage kind: rebuilds the network a train entry trained, extracts query and gallery features with the
 //! backbone alone, scores them with the dataset's protocol and writes `metrics.json` and `cmc.csv`.
 
 use crate::config::EvalKey;
@@ -8,7 +8,8 @@ use candle_core::{DType, Device};
 use mgat_data::DatasetIndex;
 use mgat_data::index::Item;
 use mgat_model::Network;
-use mgat_model::params::{ModelError, Params};
+use mgat_model::params::{ModelError, Params, device};
+use mgat_stage::{Failure, Inputs, Placement, Produced, Progress, Stage};
 use mgat_util::fsio::IoError;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -28,6 +29,56 @@ pub enum EvalError {
     Scoring(#[from] ScoringError),
     #[error(transparent)]
     Io(#[from] IoError),
+}
+
+pub struct Eval;
+
+impl Stage for Eval {
+    const KIND: &'static str = "eval";
+    type Key = EvalKey;
+    type Summary = EvalSummary;
+
+    fn run(
+        key: &EvalKey,
+        inputs: &Inputs,
+        placement: &Placement,
+        out: &Path,
+        progress: &dyn Progress,
+    ) -> Result<Produced<EvalSummary>, Failure> {
+        let (device, device_name) = device(&placement.device).map_err(|e| classify(e.into()))?;
+        let index = mgat_data::stage::read_index(inputs.entry("index")?)?;
+        let weights = inputs.entry("train")?.join(mgat_model::MODEL_FILE);
+        let eval_inputs = EvalInputs {
+            root: &inputs.dataset_root,
+            index: &index,
+            weights: &weights,
+            device: &device,
+        };
+        let progress = EvalProgress {
+            on_length: &|n| progress.set_length(n),
+            on_images: &|n| progress.advance(n as u64),
+            on_phase: &|phase| progress.set_message(phase.to_string()),
+        };
+        let summary = evaluate(key, &eval_inputs, out, &progress).map_err(classify)?;
+        Ok(Produced {
+            device: device_name,
+            summary,
+        })
+    }
+}
+
+/// An image that does not decode is the dataset's fault; weights or a device that do not fit are the user's; the
+/// rest fails the computation.
+fn classify(error: EvalError) -> Failure {
+    let bad_input = match &error {
+        EvalError::Extract(ExtractError::Image(_)) => true,
+        EvalError::Model(e) => e.is_bad_input(),
+        _ => false,
+    };
+    Failure {
+        bad_input,
+        error: error.into(),
+    }
 }
 
 /// What an evaluation reads: the dataset's images under `root` and its index, the trained weights, the device.

@@ -2,6 +2,10 @@
 //! and the ID classifier. At test time features come from the backbone alone.
 
 pub mod checkpoint;
+
+/// The trained weights in a train entry: written by the train stage, read by the eval stage.
+pub const MODEL_FILE: &str = "model.safetensors";
+
 pub mod config;
 pub mod head;
 pub mod key;

@@ -45,6 +45,22 @@ pub enum ModelError {
     },
 }
 
+impl ModelError {
+    /// Whether the error is the user's input (a checkpoint that does not fit, a changed pretrained file, a device
+    /// name or a device that is not there) rather than a failure of the computation.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            ModelError::Shape { .. }
+                | ModelError::Missing { .. }
+                | ModelError::ChangedWeights { .. }
+                | ModelError::Checkpoint { .. }
+                | ModelError::Misfit { .. }
+                | ModelError::Device(..)
+        )
+    }
+}
+
 /// How a weight starts.
 #[derive(Debug, Clone, Copy)]
 pub enum Init {

@@ -5,6 +5,7 @@
 //! functions), so the same parameters give byte-identical files on any machine and thread count.
 
 pub mod layout;
+pub mod stage;
 
 /// The folder inside a synth entry that holds the dataset root.
 pub const DATA_DIR: &str = "data";

@@ -9,6 +9,7 @@ pub mod check;
 pub mod data;
 pub mod loss;
 pub mod optim;
+pub mod stage;
 
 use crate::key::TrainKey;
 use candle_core::{DType, Device, Tensor};
@@ -25,7 +26,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub const MODEL_FILE: &str = "model.safetensors";
+pub use mgat_model::MODEL_FILE;
 pub const LOG_FILE: &str = "train_log.csv";
 const CHECKPOINT: &str = "checkpoint.json";
 

@@ -1,0 +1,41 @@
+//! The index stage kind: reads a dataset's folder in its layout and writes `index.json`; and the typed reader of
+//! that file for the stages that consume it.
+
+use crate::index::{INDEX_FILE, IndexSummary};
+use crate::{DatasetIndex, Format};
+use mgat_stage::{Failure, Inputs, Placement, Produced, Progress, Stage};
+use std::path::Path;
+
+pub struct Index;
+
+impl Stage for Index {
+    const KIND: &'static str = "index";
+    type Key = Format;
+    type Summary = IndexSummary;
+
+    fn run(
+        format: &Format,
+        inputs: &Inputs,
+        _: &Placement,
+        out: &Path,
+        progress: &dyn Progress,
+    ) -> Result<Produced<IndexSummary>, Failure> {
+        progress.set_message("indexing".into());
+        // A dataset the layout does not describe is the user's to fix.
+        let summary = crate::index::write_index(*format, &inputs.dataset_root, out)
+            .map_err(Failure::bad_input)?;
+        Ok(Produced {
+            device: "cpu".into(),
+            summary,
+        })
+    }
+}
+
+/// The index an index entry holds (at `entry`), for the stages that consume it. One that does not parse is damage
+/// the manifest check missed: a failure, not the user's input.
+pub fn read_index(entry: &Path) -> Result<DatasetIndex, Failure> {
+    let path = entry.join(INDEX_FILE);
+    let bytes = mgat_util::fsio::read(&path).map_err(Failure::computation)?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Failure::computation(format!("{}: {e}", path.display())))
+}
