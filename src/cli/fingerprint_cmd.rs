@@ -12,6 +12,9 @@ pub struct FingerprintArgs {
     /// `{"<kind>": {"fingerprint": "<hex>", "crates": […], "files": […]}, …}` instead of a listing.
     #[arg(long)]
     json: bool,
+    /// This CPU's floating-point class (in train and eval keys) alone.
+    #[arg(long, conflicts_with = "json")]
+    cpu_class: bool,
 }
 
 pub fn fingerprint(args: FingerprintArgs) -> Result<ExitCode> {
@@ -27,6 +30,10 @@ pub fn fingerprint(args: FingerprintArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&Value::Object(kinds))?);
         return Ok(ExitCode::SUCCESS);
     }
+    if args.cpu_class {
+        println!("{}", mgat_model::numerics::cpu_class());
+        return Ok(ExitCode::SUCCESS);
+    }
     for kind in StageKind::ALL {
         let code = kind.code();
         println!(
@@ -39,5 +46,9 @@ pub fn fingerprint(args: FingerprintArgs) -> Result<ExitCode> {
         );
         println!("       {}", code.crates.join(" "));
     }
+    println!(
+        "train and eval keys also hold this CPU's floating-point class: {}",
+        mgat_model::numerics::cpu_class()
+    );
     Ok(ExitCode::SUCCESS)
 }

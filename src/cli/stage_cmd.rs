@@ -33,9 +33,11 @@ pub fn stage(ctx: &Context, args: StageArgs) -> Result<ExitCode> {
         .position(|st| st.kind == args.kind && st.id == args.id)
         .ok_or_else(|| {
             UsageError(format!(
-                "no {} stage with id {} in these specs: the specs, datasets.lock or mgat changed since it was planned",
+                "no {} stage with id {} in these specs: the specs, datasets.lock or mgat changed since it was planned, \
+                 or this machine's CPU computes floats differently from the one that planned it (its class here: {})",
                 args.kind.name(),
-                args.id
+                args.id,
+                mgat_model::numerics::cpu_class()
             ))
         })?;
     let env = StageEnv {

@@ -10,6 +10,7 @@
 //! | the dataset's `datasets.lock` digest | | ✓ | ✓ | ✓ |
 //! | the digest of each upstream output it consumes | | | `index.json` | `index.json`, `model.safetensors` |
 //! | its kind's code fingerprint ([`StageKind::code`]) | `mgat-synth` closure | `mgat-data` closure | `mgat-train` closure | `mgat-eval` closure |
+//! | the CPU's floating-point class ([`StageKind::numerics`]) | | | ✓ | ✓ |
 //! | the spec's `version` salt | ✓ | ✓ | ✓ | ✓ |
 //!
 //! Upstream outputs are in by content, not by their stage's key (early cutoff, as Bazel and DVC do): an upstream stage
@@ -34,7 +35,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Bump when the meaning of a key's inputs changes: every key changes with it.
-pub const KEY_SCHEMA: u32 = 3;
+pub const KEY_SCHEMA: u32 = 4;
 
 pub mod keys;
 pub mod reasons;
@@ -127,11 +128,19 @@ pub mod fingerprints {
         text
     }
 
-    /// The fingerprint of the code reports are rendered by.
+    /// The fingerprint of the code reports are rendered by: `src/report/` and `src/spec/`, the packages they draw
+    /// and write with, and the train and eval kinds' code, whose typed readers read the logs and metrics.
     pub fn report() -> &'static str {
         static REPORT: OnceLock<String> = OnceLock::new();
         REPORT.get_or_init(|| {
             let mut text = format!("report\n{BUILD}");
+            for kind in ["train", "eval"] {
+                let code = kinds()
+                    .iter()
+                    .find(|c| c.kind == kind)
+                    .expect("build.rs fingerprints every stage kind");
+                text += &format!("reads through {kind} {}\n", code.fingerprint);
+            }
             for line in REPORT_PACKAGES {
                 text += &format!("package {line}\n");
             }
@@ -184,6 +193,13 @@ impl StageKind {
             .expect("build.rs fingerprints every stage kind")
     }
 
+    /// This CPU's floating-point class for the kinds whose results depend on it: train and eval multiply floats
+    /// through gemm, whose kernel and blocking depend on the CPU; synth uses exact arithmetic only and index none.
+    pub fn numerics(self) -> Option<String> {
+        matches!(self, StageKind::Train | StageKind::Eval)
+            .then(|| mgat_model::numerics::cpu_class().to_string())
+    }
+
     pub fn fingerprint(self) -> &'static str {
         &self.code().fingerprint
     }
@@ -217,6 +233,10 @@ pub struct KeyInputs {
     pub upstream: BTreeMap<StageKind, String>,
     pub lock_digest: Option<String>,
     pub fingerprint: String,
+    /// The floating-point class of the CPU it computes on ([`mgat_model::numerics::cpu_class`]), for the kinds whose
+    /// results depend on it (train and eval).
+    #[serde(default)]
+    pub numerics: Option<String>,
     pub version: Option<String>,
 }
 
@@ -233,6 +253,7 @@ impl KeyInputs {
             upstream: BTreeMap::new(),
             lock_digest: None,
             fingerprint: kind.fingerprint().into(),
+            numerics: kind.numerics(),
             version: None,
         }
     }
@@ -422,6 +443,7 @@ impl Plan {
                 upstream: BTreeMap::new(),
                 lock_digest,
                 fingerprint: kind.fingerprint().to_string(),
+                numerics: kind.numerics(),
                 version: spec.version.clone(),
             };
             let recipe = KeyInputs {

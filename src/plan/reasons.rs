@@ -13,6 +13,11 @@ pub enum KeyChange {
     Schema { from: u32, to: u32 },
     /// The code of this kind (its compute crates, their dependencies, the compiler or the features) changed.
     Code { kind: StageKind },
+    /// The CPU's floating-point class changed (another CPU computes other bits).
+    Numerics {
+        from: Option<String>,
+        to: Option<String>,
+    },
     /// The spec's `version` salt changed.
     Salt {
         from: Option<String>,
@@ -41,6 +46,9 @@ impl fmt::Display for KeyChange {
         match self {
             KeyChange::Schema { from, to } => write!(f, "key schema {from} → {to}"),
             KeyChange::Code { kind } => write!(f, "code of kind {} changed", kind.name()),
+            KeyChange::Numerics { from, to } => {
+                write!(f, "CPU floating-point class {} → {}", show(from), show(to))
+            }
             KeyChange::Salt { from, to } => write!(f, "version salt {} → {}", show(from), show(to)),
             KeyChange::Dataset { from, to } => {
                 write!(f, "dataset digest {} → {}", show(from), show(to))
@@ -70,6 +78,12 @@ pub fn key_changes(old: &KeyInputs, new: &KeyInputs, pending: &[StageKind]) -> V
     }
     if old.fingerprint != new.fingerprint {
         out.push(KeyChange::Code { kind: new.kind });
+    }
+    if old.numerics != new.numerics {
+        out.push(KeyChange::Numerics {
+            from: old.numerics.clone(),
+            to: new.numerics.clone(),
+        });
     }
     if old.version != new.version {
         out.push(KeyChange::Salt {
@@ -150,6 +164,7 @@ mod tests {
             upstream: BTreeMap::from([(StageKind::Index, index_digest.into())]),
             lock_digest: Some("sha256:1".into()),
             fingerprint: fingerprint.into(),
+            numerics: Some("cpu-a".into()),
             version: None,
         }
     }
@@ -183,5 +198,17 @@ mod tests {
             ]
         );
         assert!(key_changes(&inputs(0.1, "x", "a"), &inputs(0.1, "x", "a"), &[]).is_empty());
+        let other_cpu = KeyInputs {
+            numerics: Some("cpu-b".into()),
+            ..inputs(0.1, "x", "a")
+        };
+        assert_eq!(
+            key_changes(&inputs(0.1, "x", "a"), &other_cpu, &[])
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["CPU floating-point class cpu-a → cpu-b"]
+        );
+        assert_ne!(inputs(0.1, "x", "a").key(), other_cpu.key());
     }
 }

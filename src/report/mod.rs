@@ -13,11 +13,11 @@ pub mod stats;
 pub mod summary;
 
 use crate::cache::{Cache, CacheError};
+use crate::plan::StageKey;
 use crate::plan::{Plan, StageKind, fingerprints};
 use crate::spec::Spec;
 use figures::{Band, Figure, Line, Panel, curve_lines, sweep_panels, write_figure};
-use mgat_eval::stage::CMC_FILE;
-use mgat_train::{LOG_FILE, LogColumn};
+use mgat_train::EpochLog;
 use mgat_util::digest::{sha256_bytes, sha256_file};
 use mgat_util::fsio::IoError;
 use polars::prelude::*;
@@ -25,7 +25,6 @@ use results::{RESULTS_FILE, Results};
 use serde::{Deserialize, Serialize};
 use stats::{ci95_half_width, mean, sample_std};
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use summary::{Pivot, group_stats, short_name};
 
@@ -382,10 +381,7 @@ fn write_figures(
         )?);
     }
     let cmc = per_group(results, |r| {
-        read_column(
-            &cache.entry_dir(StageKind::Eval, &r.eval_key).join(CMC_FILE),
-            "cmc",
-        )
+        mgat_eval::stage::read_cmc(&cache.entry_dir(StageKind::Eval, &r.eval_key)).ok()
     });
     if !cmc.is_empty() {
         let panel = Panel {
@@ -400,17 +396,20 @@ fn write_figures(
         let title = format!("{}: CMC curves, mean over seeds", spec.name);
         files.push(write_figure(&dir.join("cmc"), &title, &[panel])?);
     }
-    let log = |column: LogColumn| {
-        per_group(results, move |r| {
-            read_column(
-                &cache
-                    .entry_dir(StageKind::Train, &r.train_key)
-                    .join(LOG_FILE),
-                column.name(),
-            )
+    // Each train entry's log, read once through the train crate.
+    let logs: BTreeMap<&StageKey, Vec<EpochLog>> = results
+        .rows
+        .iter()
+        .filter_map(|r| {
+            let entry = cache.entry_dir(StageKind::Train, &r.train_key);
+            Some((&r.train_key, mgat_train::stage::read_log(&entry).ok()?))
         })
-    };
-    let (loss, accuracy) = (log(LogColumn::Loss), log(LogColumn::Accuracy));
+        .collect();
+    let column = |r: &results::ResultRow,
+                  value: fn(&EpochLog) -> Option<f64>|
+     -> Option<Vec<f64>> { logs.get(&r.train_key)?.iter().map(value).collect() };
+    let log = |value: fn(&EpochLog) -> Option<f64>| per_group(results, |r| column(r, value));
+    let (loss, accuracy) = (log(|e| Some(e.loss)), log(|e| Some(e.accuracy)));
     if !loss.is_empty() {
         let panels = [
             epoch_panel(
@@ -428,13 +427,7 @@ fn write_figures(
         files.push(write_figure(&dir.join("training"), &title, &panels)?);
     }
     let offdiag_last = per_row(results, |r| {
-        read_column(
-            &cache
-                .entry_dir(StageKind::Train, &r.train_key)
-                .join(LOG_FILE),
-            LogColumn::OffdiagAttention.name(),
-        )
-        .and_then(|c| c.last().copied())
+        column(r, |e| e.offdiag_attention).and_then(|c| c.last().copied())
     });
     if let Some(panels) = mixing_panels(results, &offdiag_last) {
         let title = format!(
@@ -443,11 +436,11 @@ fn write_figures(
         );
         files.push(write_figure(&dir.join("mixing"), &title, &panels)?);
     }
-    let length = log(LogColumn::FeatureNorm);
+    let length = log(|e| Some(e.feature_norm));
     // The baseline has no attention: every panel keeps the length panel's lines (and so their colours), empty
     // where a group has no such curve.
-    let aligned = |column: LogColumn| -> Vec<(String, Vec<Vec<f64>>)> {
-        let curves = log(column);
+    let aligned = |value: fn(&EpochLog) -> Option<f64>| -> Vec<(String, Vec<Vec<f64>>)> {
+        let curves = log(value);
         length
             .iter()
             .map(|(label, _)| {
@@ -460,13 +453,13 @@ fn write_figures(
             .collect()
     };
     let (refined, share, of) = (
-        aligned(LogColumn::RefinedNorm),
-        aligned(LogColumn::SameIdentityAttention),
-        aligned(LogColumn::OfLoss),
+        aligned(|e| Some(e.refined_norm)),
+        aligned(|e| e.same_identity_attention),
+        aligned(|e| Some(e.of_loss)),
     );
     let (offdiag, change) = (
-        aligned(LogColumn::OffdiagAttention),
-        aligned(LogColumn::GraphChange),
+        aligned(|e| e.offdiag_attention),
+        aligned(|e| Some(e.graph_change)),
     );
     if !length.is_empty() {
         let panels = [
@@ -616,19 +609,6 @@ fn per_group(
         }
     }
     folded
-}
-
-/// One numeric column of a small CSV in the cache, or `None` when the file is not there or not readable.
-fn read_column(path: &Path, column: &str) -> Option<Vec<f64>> {
-    let bytes = std::fs::read(path).ok()?;
-    let frame = CsvReadOptions::default()
-        .with_has_header(true)
-        .into_reader_with_file_handle(Cursor::new(bytes))
-        .finish()
-        .ok()?;
-    let values = frame.column(column).ok()?.cast(&DataType::Float64).ok()?;
-    let values = values.f64().ok()?;
-    values.iter().collect()
 }
 
 #[cfg(test)]

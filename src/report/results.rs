@@ -7,8 +7,7 @@ use crate::cache::Cache;
 use crate::plan::{Plan, StageKey, StageKind};
 use crate::spec::layout::METRICS;
 use crate::spec::{Spec, format_value, get_path, group_name};
-use mgat_eval::metrics::{MetricsFile, REPORTED_RANKS};
-use mgat_eval::stage::METRICS_FILE;
+use mgat_eval::metrics::REPORTED_RANKS;
 use mgat_util::fsio::IoError;
 use polars::prelude::*;
 use std::collections::HashMap;
@@ -132,16 +131,12 @@ impl Results {
                 missing.push(pc.cell.name.clone());
                 continue;
             };
-            let metrics_path = cache
-                .entry_dir(StageKind::Eval, eval_key)
-                .join(METRICS_FILE);
-            let metrics: MetricsFile =
-                serde_json::from_slice(&mgat_util::fsio::read(&metrics_path)?).map_err(|e| {
-                    ReportError::Cache {
-                        path: metrics_path.clone(),
-                        message: e.to_string(),
-                    }
-                })?;
+            let metrics =
+                mgat_eval::stage::read_metrics(&cache.entry_dir(StageKind::Eval, eval_key))
+                    .map_err(|e| ReportError::Cache {
+                        path: e.path,
+                        message: e.message,
+                    })?;
             let Some(summary) = train_manifest.summary.read::<mgat_train::stage::Train>() else {
                 return Err(ReportError::Cache {
                     path: cache.entry_dir(StageKind::Train, train_key),

@@ -9,7 +9,7 @@ use mgat_data::DatasetIndex;
 use mgat_data::index::Item;
 use mgat_model::Network;
 use mgat_model::params::{ModelError, Params, device};
-use mgat_stage::{Failure, Inputs, Placement, Produced, Progress, Stage};
+use mgat_stage::{Failure, Inputs, OutputError, Placement, Produced, Progress, Stage};
 use mgat_util::fsio::IoError;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -65,6 +65,38 @@ impl Stage for Eval {
             summary,
         })
     }
+}
+
+/// The metrics an eval entry (at `entry`) computed, read from its `metrics.json`.
+pub fn read_metrics(entry: &Path) -> Result<crate::metrics::MetricsFile, OutputError> {
+    let path = entry.join(METRICS_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| OutputError::new(&path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| OutputError::new(&path, e))
+}
+
+/// The CMC curve an eval entry computed, read from its `cmc.csv` (rank 1 first).
+pub fn read_cmc(entry: &Path) -> Result<Vec<f64>, OutputError> {
+    let path = entry.join(CMC_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| OutputError::new(&path, e))?;
+    let mut lines = text.lines();
+    if lines.next() != Some("rank,cmc") {
+        return Err(OutputError::new(&path, "the header is not `rank,cmc`"));
+    }
+    lines
+        .enumerate()
+        .map(|(i, line)| {
+            let value = line
+                .split_once(',')
+                .map(|(rank, v)| (rank.parse::<usize>(), v.parse::<f64>()));
+            match value {
+                Some((Ok(rank), Ok(v))) if rank == i + 1 => Ok(v),
+                _ => Err(OutputError::new(
+                    &path,
+                    format!("line {}: `{line}` is not `{},<value>`", i + 2, i + 1),
+                )),
+            }
+        })
+        .collect()
 }
 
 /// An image that does not decode is the dataset's fault; weights or a device that do not fit are the user's; the
@@ -143,4 +175,20 @@ pub fn evaluate(
     }
     mgat_util::fsio::write_atomic(&out.join(CMC_FILE), csv.as_bytes())?;
     Ok(metrics.summary())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cmc_curve_reads_back_rank_by_rank() {
+        let dir = mgat_testutil::tempdir();
+        std::fs::write(dir.join(CMC_FILE), "rank,cmc\n1,0.500000\n2,0.750000\n").unwrap();
+        assert_eq!(read_cmc(&dir).unwrap(), [0.5, 0.75]);
+        std::fs::write(dir.join(CMC_FILE), "rank,cmc\n1,0.5\n3,0.75\n").unwrap();
+        assert!(read_cmc(&dir).unwrap_err().to_string().contains("line 3"));
+        std::fs::remove_file(dir.join(CMC_FILE)).unwrap();
+        assert!(read_cmc(&dir).unwrap_err().to_string().contains(CMC_FILE));
+    }
 }

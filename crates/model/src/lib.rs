@@ -9,6 +9,7 @@ pub const MODEL_FILE: &str = "model.safetensors";
 pub mod config;
 pub mod head;
 pub mod key;
+pub mod numerics;
 pub mod ops;
 pub mod params;
 pub mod resnet;

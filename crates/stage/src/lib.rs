@@ -63,6 +63,31 @@ pub trait Progress: Sync {
     fn set_message(&self, message: String);
 }
 
+/// An output file of a cache entry that its kind's typed reader could not read: damage the manifest check missed,
+/// or a file written by other code.
+#[derive(Debug)]
+pub struct OutputError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl OutputError {
+    pub fn new(path: &Path, message: impl std::fmt::Display) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            message: message.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for OutputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.message)
+    }
+}
+
+impl std::error::Error for OutputError {}
+
 /// What a stage produced besides its files: the device it ran on and its summary.
 pub struct Produced<S> {
     pub device: String,

@@ -411,6 +411,67 @@ pub fn log_csv(log: &[EpochLog]) -> String {
     out
 }
 
+/// Parses `train_log.csv` as [`log_csv`] writes it: the header must name [`LogColumn::ALL`] in order.
+pub fn parse_log_csv(text: &str) -> Result<Vec<EpochLog>, String> {
+    let mut lines = text.lines();
+    let names: Vec<&str> = LogColumn::ALL.iter().map(|c| c.name()).collect();
+    let header = lines.next().unwrap_or_default();
+    if header != names.join(",") {
+        return Err(format!(
+            "the header is `{header}`, expected `{}`",
+            names.join(",")
+        ));
+    }
+    lines
+        .enumerate()
+        .map(|(i, line)| parse_log_row(line).map_err(|e| format!("line {}: {e}", i + 2)))
+        .collect()
+}
+
+fn parse_log_row(line: &str) -> Result<EpochLog, String> {
+    let fields: Vec<&str> = line.split(',').collect();
+    if fields.len() != LogColumn::ALL.len() {
+        return Err(format!(
+            "{} fields, expected {}",
+            fields.len(),
+            LogColumn::ALL.len()
+        ));
+    }
+    let field = |c: LogColumn| {
+        fields[LogColumn::ALL
+            .iter()
+            .position(|&x| x == c)
+            .unwrap_or_default()]
+    };
+    let number = |c: LogColumn| {
+        field(c)
+            .parse::<f64>()
+            .map_err(|_| format!("{} is `{}`, not a number", c.name(), field(c)))
+    };
+    let optional = |c: LogColumn| match field(c) {
+        "" => Ok(None),
+        _ => number(c).map(Some),
+    };
+    Ok(EpochLog {
+        epoch: field(LogColumn::Epoch)
+            .parse()
+            .map_err(|_| format!("epoch is `{}`, not a count", field(LogColumn::Epoch)))?,
+        lr: number(LogColumn::Lr)?,
+        loss: number(LogColumn::Loss)?,
+        id_loss: number(LogColumn::IdLoss)?,
+        of_loss: number(LogColumn::OfLoss)?,
+        triplet_loss: number(LogColumn::TripletLoss)?,
+        accuracy: number(LogColumn::Accuracy)?,
+        feature_norm: number(LogColumn::FeatureNorm)?,
+        refined_norm: number(LogColumn::RefinedNorm)?,
+        same_identity_attention: optional(LogColumn::SameIdentityAttention)?,
+        offdiag_attention: optional(LogColumn::OffdiagAttention)?,
+        graph_change: number(LogColumn::GraphChange)?,
+        images_per_s: number(LogColumn::ImagesPerS)?,
+        seconds: number(LogColumn::Seconds)?,
+    })
+}
+
 /// The columns of `train_log.csv`, in file order: the one contract between the trainer that writes it and
 /// everything that reads it (the report's figures, the benches).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -474,4 +535,35 @@ impl LogColumn {
 fn mean_row_norm(x: &Tensor) -> candle_core::Result<f64> {
     let norms = x.detach().sqr()?.sum_keepdim(1)?.sqrt()?.mean_all()?;
     Ok(f64::from(norms.to_dtype(DType::F32)?.to_scalar::<f32>()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_reads_back_what_it_wrote() {
+        let epoch = |epoch, offdiag: Option<f64>| EpochLog {
+            epoch,
+            lr: 3.5e-4,
+            loss: 1.25,
+            id_loss: 0.75,
+            of_loss: 0.125,
+            triplet_loss: 0.375,
+            accuracy: 0.5,
+            feature_norm: 6.5,
+            refined_norm: 6.25,
+            same_identity_attention: offdiag.map(|v| v / 2.0),
+            offdiag_attention: offdiag,
+            graph_change: 0.0625,
+            images_per_s: 1093.5,
+            seconds: 12.25,
+        };
+        let log = vec![epoch(1, None), epoch(2, Some(0.5))];
+        assert_eq!(parse_log_csv(&log_csv(&log)).unwrap(), log);
+        let renamed = log_csv(&log).replacen("feature_norm", "norm", 1);
+        assert!(parse_log_csv(&renamed).unwrap_err().contains("header"));
+        let short = log_csv(&log).replace(",12.25\n", "\n");
+        assert!(parse_log_csv(&short).unwrap_err().contains("line 2"));
+    }
 }

@@ -5,7 +5,7 @@ use crate::key::TrainKey;
 use crate::{TrainError, TrainSummary};
 use mgat_model::config::Precision;
 use mgat_model::params::device;
-use mgat_stage::{Failure, Inputs, Placement, Produced, Progress, Stage};
+use mgat_stage::{Failure, Inputs, OutputError, Placement, Produced, Progress, Stage};
 use std::path::Path;
 
 pub struct Train;
@@ -68,6 +68,13 @@ impl Stage for Train {
             summary: TrainSummary::of(&log),
         })
     }
+}
+
+/// The epochs a train entry (at `entry`) logged, read from its `train_log.csv`.
+pub fn read_log(entry: &Path) -> Result<Vec<crate::EpochLog>, OutputError> {
+    let path = entry.join(crate::LOG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| OutputError::new(&path, e))?;
+    crate::parse_log_csv(&text).map_err(|e| OutputError::new(&path, e))
 }
 
 /// An image that does not decode is the dataset's fault (the lock pins its bytes, not that they are an image); a

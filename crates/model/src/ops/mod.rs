@@ -10,6 +10,21 @@ mod norm;
 mod pool;
 
 pub use conv::Geometry;
+
+/// `dst` (m×n) = `lhs` (m×k) · `rhs` (k×n), all row-major: the product every kernel here is built on, for
+/// [`crate::numerics`].
+pub fn matmul_f32(m: usize, n: usize, k: usize, dst: &mut [f32], lhs: &[f32], rhs: &[f32]) {
+    gemm::matmul(
+        m,
+        n,
+        k,
+        dst,
+        n,
+        false,
+        gemm::Mat::rows(lhs, k),
+        gemm::Mat::rows(rhs, n),
+    );
+}
 pub use norm::EPS;
 
 use candle_core::backend::BackendStorage;
