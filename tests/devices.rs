@@ -103,7 +103,7 @@ fn bad_pools_are_refused_before_anything_runs() {
         &format!("name: t\n{TOY_BASE}seeds: [1]\n"),
     );
     for (devices, needle) in [
-        ("gpu0", "`gpu0`: expected cpu, cuda or cuda:N"),
+        ("gpu0", "`gpu0` is not a device"),
         ("cpu,cuda:x", "`cuda:x`"),
     ] {
         let run = p.mgat(&["run", "experiments/t.yaml", "--devices", devices]);

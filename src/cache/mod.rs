@@ -48,7 +48,7 @@ pub struct Manifest {
     pub finished: String,
     pub duration_s: f64,
     pub host: String,
-    pub device: String,
+    pub device: mgat_stage::DeviceChoice,
     /// The `--devices` slot (0-based position in the list) the stage held, when it ran on a pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_slot: Option<usize>,
@@ -583,7 +583,7 @@ mod tests {
             finished: String::new(),
             duration_s: 0.0,
             host: "h".into(),
-            device: "cpu".into(),
+            device: mgat_stage::DeviceChoice::Cpu,
             device_slot: None,
             git: GitState {
                 commit: None,

@@ -7,7 +7,8 @@ use crate::spec::config::{Backbone, Head, ModelConfig, Precision};
 use anyhow::Result;
 use candle_core::{DType, Device};
 use clap::{Args, Subcommand, ValueEnum};
-use mgat_model::params::device;
+use mgat_model::params::open_device;
+use mgat_stage::DeviceChoice;
 use mgat_train::check::{CheckBatch, Step, TensorDifference, compare, step};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -22,7 +23,7 @@ pub enum DeviceCommand {
 pub struct CheckArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
-    device: String,
+    device: DeviceChoice,
     #[arg(long, value_enum, default_value_t = BackboneArg::Resnet50)]
     backbone: BackboneArg,
     /// Channels of the backbone's first stage.
@@ -85,7 +86,7 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
         )
         .into());
     }
-    let (dev, name) = device(&args.device).map_err(|e| UsageError(e.to_string()))?;
+    let (dev, name) = open_device(args.device).map_err(|e| UsageError(e.to_string()))?;
     let precision = match args.precision {
         PrecisionArg::Fp32 => Precision::Fp32,
         PrecisionArg::Bf16 if dev.is_cpu() => {

@@ -12,9 +12,9 @@ use crate::plan::reasons::key_changes;
 use crate::plan::{KeyInputs, Plan, StageKey, StageKind};
 use crate::provenance::LazyGitState;
 use crate::spec::Spec;
-use crate::spec::config::normal_device;
 use anyhow::Result;
 use clap::Args;
+use mgat_stage::DeviceChoice;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,31 +43,34 @@ pub struct RunArgs {
     /// A pool of devices, e.g. cuda:0,cuda:1: up to one train or eval stage runs on each at once (cells with
     /// train.device auto take any), beside the CPU stages of --jobs. `cpu` may be listed, more than once.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
-    devices: Vec<String>,
+    devices: Vec<DeviceChoice>,
     #[command(flatten)]
     executor: ExecutorArgs,
 }
 
 /// `--devices` normalised (`cuda` → `cuda:0`): each `cpu` or `cuda:N`, a CUDA device at most once and only in a
 /// CUDA build.
-fn device_pool(devices: &[String]) -> Result<Vec<String>, UsageError> {
-    let mut pool: Vec<String> = Vec::new();
-    for d in devices {
-        let d = d.trim();
-        let normal = normal_device(d)
-            .filter(|n| n != "auto")
-            .ok_or_else(|| UsageError(format!("--devices: `{d}`: expected cpu, cuda or cuda:N")))?;
-        if normal != "cpu" && !cfg!(feature = "cuda") {
-            return Err(UsageError(format!(
-                "--devices: `{d}`: this mgat binary was built without CUDA (scripts/build-cuda.sh)"
-            )));
+fn device_pool(devices: &[DeviceChoice]) -> Result<Vec<DeviceChoice>, UsageError> {
+    let mut pool: Vec<DeviceChoice> = Vec::new();
+    for &d in devices {
+        match d {
+            DeviceChoice::Auto => {
+                return Err(UsageError(
+                    "--devices: `auto`: expected cpu, cuda or cuda:N".into(),
+                ));
+            }
+            DeviceChoice::Cuda(_) if !cfg!(feature = "cuda") => {
+                return Err(UsageError(format!(
+                    "--devices: `{d}`: this mgat binary was built without CUDA (scripts/build-cuda.sh)"
+                )));
+            }
+            DeviceChoice::Cuda(_) if pool.contains(&d) => {
+                return Err(UsageError(format!(
+                    "--devices: `{d}` is listed twice; one stage per GPU at a time"
+                )));
+            }
+            _ => pool.push(d),
         }
-        if normal != "cpu" && pool.contains(&normal) {
-            return Err(UsageError(format!(
-                "--devices: `{d}` is listed twice; one stage per GPU at a time"
-            )));
-        }
-        pool.push(normal);
     }
     Ok(pool)
 }

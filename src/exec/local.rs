@@ -20,9 +20,9 @@ use super::{Outcome, RunOptions, RunReport, log_outcome};
 use crate::cache::{CacheError, Manifest};
 use crate::plan::{KeyInputs, Placement, Stage, StageKey, StageKind};
 use crate::provenance::{LazyGitState, hostname, utc_timestamp};
-use crate::spec::config::normal_device;
 use crate::stages;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use mgat_stage::DeviceChoice;
 use std::collections::BTreeMap;
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
@@ -112,7 +112,7 @@ pub fn run(
                 on_jobs += usize::from(slot.is_none());
                 let tx = tx.clone();
                 let bar = progress.add(stage_bar(&env.plan.stages[s]));
-                let device = slot.map(|i| (i, pool.devices[i].clone()));
+                let device = slot.map(|i| (i, pool.devices[i]));
                 let job = Job {
                     s,
                     key: keys[&s].clone(),
@@ -275,7 +275,7 @@ fn next_launch(
             }
             Ok(None) if cpu_free => return Some((s, None)),
             Ok(Some(device)) => {
-                if let Some(slot) = pool.claim(&device) {
+                if let Some(slot) = pool.claim(device) {
                     return Some((s, Some(slot)));
                 }
             }
@@ -287,12 +287,12 @@ fn next_launch(
 
 /// The `--devices` slots and which are held.
 struct DevicePool {
-    devices: Vec<String>,
+    devices: Vec<DeviceChoice>,
     busy: Vec<bool>,
 }
 
 impl DevicePool {
-    fn new(devices: &[String]) -> Self {
+    fn new(devices: &[DeviceChoice]) -> Self {
         Self {
             devices: devices.to_vec(),
             busy: vec![false; devices.len()],
@@ -300,25 +300,28 @@ impl DevicePool {
     }
 
     /// The device a stage needs a slot of (`auto`: any); `None` when it runs within `--jobs`.
-    fn wants(&self, stage: &Stage) -> Result<Option<String>, String> {
+    fn wants(&self, stage: &Stage) -> Result<Option<DeviceChoice>, String> {
         if self.devices.is_empty() || !matches!(stage.kind, StageKind::Train | StageKind::Eval) {
             return Ok(None);
         }
-        let cell_device = &stage.placement.device;
-        let device = normal_device(cell_device).unwrap_or_else(|| cell_device.clone());
-        match device.as_str() {
-            d if d == "auto" || self.devices.iter().any(|x| x == d) => Ok(Some(d.into())),
-            "cpu" => Ok(None),
+        match stage.placement.device {
+            d if d == DeviceChoice::Auto || self.devices.contains(&d) => Ok(Some(d)),
+            DeviceChoice::Cpu => Ok(None),
             d => Err(format!(
                 "train.device {d} is not in --devices {}",
-                self.devices.join(",")
+                self.devices
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
             )),
         }
     }
 
-    fn claim(&mut self, device: &str) -> Option<usize> {
-        let slot = (0..self.devices.len())
-            .find(|&i| !self.busy[i] && (device == "auto" || self.devices[i] == device))?;
+    fn claim(&mut self, device: DeviceChoice) -> Option<usize> {
+        let slot = (0..self.devices.len()).find(|&i| {
+            !self.busy[i] && (device == DeviceChoice::Auto || self.devices[i] == device)
+        })?;
         self.busy[slot] = true;
         Some(slot)
     }
@@ -345,11 +348,11 @@ fn execute(
     job: &Job,
     bar: &ProgressBar,
     git: &LazyGitState,
-    device: Option<&(usize, String)>,
+    device: Option<&(usize, DeviceChoice)>,
 ) -> Outcome {
     match compute(env, job, bar, git, device) {
         Ok(Outcome::Failed { message, bad_input }) if device.is_some() => Outcome::Failed {
-            message: on_device(&message, device.map_or("", |d| &d.1)),
+            message: device.map_or(message.clone(), |d| on_device(&message, d.1)),
             bad_input,
         },
         Ok(outcome) => outcome,
@@ -358,7 +361,7 @@ fn execute(
 }
 
 /// A failure message that names the device, and says so first when the device ran out of memory.
-fn on_device(message: &str, device: &str) -> String {
+fn on_device(message: &str, device: DeviceChoice) -> String {
     if message.to_ascii_lowercase().contains("out of memory") {
         format!("out of memory on {device} (not retried on another device): {message}")
     } else {
@@ -371,7 +374,7 @@ fn compute(
     job: &Job,
     bar: &ProgressBar,
     git: &LazyGitState,
-    device: Option<&(usize, String)>,
+    device: Option<&(usize, DeviceChoice)>,
 ) -> Result<Outcome, CacheError> {
     let stage = &env.plan.stages[job.s];
     let (key, inputs) = &job.key;
@@ -389,7 +392,7 @@ fn compute(
     mgat_util::fsio::create_dir_all(&partial)?;
     let (started, clock) = (SystemTime::now(), Instant::now());
     let placement = Placement {
-        device: device.map_or_else(|| stage.placement.device.clone(), |d| d.1.clone()),
+        device: device.map_or(stage.placement.device, |d| d.1),
         ..stage.placement.clone()
     };
     let stat_cache = |root: &std::path::Path| env.cache.stat_cache_path(root);
@@ -458,20 +461,26 @@ mod tests {
 
     #[test]
     fn a_slot_is_held_by_one_stage_and_auto_takes_any_free_one() {
-        let mut pool = DevicePool::new(&["cuda:0".into(), "cuda:1".into()]);
-        assert_eq!(pool.claim("cuda:1"), Some(1));
-        assert_eq!(pool.claim("cuda:1"), None, "held");
-        assert_eq!(pool.claim("auto"), Some(0));
-        assert_eq!(pool.claim("auto"), None, "all held");
+        let mut pool = DevicePool::new(&[DeviceChoice::Cuda(0), DeviceChoice::Cuda(1)]);
+        assert_eq!(pool.claim(DeviceChoice::Cuda(1)), Some(1));
+        assert_eq!(pool.claim(DeviceChoice::Cuda(1)), None, "held");
+        assert_eq!(pool.claim(DeviceChoice::Auto), Some(0));
+        assert_eq!(pool.claim(DeviceChoice::Auto), None, "all held");
         pool.release(1);
-        assert_eq!(pool.claim("auto"), Some(1));
-        assert_eq!(pool.claim("cuda:7"), None);
+        assert_eq!(pool.claim(DeviceChoice::Auto), Some(1));
+        assert_eq!(pool.claim(DeviceChoice::Cuda(7)), None);
     }
 
     #[test]
     fn an_out_of_memory_failure_says_so_and_names_the_device() {
-        let m = on_device("CUDA_ERROR_OUT_OF_MEMORY: out of memory", "cuda:1");
+        let m = on_device(
+            "CUDA_ERROR_OUT_OF_MEMORY: out of memory",
+            DeviceChoice::Cuda(1),
+        );
         assert!(m.starts_with("out of memory on cuda:1 (not retried"), "{m}");
-        assert_eq!(on_device("bad input", "cuda:0"), "on cuda:0: bad input");
+        assert_eq!(
+            on_device("bad input", DeviceChoice::Cuda(0)),
+            "on cuda:0: bad input"
+        );
     }
 }

@@ -24,7 +24,7 @@ pub struct RunOptions {
     pub keep_going: bool,
     /// `--devices` (`cpu` or `cuda:N`, normalised): each train or eval stage takes one exclusively for its run. Empty:
     /// they run within `jobs` on their cell's `train.device`.
-    pub devices: Vec<String>,
+    pub devices: Vec<mgat_stage::DeviceChoice>,
 }
 
 /// What happened to one stage.

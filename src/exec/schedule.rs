@@ -98,10 +98,10 @@ fn small_on_cpu(config: &RunConfig) -> bool {
 
 /// Whether a cell trains on the CPU: `cpu`, or `auto` in a build without CUDA.
 fn on_cpu(config: &RunConfig) -> bool {
-    match config.train.device.as_str() {
-        "cpu" => true,
-        "auto" => !cfg!(feature = "cuda"),
-        _ => false,
+    match config.train.device {
+        mgat_stage::DeviceChoice::Cpu => true,
+        mgat_stage::DeviceChoice::Auto => !cfg!(feature = "cuda"),
+        mgat_stage::DeviceChoice::Cuda(_) => false,
     }
 }
 

@@ -539,7 +539,7 @@ mod tests {
             dataset: "d".into(),
             cells: vec![],
             placement: crate::plan::Placement {
-                device: "auto".into(),
+                device: mgat_stage::DeviceChoice::Auto,
                 workers: 1,
                 pretrained: None,
             },

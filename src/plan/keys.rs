@@ -119,7 +119,7 @@ mod tests {
     fn device_and_workers_are_in_no_key() {
         let t = TrainConfig::default();
         let other = TrainConfig {
-            device: "cpu".into(),
+            device: crate::spec::config::DeviceChoice::Cpu,
             workers: 1,
             ..t.clone()
         };

@@ -289,7 +289,7 @@ pub struct Stage {
 /// the plan is refused: which cell's choice to follow would otherwise depend on their order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placement {
-    pub device: String,
+    pub device: mgat_stage::DeviceChoice,
     pub workers: u32,
     pub pretrained: Option<PathBuf>,
 }
@@ -297,7 +297,7 @@ pub struct Placement {
 impl Placement {
     fn of(lock: &LockFile, config: &crate::spec::RunConfig) -> Self {
         Self {
-            device: config.train.device.clone(),
+            device: config.train.device,
             workers: config.train.workers,
             pretrained: config
                 .model

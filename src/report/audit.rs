@@ -10,6 +10,7 @@ use super::stats::sample_std;
 use crate::plan::StageKind;
 use crate::plan::reasons::KeyChange;
 use crate::spec::layout::METRICS;
+use mgat_stage::DeviceChoice;
 use mgat_util::rng::Rng;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -151,7 +152,7 @@ pub fn audit_row(
         (committed.keys, committed.row),
         (recomputed.keys, recomputed.row),
     );
-    if committed.row.device == "cpu" {
+    if committed.row.device == DeviceChoice::Cpu {
         audit.differences = exact_differences(committed, recomputed);
     } else {
         let tolerance = seed_spread(group);
@@ -312,7 +313,7 @@ mod tests {
     fn a_gpu_row_may_move_by_its_groups_seed_spread() {
         let mut committed = rows();
         for r in &mut committed.rows {
-            r.device = "cuda:0".into();
+            r.device = DeviceChoice::Cuda(0);
         }
         let group: Vec<&ResultRow> = committed.rows.iter().collect();
         // rank1 over seeds 0.50, 0.54, 0.52: sample std 0.02.

@@ -262,7 +262,7 @@ impl SpecPage<'_> {
             }
             out.push_str(&number(r.train_seconds, format!("{:.1}", r.train_seconds)));
             out.push_str(&number(r.images_per_s, format!("{:.0}", r.images_per_s)));
-            out.push_str(&text(&r.device));
+            out.push_str(&text(&r.device.to_string()));
             for key in [&r.train_key, &r.eval_key] {
                 let _ = write!(
                     out,
@@ -289,7 +289,7 @@ impl SpecPage<'_> {
         );
         let stages = self.stages;
         let hosts = distinct(stages.iter().map(|m| m.host.clone()));
-        let devices = distinct(stages.iter().map(|m| m.device.clone()));
+        let devices = distinct(stages.iter().map(|m| m.device.to_string()));
         let versions = distinct(stages.iter().map(|m| m.mgat_version.clone()));
         let first = stages
             .iter()
@@ -326,7 +326,7 @@ impl SpecPage<'_> {
                         m.started.clone(),
                         format!("{:.1}", m.duration_s),
                         m.host.clone(),
-                        m.device.clone(),
+                        m.device.to_string(),
                     ]
                 })
                 .collect(),

@@ -8,6 +8,7 @@ use crate::plan::{Plan, StageKey, StageKind};
 use crate::spec::layout::METRICS;
 use crate::spec::{Spec, format_value, get_path, group_name};
 use mgat_eval::metrics::REPORTED_RANKS;
+use mgat_stage::DeviceChoice;
 use mgat_util::fsio::IoError;
 use polars::prelude::*;
 use std::collections::HashMap;
@@ -39,7 +40,8 @@ pub struct ResultRow {
     pub metrics: [Option<f64>; 6],
     pub train_seconds: f64,
     pub images_per_s: f64,
-    pub device: String,
+    /// Where the train stage ran (`cpu`, `cuda:N`).
+    pub device: DeviceChoice,
     pub git_commit: String,
     pub git_dirty: bool,
 }
@@ -183,7 +185,7 @@ impl Results {
                 ],
                 train_seconds: summary.train_seconds,
                 images_per_s: summary.images_per_s,
-                device: train_manifest.device.clone(),
+                device: train_manifest.device,
                 git_commit: eval_manifest.git.commit.clone().unwrap_or_default(),
                 git_dirty: eval_manifest.git.dirty,
             });
@@ -220,7 +222,7 @@ impl Results {
         }
         columns.push(floats("train_seconds", &|r| r.train_seconds));
         columns.push(floats("images_per_s", &|r| r.images_per_s));
-        columns.push(strings("device", &|r| r.device.clone()));
+        columns.push(strings("device", &|r| r.device.to_string()));
         columns.push(strings("git_commit", &|r| r.git_commit.clone()));
         columns.push(Column::new(
             "git_dirty".into(),
@@ -322,7 +324,9 @@ impl Results {
                     metrics,
                     train_seconds: float("train_seconds")?,
                     images_per_s: float("images_per_s")?,
-                    device: get("device").to_string(),
+                    device: get("device")
+                        .parse()
+                        .map_err(|e: String| bad(format!("line {line}, column `device`: {e}")))?,
                     git_commit: get("git_commit").to_string(),
                     git_dirty: get("git_dirty") == "true",
                 })
@@ -385,7 +389,7 @@ pub(crate) mod tests {
                         metrics: [*r1, r1 + 0.1, r1 + 0.15, r1 + 0.2, *map, map / 2.0].map(Some),
                         train_seconds: 12.25,
                         images_per_s: 100.5,
-                        device: "cpu".into(),
+                        device: DeviceChoice::Cpu,
                         git_commit: "abc".into(),
                         git_dirty: false,
                     }

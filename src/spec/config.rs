@@ -1,6 +1,7 @@
 //! The configuration of one run (`base` in a spec, and every grid cell once resolved): dataset, model, train and
 //! eval sections, their paper defaults, and the range checks that make a configuration valid.
 
+pub use mgat_stage::DeviceChoice;
 use serde::{Deserialize, Serialize};
 
 pub use mgat_eval::config::{EvalConfig, Metric, Protocol};
@@ -93,7 +94,7 @@ impl Default for ModelConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
     /// `auto`, `cpu`, `cuda` or `cuda:N`. Not part of the stage key: it says where to compute, not what.
-    pub device: String,
+    pub device: DeviceChoice,
     /// Set from the spec's `seeds` axis.
     pub seed: u64,
     pub height: u32,
@@ -131,7 +132,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         let s = mgat_train::key::TrainSettings::default();
         Self {
-            device: "auto".into(),
+            device: DeviceChoice::Auto,
             seed: s.seed,
             height: s.height,
             width: s.width,
@@ -248,12 +249,6 @@ impl RunConfig {
             "a margin >= 0",
         );
         check(
-            normal_device(&t.device).is_some(),
-            "train.device",
-            t.device.clone(),
-            "auto, cpu, cuda or cuda:N",
-        );
-        check(
             (16..=MAX_SIDE).contains(&t.height),
             "train.height",
             t.height.to_string(),
@@ -284,7 +279,7 @@ impl RunConfig {
             ),
         );
         check(
-            !(t.precision == Precision::Bf16 && t.device == "cpu"),
+            !(t.precision == Precision::Bf16 && t.device == DeviceChoice::Cpu),
             "train.precision",
             "bf16".into(),
             "fp32 on train.device cpu (bf16 runs on CUDA only)",
@@ -385,11 +380,6 @@ fn is_nonneg(x: f64) -> bool {
     x >= 0.0 && x.is_finite()
 }
 
-/// A device name in its one spelling (`cuda` is `cuda:0`); None when it is none of auto, cpu, cuda or cuda:N.
-pub fn normal_device(device: &str) -> Option<String> {
-    mgat_model::params::DeviceChoice::parse(device).map(|d| d.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,8 +401,6 @@ mod tests {
             ("model.of_weight", |c| c.model.of_weight = -0.5),
             ("train.instances", |c| c.train.instances = 1),
             ("train.batch_size", |c| c.train.batch_size = 30),
-            ("train.device", |c| c.train.device = "gpu".into()),
-            ("train.device", |c| c.train.device = "cuda:".into()),
             ("model.last_stride", |c| c.model.last_stride = 3),
             ("model.graph_input", |c| {
                 c.model.bnneck = false;
@@ -423,11 +411,8 @@ mod tests {
             ("train.height", |c| c.train.height = 1_000_000),
             ("train.batch_size", |c| c.train.batch_size = 4_000_000_000),
             ("train.pad", |c| c.train.pad = 4_000_000_000),
-            ("train.device", |c| {
-                c.train.device = "cuda:99999999999999999999".into()
-            }),
             ("train.precision", |c| {
-                c.train.device = "cpu".into();
+                c.train.device = DeviceChoice::Cpu;
                 c.train.precision = Precision::Bf16;
             }),
         ];
@@ -440,10 +425,17 @@ mod tests {
     }
 
     #[test]
-    fn cuda_with_index_is_a_device_and_cuda_is_cuda_0() {
-        assert_eq!(normal_device("cuda:1").as_deref(), Some("cuda:1"));
-        assert_eq!(normal_device("cuda").as_deref(), Some("cuda:0"));
-        assert_eq!(normal_device("cuda:x"), None);
-        assert_eq!(normal_device("cuda:"), None);
+    fn a_device_is_parsed_where_the_spec_is_and_cuda_is_cuda_0() {
+        let device = |text: &str| serde_yaml::from_str::<TrainConfig>(text).map(|t| t.device);
+        assert_eq!(device("device: cuda").unwrap(), DeviceChoice::Cuda(0));
+        assert_eq!(device("device: cuda:1").unwrap(), DeviceChoice::Cuda(1));
+        for bad in [
+            "device: gpu",
+            "device: 'cuda:'",
+            "device: cuda:99999999999999999999",
+        ] {
+            let err = device(bad).unwrap_err().to_string();
+            assert!(err.contains("is not a device"), "{bad}: {err}");
+        }
     }
 }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 /// A stage's result: where it computed and its summary for the manifest.
 #[derive(Debug, Clone)]
 pub struct Produced {
-    pub device: String,
+    pub device: mgat_stage::DeviceChoice,
     pub summary: Summary,
 }
 
@@ -53,7 +53,7 @@ pub fn run(
     bar: &ProgressBar,
 ) -> Result<Produced, StageError> {
     let placement = mgat_stage::Placement {
-        device: placement.device.clone(),
+        device: placement.device,
         workers: placement.workers,
         pretrained: placement.pretrained.clone(),
     };

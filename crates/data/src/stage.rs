@@ -3,7 +3,7 @@
 
 use crate::index::{INDEX_FILE, IndexSummary};
 use crate::{DatasetIndex, Format};
-use mgat_stage::{Failure, Inputs, Placement, Produced, Progress, Stage};
+use mgat_stage::{DeviceChoice, Failure, Inputs, Placement, Produced, Progress, Stage};
 use std::path::Path;
 
 pub struct Index;
@@ -25,7 +25,7 @@ impl Stage for Index {
         let summary = crate::index::write_index(*format, &inputs.dataset_root, out)
             .map_err(Failure::bad_input)?;
         Ok(Produced {
-            device: "cpu".into(),
+            device: DeviceChoice::Cpu,
             summary,
         })
     }

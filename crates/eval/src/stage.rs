@@ -8,7 +8,7 @@ use candle_core::{DType, Device};
 use mgat_data::DatasetIndex;
 use mgat_data::index::Item;
 use mgat_model::Network;
-use mgat_model::params::{ModelError, Params, device};
+use mgat_model::params::{ModelError, Params, open_device};
 use mgat_stage::{Failure, Inputs, OutputError, Placement, Produced, Progress, Stage};
 use mgat_util::fsio::IoError;
 use std::fmt::Write as _;
@@ -45,7 +45,8 @@ impl Stage for Eval {
         out: &Path,
         progress: &dyn Progress,
     ) -> Result<Produced<EvalSummary>, Failure> {
-        let (device, device_name) = device(&placement.device).map_err(|e| classify(e.into()))?;
+        let (device, device_name) =
+            open_device(placement.device).map_err(|e| classify(e.into()))?;
         let index = mgat_data::stage::read_index(inputs.entry("index")?)?;
         let weights = inputs.entry("train")?.join(mgat_model::MODEL_FILE);
         let eval_inputs = EvalInputs {

@@ -2,6 +2,7 @@
 //! seeded initialisation, and safetensors save/load with errors that name the tensor and both shapes.
 
 use candle_core::{DType, Device, Tensor, Var};
+use mgat_stage::DeviceChoice;
 use mgat_util::rng::Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -190,75 +191,28 @@ pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()
     Ok(mgat_util::fsio::write_atomic(path, &bytes)?)
 }
 
-/// A device as specs and the command line name it: `auto`, `cpu`, `cuda` (which is `cuda:0`) or `cuda:N`. The one
-/// parser of device names; [`DeviceChoice::open`] turns a choice into a candle device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DeviceChoice {
-    /// CUDA device 0 when this binary has CUDA and a device is present, else the CPU.
-    Auto,
-    Cpu,
-    Cuda(u32),
-}
-
-impl DeviceChoice {
-    /// CUDA ordinals are small; a larger one is a typo.
-    pub const MAX_CUDA: u32 = 1023;
-
-    pub fn parse(name: &str) -> Option<DeviceChoice> {
-        match name {
-            "auto" => Some(DeviceChoice::Auto),
-            "cpu" => Some(DeviceChoice::Cpu),
-            "cuda" => Some(DeviceChoice::Cuda(0)),
-            other => other
-                .strip_prefix("cuda:")
-                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|n| n.parse().ok())
-                .filter(|&i| i <= Self::MAX_CUDA)
-                .map(DeviceChoice::Cuda),
+/// Opens `choice` as a candle device, with the concrete device it is (`cpu` or `cuda:N`; `auto` is CUDA device 0
+/// when this binary has CUDA and a device is present, else the CPU).
+pub fn open_device(choice: DeviceChoice) -> Result<(Device, DeviceChoice), ModelError> {
+    let unavailable = |message: String| ModelError::Device(choice.to_string(), message);
+    let index = match choice {
+        DeviceChoice::Cpu => return Ok((Device::Cpu, DeviceChoice::Cpu)),
+        DeviceChoice::Auto if !cfg!(feature = "cuda") => {
+            return Ok((Device::Cpu, DeviceChoice::Cpu));
         }
+        DeviceChoice::Auto => 0,
+        DeviceChoice::Cuda(i) => i,
+    };
+    if !cfg!(feature = "cuda") {
+        return Err(unavailable(
+            "this mgat binary was built without CUDA (build with --features cuda)".into(),
+        ));
     }
-
-    /// The candle device and its name (`cpu`, `cuda:N`).
-    pub fn open(self) -> Result<(Device, String), ModelError> {
-        let unavailable = |message: String| ModelError::Device(self.to_string(), message);
-        let index = match self {
-            DeviceChoice::Cpu => return Ok((Device::Cpu, "cpu".into())),
-            DeviceChoice::Auto if !cfg!(feature = "cuda") => {
-                return Ok((Device::Cpu, "cpu".into()));
-            }
-            DeviceChoice::Auto => 0,
-            DeviceChoice::Cuda(i) => i as usize,
-        };
-        if !cfg!(feature = "cuda") {
-            return Err(unavailable(
-                "this mgat binary was built without CUDA (build with --features cuda)".into(),
-            ));
-        }
-        match Device::new_cuda(index) {
-            Ok(d) => Ok((d, format!("cuda:{index}"))),
-            Err(_) if self == DeviceChoice::Auto => Ok((Device::Cpu, "cpu".into())),
-            Err(e) => Err(unavailable(e.to_string())),
-        }
+    match Device::new_cuda(index as usize) {
+        Ok(d) => Ok((d, DeviceChoice::Cuda(index))),
+        Err(_) if choice == DeviceChoice::Auto => Ok((Device::Cpu, DeviceChoice::Cpu)),
+        Err(e) => Err(unavailable(e.to_string())),
     }
-}
-
-impl std::fmt::Display for DeviceChoice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DeviceChoice::Auto => write!(f, "auto"),
-            DeviceChoice::Cpu => write!(f, "cpu"),
-            DeviceChoice::Cuda(i) => write!(f, "cuda:{i}"),
-        }
-    }
-}
-
-/// The device for `train.device`: `auto` is CUDA when this binary has it and a device is present, else CPU.
-pub fn device(name: &str) -> Result<(Device, String), ModelError> {
-    DeviceChoice::parse(name)
-        .ok_or_else(|| {
-            ModelError::Device(name.into(), "expected auto, cpu, cuda or cuda:N".into())
-        })?
-        .open()
 }
 
 #[cfg(test)]
@@ -266,24 +220,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn device_names_parse_to_one_spelling() {
-        let shown = |n: &str| DeviceChoice::parse(n).map(|c| c.to_string());
-        assert_eq!(shown("cuda").as_deref(), Some("cuda:0"));
-        assert_eq!(shown("cuda:3").as_deref(), Some("cuda:3"));
-        assert_eq!(shown("auto").as_deref(), Some("auto"));
-        assert_eq!(shown("cpu").as_deref(), Some("cpu"));
-        for bad in [
-            "gpu",
-            "cuda:",
-            "cuda:x",
-            "cuda:-1",
-            "cuda:1024",
-            "cuda:99999999999999999999",
-        ] {
-            assert_eq!(DeviceChoice::parse(bad), None, "{bad}");
+    fn the_cpu_opens_as_itself_and_auto_falls_back_to_it_without_cuda() {
+        assert!(matches!(
+            open_device(DeviceChoice::Cpu),
+            Ok((Device::Cpu, DeviceChoice::Cpu))
+        ));
+        if !cfg!(feature = "cuda") {
+            assert!(matches!(
+                open_device(DeviceChoice::Auto),
+                Ok((Device::Cpu, DeviceChoice::Cpu))
+            ));
+            let err = open_device(DeviceChoice::Cuda(1)).unwrap_err();
+            assert!(
+                err.is_bad_input() && err.to_string().contains("without CUDA"),
+                "{err}"
+            );
         }
-        assert!(matches!(device("cpu"), Ok((Device::Cpu, _))));
-        assert!(device("gpu").is_err());
     }
 
     #[test]
@@ -323,19 +275,5 @@ mod tests {
         missing.weight("b.weight", &[1], Init::Const(0.0)).unwrap();
         let err = missing.load(&path, |_| true).unwrap_err().to_string();
         assert!(err.contains("`b.weight` (shape [1]) is missing"), "{err}");
-    }
-
-    #[test]
-    fn cpu_build_refuses_cuda_but_auto_falls_back() {
-        if cfg!(feature = "cuda") {
-            return;
-        }
-        assert_eq!(device("auto").unwrap().1, "cpu");
-        assert!(
-            device("cuda:1")
-                .unwrap_err()
-                .to_string()
-                .contains("without CUDA")
-        );
     }
 }

@@ -4,6 +4,9 @@
 //! consumed files it reads, how its outputs are laid out — lives in the kind's crate, whose code is what its keys'
 //! fingerprint covers; the binary hands it only the typed key, the consumed entries' folders and the placement.
 
+mod device;
+
+pub use device::DeviceChoice;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -47,8 +50,7 @@ impl Inputs {
 /// Where a stage computes and with what, outside its key: none of it changes an output bit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placement {
-    /// `auto`, `cpu` or `cuda:N`.
-    pub device: String,
+    pub device: DeviceChoice,
     /// Image-decoding threads.
     pub workers: u32,
     /// The pretrained checkpoint's path (its content is in the key).
@@ -90,7 +92,8 @@ impl std::error::Error for OutputError {}
 
 /// What a stage produced besides its files: the device it ran on and its summary.
 pub struct Produced<S> {
-    pub device: String,
+    /// The concrete device (`cpu` or `cuda:N`).
+    pub device: DeviceChoice,
     pub summary: S,
 }
 

@@ -1,7 +1,7 @@
 //! The synth stage kind: generates the synthetic dataset its key describes into its entry's `data/` folder.
 
 use crate::{DATA_DIR, SynthParams, SynthSummary};
-use mgat_stage::{Failure, Inputs, Placement, Produced, Progress, Stage};
+use mgat_stage::{DeviceChoice, Failure, Inputs, Placement, Produced, Progress, Stage};
 use std::path::{Path, PathBuf};
 
 pub struct Synth;
@@ -24,7 +24,7 @@ impl Stage for Synth {
         let summary = crate::generate(params, &dataset_root(out), &|| progress.advance(1))
             .map_err(Failure::computation)?;
         Ok(Produced {
-            device: "cpu".into(),
+            device: DeviceChoice::Cpu,
             summary,
         })
     }

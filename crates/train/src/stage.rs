@@ -4,7 +4,7 @@
 use crate::key::TrainKey;
 use crate::{TrainError, TrainSummary};
 use mgat_model::config::Precision;
-use mgat_model::params::device;
+use mgat_model::params::open_device;
 use mgat_stage::{Failure, Inputs, OutputError, Placement, Produced, Progress, Stage};
 use std::path::Path;
 
@@ -22,7 +22,8 @@ impl Stage for Train {
         out: &Path,
         progress: &dyn Progress,
     ) -> Result<Produced<TrainSummary>, Failure> {
-        let (device, device_name) = device(&placement.device).map_err(|e| classify(e.into()))?;
+        let (device, device_name) =
+            open_device(placement.device).map_err(|e| classify(e.into()))?;
         if key.train.precision == Precision::Bf16 && device.is_cpu() {
             return Err(Failure::bad_input(format!(
                 "train.precision: bf16 needs a CUDA device, and this stage runs on {device_name} \
