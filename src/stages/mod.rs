@@ -2,7 +2,9 @@
 //! (`mgat_synth::stage::Synth`, `mgat_data::stage::Index`, `mgat_train::stage::Train`, `mgat_eval::stage::Eval`),
 //! whose code is what its keys' fingerprint covers. This module only hands a stage its typed key, the folders it
 //! reads (checked against `datasets.lock` and its key before and after it runs) and its placement; nothing here
-//! decides what a stage computes. Adding a kind is its crate and one arm in [`run`].
+//! decides what a stage computes. Adding a kind takes its crate (a `stage.rs` and `[package.metadata.mgat] stage`
+//! in its manifest, which build.rs fingerprints), its variants of `plan::StageKind` and `plan::StageConfig`, where
+//! the plan places it among a cell's stages, and one arm in [`run`].
 
 use crate::data::LockError;
 use crate::data::LockFile;
@@ -119,6 +121,7 @@ pub fn gather_inputs(
         // It writes the dataset; it reads none.
         return Ok(Inputs {
             dataset_root: root,
+            dataset_files: Vec::new(),
             entries,
         });
     }
@@ -130,6 +133,7 @@ pub fn gather_inputs(
     bar.set_position(0);
     Ok(Inputs {
         dataset_root: root,
+        dataset_files: files.into_iter().map(|f| (f.path, f.sha256)).collect(),
         entries,
     })
 }

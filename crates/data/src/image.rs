@@ -15,20 +15,86 @@ pub struct ImageError {
     pub message: String,
 }
 
-/// Decodes an image file and resizes it to height × width (bilinear). A JPEG must end with its end-of-image
-/// marker: the decoder would fill a truncated one with grey instead of failing.
+/// A dataset's folder with the SHA-256 of every file in it, as they were checked against `datasets.lock` when the
+/// stage started. Every image a stage reads comes through [`PinnedTree::load_resized`], which hashes the bytes it
+/// read and refuses any that are not the pinned ones: a file swapped while a stage runs, even one put back before
+/// it ends, can never reach a result. Cheap to clone (shared).
+#[derive(Debug, Clone)]
+pub struct PinnedTree {
+    root: PathBuf,
+    digests: std::sync::Arc<std::collections::HashMap<String, String>>,
+}
+
+impl PinnedTree {
+    /// `digests`: (path relative to `root` with `/` separators, SHA-256 hex) of every file.
+    pub fn new(root: &Path, digests: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            digests: std::sync::Arc::new(digests.into_iter().collect()),
+        }
+    }
+
+    /// The dataset a stage was handed, pinned to the digests its files had when it started.
+    pub fn of(inputs: &mgat_stage::Inputs) -> Self {
+        Self::new(&inputs.dataset_root, inputs.dataset_files.iter().cloned())
+    }
+
+    /// The bytes of `rel` (relative to the root), refused unless they hash to the pinned digest.
+    pub fn read(&self, rel: &str) -> Result<Vec<u8>, ImageError> {
+        let path = self.root.join(rel);
+        let bad = |message: String| ImageError {
+            path: path.clone(),
+            message,
+        };
+        let pinned = self
+            .digests
+            .get(rel)
+            .ok_or_else(|| bad("not among the files datasets.lock pins".into()))?;
+        let bytes = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
+        let found = mgat_util::digest::sha256_bytes(&bytes);
+        if &found != pinned {
+            return Err(bad(format!(
+                "its SHA-256 is {found}, but datasets.lock pinned {pinned} when the stage started: the file changed \
+                 while the stage ran, and nothing was computed from it"
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// The image `rel` decoded and resized to height × width ([`decode_resized`]), from its pinned bytes.
+    pub fn load_resized(&self, rel: &str, height: u32, width: u32) -> Result<RgbImage, ImageError> {
+        let bytes = self.read(rel)?;
+        decode_resized(&self.root.join(rel), &bytes, height, width)
+    }
+}
+
+/// Decodes an image file and resizes it to height × width (bilinear).
 pub fn load_resized(path: &Path, height: u32, width: u32) -> Result<RgbImage, ImageError> {
+    let bytes = std::fs::read(path).map_err(|e| ImageError {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    decode_resized(path, &bytes, height, width)
+}
+
+/// Decodes `bytes` (the file at `path`, for errors) and resizes it to height × width (bilinear). A JPEG must end with
+/// its end-of-image marker: the decoder would fill a truncated one with grey instead of failing.
+fn decode_resized(
+    path: &Path,
+    bytes: &[u8],
+    height: u32,
+    width: u32,
+) -> Result<RgbImage, ImageError> {
     let bad = |message: String| ImageError {
         path: path.to_path_buf(),
         message,
     };
-    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    if bytes.starts_with(&[0xFF, 0xD8]) && !ends_with_eoi(&bytes) {
+    if bytes.starts_with(&[0xFF, 0xD8]) && !ends_with_eoi(bytes) {
         return Err(bad(
             "truncated JPEG: the file ends before its end-of-image marker".into(),
         ));
     }
-    let img = image::load_from_memory(&bytes).map_err(|e| bad(e.to_string()))?;
+    let img = image::load_from_memory(bytes).map_err(|e| bad(e.to_string()))?;
     Ok(image::imageops::resize(
         &img.to_rgb8(),
         width,
@@ -63,6 +129,32 @@ fn ends_with_eoi(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pinned_file_is_read_only_with_the_bytes_it_was_pinned_with() {
+        let dir = mgat_testutil::tempdir();
+        std::fs::create_dir_all(dir.join("train")).unwrap();
+        std::fs::write(dir.join("train/a.jpg"), b"A").unwrap();
+        let pinned = PinnedTree::new(
+            &dir,
+            [(
+                "train/a.jpg".to_string(),
+                mgat_util::digest::sha256_bytes(b"A"),
+            )],
+        );
+        assert_eq!(pinned.read("train/a.jpg").unwrap(), b"A");
+        // Swapped while a stage runs (and put back later): refused when read, so it reaches no result.
+        std::fs::write(dir.join("train/a.jpg"), b"B").unwrap();
+        let err = pinned.read("train/a.jpg").unwrap_err().to_string();
+        assert!(err.contains("changed while the stage ran"), "{err}");
+        std::fs::write(dir.join("train/a.jpg"), b"A").unwrap();
+        assert!(pinned.read("train/a.jpg").is_ok());
+        let err = pinned.read("train/b.jpg").unwrap_err().to_string();
+        assert!(
+            err.contains("not among the files datasets.lock pins"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn a_truncated_jpeg_is_an_error_naming_the_file() {

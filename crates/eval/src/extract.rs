@@ -3,11 +3,10 @@
 
 use super::array::Matrix;
 use candle_core::{Device, Tensor};
-use mgat_data::image::{ImageError, load_resized, normalized};
+use mgat_data::image::{ImageError, PinnedTree, normalized};
 use mgat_data::index::Item;
 use mgat_model::resnet::ResNet;
 use rayon::prelude::*;
-use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
@@ -28,10 +27,11 @@ pub struct Extraction<'a> {
 }
 
 impl Extraction<'_> {
-    /// One feature row per item (images under `root`), calling `on_batch(images done)` as it goes.
+    /// One feature row per item (images of `dataset`, each read against its pinned digest), calling
+    /// `on_batch(images done)` as it goes.
     pub fn features(
         &self,
-        root: &Path,
+        dataset: &PinnedTree,
         items: &[Item],
         on_batch: &dyn Fn(usize),
     ) -> Result<Matrix, ExtractError> {
@@ -40,7 +40,7 @@ impl Extraction<'_> {
         for chunk in items.chunks(self.batch_size.max(1)) {
             let images: Vec<_> = chunk
                 .par_iter()
-                .map(|it| load_resized(&root.join(&it.path), self.height, self.width))
+                .map(|it| dataset.load_resized(&it.path, self.height, self.width))
                 .collect::<Result<_, _>>()?;
             let run = |mirror: bool| -> Result<Tensor, ExtractError> {
                 let values: Vec<f32> = images

@@ -49,8 +49,9 @@ impl Stage for Eval {
             open_device(placement.device).map_err(|e| classify(e.into()))?;
         let index = mgat_data::stage::read_index(inputs.entry("index")?)?;
         let weights = inputs.entry("train")?.join(mgat_model::MODEL_FILE);
+        let dataset = mgat_data::image::PinnedTree::of(inputs);
         let eval_inputs = EvalInputs {
-            root: &inputs.dataset_root,
+            dataset: &dataset,
             index: &index,
             weights: &weights,
             device: &device,
@@ -114,9 +115,10 @@ fn classify(error: EvalError) -> Failure {
     }
 }
 
-/// What an evaluation reads: the dataset's images under `root` and its index, the trained weights, the device.
+/// What an evaluation reads: the dataset's images (pinned to their digests) and its index, the trained weights, the
+/// device.
 pub struct EvalInputs<'a> {
-    pub root: &'a Path,
+    pub dataset: &'a mgat_data::image::PinnedTree,
     pub index: &'a DatasetIndex,
     pub weights: &'a Path,
     pub device: &'a Device,
@@ -150,8 +152,8 @@ pub fn evaluate(
     };
     (progress.on_length)((index.query.len() + index.gallery.len()) as u64);
     (progress.on_phase)("extracting features");
-    let qf = extraction.features(inputs.root, &index.query, progress.on_images)?;
-    let gf = extraction.features(inputs.root, &index.gallery, progress.on_images)?;
+    let qf = extraction.features(inputs.dataset, &index.query, progress.on_images)?;
+    let gf = extraction.features(inputs.dataset, &index.gallery, progress.on_images)?;
     (progress.on_phase)("scoring");
     let pids = |items: &[Item]| items.iter().map(|i| i.pid).collect::<Vec<_>>();
     let cams = |items: &[Item]| items.iter().map(|i| i64::from(i.camid)).collect::<Vec<_>>();

@@ -30,10 +30,14 @@ pub trait Stage {
     ) -> Result<Produced<Self::Summary>, Failure>;
 }
 
-/// What a stage reads besides its key: the dataset's folder (already checked against `datasets.lock`) and the
+/// What a stage reads besides its key: the dataset's folder and its files' digests (already checked against
+/// `datasets.lock`) and the
 /// folders of the cache entries it consumes, by kind name (already checked against their manifests and its key).
 pub struct Inputs {
     pub dataset_root: PathBuf,
+    /// Every file of the dataset (path relative to its root, `/`-separated, and SHA-256 hex), as checked against
+    /// `datasets.lock` when the stage started: a stage reads each file against its digest here.
+    pub dataset_files: Vec<(String, String)>,
     pub entries: BTreeMap<&'static str, PathBuf>,
 }
 

@@ -3,10 +3,9 @@
 
 use crate::key::TrainSettings;
 use image::RgbImage;
-use mgat_data::image::{ImageError, load_resized, normalized};
+use mgat_data::image::{ImageError, PinnedTree, normalized};
 use mgat_data::index::Item;
 use mgat_util::rng::Rng;
-use std::path::Path;
 use std::sync::mpsc;
 
 /// One batch: images as N×3×H×W values (row-major) and their training labels.
@@ -121,7 +120,7 @@ fn erase(chw: &mut [f32], h: usize, w: usize, rng: &mut Rng) {
 /// Streams the batches of one epoch, decoded by `workers` threads, at most two batches ahead of the consumer. The
 /// decoding threads are plain threads started per batch, not a pool: nothing of theirs spins while the model runs.
 pub fn stream_epoch(
-    root: &Path,
+    dataset: &PinnedTree,
     train: &[Item],
     cfg: &TrainSettings,
     workers: u32,
@@ -130,10 +129,10 @@ pub fn stream_epoch(
 ) -> mpsc::Receiver<Result<Batch, ImageError>> {
     let (tx, rx) = mpsc::sync_channel(2);
     let batches = epoch_batches(cfg, train, epoch);
-    let (root, train, cfg) = (root.to_path_buf(), train.to_vec(), cfg.clone());
+    let (dataset, train, cfg) = (dataset.clone(), train.to_vec(), cfg.clone());
     std::thread::spawn(move || {
         for (b, batch) in batches.iter().enumerate().skip(start_batch) {
-            let message = decode_batch(&root, &train, &cfg, workers, (epoch, b), batch);
+            let message = decode_batch(&dataset, &train, &cfg, workers, (epoch, b), batch);
             if tx.send(message).is_err() {
                 return; // the trainer stopped listening
             }
@@ -145,7 +144,7 @@ pub fn stream_epoch(
 /// Decodes and augments batch `b` of `epoch`: slot i on thread i mod `workers`, each slot from its own seeded
 /// stream, so the result does not depend on the thread count.
 fn decode_batch(
-    root: &Path,
+    dataset: &PinnedTree,
     train: &[Item],
     cfg: &TrainSettings,
     workers: u32,
@@ -155,7 +154,7 @@ fn decode_batch(
     let workers = (workers as usize).clamp(1, batch.len().max(1));
     let decode = |slot: usize| -> Result<Vec<f32>, ImageError> {
         let item = &train[batch[slot]];
-        let img = load_resized(&root.join(&item.path), cfg.height, cfg.width)?;
+        let img = dataset.load_resized(&item.path, cfg.height, cfg.width)?;
         let mut rng = Rng::new(cfg.seed, &[0xa06, u64::from(epoch), b as u64, slot as u64]);
         Ok(augment(&img, cfg, &mut rng))
     };

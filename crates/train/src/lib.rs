@@ -110,13 +110,14 @@ struct Checkpoint {
 /// Progress reports: (batches done in all, total batches, latest epoch log if an epoch just ended).
 pub type OnProgress<'a> = &'a (dyn Fn(u64, u64, Option<&EpochLog>) + Sync);
 
-/// Trains on the index's training split (images under `root`), writing checkpoints and results into `out`.
+/// Trains on the index's training split (images of `dataset`, each read against its pinned digest), writing
+/// checkpoints and results into `out`.
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     key: &TrainKey,
     workers: u32,
     index: &DatasetIndex,
-    root: &Path,
+    dataset: &mgat_data::image::PinnedTree,
     out: &Path,
     device: &Device,
     pretrained: Option<&Path>,
@@ -140,7 +141,7 @@ pub fn train(
         let started = Instant::now();
         let mut sums = [0f64; 10];
         let mut batches = 0u64;
-        for batch in data::stream_epoch(root, &index.train, t, workers, epoch, 0) {
+        for batch in data::stream_epoch(dataset, &index.train, t, workers, epoch, 0) {
             let batch = batch?;
             let images = Tensor::from_vec(batch.images, (n, 3, h, w), device)?;
             let labels = Tensor::from_vec(batch.labels, n, device)?;

@@ -48,7 +48,7 @@ impl Stage for Train {
             key,
             placement.workers,
             &index,
-            &inputs.dataset_root,
+            &mgat_data::image::PinnedTree::of(inputs),
             out,
             &device,
             placement.pretrained.as_deref(),
