@@ -5,7 +5,7 @@
 //!
 //! | in a kind's fingerprint | from |
 //! |---|---|
-//! | its closure | the kind's crate (synth → `mgat-synth`, index → `mgat-data`, train → `mgat-train`, eval → `mgat-eval`) and every package it reaches through normal and build dependencies, as `cargo metadata` resolves them (so every manifest form — workspace inheritance, tables, renames, `[patch]`, target-specific sections — is read by cargo itself) |
+//! | its closure | the kind's crate (the project's crate whose manifest says `[package.metadata.mgat] stage = "<kind>"`: synth → `mgat-synth`, index → `mgat-data`, train → `mgat-train`, eval → `mgat-eval`) and every package it reaches through normal and build dependencies, as `cargo metadata` resolves them (so every manifest form — workspace inheritance, tables, renames, `[patch]`, target-specific sections — is read by cargo itself) |
 //! | the project's crates in it (`crates/*`) | every file rustc read to compile them (`mgat_fingerprint::compiled_sources!`): `.rs` files as token streams, other files (`include_*!` data, build-script output) by content |
 //! | every other package in it | registry: name, version, source and `Cargo.lock` checksum; git: the source with its commit; path (a `[patch]`, a local copy): the SHA-256 of every file in its folder |
 //! | the resolved features of each package in it | after unification, as `cargo metadata` resolves them for this build's features |
@@ -24,14 +24,6 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Each stage kind and the package whose code computes its outputs; the rest of its closure comes from cargo.
-const KINDS: [(&str, &str); 4] = [
-    ("synth", "mgat-synth"),
-    ("index", "mgat-data"),
-    ("train", "mgat-train"),
-    ("eval", "mgat-eval"),
-];
-
 /// The packages reports are drawn and written with.
 const REPORT_PACKAGES: [&str; 3] = ["polars", "plotters", "image"];
 
@@ -49,8 +41,8 @@ fn main() {
     generated += &format!("{build:?};\n");
     generated += "pub const KINDS: &[KindBuild] = &[\n";
     let mut compiled = BTreeSet::new();
-    for (kind, root) in KINDS {
-        let closure = graph.closure(graph.id_of(root));
+    for (kind, root) in graph.stage_kinds() {
+        let closure = graph.closure(&root);
         let own: Vec<&Package> = closure
             .iter()
             .map(|id| &graph.packages[id])
@@ -154,6 +146,8 @@ struct Package {
     features: Vec<String>,
     /// Packages it depends on through normal or build dependencies, by id.
     deps: Vec<String>,
+    /// The stage kind it implements, from its manifest's `[package.metadata.mgat] stage = "<kind>"`.
+    stage: Option<String>,
 }
 
 /// The package graph as cargo resolves it for this build, with each registry package's `Cargo.lock` checksum.
@@ -252,6 +246,7 @@ impl Graph {
                     lib_name,
                     features: features.into_iter().map(String::from).collect(),
                     deps,
+                    stage: p["metadata"]["mgat"]["stage"].as_str().map(String::from),
                 },
             );
         }
@@ -270,6 +265,25 @@ impl Graph {
             .find(|(_, p)| p.name == name && p.path.is_some())
             .map(|(id, _)| id.as_str())
             .unwrap_or_else(|| panic!("no package {name} in the workspace"))
+    }
+
+    /// Each stage kind and the id of the project's crate that declares it, by kind name.
+    fn stage_kinds(&self) -> Vec<(String, String)> {
+        let mut kinds: Vec<(String, String)> = self
+            .packages
+            .iter()
+            .filter(|(_, p)| p.own)
+            .filter_map(|(id, p)| Some((p.stage.clone()?, id.clone())))
+            .collect();
+        kinds.sort();
+        for pair in kinds.windows(2) {
+            assert!(
+                pair[0].0 != pair[1].0,
+                "two crates declare stage kind {}",
+                pair[0].0
+            );
+        }
+        kinds
     }
 
     fn direct_dependencies(&self, id: &str) -> Vec<String> {
