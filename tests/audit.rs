@@ -84,6 +84,23 @@ fn audit_reproduces_committed_rows_and_names_an_edited_metric() {
     assert!(out.contains("0 of 1 rows reproduced"), "{out}");
     assert_eq!(tree(&p.cache_dir()), before);
 
+    // The device column is a claim: a row that says it trained on a GPU is not verifiable on this CPU machine
+    // (exit 3), never reproduced, even with its metrics as they were.
+    let claimed = text.replacen(",cpu,", ",cuda:0,", 1);
+    std::fs::write(&results, &claimed).unwrap();
+    let first = claimed.lines().nth(1).unwrap();
+    let cell = first[1..first[1..].find('"').unwrap() + 1].to_string();
+    let run = p.mgat(&["audit", "experiments/t.yaml", "--cells", &cell, "-q"]);
+    assert_eq!(run.code(), 3, "{}\n{}", run.stdout(), run.stderr());
+    assert!(
+        run.stdout().contains(
+            "not verifiable here: the row says it trained on cuda:0, and this audit trained on cpu"
+        ),
+        "{}",
+        run.stdout()
+    );
+    std::fs::write(&results, &text).unwrap();
+
     let none = p.mgat(&["audit", "experiments/t.yaml", "--cells", "nothing*"]);
     assert_eq!(none.code(), 2, "{}", none.stderr());
     assert!(

@@ -164,6 +164,7 @@ pub fn audit(ctx: &Context, args: AuditArgs) -> Result<ExitCode> {
                     differences: Vec::new(),
                     tolerance: None,
                     failed: Some(failure()),
+                    unverifiable: None,
                 },
             };
             audits.push(audit);
@@ -175,11 +176,22 @@ pub fn audit(ctx: &Context, args: AuditArgs) -> Result<ExitCode> {
     } else {
         print!("{}", table(&audits));
     }
-    Ok(if audits.iter().all(RowAudit::reproduced) {
+    Ok(audit_exit_code(&audits))
+}
+
+/// 0 when every row reproduced; 3 when every row reproduced except rows that name a device this machine did not
+/// compute on (not verifiable here, never counted as reproduced); 1 when any row did not reproduce.
+fn audit_exit_code(audits: &[RowAudit]) -> ExitCode {
+    if audits.iter().all(RowAudit::reproduced) {
         ExitCode::SUCCESS
+    } else if audits
+        .iter()
+        .all(|a| a.reproduced() || a.only_unverifiable())
+    {
+        ExitCode::from(3)
     } else {
         ExitCode::FAILURE
-    })
+    }
 }
 
 /// The committed rows of `spec` and which of them `args` selects.

@@ -38,11 +38,24 @@ pub struct RowAudit {
     pub tolerance: Option<Vec<(String, f64)>>,
     /// The recomputation failed (or produced no row): the message.
     pub failed: Option<String>,
+    /// The row says it was computed on a device this audit did not compute on: why it cannot be checked here.
+    pub unverifiable: Option<String>,
 }
 
 impl RowAudit {
     pub fn reproduced(&self) -> bool {
-        self.failed.is_none() && self.key_changes.is_empty() && self.differences.is_empty()
+        self.failed.is_none()
+            && self.unverifiable.is_none()
+            && self.key_changes.is_empty()
+            && self.differences.is_empty()
+    }
+
+    /// Whether the row could not be checked on this machine, and nothing else was wrong with it.
+    pub fn only_unverifiable(&self) -> bool {
+        self.unverifiable.is_some()
+            && self.failed.is_none()
+            && self.key_changes.is_empty()
+            && self.differences.is_empty()
     }
 
     pub fn verdict(&self) -> String {
@@ -69,6 +82,9 @@ impl RowAudit {
                 .collect();
             parts.push(format!("differs by {}", shown.join(", ")));
         }
+        if let Some(why) = &self.unverifiable {
+            parts.push(format!("not verifiable here: {why}"));
+        }
         if parts.is_empty() {
             return match &self.tolerance {
                 None => "reproduced byte-identically".into(),
@@ -93,6 +109,7 @@ impl RowAudit {
             })).collect::<Vec<_>>(),
             "tolerance": self.tolerance.as_ref().map(|t| t.iter().map(|(m, v)| json!({"metric": m, "max_abs": v})).collect::<Vec<_>>()),
             "failed": self.failed,
+            "unverifiable": self.unverifiable,
         })
     }
 }
@@ -147,19 +164,73 @@ pub fn audit_row(
         differences: Vec::new(),
         tolerance: None,
         failed: None,
+        unverifiable: None,
     };
     audit.key_changes = ReportKeys::moved(
         (committed.keys, committed.row),
         (recomputed.keys, recomputed.row),
     );
-    if committed.row.device == DeviceChoice::Cpu {
-        audit.differences = exact_differences(committed, recomputed);
+    audit.differences = row_key_differences(committed.row, recomputed.row, &audit.key_changes);
+    // The device column is a claim: checked only where the recomputation ran on the device the row names.
+    let (claimed, here) = (committed.row.device, recomputed.row.device);
+    if claimed != here {
+        audit.unverifiable = Some(format!(
+            "the row says it trained on {claimed}, and this audit trained on {here}"
+        ));
+    } else if claimed == DeviceChoice::Cpu {
+        audit
+            .differences
+            .extend(exact_differences(committed, recomputed));
     } else {
         let tolerance = seed_spread(group);
-        audit.differences = metric_differences(committed.row, recomputed.row, &tolerance);
+        audit.differences.extend(metric_differences(
+            committed.row,
+            recomputed.row,
+            &tolerance,
+        ));
         audit.tolerance = Some(tolerance);
     }
     audit
+}
+
+/// The keys and lock digest the committed row names against the recomputed row's, where keys.json's reasons do
+/// not already account for them: a row whose keys were replaced by hand never passes.
+fn row_key_differences(
+    committed: &ResultRow,
+    recomputed: &ResultRow,
+    explained: &[(StageKind, Option<KeyChange>)],
+) -> Vec<Difference> {
+    let explained = |kind: StageKind| explained.iter().any(|(k, _)| *k == kind);
+    let mut out = Vec::new();
+    let mut compare = |what: &str, a: String, b: String| {
+        if a != b {
+            out.push(Difference {
+                what: what.into(),
+                committed: a,
+                recomputed: b,
+            });
+        }
+    };
+    if !explained(StageKind::Train) {
+        compare(
+            "train_key",
+            committed.train_key.to_string(),
+            recomputed.train_key.to_string(),
+        );
+    }
+    if !explained(StageKind::Eval) {
+        compare(
+            "eval_key",
+            committed.eval_key.to_string(),
+            recomputed.eval_key.to_string(),
+        );
+    }
+    compare(
+        "lock_digest",
+        committed.lock_digest.clone(),
+        recomputed.lock_digest.clone(),
+    );
+    out
 }
 
 /// A metric as results.csv writes it (empty where the row has none).
@@ -174,11 +245,11 @@ fn exact_differences(committed: &RowSide, recomputed: &RowSide) -> Vec<Differenc
         .iter()
         .enumerate()
         .filter_map(|(i, metric)| {
-            let (a, b) = (
-                shown(committed.row.metrics[i]),
-                shown(recomputed.row.metrics[i]),
-            );
-            (a != b).then(|| Difference {
+            let (x, y) = (committed.row.metrics[i], recomputed.row.metrics[i]);
+            let (a, b) = (shown(x), shown(y));
+            // NaN never reproduces, not even NaN.
+            let nan = x.is_some_and(f64::is_nan) || y.is_some_and(f64::is_nan);
+            (a != b || nan).then(|| Difference {
                 what: metric.to_string(),
                 committed: a,
                 recomputed: b,
@@ -233,7 +304,8 @@ fn metric_differences(
         .enumerate()
         .filter_map(|(i, (metric, tol))| {
             let moved = match (a.metrics[i], b.metrics[i]) {
-                (Some(x), Some(y)) => (x - y).abs() > *tol,
+                // NaN never passes: `(x - y).abs() > tol` is false for it.
+                (Some(x), Some(y)) => x.is_nan() || y.is_nan() || (x - y).abs() > *tol,
                 (x, y) => x.is_some() != y.is_some(),
             };
             moved.then(|| Difference {
@@ -327,6 +399,45 @@ mod tests {
         again.metrics[0] = Some(0.521);
         let outside = audit_row("q", &side(&committed.rows[0]), &side(&again), &group, 1.0);
         assert_eq!(outside.differences[0].what, "rank1");
+    }
+
+    #[test]
+    fn a_device_claim_is_checked_only_where_it_was_computed_and_nan_never_passes() {
+        let mut committed = rows();
+        committed.rows[0].device = DeviceChoice::Cuda(0);
+        let group: Vec<&ResultRow> = committed.rows.iter().collect();
+        let mut here = committed.rows[0].clone();
+        here.device = DeviceChoice::Cpu;
+        let claimed = audit_row("q", &side(&committed.rows[0]), &side(&here), &group, 1.0);
+        assert!(!claimed.reproduced() && claimed.only_unverifiable());
+        assert_eq!(
+            claimed.verdict(),
+            "not verifiable here: the row says it trained on cuda:0, and this audit trained on cpu"
+        );
+        // NaN on both sides, on the CPU and within any GPU tolerance: never reproduced.
+        let mut nan = rows();
+        nan.rows[0].metrics[4] = Some(f64::NAN);
+        let same = nan.rows[0].clone();
+        let on_cpu = audit_row("q", &side(&nan.rows[0]), &side(&same), &[], 1.0);
+        assert_eq!(on_cpu.differences[0].what, "mAP", "{}", on_cpu.verdict());
+        for r in &mut nan.rows {
+            r.device = DeviceChoice::Cuda(0);
+        }
+        let group: Vec<&ResultRow> = nan.rows.iter().collect();
+        let same = nan.rows[0].clone();
+        assert!(!audit_row("q", &side(&nan.rows[0]), &side(&same), &group, 1.0).reproduced());
+    }
+
+    #[test]
+    fn a_row_whose_lock_digest_was_replaced_does_not_reproduce() {
+        let committed = rows();
+        let mut forged = committed.rows[0].clone();
+        forged.lock_digest = "sha256:ff".into();
+        let audit = audit_row("q", &side(&forged), &side(&committed.rows[0]), &[], 1.0);
+        assert_eq!(
+            audit.verdict(),
+            "differs by lock_digest sha256:ff → sha256:00"
+        );
     }
 
     #[test]
