@@ -332,6 +332,17 @@ impl Results {
                 })
             })
             .collect::<Result<Vec<_>, ReportError>>()?;
+        // A cell named twice (what a bad merge leaves) would count as another seed in every statistic.
+        let mut first_line: HashMap<&str, usize> = HashMap::new();
+        for (i, row) in rows.iter().enumerate() {
+            if let Some(first) = first_line.insert(row.cell.as_str(), i + 2) {
+                return Err(bad(format!(
+                    "line {}: cell `{}` is already on line {first}; a cell has one row (a bad merge?)",
+                    i + 2,
+                    row.cell
+                )));
+            }
+        }
         Ok(Results { axes, rows })
     }
 
@@ -440,5 +451,23 @@ pub(crate) mod tests {
         );
         let err = Results::parse(b"a,b\n1,2\n", "r.csv").unwrap_err();
         assert!(err.to_string().contains("no `seed` column"), "{err}");
+    }
+
+    #[test]
+    fn a_cell_named_twice_is_bad_input_not_another_seed() {
+        let results = table(
+            &["model.head"],
+            &[(&["mgat"], 1, 0.5, 0.25), (&["mgat"], 2, 0.6, 0.3)],
+        );
+        let csv = String::from_utf8(results.to_csv().unwrap()).unwrap();
+        let second = csv.lines().nth(2).unwrap();
+        let merged = format!("{csv}{second}\n");
+        let err = Results::parse(merged.as_bytes(), "reports/q/results.csv").unwrap_err();
+        assert!(err.is_bad_input());
+        assert!(
+            err.to_string()
+                .contains("line 4: cell `head=mgat,seed=2` is already on line 3"),
+            "{err}"
+        );
     }
 }
