@@ -431,3 +431,14 @@ fn an_image_that_does_not_decode_is_bad_input() {
         &format!("bounding_box_train/{}", pid(&images[0])),
     );
 }
+
+#[test]
+fn a_dataset_named_dot_or_dot_dot_is_refused_and_no_lock_is_written() {
+    let p = Project::new("dot-name");
+    for name in [".", ".."] {
+        let mut args = vec!["data", "lock", name, "--format", "synth"];
+        args.extend(TOY_DATA.split(' '));
+        refused(&p, &args, "not `.` or `..` alone");
+    }
+    assert!(!p.path("datasets.lock").exists());
+}

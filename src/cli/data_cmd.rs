@@ -160,13 +160,9 @@ fn lock(
     allow_nonstandard: bool,
     args: &SynthArgs,
 ) -> Result<ExitCode> {
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-    {
+    if !crate::data::lock::is_dataset_name(name) {
         return Err(UsageError(format!(
-            "dataset name `{name}`: expected letters, digits, `.`, `_` or `-`"
+            "dataset name `{name}`: expected letters, digits, `.`, `_` or `-` (not `.` or `..` alone)"
         ))
         .into());
     }

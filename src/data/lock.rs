@@ -399,12 +399,7 @@ impl LockFile {
     fn check(&self) -> Result<(), LockError> {
         let index = PosIndex::new(&self.text);
         for (name, e) in &self.doc.datasets {
-            let bad_name = name.is_empty()
-                || name == "."
-                || name == ".."
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            let bad_name = !is_dataset_name(name);
             let problem = bad_name
                 .then(|| {
                     (
@@ -485,6 +480,15 @@ pub fn expand_env(text: &str) -> Result<String, String> {
 fn is_digest(d: &str) -> bool {
     d.strip_prefix(mgat_util::digest::PREFIX)
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Whether `name` may name a dataset: letters, digits, `-`, `_` and `.`, and not `.` or `..` alone (which name
+/// folders, not datasets).
+pub fn is_dataset_name(name: &str) -> bool {
+    !matches!(name, "" | "." | "..")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 #[cfg(test)]
