@@ -84,7 +84,7 @@ fn the_committed_pages_are_self_contained_and_hold_tables_and_every_figure() {
     }
     let index = read("reports/index.html");
     assert_self_contained("index.html", &index);
-    assert!(index.contains("href=\"quickstart/index.html\""));
+    assert!(index.contains("href=\"./quickstart/index.html\""));
     assert!(index.contains("Component ablation"), "the paper's tables");
     // summary.md shows the figures on GitHub.
     let summary = read("reports/quickstart/summary.md");

@@ -612,3 +612,72 @@ fn an_unchanged_report_is_kept_and_a_changed_metric_renders_it_again() {
     let index = std::fs::read_to_string(p.path("reports/index.html")).unwrap();
     assert!(index.contains("report test, renamed"), "{index}");
 }
+
+#[test]
+fn a_linked_report_folder_or_a_forged_record_cannot_make_mgat_write_or_delete_outside_reports() {
+    let p = Project::new("report-links");
+    p.lock_synth("toy", TOY_DATA);
+    p.write(
+        "experiments/t.yaml",
+        &format!("name: t\n{TOY_BASE}seeds: [1]\n"),
+    );
+    p.mgat(&["-q", "run", "experiments/t.yaml"]).success();
+    let outside = p.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("victim.txt"), "keep me").unwrap();
+    let listing = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    // A record that names files outside its folder, and a figures folder that is a link out of reports/.
+    let record = p.path("reports/t/.rendered-from.json");
+    let mut forged: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    for name in [
+        "figures/victim.txt",
+        "../../outside/victim.txt",
+        "figures/../../../outside/victim.txt",
+    ] {
+        forged["files"][name] = Value::String("0".repeat(64));
+    }
+    forged["inputs"] = Value::String("forged".into());
+    std::fs::write(&record, serde_json::to_vec(&forged).unwrap()).unwrap();
+    let figures = p.path("reports/t/figures");
+    std::fs::remove_dir_all(&figures).unwrap();
+    std::os::unix::fs::symlink(&outside, &figures).unwrap();
+    let run = p.mgat(&["-q", "run", "experiments/t.yaml"]);
+    assert_eq!(run.code(), 2, "{}{}", run.stdout(), run.stderr());
+    assert!(
+        run.stderr().contains("figures: a symbolic link"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(
+        listing(&outside),
+        ["victim.txt"],
+        "nothing written or removed through the link"
+    );
+    // With the link gone the forged names are ignored: the report renders, the file outside stays.
+    std::fs::remove_file(&figures).unwrap();
+    p.mgat(&["-q", "run", "experiments/t.yaml"]).success();
+    assert_eq!(
+        std::fs::read_to_string(outside.join("victim.txt")).unwrap(),
+        "keep me"
+    );
+    // A report folder that is itself a link receives nothing.
+    let moved = p.path("elsewhere");
+    std::fs::rename(p.path("reports/t"), &moved).unwrap();
+    std::fs::create_dir_all(p.path("linked")).unwrap();
+    std::os::unix::fs::symlink(p.path("linked"), p.path("reports/t")).unwrap();
+    let run = p.mgat(&["-q", "report", "experiments/t.yaml"]);
+    assert_eq!(run.code(), 2, "{}{}", run.stdout(), run.stderr());
+    assert!(
+        run.stderr().contains("reports/t: a symbolic link"),
+        "{}",
+        run.stderr()
+    );
+    assert!(listing(&p.path("linked")).is_empty());
+}

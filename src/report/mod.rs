@@ -60,6 +60,10 @@ pub enum ReportError {
     Table(#[from] PolarsError),
     #[error("figure: {0}")]
     Figure(String),
+    /// A report folder that is a symbolic link, or not a folder: mgat writes and removes report files only inside
+    /// real folders under `reports/`, so that a committed link cannot point its writes elsewhere.
+    #[error("{}: {what}; mgat writes reports only into real folders under reports/ (remove it and run again)", path.display())]
+    NotAReportFolder { path: PathBuf, what: &'static str },
 }
 
 impl ReportError {
@@ -68,6 +72,7 @@ impl ReportError {
         matches!(
             self,
             ReportError::Results { .. }
+                | ReportError::NotAReportFolder { .. }
                 | ReportError::Paper { .. }
                 | ReportError::Ambiguous { .. }
                 | ReportError::UnknownRevision(_)
@@ -106,13 +111,15 @@ impl RenderedFrom {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// The files the previous rendering in `dir` wrote, relative to it (none when it left no readable record).
+    /// The files the previous rendering in `dir` wrote, relative to it (none when it left no readable record). The
+    /// record is a file of the checkout, so untrusted: only names mgat itself writes, a file in the folder or in its
+    /// `figures/`, are taken.
     fn previous_files(dir: &Path) -> Vec<String> {
         Self::read(dir)
             .map(|r| {
                 r.files
                     .into_keys()
-                    .filter(|n| is_plain_relative(n))
+                    .filter(|n| is_report_file_name(n))
                     .collect()
             })
             .unwrap_or_default()
@@ -152,7 +159,7 @@ pub fn write_spec_report(
     reports: &Path,
 ) -> Result<Written, ReportError> {
     let (results, missing) = Results::collect(spec, spec_index, plan, cache)?;
-    let dir = reports.join(&spec.name);
+    let dir = report_dir(reports, &spec.name)?;
     let mut written = Written {
         rows: results.rows.len(),
         missing,
@@ -195,7 +202,7 @@ pub fn write_spec_report(
     }
     let csv = results.to_csv()?;
     let mut files = BTreeMap::new();
-    let figures = write_figures(spec, &results, cache, &dir.join("figures"))?;
+    let figures = write_figures(spec, &results, cache, &dir.join(FIGURES_DIR))?;
     let mut page_figures = Vec::new();
     for figure in &figures {
         let svg = mgat_util::fsio::read_to_string(&figure.svg)?;
@@ -290,6 +297,7 @@ pub fn write_index(
     reports: &Path,
     paper: Option<(&paper::PaperTables, &[Vec<paper::Comparison>])>,
 ) -> Result<Option<PathBuf>, ReportError> {
+    real_folder_or_absent(reports)?;
     let mut entries = Vec::new();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(reports)
         .into_iter()
@@ -348,11 +356,44 @@ fn figures_markdown(figures: &[Figure], dir: &Path) -> String {
     out
 }
 
-/// A name the record may hold: relative, without `..`, so that a hand-edited record cannot remove files elsewhere.
-fn is_plain_relative(name: &str) -> bool {
-    Path::new(name)
-        .components()
-        .all(|c| matches!(c, std::path::Component::Normal(_)))
+/// A name the record may hold: `NAME` or `figures/NAME`, plain (no `..`, no root, no further folders), so that a
+/// hand-edited record cannot remove files elsewhere.
+fn is_report_file_name(name: &str) -> bool {
+    let parts: Vec<std::path::Component> = Path::new(name).components().collect();
+    let plain = |c: &std::path::Component| matches!(c, std::path::Component::Normal(_));
+    match parts.as_slice() {
+        [file] => plain(file),
+        [folder, file] => folder.as_os_str() == FIGURES_DIR && plain(file),
+        _ => false,
+    }
+}
+
+/// The folder of figures inside a report folder.
+const FIGURES_DIR: &str = "figures";
+
+/// `reports/<name>/`, checked to be confined: `reports/`, it and its `figures/` are each a real folder or absent,
+/// never a symbolic link (a committed link would make mgat write and delete report files wherever it points).
+fn report_dir(reports: &Path, name: &str) -> Result<PathBuf, ReportError> {
+    let dir = reports.join(name);
+    for path in [reports, &dir, &dir.join(FIGURES_DIR)] {
+        real_folder_or_absent(path)?;
+    }
+    Ok(dir)
+}
+
+/// `path` is a folder that is not a symbolic link, or nothing yet.
+fn real_folder_or_absent(path: &Path) -> Result<(), ReportError> {
+    let refused = |what| ReportError::NotAReportFolder {
+        path: path.to_path_buf(),
+        what,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(refused("a symbolic link")),
+        Ok(m) if !m.is_dir() => Err(refused("not a folder")),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(IoError::at(path)(e).into()),
+    }
 }
 
 /// Removes a file an earlier rendering wrote and this one did not (a sweep axis the spec no longer has).
@@ -615,6 +656,25 @@ fn per_group(
 mod tests {
     use super::*;
     use results::tests::table;
+
+    #[test]
+    fn a_record_names_only_files_in_its_folder_or_its_figures() {
+        for good in ["summary.md", "figures/cmc.png"] {
+            assert!(is_report_file_name(good), "{good}");
+        }
+        for bad in [
+            "../x",
+            "/etc/passwd",
+            "figures/../../x",
+            "figures/a/b.png",
+            "other/x.png",
+            "a/b",
+            "",
+            ".",
+        ] {
+            assert!(!is_report_file_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn the_mixing_figure_puts_graph_groups_at_their_offdiagonal_share_and_the_baseline_in_a_band() {

@@ -374,10 +374,11 @@ pub fn index_page(
     for s in specs {
         let _ = write!(
             out,
-            "<li><a href=\"{0}/{PAGE_FILE}\">{1}</a> <span class=\"meta\">(<code>{0}</code>, {2} rows)</span></li>",
+            "<li><a href=\"{3}\">{1}</a> <span class=\"meta\">(<code>{0}</code>, {2} rows)</span></li>",
             escape(&s.name),
             escape(&s.title),
-            s.rows
+            s.rows,
+            relative_href(&s.name, PAGE_FILE)
         );
     }
     out.push_str("</ul></section>\n");
@@ -483,9 +484,37 @@ if(m){document.querySelectorAll('table.sortable thead button').forEach(function(
 })();
 ";
 
+/// A link to `file` in the report folder `folder`, relative (`./…`) and percent-encoded, so that a folder named
+/// like a URL (`javascript:…`) is a path, never a scheme.
+fn relative_href(folder: &str, file: &str) -> String {
+    let mut out = String::from("./");
+    for b in folder.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out.push('/');
+    out.push_str(file);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_folder_named_like_a_url_is_linked_as_a_relative_path() {
+        assert_eq!(
+            relative_href("quickstart", "index.html"),
+            "./quickstart/index.html"
+        );
+        assert_eq!(
+            relative_href("javascript:alert(1)", "index.html"),
+            "./javascript%3Aalert%281%29/index.html"
+        );
+    }
 
     #[test]
     fn escapes_markup_and_quotes() {

@@ -301,7 +301,7 @@ impl<'a> Pivot<'a> {
 
     /// One Markdown table per metric, values in percent.
     pub fn markdown(&self, title: &str) -> String {
-        let mut out = format!("# {title}\n\n{INTERVAL_NOTE}\n");
+        let mut out = format!("# {}\n\n{INTERVAL_NOTE}\n", one_line(title));
         for (label, table) in self.tables() {
             let _ = write!(out, "\n## {label} (%)\n\n{}", table.markdown());
         }
@@ -357,8 +357,9 @@ impl<'a> Pivot<'a> {
     /// One booktabs tabular per metric, values in percent.
     pub fn latex(&self, title: &str) -> String {
         let mut out = format!(
-            "% {title}: mean $\\pm$ 95% confidence half-width (Student t) over seeds (n), in percent. \
-             Needs \\usepackage{{booktabs}}.\n"
+            "% {}: mean $\\pm$ 95% confidence half-width (Student t) over seeds (n), in percent. \
+             Needs \\usepackage{{booktabs}}.\n",
+            one_line(title)
         );
         for metric in &self.layout.metrics {
             let _ = writeln!(
@@ -398,24 +399,49 @@ pub fn csv_field(s: &str) -> String {
     }
 }
 
+/// Text as TeX typesets it literally: its special characters escaped, a backslash, caret and tilde spelled out, and
+/// line breaks and other control characters as spaces, so that no text from a spec or results can become a command.
 fn latex_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
+    for ch in one_line(s).chars() {
         match ch {
             '_' | '%' | '&' | '#' | '$' | '{' | '}' => {
                 out.push('\\');
                 out.push(ch);
             }
+            '\\' => out.push_str("\\textbackslash{}"),
+            '^' => out.push_str("\\textasciicircum{}"),
+            '~' => out.push_str("\\textasciitilde{}"),
             _ => out.push(ch),
         }
     }
     out
 }
 
+/// `s` with every control character (line breaks included) as a space: for text inside a TeX comment, a Markdown
+/// heading or a table cell, which a line break would end.
+pub fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::report::results::tests::table;
+
+    #[test]
+    fn text_from_a_spec_cannot_become_tex_or_leave_a_comment() {
+        let hostile = "ok\n\\input{/etc/passwd} ^~";
+        let escaped = latex_escape(hostile);
+        assert_eq!(
+            escaped,
+            "ok \\textbackslash{}input\\{/etc/passwd\\} \\textasciicircum{}\\textasciitilde{}"
+        );
+        assert!(!escaped.contains('\n'));
+        assert_eq!(one_line("a\r\nb\tc"), "a  b c");
+    }
 
     fn layout(rows: &[&str], columns: &[&str]) -> ReportLayout {
         let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
