@@ -8,7 +8,8 @@
 #   literal   a constant in the model crate (crates/model/src/resnet.rs)              → train eval
 #   include   the bytes of a file read with include_bytes! by the generator           → synth
 #   buildrs   the input of code a build.rs generates for the eval crate                → eval
-#   feature   gemm's x86-v4 feature switched on in the root manifest (unification)    → train eval
+#   feature   gemm's x86-v4 feature switched on in the root manifest (unification)    → synth index train eval
+#             (it also switches on bytemuck's avx512_simd, and bytemuck is in every kind's closure through image)
 #   patch     a [patch]ed candle-nn (a local copy) edited                              → train
 #   form      tracing declared through [workspace.dependencies] in table form: nothing moves; then a feature set
 #             there                                                                    → train
@@ -98,7 +99,8 @@ EOF
       expect "code a build.rs generates" "$(moved "$before" "$(fingerprints)")" "eval" ;;
     feature)
       sed -i 's/^\[dependencies\]$/[dependencies]\ngemm = { version = "0.19", features = ["x86-v4"] }/' Cargo.toml
-      expect "a dependency feature switched on in the root manifest" "$(moved "$pristine" "$(fingerprints)")" "train eval" ;;
+      expect "a dependency feature switched on in the root manifest" "$(moved "$pristine" "$(fingerprints)")" \
+        "synth index train eval" ;;
     patch)
       src=$(find "${CARGO_HOME:-$HOME/.cargo}/registry/src" -maxdepth 2 -type d -name 'candle-nn-0.11.1' | head -1)
       [ -n "$src" ] || fail "no candle-nn 0.11.1 source in the registry cache"
@@ -110,9 +112,10 @@ EOF
     form)
       sed -i 's/^tracing = "0.1"$//' crates/train/Cargo.toml
       printf '\n[dependencies.tracing]\nworkspace = true\n' >> crates/train/Cargo.toml
-      printf '\n[workspace.dependencies]\ntracing = "0.1"\n' >> Cargo.toml
+      printf '\n[workspace.dependencies]\ntracing = "0.1" # key-mutation\n' >> Cargo.toml
       expect "tracing declared through the workspace in table form" "$(moved "$pristine" "$(fingerprints)")" "nothing"
-      sed -i 's/^tracing = "0.1"$/tracing = { version = "0.1", features = ["release_max_level_warn"] }/' Cargo.toml
+      sed -i 's/^tracing = "0.1" # key-mutation$/tracing = { version = "0.1", features = ["release_max_level_warn"] }/' \
+        Cargo.toml
       expect "a feature set through that form" "$(moved "$pristine" "$(fingerprints)")" "train" ;;
   esac
   undo
