@@ -24,10 +24,7 @@ mod tokens;
 /// `compiled_sources!(crate_a, crate_b, …)`: what rustc read to compile each named crate (see the crate docs).
 #[proc_macro]
 pub fn compiled_sources(input: TokenStream) -> TokenStream {
-    let names = match syn::parse::Parser::parse(
-        syn::punctuated::Punctuated::<syn::Ident, syn::Token![,]>::parse_terminated,
-        input,
-    ) {
+    let names = match comma_separated::<syn::Ident>(input) {
         Ok(names) => names,
         Err(e) => return e.to_compile_error().into(),
     };
@@ -59,10 +56,7 @@ pub fn compiled_sources(input: TokenStream) -> TokenStream {
 /// `module_sources!("path/to/root.rs", …)`: the module trees rooted at those files of the crate being compiled.
 #[proc_macro]
 pub fn module_sources(input: TokenStream) -> TokenStream {
-    let roots = match syn::parse::Parser::parse(
-        syn::punctuated::Punctuated::<syn::LitStr, syn::Token![,]>::parse_terminated,
-        input,
-    ) {
+    let roots = match comma_separated::<syn::LitStr>(input) {
         Ok(roots) => roots,
         Err(e) => return e.to_compile_error().into(),
     };
@@ -78,6 +72,15 @@ pub fn module_sources(input: TokenStream) -> TokenStream {
         crates.push((root.value(), digests(&files), Vec::new()));
     }
     expand(crates)
+}
+
+/// A macro's input as `a, b, …`.
+fn comma_separated<T: syn::parse::Parse>(input: TokenStream) -> syn::Result<Vec<T>> {
+    let list = syn::parse::Parser::parse(
+        syn::punctuated::Punctuated::<T, syn::Token![,]>::parse_terminated,
+        input,
+    )?;
+    Ok(list.into_iter().collect())
 }
 
 /// The arguments of the rustc (or clippy-driver, rustdoc) process expanding this macro, `@file` arguments read.
