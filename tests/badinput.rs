@@ -442,3 +442,55 @@ fn a_dataset_named_dot_or_dot_dot_is_refused_and_no_lock_is_written() {
     }
     assert!(!p.path("datasets.lock").exists());
 }
+
+/// Runs `mgat ARGS` in `p`, failing the test if it has not ended within 30 s (a read blocked on a FIFO, or reading
+/// `/dev/zero` without end).
+fn ended_within_30s(p: &Project, args: &[&str]) -> std::process::Output {
+    let mut child = p
+        .command(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("mgat {args:?} still running after 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn files_a_clone_brings_are_refused_when_they_are_fifos_or_devices_not_waited_on_or_read_without_end()
+ {
+    let p = toy("special-files");
+    p.write(
+        "experiments/t.yaml",
+        &format!("name: t\n{TOY_BASE}seeds: [1]\n"),
+    );
+    let fifo = p.path("experiments/f.yaml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let out = ended_within_30s(&p, &["plan", "experiments/f.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a FIFO"));
+    // paper.yaml and a report's keys.json committed as links to /dev/zero.
+    p.mgat(&["-q", "run", "experiments/t.yaml"]).success();
+    std::os::unix::fs::symlink("/dev/zero", p.path("reports/paper.yaml")).unwrap();
+    let out = ended_within_30s(&p, &["report", "--paper"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a character device"));
+    std::fs::remove_file(p.path("reports/t/keys.json")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", p.path("reports/t/keys.json")).unwrap();
+    let out = ended_within_30s(&p, &["audit", "experiments/t.yaml"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("a character device"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

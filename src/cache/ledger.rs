@@ -185,7 +185,8 @@ impl Drop for Ledger {
 
 /// The file's records by entry (none when it is missing, unreadable or of another format).
 fn read_records(path: &Path) -> HashMap<Id, String> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = crate::inputfile::read_text_bounded(path, crate::inputfile::limit::STAT_RECORD)
+        .unwrap_or_default();
     let Some(body) = text.strip_prefix(HEADER) else {
         return HashMap::new();
     };

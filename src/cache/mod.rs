@@ -519,11 +519,12 @@ impl EntryRef {
 }
 
 fn read_manifest(path: &Path) -> Result<Manifest, Damage> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Damage::NoManifest),
-        Err(e) => return Err(Damage::Unreadable(e.to_string())),
-    };
+    let text =
+        match crate::inputfile::read_text_bounded(path, crate::inputfile::limit::CACHE_RECORD) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Damage::NoManifest),
+            Err(e) => return Err(Damage::Unreadable(e.to_string())),
+        };
     let manifest: Manifest =
         serde_json::from_str(&text).map_err(|e| Damage::BadManifest(e.to_string()))?;
     match manifest.compute_checksum() == manifest.checksum {

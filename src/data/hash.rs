@@ -39,7 +39,9 @@ pub fn hash_tree(
     on_file: &(dyn Fn() + Sync),
 ) -> Result<Vec<FileDigest>, HashError> {
     let cache_text = stat_cache
-        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|p| {
+            crate::inputfile::read_text_bounded(p, crate::inputfile::limit::STAT_RECORD).ok()
+        })
         .unwrap_or_default();
     let previous = StatedTree::parse(&cache_text).unwrap_or_default();
     let tree = hash_tree_known(root, &previous, on_file)?;

@@ -194,20 +194,17 @@ impl LockFile {
     /// Loads the lock at `path`; a missing file is an empty lock (so the first `mgat data lock` can create it).
     /// Per-file lists are read from and written to `file_lists`.
     pub fn load(path: &Path, file_lists: &Path) -> Result<LockFile, LockError> {
-        crate::inputfile::check_regular(path).map_err(|source| LockError::Read {
-            file: path.to_path_buf(),
-            source,
-        })?;
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(source) => {
-                return Err(LockError::Read {
-                    file: path.to_path_buf(),
-                    source,
-                });
-            }
-        };
+        let text =
+            match crate::inputfile::read_text_bounded(path, crate::inputfile::limit::TEXT_CONFIG) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(source) => {
+                    return Err(LockError::Read {
+                        file: path.to_path_buf(),
+                        source,
+                    });
+                }
+            };
         let index = PosIndex::new(&text);
         let invalid = |pos: Pos, message: String| LockError::Invalid {
             file: path.to_path_buf(),
@@ -318,7 +315,11 @@ impl LockFile {
 
     /// The per-file list `mgat data lock` wrote for the entry's digest, if present and readable.
     fn file_list(&self, name: &str, digest: &str) -> Option<Vec<FileDigest>> {
-        let text = std::fs::read_to_string(self.file_list_path(name, digest)).ok()?;
+        let text = crate::inputfile::read_text_bounded(
+            &self.file_list_path(name, digest),
+            crate::inputfile::limit::STAT_RECORD,
+        )
+        .ok()?;
         text.lines()
             .map(|line| {
                 let mut f = line.splitn(3, '\t');

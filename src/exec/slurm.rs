@@ -478,9 +478,12 @@ fn finished(
         short(&stage.id),
         job.id
     ));
-    let record: Option<FailureRecord> = std::fs::read(failure_record(&command.cache, &job.id))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let record: Option<FailureRecord> = crate::inputfile::read_bounded(
+        &failure_record(&command.cache, &job.id),
+        crate::inputfile::limit::CACHE_RECORD,
+    )
+    .ok()
+    .and_then(|bytes| serde_json::from_slice(&bytes).ok());
     let (message, bad_input) = match record {
         Some(r) => (r.message, r.bad_input),
         None => (

@@ -671,7 +671,10 @@ impl WeightDigests<'_> {
                 let _ = mgat_util::fsio::write_atomic(&record, format!("{digest}\n").as_bytes());
                 digest
             }
-            (Err(e), Purpose::Inspect { .. }) => match std::fs::read_to_string(&record) {
+            (Err(e), Purpose::Inspect { .. }) => match crate::inputfile::read_text_bounded(
+                &record,
+                crate::inputfile::limit::CACHE_RECORD,
+            ) {
                 Ok(text) => text.trim().to_string(),
                 Err(_) => {
                     return Err(format!(

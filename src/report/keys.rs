@@ -180,7 +180,7 @@ impl ReportKeys {
     /// The `keys.json` in report folder `dir`; None where the report has none (written before keys.json was).
     pub fn read_beside(dir: &Path) -> Result<Option<ReportKeys>, ReportError> {
         let path = dir.join(KEYS_FILE);
-        match std::fs::read(&path) {
+        match crate::inputfile::read_bounded(&path, crate::inputfile::limit::REPORT_FILE) {
             Ok(bytes) => Self::parse(&bytes, &path.display().to_string()).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(IoError::new(path, e).into()),

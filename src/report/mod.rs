@@ -107,7 +107,11 @@ struct RenderedFrom {
 impl RenderedFrom {
     /// The record in report folder `dir`, if there is a readable one.
     fn read(dir: &Path) -> Option<Self> {
-        let bytes = std::fs::read(dir.join(RENDERED_FROM)).ok()?;
+        let bytes = crate::inputfile::read_bounded(
+            &dir.join(RENDERED_FROM),
+            crate::inputfile::limit::REPORT_FILE,
+        )
+        .ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
@@ -327,7 +331,11 @@ pub fn write_index(
     let html = page::index_page(&entries, paper);
     let path = reports.join(page::PAGE_FILE);
     // Left alone when it already holds these bytes, as on every rerun of a cached grid.
-    if std::fs::read(&path).ok().as_deref() != Some(html.as_bytes()) {
+    if crate::inputfile::read_bounded(&path, crate::inputfile::limit::REPORT_FILE)
+        .ok()
+        .as_deref()
+        != Some(html.as_bytes())
+    {
         mgat_util::fsio::write_atomic(&path, html.as_bytes())?;
     }
     Ok(Some(path))

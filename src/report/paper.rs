@@ -112,7 +112,7 @@ pub struct Comparison {
 impl PaperTables {
     /// Reads and validates `paper.yaml`: errors name the file, line and value.
     pub fn load(path: &Path) -> Result<PaperTables, ReportError> {
-        let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
+        let text = crate::inputfile::read_text_bounded(path, crate::inputfile::limit::TEXT_CONFIG).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => ReportError::Results {
                 origin: path.display().to_string(),
                 message: "no such file: it describes the paper's tables that `mgat report --paper` renders"

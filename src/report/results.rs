@@ -360,7 +360,7 @@ impl Results {
 
     /// Reads the results.csv at `path`.
     pub fn read(path: &Path) -> Result<Results, ReportError> {
-        let bytes = std::fs::read(path)
+        let bytes = crate::inputfile::read_bounded(path, crate::inputfile::limit::REPORT_FILE)
             .map_err(|source| ReportError::Io(IoError::new(path.to_path_buf(), source)))?;
         Self::parse(&bytes, &path.display().to_string())
     }

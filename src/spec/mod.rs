@@ -138,12 +138,13 @@ const MAX_NAME: usize = 100;
 impl Spec {
     /// Reads, validates and expands the spec at `path`.
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
-            file: path.to_path_buf(),
-            pos: None,
-            message: format!("cannot read spec: {e}"),
-            source_line: None,
-        })?;
+        let text = crate::inputfile::read_text_bounded(path, crate::inputfile::limit::TEXT_CONFIG)
+            .map_err(|e| SpecError {
+                file: path.to_path_buf(),
+                pos: None,
+                message: format!("cannot read spec: {e}"),
+                source_line: None,
+            })?;
         Self::parse(path, &text)
     }
 
