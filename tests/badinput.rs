@@ -482,12 +482,12 @@ fn files_a_clone_brings_are_refused_when_they_are_fifos_or_devices_not_waited_on
     p.mgat(&["-q", "run", "experiments/t.yaml"]).success();
     std::os::unix::fs::symlink("/dev/zero", p.path("reports/paper.yaml")).unwrap();
     let out = ended_within_30s(&p, &["report", "--paper"]);
-    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(2), "bad input");
     assert!(String::from_utf8_lossy(&out.stderr).contains("a character device"));
     std::fs::remove_file(p.path("reports/t/keys.json")).unwrap();
     std::os::unix::fs::symlink("/dev/zero", p.path("reports/t/keys.json")).unwrap();
     let out = ended_within_30s(&p, &["audit", "experiments/t.yaml"]);
-    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(2), "bad input");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("a character device"),
         "{}",

@@ -9,7 +9,6 @@ use super::results::ResultRow;
 use crate::cache::Cache;
 use crate::plan::reasons::{KeyChange, key_changes};
 use crate::plan::{KeyInputs, Plan, StageKey, StageKind};
-use mgat_util::fsio::IoError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -183,7 +182,7 @@ impl ReportKeys {
         match crate::inputfile::read_bounded(&path, crate::inputfile::limit::REPORT_FILE) {
             Ok(bytes) => Self::parse(&bytes, &path.display().to_string()).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(IoError::new(path, e).into()),
+            Err(e) => Err(ReportError::unreadable(&path, e)),
         }
     }
 

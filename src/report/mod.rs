@@ -67,6 +67,20 @@ pub enum ReportError {
 }
 
 impl ReportError {
+    /// A committed report file that could not be read: bad input when the guarded reader refused it (not a regular
+    /// file, too large, not UTF-8), a failure otherwise.
+    pub fn unreadable(path: &Path, e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData => {
+                ReportError::Results {
+                    origin: path.display().to_string(),
+                    message: e.to_string(),
+                }
+            }
+            _ => ReportError::Io(IoError::new(path.to_path_buf(), e)),
+        }
+    }
+
     /// Whether the error is about something the user wrote or named (a file, a revision), not a failure of mgat.
     pub fn is_bad_input(&self) -> bool {
         matches!(

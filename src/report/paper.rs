@@ -11,7 +11,6 @@ use crate::spec::format_value;
 use crate::spec::layout::METRICS;
 use crate::yamlpos::{Pos, PosIndex, split_serde_error};
 use indexmap::IndexMap;
-use mgat_util::fsio::IoError;
 use serde::Deserialize;
 use serde_yaml::Value;
 use std::collections::BTreeMap;
@@ -118,7 +117,7 @@ impl PaperTables {
                 message: "no such file: it describes the paper's tables that `mgat report --paper` renders"
                     .into(),
             },
-            _ => ReportError::Io(IoError::new(path.to_path_buf(), source)),
+            _ => ReportError::unreadable(path, source),
         })?;
         Self::parse(path, &text)
     }

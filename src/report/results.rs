@@ -9,7 +9,6 @@ use crate::spec::layout::METRICS;
 use crate::spec::{Spec, format_value, get_path, group_name};
 use mgat_eval::metrics::REPORTED_RANKS;
 use mgat_stage::DeviceChoice;
-use mgat_util::fsio::IoError;
 use polars::prelude::*;
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -361,7 +360,7 @@ impl Results {
     /// Reads the results.csv at `path`.
     pub fn read(path: &Path) -> Result<Results, ReportError> {
         let bytes = crate::inputfile::read_bounded(path, crate::inputfile::limit::REPORT_FILE)
-            .map_err(|source| ReportError::Io(IoError::new(path.to_path_buf(), source)))?;
+            .map_err(|source| ReportError::unreadable(path, source))?;
         Self::parse(&bytes, &path.display().to_string())
     }
 }
