@@ -137,15 +137,9 @@ mod tests {
         std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
         assert!(message(&link).contains("a character device"));
         // A FIFO with no writer: refused at once, not waited on.
-        let fifo = dir.join("pipe");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (fifo, loop_start) = fifo_and_link_loop(&dir);
         assert!(message(&fifo).contains("a FIFO"));
-        let a = dir.join("a");
-        std::os::unix::fs::symlink(dir.join("b"), &a).unwrap();
-        std::os::unix::fs::symlink(&a, dir.join("b")).unwrap();
-        assert!(message(&a).contains("a symbolic link loop"));
+        assert!(message(&loop_start).contains("a symbolic link loop"));
         std::fs::write(&file, [0xff, 0xfe]).unwrap();
         assert!(
             read_text_bounded(&file, 9)
@@ -165,14 +159,20 @@ mod tests {
         let message = |p: &Path| check_regular(p).unwrap_err().to_string();
         assert!(message(&dir).ends_with("is a folder, not a regular file"));
         assert!(message(Path::new("/dev/zero")).contains("a character device"));
+        let (fifo, loop_start) = fifo_and_link_loop(&dir);
+        assert!(message(&fifo).contains("a FIFO"));
+        assert!(message(&loop_start).contains("a symbolic link loop"));
+    }
+
+    /// A FIFO and the start of a symbolic link loop in `dir`.
+    fn fifo_and_link_loop(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
         let fifo = dir.join("pipe");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        assert!(message(&fifo).contains("a FIFO"));
         let a = dir.join("a");
         std::os::unix::fs::symlink(dir.join("b"), &a).unwrap();
         std::os::unix::fs::symlink(&a, dir.join("b")).unwrap();
-        assert!(message(&a).contains("a symbolic link loop"));
+        (fifo, a)
     }
 }
