@@ -9,6 +9,7 @@
 //!   `stat` per folder and file. A damaged entry is moved to `<cache>/.quarantine/` with a warning, and its stage
 //!   runs again; nothing damaged is ever read.
 
+pub mod gc;
 mod layout;
 mod ledger;
 

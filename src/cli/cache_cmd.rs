@@ -3,7 +3,7 @@
 
 use super::Context;
 use crate::cache::Lookup;
-use crate::plan::{KeyInputs, Plan, StageKey, StageKind};
+use crate::plan::Plan;
 use crate::spec::Spec;
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
@@ -118,25 +118,8 @@ fn gc(ctx: &Context, yes: bool) -> Result<ExitCode> {
     }
     let mut plan = Plan::new(&specs, &lock, ctx.purpose(false))?;
     super::run_cmd::resolve_keys(ctx, &mut plan);
-    let keep: HashSet<(StageKind, &str)> = plan
-        .stages
-        .iter()
-        .filter_map(|s| s.key.as_ref().map(|k| (s.kind, k.as_str())))
-        .collect();
-    // A stage whose key is not known (an entry it consumes is gone) still keeps the entries computed from its
-    // configuration, whatever upstream outputs they read: they are the results it would otherwise recompute.
-    let unresolved: Vec<&KeyInputs> = plan
-        .stages
-        .iter()
-        .filter(|s| s.key.is_none())
-        .map(|s| &s.inputs)
-        .collect();
-    let referenced = |kind: StageKind, name: &str| {
-        keep.contains(&(kind, name))
-            || matches!(StageKey::parse(name).map(|key| ctx.cache.lookup(kind, &key)), Ok(Lookup::Present(m))
-                if unresolved.iter().any(|i| KeyInputs { upstream: Default::default(), ..m.inputs.clone() } == **i))
-    };
-    let garbage = ctx.cache.garbage(&referenced)?;
+    let roots = crate::cache::gc::Roots::of(&plan, &ctx.cache);
+    let garbage = ctx.cache.garbage(&|kind, name| roots.hold(kind, name))?;
     let mut total = 0u64;
     for g in &garbage {
         let bytes = dir_bytes(&g.path);
@@ -150,7 +133,7 @@ fn gc(ctx: &Context, yes: bool) -> Result<ExitCode> {
             println!("  kept {:?}: another mgat process is using it", g.path);
         }
     }
-    let referenced = keep.len();
+    let referenced = roots.resolved();
     if yes {
         println!(
             "removed {} entries ({total} bytes); {referenced} stages are referenced by {} specs",
