@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Project, TOY_DATA};
+use common::{Project, TOY_BASE, TOY_DATA};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -376,4 +376,32 @@ fn a_dataset_changed_while_a_stage_runs_fails_it_and_commits_nothing() {
     assert_eq!(out.status.code(), Some(2), "{stdout}");
     assert!(stdout.contains("changed while the stage ran"), "{stdout}");
     assert!(p.entries("train").is_empty(), "no train entry committed");
+}
+
+/// `cache verify` names a folder whose name is not UTF-8, moves it aside and goes on: damage after it is still
+/// reported and repaired.
+#[test]
+fn cache_verify_goes_past_a_folder_whose_name_is_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let p = Project::new("verify-utf8");
+    p.lock_synth("toy", TOY_DATA);
+    p.write(
+        "experiments/t.yaml",
+        &format!("name: t\n{TOY_BASE}seeds: [1]\n"),
+    );
+    p.mgat(&["-q", "run", "experiments/t.yaml"]).success();
+    let odd = p
+        .cache_dir()
+        .join("train")
+        .join(std::ffi::OsStr::from_bytes(b"z\xff"));
+    std::fs::create_dir_all(&odd).unwrap();
+    let eval = p.cache_dir().join("eval").join(&p.entries("eval")[0]);
+    std::fs::write(eval.join("metrics.json"), "damaged").unwrap();
+    let out = p.mgat(&["cache", "verify"]);
+    assert_eq!(out.code(), 1, "{}{}", out.stdout(), out.stderr());
+    let text = out.stdout();
+    assert!(text.contains("corrupt train z\u{fffd}"), "{text}");
+    assert!(text.contains("corrupt eval"), "{text}");
+    assert!(text.contains("2 corrupt"), "{text}");
+    assert!(!odd.exists(), "moved aside");
 }

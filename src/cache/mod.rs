@@ -306,6 +306,27 @@ impl Cache {
         name: &str,
         damage: &Damage,
     ) -> Result<PathBuf, CacheError> {
+        self.quarantine_folder(kind, name, &self.folder(kind, name), damage)
+    }
+
+    /// [`Cache::quarantine`] for an entry as a listing found it: its folder by its real path, whose name may not
+    /// even be UTF-8 (`name` is then its lossy spelling, used for the quarantine's name and the ledger).
+    pub fn quarantine_listed(
+        &self,
+        kind: StageKind,
+        entry: &EntryRef,
+        damage: &Damage,
+    ) -> Result<PathBuf, CacheError> {
+        self.quarantine_folder(kind, &entry.key, &entry.path, damage)
+    }
+
+    fn quarantine_folder(
+        &self,
+        kind: StageKind,
+        name: &str,
+        folder: &Path,
+        damage: &Damage,
+    ) -> Result<PathBuf, CacheError> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -316,7 +337,7 @@ impl Cache {
             s.remove(&(kind, key));
         }
         self.ledger.drop_record(kind, name);
-        fsio::rename_durable(&self.folder(kind, name), &dest)?;
+        fsio::rename_durable(folder, &dest)?;
         tracing::warn!(
             "{} {}: {damage}; moved to {} (its stage runs again when next needed)",
             kind.name(),

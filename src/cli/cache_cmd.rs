@@ -83,7 +83,7 @@ fn verify(ctx: &Context) -> Result<ExitCode> {
         // Repaired, not only reported: moved aside with its ledger record dropped, so the next run recomputes it.
         match c.entry.kind() {
             Some(kind) => {
-                let moved = ctx.cache.quarantine(kind, &c.entry.key, &c.problem)?;
+                let moved = ctx.cache.quarantine_listed(kind, &c.entry, &c.problem)?;
                 println!("  moved to {}", moved.display());
             }
             None => println!("  left in place: not a stage kind's folder"),
