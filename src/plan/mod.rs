@@ -284,27 +284,22 @@ pub struct Stage {
     pub placement: Placement,
 }
 
-/// Where a stage computes and with what, outside its key: `train.device`, `train.workers` and the path of
-/// `model.pretrained` (whose content is in the key). Cells that share a train or eval stage must agree on it, or
-/// the plan is refused: which cell's choice to follow would otherwise depend on their order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Placement {
-    pub device: mgat_stage::DeviceChoice,
-    pub workers: u32,
-    pub pretrained: Option<PathBuf>,
-}
+/// Where a stage computes and with what, outside its key (the stage interface's placement): `train.device`,
+/// `train.workers` and the path of `model.pretrained` (whose content is in the key). Cells that share a train or
+/// eval stage must agree on it, or the plan is refused: which cell's choice to follow would otherwise depend on
+/// their order.
+pub use mgat_stage::Placement;
 
-impl Placement {
-    fn of(lock: &LockFile, config: &crate::spec::RunConfig) -> Self {
-        Self {
-            device: config.train.device,
-            workers: config.train.workers,
-            pretrained: config
-                .model
-                .pretrained
-                .as_ref()
-                .and_then(|p| pretrained_path(lock, p).ok()),
-        }
+/// A cell's placement.
+fn placement_of(lock: &LockFile, config: &crate::spec::RunConfig) -> Placement {
+    Placement {
+        device: config.train.device,
+        workers: config.train.workers,
+        pretrained: config
+            .model
+            .pretrained
+            .as_ref()
+            .and_then(|p| pretrained_path(lock, p).ok()),
     }
 }
 
@@ -408,7 +403,7 @@ impl Plan {
             width: trained.train.width,
         };
         let train = StageConfig::Train(trained);
-        let placement = Placement::of(lock, &cell.config);
+        let placement = placement_of(lock, &cell.config);
         // Point at where the cell got its dataset: a grid axis, or the base.
         let from_grid = cell.axes.iter().any(|(path, _)| path == "dataset.name");
         let at: &[&str] = if from_grid {

@@ -54,16 +54,11 @@ pub fn run(
     out: &Path,
     bar: &ProgressBar,
 ) -> Result<Produced, StageError> {
-    let placement = mgat_stage::Placement {
-        device: placement.device,
-        workers: placement.workers,
-        pretrained: placement.pretrained.clone(),
-    };
     let bar = Bar(bar);
     fn produced<S: Stage>(
         key: &S::Key,
         inputs: &Inputs,
-        placement: &mgat_stage::Placement,
+        placement: &Placement,
         out: &Path,
         bar: &Bar,
     ) -> Result<Produced, StageError> {
@@ -79,16 +74,16 @@ pub fn run(
     use mgat_train::stage::Train;
     match (stage.kind, config) {
         (StageKind::Synth, StageConfig::Synth(c)) => {
-            produced::<Synth>(c, inputs, &placement, out, &bar)
+            produced::<Synth>(c, inputs, placement, out, &bar)
         }
         (StageKind::Index, StageConfig::Index { format }) => {
-            produced::<Index>(format, inputs, &placement, out, &bar)
+            produced::<Index>(format, inputs, placement, out, &bar)
         }
         (StageKind::Train, StageConfig::Train(c)) => on_compute_pool(threads, || {
-            produced::<Train>(c, inputs, &placement, out, &bar)
+            produced::<Train>(c, inputs, placement, out, &bar)
         }),
         (StageKind::Eval, StageConfig::Eval(c)) => on_compute_pool(threads, || {
-            produced::<Eval>(c, inputs, &placement, out, &bar)
+            produced::<Eval>(c, inputs, placement, out, &bar)
         }),
         _ => Err(StageError::Plan(format!(
             "{} has another kind's configuration",
