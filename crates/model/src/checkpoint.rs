@@ -112,20 +112,23 @@ fn read_torch_zip(path: &Path, device: &Device) -> Result<BTreeMap<String, Tenso
         )));
     }
     let dir = PathBuf::from(pickle_name.trim_end_matches(".pkl"));
-    let infos = read_state_dict(pickle, dir).map_err(bad)?;
+    let stored = read_state_dict(&pickle, &dir).map_err(bad)?;
+    drop(pickle);
+    refuse_overlapping_views(&stored, file_len).map_err(bad)?;
     // Each storage member is read once, however many tensors view it.
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
     let mut tensors = BTreeMap::new();
-    for (name, info) in infos {
-        if !storages.contains_key(&info.path) {
-            let bytes = read_entry(&mut zip, &info.path, file_len)
+    for tensor in stored {
+        let name = &tensor.name;
+        let path = &tensor.info.path;
+        if !storages.contains_key(path) {
+            let bytes = read_entry(&mut zip, path, file_len)
                 .map_err(|m| bad(format!("tensor `{name}`: {m}")))?;
-            storages.insert(info.path.clone(), bytes);
+            storages.insert(path.clone(), bytes);
         }
-        let bytes = &storages[&info.path];
-        let tensor = tensor_from_storage(&info, bytes, device)
+        let built = tensor_from_storage(&tensor, &storages[path], device)
             .map_err(|m| bad(format!("tensor `{name}`: {m}")))?;
-        tensors.insert(name, tensor);
+        tensors.insert(tensor.name, built);
     }
     if tensors.is_empty() {
         return Err(bad(
@@ -134,6 +137,24 @@ fn read_torch_zip(path: &Path, device: &Device) -> Result<BTreeMap<String, Tenso
         ));
     }
     Ok(tensors)
+}
+
+/// Refuses a state dict whose tensors, each built as its own copy, would take more than
+/// [`TENSOR_BYTES_PER_FILE_BYTE`] bytes per byte of the file.
+fn refuse_overlapping_views(stored: &[StoredTensor], file_len: u64) -> Result<(), String> {
+    let limit = file_len.saturating_mul(TENSOR_BYTES_PER_FILE_BYTE);
+    let total = stored.iter().fold(0u64, |sum, t| {
+        let elements = t.info.layout.dims().iter().fold(1u64, |n, &d| n.saturating_mul(d as u64));
+        sum.saturating_add(elements.saturating_mul(t.info.dtype.size_in_bytes() as u64))
+    });
+    if total > limit {
+        return Err(format!(
+            "its {} tensors would take {total} bytes, more than {TENSOR_BYTES_PER_FILE_BYTE}× the file's {file_len}: \
+             they view the same storage over and over, which a model's state dict does not",
+            stored.len()
+        ));
+    }
+    Ok(())
 }
 
 /// One archive member, refused when it claims more bytes than the whole file holds (torch stores members
@@ -160,23 +181,28 @@ fn read_entry<R: std::io::Read + std::io::Seek>(
     Ok(bytes)
 }
 
-/// The largest `data.pkl` read: a state dict's pickle holds names and shapes only (a ResNet-50's is about 40 KB), so
-/// this bounds the nesting a malformed one can build to what [`PICKLE_STACK`] unwinds.
+/// The largest `data.pkl` read: a state dict's pickle holds names and shapes only (a ResNet-50's is about 40 KB; a
+/// training checkpoint's optimizer state adds a few times that).
 const MAX_PICKLE: u64 = 8 << 20;
-/// The stack the pickle is parsed and dropped on: nested containers are dropped recursively, and an 8 MB pickle
-/// nests at most 4 million deep.
-const PICKLE_STACK: usize = 1 << 30;
+/// The most tensor bytes a checkpoint may materialise, per byte of file. Tensors that view one storage each become
+/// their own copy; a state dict's tensors cover their storages about once, so a file that asks for more (20,000
+/// tensors each viewing the same 400 KB) is not a model's weights.
+const TENSOR_BYTES_PER_FILE_BYTE: u64 = 4;
 
-/// The state dict's tensors in a pickle, parsed (and the parsed object dropped) on a thread whose stack holds the
-/// deepest nesting a pickle of at most [`MAX_PICKLE`] bytes can build.
-fn read_state_dict(pickle: Vec<u8>, dir: PathBuf) -> Result<Vec<(String, TensorInfo)>, String> {
-    std::thread::Builder::new()
-        .name("pickle".into())
-        .stack_size(PICKLE_STACK)
-        .spawn(move || parse_pickle(&pickle).map(|object| state_dict_tensors(object, &dir)))
-        .map_err(|e| format!("cannot start the pickle reader: {e}"))?
-        .join()
-        .unwrap_or_else(|_| Err("malformed pickle in `data.pkl`".into()))
+/// A tensor the pickle describes, with the element offset exactly as the pickle wrote it.
+struct StoredTensor {
+    name: String,
+    info: TensorInfo,
+    /// torch's storage offset in elements, read before candle multiplies it by the element size (a product that
+    /// wraps for offsets near 2⁶²); `None` when the call is not one the reader can see into.
+    element_offset: Option<i64>,
+}
+
+/// The state dict's tensors in a pickle, once [`pickle_budget::check`](crate::pickle_budget::check) has bounded
+/// what parsing it builds.
+fn read_state_dict(pickle: &[u8], dir: &Path) -> Result<Vec<StoredTensor>, String> {
+    crate::pickle_budget::check(pickle)?;
+    parse_pickle(pickle).map(|object| state_dict_tensors(object, dir))
 }
 
 /// Runs candle's pickle reader on an in-memory pickle. Its reader indexes tuples without checking their length, so a
@@ -196,7 +222,7 @@ fn parse_pickle(bytes: &[u8]) -> Result<Object, String> {
 
 /// The (name, storage) pairs of the state dict in `object`: the top-level dict, or the dict under `state_dict` or
 /// `model` when the top level holds no tensors. Entries that are not tensors (`_metadata`, step counters) are skipped.
-fn state_dict_tensors(object: Object, dir: &Path) -> Vec<(String, TensorInfo)> {
+fn state_dict_tensors(object: Object, dir: &Path) -> Vec<StoredTensor> {
     let Object::Dict(entries) = object else {
         return Vec::new();
     };
@@ -213,11 +239,19 @@ fn state_dict_tensors(object: Object, dir: &Path) -> Vec<(String, TensorInfo)> {
             nested.push(value);
             continue;
         }
+        let element_offset = match &value {
+            Object::Reduce { callable, args } => rebuild_offset(callable, args),
+            _ => None,
+        };
         let converted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             value.into_tensor_info(key, dir)
         }));
         if let (Some(name), Ok(Ok(Some(info)))) = (key_text, converted) {
-            found.push((name, info));
+            found.push(StoredTensor {
+                name,
+                info,
+                element_offset,
+            });
         }
     }
     match (found.is_empty(), nested.into_iter().next()) {
@@ -226,8 +260,58 @@ fn state_dict_tensors(object: Object, dir: &Path) -> Vec<(String, TensorInfo)> {
     }
 }
 
-/// Builds a tensor from its storage bytes, checking that the layout is contiguous and lies inside the storage.
-fn tensor_from_storage(info: &TensorInfo, bytes: &[u8], device: &Device) -> Result<Tensor, String> {
+/// The storage offset argument of the `_rebuild_tensor_v2` call that `callable(args)` makes, seen through the
+/// wrappers candle's reader unwraps (`_rebuild_from_type_v2`, `_rebuild_parameter`).
+fn rebuild_offset(callable: &Object, args: &Object) -> Option<i64> {
+    let (Object::Class {
+        module_name,
+        class_name,
+    }, Object::Tuple(args)) = (callable, args)
+    else {
+        return None;
+    };
+    match (module_name.as_str(), class_name.as_str()) {
+        ("torch._tensor", "_rebuild_from_type_v2") => rebuild_offset(args.first()?, args.get(2)?),
+        ("torch._utils", "_rebuild_parameter") => match args.first()? {
+            Object::Reduce { callable, args } => rebuild_offset(callable, args),
+            _ => None,
+        },
+        ("torch._utils", "_rebuild_tensor_v2") => match args.get(1)? {
+            Object::Int(n) => Some(i64::from(*n)),
+            Object::Long(n) => Some(*n),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Builds a tensor from its storage bytes, checking that the storage is the size the pickle says, that the offset
+/// the pickle wrote is the one candle computed with, and that the layout is contiguous and lies inside the storage.
+fn tensor_from_storage(stored: &StoredTensor, bytes: &[u8], device: &Device) -> Result<Tensor, String> {
+    let info = &stored.info;
+    let element = info.dtype.size_in_bytes();
+    if info.storage_size.checked_mul(element) != Some(bytes.len()) {
+        return Err(format!(
+            "its storage holds {} bytes, not the {} {:?} elements the pickle says",
+            bytes.len(),
+            info.storage_size,
+            info.dtype
+        ));
+    }
+    let offset_in_bytes = stored
+        .element_offset
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|&n| n <= info.storage_size)
+        .and_then(|n| n.checked_mul(element));
+    if offset_in_bytes != Some(info.layout.start_offset()) {
+        return Err(match stored.element_offset {
+            Some(n) => format!(
+                "storage offset {n} lies outside its {}-element storage",
+                info.storage_size
+            ),
+            None => "its storage offset cannot be read".into(),
+        });
+    }
     if !info.layout.is_contiguous() {
         return Err(format!(
             "stored non-contiguous (stride {:?}); save `{{k: v.contiguous() for k, v in sd.items()}}`",
@@ -367,7 +451,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pickle_nesting_a_million_lists_is_an_error_not_a_stack_overflow() {
+    fn a_pickle_nesting_a_million_lists_is_refused_before_it_is_parsed() {
         let dir = mgat_testutil::tempdir();
         let path = dir.join("deep.pth");
         // PROTO 2, a million EMPTY_LISTs, each APPENDed into the one below, STOP: 2 MB nesting 10^6 deep.
@@ -377,11 +461,19 @@ mod tests {
         pickle.extend(std::iter::repeat_n(b'a', depth - 1));
         pickle.push(b'.');
         pth_with_pickle(&path, &pickle);
+        let before = ALLOCATED.with(|a| a.get());
         let Err(err) = read(&path, &Device::Cpu) else {
             panic!("a pickle without tensors read");
         };
+        let allocated = ALLOCATED.with(|a| a.get()) - before;
         assert!(err.to_string().contains("deep.pth"), "{err}");
-        assert!(err.to_string().contains("no tensors found"), "{err}");
+        assert!(err.to_string().contains("stacks more than"), "{err}");
+        // Parsed, it took ~180× its size; refused by the walk, a small multiple.
+        assert!(
+            allocated < 4 * pickle.len(),
+            "{allocated} bytes for a {}-byte pickle",
+            pickle.len()
+        );
         // Beyond the cap it is refused before parsing.
         let mut big = vec![0x80, 2];
         big.extend(std::iter::repeat_n(b']', (MAX_PICKLE + 1) as usize));
@@ -394,6 +486,78 @@ mod tests {
                 .contains("a state dict's pickle holds names and shapes"),
             "{err}"
         );
+    }
+
+    /// A torch.save archive whose state dict names `tensors` (name, storage offset in elements, length), all of
+    /// them views of one float storage `0, 1, 2, …` of `storage_elements`, written with the opcodes torch uses.
+    fn pth_with_views(path: &Path, tensors: &[(&str, i64, u8)], storage_elements: u32) {
+        let text = |p: &mut Vec<u8>, s: &str| {
+            p.push(b'X');
+            p.extend((s.len() as u32).to_le_bytes());
+            p.extend(s.as_bytes());
+        };
+        let mut pickle = vec![0x80, 2, b'}'];
+        for &(name, offset, len) in tensors {
+            text(&mut pickle, name);
+            pickle.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+            text(&mut pickle, "storage");
+            pickle.extend(b"ctorch\nFloatStorage\n");
+            text(&mut pickle, "0");
+            text(&mut pickle, "cpu");
+            pickle.push(b'J');
+            pickle.extend(storage_elements.to_le_bytes());
+            pickle.extend([b't', b'Q', 0x8a, 8]);
+            pickle.extend(offset.to_le_bytes());
+            pickle.extend([b'K', len, 0x85, b'K', 1, 0x85, 0x89, b't', b'R', b's']);
+        }
+        pickle.push(b'.');
+        let storage: Vec<u8> = (0..storage_elements)
+            .flat_map(|i| (i as f32).to_le_bytes())
+            .collect();
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("archive/data.pkl", options).unwrap();
+        std::io::Write::write_all(&mut zip, &pickle).unwrap();
+        zip.start_file("archive/data/0", options).unwrap();
+        std::io::Write::write_all(&mut zip, &storage).unwrap();
+        zip.finish().unwrap();
+    }
+
+    #[test]
+    fn a_storage_offset_that_wraps_when_scaled_to_bytes_is_refused() {
+        let dir = mgat_testutil::tempdir();
+        let path = dir.join("offset.pth");
+        pth_with_views(&path, &[("w", 2, 2)], 16);
+        let ok = read(&path, &Device::Cpu).unwrap();
+        assert_eq!(values(&ok.tensors["w"]), [2.0, 3.0]);
+        // 2⁶² + 2 elements × 4 bytes is 2⁶⁴ + 8: wrapped, it would read elements 2 and 3 again.
+        for offset in [(1i64 << 62) + 2, 17, -1, i64::MAX] {
+            pth_with_views(&path, &[("w", offset, 2)], 16);
+            let Err(err) = read(&path, &Device::Cpu) else {
+                panic!("storage offset {offset} read");
+            };
+            let err = err.to_string();
+            assert!(err.contains("offset.pth") && err.contains("tensor `w`"), "{err}");
+            assert!(err.contains(&format!("storage offset {offset} lies outside")), "{err}");
+        }
+    }
+
+    #[test]
+    fn thousands_of_tensors_each_copying_one_storage_are_refused_before_any_is_built() {
+        let dir = mgat_testutil::tempdir();
+        let path = dir.join("views.pth");
+        // 2,000 tensors of 255 elements over a 1 KB storage: 2 MB of tensors from a 150 KB file.
+        let names: Vec<String> = (0..2000).map(|i| format!("v{i}")).collect();
+        let views: Vec<(&str, i64, u8)> = names.iter().map(|n| (n.as_str(), 0, 255)).collect();
+        pth_with_views(&path, &views, 256);
+        let Err(err) = read(&path, &Device::Cpu) else {
+            panic!("2,000 copies of one storage read");
+        };
+        assert!(err.to_string().contains("view the same storage over and over"), "{err}");
+        // A storage that a few tensors view is read as usual.
+        pth_with_views(&path, &views[..4], 256);
+        assert_eq!(read(&path, &Device::Cpu).unwrap().tensors.len(), 4);
     }
 
     /// Counts the bytes each thread allocates, so that a test can see what one call allocated.
@@ -444,21 +608,28 @@ mod tests {
 
     #[test]
     fn a_storage_offset_beyond_the_storage_is_an_error_not_a_wrap() {
-        let info = |offset: usize| TensorInfo {
+        let stored = |offset: usize| StoredTensor {
             name: "w".into(),
-            dtype: DType::F32,
-            layout: candle_core::Layout::contiguous_with_offset((2,), offset),
-            path: "archive/data/0".into(),
-            storage_size: 4,
+            info: TensorInfo {
+                name: "w".into(),
+                dtype: DType::F32,
+                layout: candle_core::Layout::contiguous_with_offset((2,), offset * 4),
+                path: "archive/data/0".into(),
+                storage_size: 4,
+            },
+            element_offset: Some(offset as i64),
         };
-        // Offsets in bytes, as candle's pickle reader gives them: 2 floats (8 bytes) fit at byte 8 of 16, not at 9.
+        // 2 floats fit at element 2 of 4, not at 3.
         let storage = [0u8; 16];
-        let ok = tensor_from_storage(&info(8), &storage, &Device::Cpu).unwrap();
+        let ok = tensor_from_storage(&stored(2), &storage, &Device::Cpu).unwrap();
         assert_eq!(ok.dims(), [2]);
-        for offset in [9, 17, (1usize << 62) + 8, usize::MAX / 2] {
-            let err = tensor_from_storage(&info(offset), &storage, &Device::Cpu).unwrap_err();
+        for offset in [3, 5, 1usize << 40] {
+            let err = tensor_from_storage(&stored(offset), &storage, &Device::Cpu).unwrap_err();
             assert!(err.contains("storage"), "{offset}: {err}");
         }
+        // A storage member shorter or longer than the pickle says is refused too.
+        let err = tensor_from_storage(&stored(0), &[0u8; 12], &Device::Cpu).unwrap_err();
+        assert!(err.contains("holds 12 bytes, not the 4"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod key;
 pub mod numerics;
 pub mod ops;
 pub mod params;
+mod pickle_budget;
 pub mod resnet;
 
 use crate::config::{GraphInput, GraphNorm, Precision};
