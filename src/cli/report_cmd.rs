@@ -126,6 +126,13 @@ fn known_names(ctx: &Context, committed: &Committed) -> Result<KnownNames> {
                 .collect(),
         ),
         datasets: sorted(locked.into_iter().chain(named).chain(reported).collect()),
+        cells: specs
+            .iter()
+            .map(|s| {
+                let cells = s.cells.iter().map(|c| serde_yaml::to_value(&c.config));
+                Ok((s.name.clone(), cells.collect::<Result<_, _>>()?))
+            })
+            .collect::<Result<_, serde_yaml::Error>>()?,
     })
 }
 

@@ -207,14 +207,26 @@ fn valid_tolerance(t: f64) -> bool {
 pub struct KnownNames {
     pub specs: Vec<String>,
     pub datasets: Vec<String>,
+    /// The configuration of every cell of each spec under `experiments/`, by spec name: what a row's `select` is
+    /// checked against, whether or not the spec has results yet.
+    pub cells: BTreeMap<String, Vec<Value>>,
 }
 
 impl PaperTables {
-    /// Every table's `results` names a known spec and every column a known dataset: a typo in either would otherwise
-    /// read as "not run" and let `--check` pass.
+    /// Every table's `results` names a known spec, every column a known dataset, and every row's `select` a
+    /// setting and a value that a cell of those specs has: a mistake in any would otherwise read as "not run" and
+    /// let `--check` pass.
     pub fn check_names(&self, known: &KnownNames) -> Result<(), ReportError> {
         for table in &self.tables {
             let origin = format!("reports/paper.yaml, table `{}`", table.id);
+            if table.results.is_empty() && table.rows.iter().any(|r| r.select.is_some()) {
+                return Err(ReportError::Results {
+                    origin,
+                    message:
+                        "results: []: a row with `select` needs the specs whose cells it selects"
+                            .into(),
+                });
+            }
             if let Some(name) = table.results.iter().find(|n| !known.specs.contains(n)) {
                 return Err(ReportError::Results {
                     origin,
@@ -240,6 +252,7 @@ impl PaperTables {
                     ),
                 });
             }
+            table.check_selects(known)?;
         }
         Ok(())
     }
@@ -312,6 +325,63 @@ impl Committed {
 }
 
 impl Table {
+    /// Every row's `select` against the cells of the table's specs that are under `experiments/`: each path a
+    /// setting they have, each value of that setting's type and the value of at least one cell.
+    fn check_selects(&self, known: &KnownNames) -> Result<(), ReportError> {
+        let cells: Vec<&Value> = self
+            .results
+            .iter()
+            .filter_map(|name| known.cells.get(name))
+            .flatten()
+            .collect();
+        let Some(first) = cells.first() else {
+            return Ok(());
+        };
+        for row in &self.rows {
+            let fail = |message: String| ReportError::Results {
+                origin: format!(
+                    "reports/paper.yaml, table `{}`, row `{}`",
+                    self.id, row.label
+                ),
+                message,
+            };
+            for (path, want) in row.select.iter().flatten() {
+                let have: Vec<String> = cells
+                    .iter()
+                    .filter_map(|c| crate::spec::get_path(c, path))
+                    .map(format_value)
+                    .collect();
+                if have.is_empty() {
+                    return Err(fail(format!(
+                        "select: `{path}` is not a setting of {} (settings look like `model.head`, `train.lr`)",
+                        self.results.join(", ")
+                    )));
+                }
+                crate::spec::config_with(first, path, want).map_err(|e| {
+                    fail(format!(
+                        "select: `{path}: {}` is not a value of that setting: {e}",
+                        format_value(want)
+                    ))
+                })?;
+                if !have.contains(&format_value(want)) {
+                    let mut values = have;
+                    values.sort_by(|a, b| match (a.parse::<f64>(), b.parse::<f64>()) {
+                        (Ok(x), Ok(y)) => x.total_cmp(&y),
+                        _ => a.cmp(b),
+                    });
+                    values.dedup();
+                    return Err(fail(format!(
+                        "select: no cell of {} has `{path}: {}` (its cells have {})",
+                        self.results.join(", "),
+                        format_value(want),
+                        values.join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Compares every row × column with the results of the table's specs (`results_of(spec name)`, `None` where
     /// the spec has no results yet).
     pub fn compare(
@@ -399,6 +469,7 @@ impl Table {
         };
         let mut groups: Vec<&str> = Vec::new();
         let mut values = Vec::new();
+        let mut matched = 0;
         for results in all {
             for r in &results.rows {
                 let matches = r.dataset == column.dataset
@@ -411,8 +482,23 @@ impl Table {
                 if !groups.contains(&r.group()) {
                     groups.push(r.group());
                 }
+                matched += 1;
                 values.extend(r.metric(&column.metric));
             }
+        }
+        if matched > 0 && values.is_empty() {
+            return Err(ReportError::Results {
+                origin: format!(
+                    "reports/paper.yaml, table `{}`, row `{}`",
+                    self.id, row.label
+                ),
+                message: format!(
+                    "column `{}`: the {matched} result row(s) it selects have no `{}` value (is eval.max_rank \
+                     below that rank?)",
+                    column.id(),
+                    column.metric
+                ),
+            });
         }
         if groups.len() > 1 {
             return Err(ReportError::Ambiguous {
@@ -562,6 +648,7 @@ tables:
         let known = |specs: &[&str], datasets: &[&str]| KnownNames {
             specs: specs.iter().map(|s| s.to_string()).collect(),
             datasets: datasets.iter().map(|s| s.to_string()).collect(),
+            cells: BTreeMap::new(),
         };
         tables
             .check_names(&known(&["abl"], &["market1501"]))
@@ -580,6 +667,99 @@ tables:
         assert!(
             err.to_string()
                 .contains("dataset `market1501` is named neither in datasets.lock nor by a spec"),
+            "{err}"
+        );
+        assert!(err.is_bad_input());
+    }
+
+    /// Known names where spec `abl` has one cell per head, as its spec file would expand.
+    fn known_with_cells() -> KnownNames {
+        let cell = |head: &str| {
+            let mut config = crate::spec::config::RunConfig::for_tests();
+            config.model.head = serde_yaml::from_str(head).unwrap();
+            serde_yaml::to_value(&config).unwrap()
+        };
+        KnownNames {
+            specs: vec!["abl".into()],
+            datasets: vec!["market1501".into()],
+            cells: BTreeMap::from([(
+                "abl".to_string(),
+                vec![cell("none"), cell("gat"), cell("mgat")],
+            )]),
+        }
+    }
+
+    #[test]
+    fn a_select_that_no_cell_of_the_specs_has_is_an_error_before_any_result_exists() {
+        parse(PAPER)
+            .unwrap()
+            .check_names(&known_with_cells())
+            .unwrap();
+        for (select, needle) in [
+            (
+                "{model.haed: gat}",
+                "select: `model.haed` is not a setting of abl",
+            ),
+            (
+                "{model.head: gta}",
+                "`model.head: gta` is not a value of that setting: unknown variant `gta`",
+            ),
+            (
+                "{model.gamma: abc}",
+                "`model.gamma: abc` is not a value of that setting: invalid type",
+            ),
+            (
+                "{model.gamma: -1}",
+                "model.gamma: invalid value `-1`: expected a number > 0",
+            ),
+            (
+                "{model.gamma: 2}",
+                "no cell of abl has `model.gamma: 2` (its cells have 1)",
+            ),
+        ] {
+            let tables =
+                parse(&PAPER.replace("select: {model.head: gat}", &format!("select: {select}")))
+                    .unwrap();
+            let err = tables.check_names(&known_with_cells()).unwrap_err();
+            assert!(err.to_string().contains("row `GAT`"), "{err}");
+            assert!(err.to_string().contains(needle), "{select}: {err}");
+            assert!(err.is_bad_input());
+        }
+        let err = parse(&PAPER.replace("results: [abl]", "results: []"))
+            .unwrap()
+            .check_names(&known_with_cells())
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("results: []: a row with `select` needs"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_column_whose_selected_rows_have_no_value_is_an_error_not_not_run() {
+        let tables = parse(
+            &PAPER
+                .replace("metric: mAP}", "metric: rank20}")
+                .replace("market1501/mAP", "market1501/rank20"),
+        )
+        .unwrap();
+        let mut results = table(
+            &["model.head"],
+            &[
+                (&["mgat"], 1, 0.5, 0.3),
+                (&["gat"], 1, 0.5, 0.3),
+                (&["none"], 1, 0.5, 0.3),
+            ],
+        );
+        for row in &mut results.rows {
+            row.metrics[3] = None;
+        }
+        let err = tables.tables[0]
+            .compare(&|_| Some(results.clone()))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("row `MGAT`: column `market1501/rank20`: the 1 result row(s) it selects have no `rank20` value"),
             "{err}"
         );
         assert!(err.is_bad_input());

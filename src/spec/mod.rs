@@ -502,6 +502,22 @@ fn get_path_mut<'a>(root: &'a mut Value, path: &str) -> Option<&'a mut Value> {
         .try_fold(root, |node, key| node.as_mapping_mut()?.get_mut(key))
 }
 
+/// The configuration `config` (a serialised [`RunConfig`]) would be with `value` at the existing setting `path`, or
+/// why it would not be one (a value of another type, out of range).
+pub fn config_with(config: &Value, path: &str, value: &Value) -> Result<RunConfig, String> {
+    let mut probe = config.clone();
+    *get_path_mut(&mut probe, path).ok_or_else(|| format!("`{path}` is not a setting"))? =
+        value.clone();
+    let parsed: RunConfig = serde_yaml::from_value(probe).map_err(|e| e.to_string())?;
+    match parsed.invalid_values().first() {
+        Some(invalid) => Err(format!(
+            "{}: invalid value `{}`: expected {}",
+            invalid.path, invalid.value, invalid.expected
+        )),
+        None => Ok(parsed),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

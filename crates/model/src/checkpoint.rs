@@ -144,7 +144,12 @@ fn read_torch_zip(path: &Path, device: &Device) -> Result<BTreeMap<String, Tenso
 fn refuse_overlapping_views(stored: &[StoredTensor], file_len: u64) -> Result<(), String> {
     let limit = file_len.saturating_mul(TENSOR_BYTES_PER_FILE_BYTE);
     let total = stored.iter().fold(0u64, |sum, t| {
-        let elements = t.info.layout.dims().iter().fold(1u64, |n, &d| n.saturating_mul(d as u64));
+        let elements = t
+            .info
+            .layout
+            .dims()
+            .iter()
+            .fold(1u64, |n, &d| n.saturating_mul(d as u64));
         sum.saturating_add(elements.saturating_mul(t.info.dtype.size_in_bytes() as u64))
     });
     if total > limit {
@@ -263,10 +268,13 @@ fn state_dict_tensors(object: Object, dir: &Path) -> Vec<StoredTensor> {
 /// The storage offset argument of the `_rebuild_tensor_v2` call that `callable(args)` makes, seen through the
 /// wrappers candle's reader unwraps (`_rebuild_from_type_v2`, `_rebuild_parameter`).
 fn rebuild_offset(callable: &Object, args: &Object) -> Option<i64> {
-    let (Object::Class {
-        module_name,
-        class_name,
-    }, Object::Tuple(args)) = (callable, args)
+    let (
+        Object::Class {
+            module_name,
+            class_name,
+        },
+        Object::Tuple(args),
+    ) = (callable, args)
     else {
         return None;
     };
@@ -287,7 +295,11 @@ fn rebuild_offset(callable: &Object, args: &Object) -> Option<i64> {
 
 /// Builds a tensor from its storage bytes, checking that the storage is the size the pickle says, that the offset
 /// the pickle wrote is the one candle computed with, and that the layout is contiguous and lies inside the storage.
-fn tensor_from_storage(stored: &StoredTensor, bytes: &[u8], device: &Device) -> Result<Tensor, String> {
+fn tensor_from_storage(
+    stored: &StoredTensor,
+    bytes: &[u8],
+    device: &Device,
+) -> Result<Tensor, String> {
     let info = &stored.info;
     let element = info.dtype.size_in_bytes();
     if info.storage_size.checked_mul(element) != Some(bytes.len()) {
@@ -538,8 +550,14 @@ mod tests {
                 panic!("storage offset {offset} read");
             };
             let err = err.to_string();
-            assert!(err.contains("offset.pth") && err.contains("tensor `w`"), "{err}");
-            assert!(err.contains(&format!("storage offset {offset} lies outside")), "{err}");
+            assert!(
+                err.contains("offset.pth") && err.contains("tensor `w`"),
+                "{err}"
+            );
+            assert!(
+                err.contains(&format!("storage offset {offset} lies outside")),
+                "{err}"
+            );
         }
     }
 
@@ -554,7 +572,11 @@ mod tests {
         let Err(err) = read(&path, &Device::Cpu) else {
             panic!("2,000 copies of one storage read");
         };
-        assert!(err.to_string().contains("view the same storage over and over"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("view the same storage over and over"),
+            "{err}"
+        );
         // A storage that a few tensors view is read as usual.
         pth_with_views(&path, &views[..4], 256);
         assert_eq!(read(&path, &Device::Cpu).unwrap().tensors.len(), 4);

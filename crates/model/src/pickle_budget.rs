@@ -209,7 +209,10 @@ impl Walk<'_> {
     /// A newline-terminated argument (GLOBAL's module and name); its length.
     fn line(&mut self) -> Result<usize, Stop> {
         let rest = &self.bytes[self.at..];
-        let n = rest.iter().position(|&b| b == b'\n').ok_or(Stop::Unreadable)?;
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or(Stop::Unreadable)?;
         self.at += n + 1;
         Ok(n)
     }
@@ -255,7 +258,10 @@ impl Walk<'_> {
         if target.mark {
             return Err(Stop::Unreadable);
         }
-        let moved: u64 = items.iter().map(|s| s.nodes).fold(target.nodes, u64::saturating_add);
+        let moved: u64 = items
+            .iter()
+            .map(|s| s.nodes)
+            .fold(target.nodes, u64::saturating_add);
         self.live -= moved.min(self.live);
         self.push(target.extended(items))
     }
@@ -335,10 +341,16 @@ mod tests {
         .unwrap();
         let mut zip = zip::ZipArchive::new(std::io::Cursor::new(pth)).unwrap();
         let mut pickle = Vec::new();
-        std::io::Read::read_to_end(&mut zip.by_name("resnet18-w4/data.pkl").unwrap(), &mut pickle)
-            .unwrap();
+        std::io::Read::read_to_end(
+            &mut zip.by_name("resnet18-w4/data.pkl").unwrap(),
+            &mut pickle,
+        )
+        .unwrap();
         assert_eq!(check(&pickle), Ok(()));
         // It builds less than one object per byte: a quarter of the budget is enough.
-        assert_eq!(walk(&pickle, pickle.len() as u64 * OBJECTS_PER_BYTE / 4), Ok(()));
+        assert_eq!(
+            walk(&pickle, pickle.len() as u64 * OBJECTS_PER_BYTE / 4),
+            Ok(())
+        );
     }
 }
