@@ -405,3 +405,59 @@ fn cache_verify_goes_past_a_folder_whose_name_is_not_utf8() {
     assert!(text.contains("2 corrupt"), "{text}");
     assert!(!odd.exists(), "moved aside");
 }
+
+/// `cache gc --yes` while a spec outside `experiments/` runs: the entries the run has read or written so far
+/// (its synthetic data and index, while it trains) are roots of a live process, kept, and the run ends with all of
+/// its entries in the cache. Once the run has ended they are garbage like any other.
+#[test]
+fn gc_during_a_run_keeps_the_entries_the_run_is_using() {
+    let p = Project::new("gc-live");
+    p.lock_synth("toy", TOY_DATA);
+    p.write(
+        "elsewhere/t.yaml",
+        &SPEC
+            .replace("epochs: 2", "epochs: 6")
+            .replace("  model.head: [none, mgat]\n", "  model.head: [none]\n"),
+    );
+    let child = p
+        .command(&["run", "elsewhere/t.yaml", "-q"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let partial = p.cache_dir().join("train").join(".partial");
+    let started = Instant::now();
+    while !std::fs::read_dir(&partial).is_ok_and(|mut d| d.next().is_some()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no train stage started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let gc = p.mgat(&["cache", "gc", "--yes"]);
+    gc.success();
+    assert!(
+        gc.stdout().contains("that running mgat processes are using"),
+        "{}",
+        gc.stdout()
+    );
+    assert_eq!(p.entries("synth").len(), 1, "{}", gc.stdout());
+    assert_eq!(p.entries("index").len(), 1, "{}", gc.stdout());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for kind in ["synth", "index", "train", "eval"] {
+        assert_eq!(p.entries(kind).len(), 1, "{kind}");
+    }
+    // The run has ended: nothing holds its entries now.
+    p.mgat(&["cache", "gc", "--yes"]).success();
+    for kind in ["synth", "index", "train", "eval"] {
+        assert!(p.entries(kind).is_empty(), "{kind}");
+    }
+    assert!(
+        std::fs::read_dir(p.cache_dir().join(".runs"))
+            .unwrap()
+            .flatten()
+            .all(|e| e.file_name() == ".collector"),
+        "a run file outlived its run"
+    );
+}

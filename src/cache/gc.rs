@@ -1,7 +1,8 @@
 //! What `mgat cache gc` keeps: the roots. An entry is referenced when a stage of the plan of every spec in
 //! `experiments/` resolves to its key, or, for a stage whose key cannot be resolved yet (an entry it consumes is
 //! gone), when the entry was computed from that stage's configuration with whatever upstream outputs: those are the
-//! results it would otherwise compute again.
+//! results it would otherwise compute again. Every entry a running mgat process is using is a root too
+//! ([`live`](super::live)), whatever spec it came from.
 
 use super::{Cache, Lookup};
 use crate::plan::{KeyInputs, Plan, StageKey, StageKind};
@@ -11,11 +12,12 @@ use std::collections::HashSet;
 pub struct Roots<'a> {
     resolved: HashSet<(StageKind, &'a str)>,
     unresolved: Vec<&'a KeyInputs>,
+    live: &'a super::live::Collector,
     cache: &'a Cache,
 }
 
 impl<'a> Roots<'a> {
-    pub fn of(plan: &'a Plan, cache: &'a Cache) -> Self {
+    pub fn of(plan: &'a Plan, live: &'a super::live::Collector, cache: &'a Cache) -> Self {
         Self {
             resolved: plan
                 .stages
@@ -28,6 +30,7 @@ impl<'a> Roots<'a> {
                 .filter(|s| s.key.is_none())
                 .map(|s| &s.inputs)
                 .collect(),
+            live,
             cache,
         }
     }
@@ -40,6 +43,7 @@ impl<'a> Roots<'a> {
     /// Whether the entry of `kind` named `name` (a folder of the cache) is referenced.
     pub fn hold(&self, kind: StageKind, name: &str) -> bool {
         self.resolved.contains(&(kind, name))
+            || self.live.live.contains(&(kind, name.to_string()))
             || matches!(StageKey::parse(name).map(|key| self.cache.lookup(kind, &key)), Ok(Lookup::Present(m))
                 if self.unresolved.iter().any(|i| KeyInputs { upstream: Default::default(), ..m.inputs.clone() } == **i))
     }

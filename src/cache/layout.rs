@@ -12,6 +12,7 @@
 //! | `Weights` | `.weights/` | pretrained checkpoints' digests, by path |
 //! | `SlurmLogs`, `SlurmFailures` | `.slurm/logs/`, `.slurm/failures/` | Slurm jobs' logs and failure records |
 //! | `Scratch` | `.scratch/` | throw-away work (`data lock` of a synthetic dataset) |
+//! | `Runs` | `.runs/` | the roots of live processes, one file each, and gc's lock |
 
 use crate::plan::StageKind;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ pub enum CacheBucket {
     SlurmLogs,
     SlurmFailures,
     Scratch,
+    Runs,
 }
 
 impl CacheBucket {
@@ -44,6 +46,7 @@ impl CacheBucket {
             CacheBucket::SlurmLogs => root.join(".slurm").join("logs"),
             CacheBucket::SlurmFailures => root.join(".slurm").join("failures"),
             CacheBucket::Scratch => root.join(".scratch"),
+            CacheBucket::Runs => root.join(".runs"),
         }
     }
 

@@ -12,6 +12,7 @@
 pub mod gc;
 mod layout;
 mod ledger;
+pub mod live;
 
 pub use layout::CacheBucket;
 
@@ -152,6 +153,8 @@ pub struct Cache {
     sound: std::sync::Arc<std::sync::Mutex<HashMap<(StageKind, StageKey), Manifest>>>,
     /// Saved when the last handle is dropped.
     ledger: std::sync::Arc<Ledger>,
+    /// Set in processes that compute: every entry they look up or lock becomes a root that gc keeps while they live.
+    live: std::sync::Arc<std::sync::OnceLock<live::LiveRoots>>,
 }
 
 impl Cache {
@@ -161,6 +164,24 @@ impl Cache {
             ledger: std::sync::Arc::new(Ledger::new(CacheBucket::Stat.dir(&root).join("ledger"))),
             root,
             sound: Default::default(),
+            live: Default::default(),
+        }
+    }
+
+    /// From now on, every entry this process looks up ([`Cache::trusted`]) or locks ([`Cache::lock`]) is a root that
+    /// `cache gc` keeps for as long as the process lives.
+    pub fn hold_live_roots(&self) -> Result<(), CacheError> {
+        if self.live.get().is_none() {
+            let _ = self.live.set(live::LiveRoots::register(&self.root)?);
+        }
+        Ok(())
+    }
+
+    /// Makes `(kind, key)` a live root, when this process holds them.
+    fn hold(&self, kind: StageKind, key: &StageKey) -> Result<(), CacheError> {
+        match self.live.get() {
+            Some(live) => live.hold(kind, key),
+            None => Ok(()),
         }
     }
 
@@ -241,6 +262,7 @@ impl Cache {
     /// The entry's manifest once its outputs are checked against it (through the trust ledger). An absent entry is
     /// None; a damaged one is quarantined with a warning and is None too, so that its stage runs again.
     pub fn trusted(&self, kind: StageKind, key: &StageKey) -> Result<Option<Manifest>, CacheError> {
+        self.hold(kind, key)?;
         let id = (kind, key.clone());
         if let Some(known) = self.sound.lock().ok().and_then(|s| s.get(&id).cloned()) {
             return Ok(Some(known));
@@ -354,6 +376,7 @@ impl Cache {
         key: &StageKey,
         on_wait: impl FnOnce(),
     ) -> Result<KeyLock, CacheError> {
+        self.hold(kind, key)?;
         let (file, path) = self.lock_file(kind, key.as_str())?;
         match file.try_lock() {
             Ok(()) => {}
@@ -536,7 +559,7 @@ impl Cache {
 impl EntryRef {
     /// The stage kind of the entry's folder, if it is one.
     pub fn kind(&self) -> Option<StageKind> {
-        StageKind::ALL.into_iter().find(|k| k.name() == self.kind)
+        StageKind::from_name(&self.kind)
     }
 }
 

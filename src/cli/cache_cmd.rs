@@ -116,9 +116,11 @@ fn gc(ctx: &Context, yes: bool) -> Result<ExitCode> {
             );
         }
     }
+    // Taken before the plan's roots are read, held until the last removal: no run adds a root meanwhile.
+    let collector = crate::cache::live::Collector::acquire(ctx.cache.root())?;
     let mut plan = Plan::new(&specs, &lock, ctx.purpose(false))?;
     super::run_cmd::resolve_keys(ctx, &mut plan);
-    let roots = crate::cache::gc::Roots::of(&plan, &ctx.cache);
+    let roots = crate::cache::gc::Roots::of(&plan, &collector, &ctx.cache);
     let garbage = ctx.cache.garbage(&|kind, name| roots.hold(kind, name))?;
     let mut total = 0u64;
     for g in &garbage {
@@ -134,6 +136,12 @@ fn gc(ctx: &Context, yes: bool) -> Result<ExitCode> {
         }
     }
     let referenced = roots.resolved();
+    if !collector.live.is_empty() {
+        println!(
+            "kept {} entries that running mgat processes are using",
+            collector.live.len()
+        );
+    }
     if yes {
         println!(
             "removed {} entries ({total} bytes); {referenced} stages are referenced by {} specs",

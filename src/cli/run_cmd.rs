@@ -137,6 +137,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
         .into());
     }
     let specs = Spec::load_all(&args.specs)?;
+    ctx.cache.hold_live_roots()?;
     let schedule = Schedule::for_grid(
         args.jobs,
         specs

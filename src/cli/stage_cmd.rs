@@ -26,6 +26,7 @@ pub struct StageArgs {
 }
 
 pub fn stage(ctx: &Context, args: StageArgs) -> Result<ExitCode> {
+    ctx.cache.hold_live_roots()?;
     let (_specs, plan, lock) = super::run_cmd::load_plan(ctx, &args.specs, true)?;
     let s = plan
         .stages

@@ -179,6 +179,11 @@ impl StageKind {
         }
     }
 
+    /// The kind named `name` (as a cache folder or a run file spells it).
+    pub fn from_name(name: &str) -> Option<StageKind> {
+        StageKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     /// Whether a killed run of this kind continues from what it left in its partial directory.
     pub fn resumes(self) -> bool {
         self == StageKind::Train
