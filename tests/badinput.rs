@@ -432,6 +432,82 @@ fn an_image_that_does_not_decode_is_bad_input() {
     );
 }
 
+/// A dataset tree with a link that leads nowhere or in a circle, a FIFO named like an image, or a name that is not
+/// UTF-8 is refused at `data lock` with exit 2 naming the path (it was exit 1, the reason said twice).
+#[test]
+fn broken_links_special_files_and_non_utf8_names_in_a_dataset_are_bad_input() {
+    use std::os::unix::ffi::OsStrExt;
+    let p = Project::new("tree-faults");
+    let data = p.synth_toy_on_disk();
+    let train = data.join("bounding_box_train");
+    let lock = [
+        "data",
+        "lock",
+        "toy",
+        "--format",
+        "market1501",
+        "--root",
+        "data/toy",
+        "--allow-nonstandard",
+    ];
+    let loop_link = train.join("0001_c1s1_000009_00.jpg");
+    let cases: [(&dyn Fn() -> std::path::PathBuf, &str); 4] = [
+        (
+            &|| {
+                let link = train.join("0001_c1s1_000099_00.jpg");
+                std::os::unix::fs::symlink("/no/such/image.jpg", &link).unwrap();
+                link
+            },
+            "a symbolic link that leads nowhere (No such file or directory (os error 2)); remove",
+        ),
+        (
+            &|| {
+                std::os::unix::fs::symlink("0001_c1s1_000009_00.jpg", &loop_link).unwrap();
+                loop_link.clone()
+            },
+            "a symbolic link that leads nowhere (Too many levels of symbolic links (os error 40))",
+        ),
+        (
+            &|| {
+                let fifo = train.join("0001_c1s1_000098_00.jpg");
+                let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+                // SAFETY: a NUL-terminated path.
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+                fifo
+            },
+            "a FIFO, not a regular file or a folder",
+        ),
+        (
+            &|| {
+                let odd = data.join(std::ffi::OsStr::from_bytes(b"notes-\xff.txt"));
+                std::fs::write(&odd, b"x").unwrap();
+                odd
+            },
+            "file name is not valid UTF-8",
+        ),
+    ];
+    for (make, needle) in cases {
+        let path = make();
+        let out = p.mgat(&lock);
+        assert_eq!(out.code(), 2, "{}", out.stderr());
+        let named = format!("{}: {needle}", path.display());
+        assert!(
+            out.stderr().contains(&named)
+                || (needle.contains("UTF-8") && out.stderr().contains(needle)),
+            "expected `{named}` in:\n{}",
+            out.stderr()
+        );
+        assert_eq!(
+            out.stderr().matches("(os error").count() <= 1,
+            true,
+            "{}",
+            out.stderr()
+        );
+        assert!(!p.path("datasets.lock").exists(), "a lock was written");
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
 #[test]
 fn a_dataset_named_dot_or_dot_dot_is_refused_and_no_lock_is_written() {
     let p = Project::new("dot-name");

@@ -437,14 +437,19 @@ fn gc_during_a_run_keeps_the_entries_the_run_is_using() {
     let gc = p.mgat(&["cache", "gc", "--yes"]);
     gc.success();
     assert!(
-        gc.stdout().contains("that running mgat processes are using"),
+        gc.stdout()
+            .contains("that running mgat processes are using"),
         "{}",
         gc.stdout()
     );
     assert_eq!(p.entries("synth").len(), 1, "{}", gc.stdout());
     assert_eq!(p.entries("index").len(), 1, "{}", gc.stdout());
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for kind in ["synth", "index", "train", "eval"] {
         assert_eq!(p.entries(kind).len(), 1, "{kind}");
     }

@@ -98,7 +98,10 @@ impl Collector {
         let gate = open_collector(&collector)?;
         gate.lock().map_err(IoError::at(&collector))?;
         let mut live = HashSet::new();
-        for entry in std::fs::read_dir(&dir).map_err(IoError::at(&dir))?.flatten() {
+        for entry in std::fs::read_dir(&dir)
+            .map_err(IoError::at(&dir))?
+            .flatten()
+        {
             let path = entry.path();
             if entry.file_name() == COLLECTOR {
                 continue;
@@ -176,7 +179,10 @@ mod tests {
             std::thread::spawn(move || run.hold(StageKind::Train, &key(3)).unwrap())
         };
         std::thread::sleep(std::time::Duration::from_millis(200));
-        assert!(!adding.is_finished(), "a root was added while gc held the collector");
+        assert!(
+            !adding.is_finished(),
+            "a root was added while gc held the collector"
+        );
         drop(gc);
         adding.join().unwrap();
         assert_eq!(Collector::acquire(&root).unwrap().live.len(), 1);

@@ -291,6 +291,8 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
             || e.is::<UsageError>()
             || e.is::<metrics_cmd::ScoreError>()
             || e.is::<mgat_eval::array::ArrayError>()
+            || e.downcast_ref::<crate::data::hash::HashError>()
+                .is_some_and(|h| h.is_bad_input())
             || e.downcast_ref::<crate::report::ReportError>()
                 .is_some_and(|r| r.is_bad_input())
             || matches!(

@@ -28,6 +28,20 @@ pub enum HashError {
     Io(#[from] IoError),
     #[error("{0}: file name is not valid UTF-8")]
     NonUtf8(PathBuf),
+    #[error("{}: a symbolic link that leads nowhere ({error}); remove it or point it at a file", path.display())]
+    BrokenLink {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{}: {what}, not a regular file or a folder; a tree mgat hashes holds only those", path.display())]
+    NotAFile { path: PathBuf, what: &'static str },
+}
+
+impl HashError {
+    /// Whether the tree itself is wrong (a name, a link, a special file) rather than the machine failing to read it.
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, HashError::Io(_))
+    }
 }
 
 /// Every regular file under `root`, sorted by relative path, with its hash. With a stat cache file, folders and
@@ -385,16 +399,35 @@ fn read_listing(dir: &Path) -> Result<Listing, HashError> {
         let mut kind = entry.file_type().map_err(|e| io_err(&entry.path(), e))?;
         if kind.is_symlink() {
             kind = std::fs::metadata(entry.path())
-                .map_err(|e| io_err(&entry.path(), e))?
+                .map_err(|error| HashError::BrokenLink {
+                    path: entry.path(),
+                    error,
+                })?
                 .file_type();
         }
         if kind.is_dir() {
             listing.dirs.push(name);
         } else if kind.is_file() {
             listing.files.push(name);
+        } else {
+            return Err(HashError::NotAFile {
+                path: entry.path(),
+                what: special_file_kind(kind),
+            });
         }
     }
     Ok(listing)
+}
+
+/// What a file that is neither a regular file nor a folder is.
+fn special_file_kind(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    match () {
+        _ if kind.is_fifo() => "a FIFO",
+        _ if kind.is_socket() => "a socket",
+        _ if kind.is_block_device() || kind.is_char_device() => "a device",
+        _ => "a special file",
+    }
 }
 
 /// Stats a directory's files through one open handle of it (`fstatat`, following links), in parallel for large
@@ -454,6 +487,43 @@ mod tests {
         let files = hash_tree(&dir, None, &|| {}).unwrap();
         let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["a/x.jpg", "linked/y.jpg"]);
+    }
+
+    #[test]
+    fn broken_links_link_loops_and_special_files_are_bad_input_that_names_them() {
+        let dir = mgat_testutil::tempdir();
+        std::fs::write(dir.join("x.jpg"), b"x").unwrap();
+        let nowhere = dir.join("nowhere.jpg");
+        std::os::unix::fs::symlink("/no/such/target", &nowhere).unwrap();
+        let err = hash_tree(&dir, None, &|| {}).unwrap_err();
+        assert!(err.is_bad_input());
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: a symbolic link that leads nowhere (No such file or directory (os error 2)); remove it or point \
+                 it at a file",
+                nowhere.display()
+            )
+        );
+        std::fs::remove_file(&nowhere).unwrap();
+        std::os::unix::fs::symlink("loop.jpg", dir.join("loop.jpg")).unwrap();
+        let err = hash_tree(&dir, None, &|| {}).unwrap_err();
+        assert!(
+            err.is_bad_input()
+                && err
+                    .to_string()
+                    .contains("Too many levels of symbolic links"),
+            "{err}"
+        );
+        std::fs::remove_file(dir.join("loop.jpg")).unwrap();
+        let fifo =
+            std::ffi::CString::new(dir.join("fifo.jpg").into_os_string().into_encoded_bytes())
+                .unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        let err = hash_tree(&dir, None, &|| {}).unwrap_err();
+        assert!(err.is_bad_input());
+        assert!(err.to_string().ends_with("fifo.jpg: a FIFO, not a regular file or a folder; a tree mgat hashes holds only those"), "{err}");
     }
 
     #[test]

@@ -211,6 +211,7 @@ impl StageError {
         match self {
             StageError::Stage(failure) => failure.bad_input,
             StageError::Lock(_) | StageError::ChangedWhileRunning(_) => true,
+            StageError::Hash(e) => e.is_bad_input(),
             _ => false,
         }
     }

@@ -301,6 +301,10 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>, IndexError> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_err)? {
         let path = entry.map_err(io_err)?.path();
+        // A folder named like an image is not one (the lock pins the files in it, if any).
+        if path.is_dir() {
+            continue;
+        }
         let ext = path
             .extension()
             .and_then(|e| e.to_str())
@@ -356,6 +360,8 @@ mod tests {
         ] {
             touch(&root, f);
         }
+        // A folder named like an image is not one.
+        std::fs::create_dir(root.join("bounding_box_train/0009_c1s1_000001_01.jpg")).unwrap();
         let idx = index(Format::Market1501, &root).unwrap();
         let train: Vec<_> = idx
             .train

@@ -6,19 +6,20 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// An I/O failure and the path it concerns.
+/// An I/O failure and the path it concerns. Its message says both; the I/O error is not also given as its
+/// `source()`, so that a report of the whole error chain (`{:#}`) says the reason once.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {source}", path.display())]
+#[error("{}: {error}", path.display())]
 pub struct IoError {
     pub path: PathBuf,
-    pub source: std::io::Error,
+    pub error: std::io::Error,
 }
 
 impl IoError {
     pub fn new(path: impl Into<PathBuf>, source: impl Into<std::io::Error>) -> Self {
         Self {
             path: path.into(),
-            source: source.into(),
+            error: source.into(),
         }
     }
 
@@ -28,7 +29,7 @@ impl IoError {
     }
 
     pub fn is_not_found(&self) -> bool {
-        self.source.kind() == std::io::ErrorKind::NotFound
+        self.error.kind() == std::io::ErrorKind::NotFound
     }
 }
 
@@ -98,6 +99,16 @@ pub fn sync_parent(path: &Path) -> Result<(), IoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_io_error_says_its_path_and_reason_once_in_a_chain() {
+        let err = read(Path::new("/no/such/file")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/no/such/file: No such file or directory (os error 2)"
+        );
+        assert!(std::error::Error::source(&err).is_none());
+    }
 
     #[test]
     fn atomic_write_replaces_whole_files_and_names_paths_in_errors() {
