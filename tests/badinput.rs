@@ -192,6 +192,28 @@ fn pretrained_weights_are_checked_at_load_and_not_needed_to_inspect() {
     p.write("experiments/b.yaml", &spec);
     p.mgat(&["-q", "run", "experiments/b.yaml"]).success();
 
+    // Two names for one file, and a copy of it: three cells that share one train stage (its key holds the
+    // weights' content, not their path), as before placements were compared.
+    std::fs::copy(p.path("w.safetensors"), p.path("copy.safetensors")).unwrap();
+    let grid = format!(
+        "name: c\n{}grid:\n  model.pretrained: [w.safetensors, ./w.safetensors, copy.safetensors]\n",
+        TOY_BASE.replace("head: none}", "head: none, pretrained: w.safetensors}")
+    );
+    p.write("experiments/c.yaml", &grid);
+    let planned = p.mgat(&["plan", "experiments/c.yaml"]).success().stdout();
+    assert!(planned.contains("3 cells, 4 distinct stages"), "{planned}");
+    // Where the cells disagree on the device the shared stage runs on, that is named.
+    p.write(
+        "experiments/c.yaml",
+        &format!("{grid}zip: []\ninclude:\n  - {{model.pretrained: copy.safetensors, train.device: cpu}}\n"),
+    );
+    refused(
+        &p,
+        &["plan", "experiments/c.yaml"],
+        "disagree on where it runs (train.device auto against cpu)",
+    );
+    std::fs::remove_file(p.path("experiments/c.yaml")).unwrap();
+
     // Without the weights, inspecting works from the cache; running does not.
     std::fs::rename(p.path("w.safetensors"), p.path("w.moved")).unwrap();
     p.mgat(&["plan", "experiments/b.yaml"]).success();

@@ -342,7 +342,7 @@ pub enum PlanError {
     Lock(#[from] LockError),
     #[error(
         "cells {first} and {second} share the {kind} stage {id} but disagree on where it runs ({what}); \
-         make train.device, train.workers and model.pretrained's path the same for both"
+         make train.device and train.workers the same for both"
     )]
     Placement {
         first: String,
@@ -523,21 +523,31 @@ impl Plan {
         );
         for &i in &chain {
             let stage = &self.stages[i];
-            if stage.placement != placement
-                && matches!(stage.kind, StageKind::Train | StageKind::Eval)
-            {
-                let first = stage
-                    .cells
-                    .first()
-                    .map(|&c| self.cells[c].cell.name.clone());
-                return Err(PlanError::Placement {
-                    first: first.unwrap_or_default(),
-                    second: cell.name.clone(),
-                    kind: stage.kind.name(),
-                    id: short(&stage.id).to_string(),
-                    what: format!("{:?} against {:?}", stage.placement, placement),
-                });
+            if !matches!(stage.kind, StageKind::Train | StageKind::Eval) {
+                continue;
             }
+            // The pretrained checkpoint's content is in the key: any of the paths to those bytes serves.
+            let (had, has) = (&stage.placement, &placement);
+            let what = match () {
+                _ if had.device != has.device => {
+                    format!("train.device {} against {}", had.device, has.device)
+                }
+                _ if had.workers != has.workers => {
+                    format!("train.workers {} against {}", had.workers, has.workers)
+                }
+                _ => continue,
+            };
+            let first = stage
+                .cells
+                .first()
+                .map(|&c| self.cells[c].cell.name.clone());
+            return Err(PlanError::Placement {
+                first: first.unwrap_or_default(),
+                second: cell.name.clone(),
+                kind: stage.kind.name(),
+                id: short(&stage.id).to_string(),
+                what,
+            });
         }
         Ok(chain)
     }
