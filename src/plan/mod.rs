@@ -393,8 +393,13 @@ impl Plan {
         let dataset = &cell.config.dataset.name;
         let pretrained = match &cell.config.model.pretrained {
             Some(value) => Some(weights.digest(lock, value).map_err(|message| {
+                let from_grid = cell.axes.iter().any(|(path, _)| path == "model.pretrained");
+                let at: &[&str] = match from_grid {
+                    true => &["grid", "model.pretrained"],
+                    false => &["base", "model", "pretrained"],
+                };
                 spec.error_at(
-                    &["base", "model", "pretrained"],
+                    at,
                     format!("model.pretrained `{value}` (cell {}): {message}", cell.name),
                 )
             })?),
