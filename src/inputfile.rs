@@ -6,7 +6,6 @@
 //! swapped after a check cannot slip through.
 
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 /// Size bounds, per kind of file: far above any real one, far below what would exhaust memory.
@@ -26,24 +25,8 @@ pub mod limit {
 /// the `NotFound` error, for the caller to decide what absence means.
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, std::io::Error> {
     let refused = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => refused(format!(
-                "{} is a symbolic link loop, not a regular file",
-                path.display()
-            )),
-            _ => e,
-        })?;
+    let file = mgat_util::fsio::open_regular(path)?;
     let meta = file.metadata()?;
-    if let Some(what) = not_regular(meta.file_type()) {
-        return Err(refused(format!(
-            "{} is {what}, not a regular file",
-            path.display()
-        )));
-    }
     if meta.len() > limit {
         return Err(refused(format!(
             "{} is {} bytes, more than the {limit} such a file may be",
@@ -72,30 +55,11 @@ pub fn read_text_bounded(path: &Path, limit: u64) -> Result<String, std::io::Err
     })
 }
 
-/// What a file type is when it is not a regular file.
-fn not_regular(kind: std::fs::FileType) -> Option<&'static str> {
-    if kind.is_file() {
-        None
-    } else if kind.is_dir() {
-        Some("a folder")
-    } else if kind.is_fifo() {
-        Some("a FIFO (named pipe)")
-    } else if kind.is_char_device() {
-        Some("a character device")
-    } else if kind.is_block_device() {
-        Some("a block device")
-    } else if kind.is_socket() {
-        Some("a socket")
-    } else {
-        Some("not a regular file")
-    }
-}
-
 /// `Ok` for a regular file, or for a path that does not exist (the caller decides what absence means); otherwise
 /// an error that says what the path is instead.
 pub fn check_regular(path: &Path) -> Result<(), std::io::Error> {
     let what = match std::fs::metadata(path) {
-        Ok(meta) => match not_regular(meta.file_type()) {
+        Ok(meta) => match mgat_util::fsio::not_regular(meta.file_type()) {
             None => return Ok(()),
             Some(what) => what,
         },

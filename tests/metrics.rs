@@ -160,6 +160,31 @@ fn bad_inputs_exit_2_naming_the_file() {
     );
     std::fs::remove_file(p.path("distmat.npy")).unwrap();
 
+    // A folder or a FIFO by the name is named for what it is, not reported absent; the FIFO is not waited on.
+    std::fs::create_dir(p.path("distmat.npy")).unwrap();
+    let folder = p.mgat(&["metrics", "--dir", &dir]);
+    assert_eq!(folder.code(), 2, "{}", folder.stderr());
+    assert!(
+        folder
+            .stderr()
+            .contains("distmat.npy is a folder, not a regular file"),
+        "{}",
+        folder.stderr()
+    );
+    std::fs::remove_dir(p.path("distmat.npy")).unwrap();
+    let fifo = std::ffi::CString::new(p.path("distmat.npy").to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let fifo = p.mgat(&["metrics", "--dir", &dir]);
+    assert_eq!(fifo.code(), 2, "{}", fifo.stderr());
+    assert!(
+        fifo.stderr()
+            .contains("distmat.npy is a FIFO (named pipe), not a regular file"),
+        "{}",
+        fifo.stderr()
+    );
+    std::fs::remove_file(p.path("distmat.npy")).unwrap();
+
     // Features with no dimensions are not scored.
     let mut header = "{'descr': '<f4', 'fortran_order': False, 'shape': (50, 0), }".to_string();
     while !(10 + header.len() + 1).is_multiple_of(64) {

@@ -12,7 +12,7 @@ use crate::report::audit::{RowAudit, RowSide, audit_row, select_rows, table};
 use crate::report::keys::ReportKeys;
 use crate::report::results::{RESULTS_FILE, Results};
 use crate::spec::Spec;
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -224,13 +224,19 @@ fn load_committed(root: &Path, spec: &Spec, args: &AuditArgs) -> Result<Committe
 struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new() -> std::io::Result<Scratch> {
+    /// A fresh folder under the system's temporary folder (`TMPDIR`), named in the error when it cannot be made.
+    fn new() -> Result<Scratch> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or_default();
         let dir = std::env::temp_dir().join(format!("mgat-audit-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+        mgat_util::fsio::create_dir_all(&dir).with_context(|| {
+            format!(
+                "cannot make the audit's scratch cache under the temporary folder {} (TMPDIR)",
+                std::env::temp_dir().display()
+            )
+        })?;
         Ok(Scratch(dir))
     }
 }

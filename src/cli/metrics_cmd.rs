@@ -208,7 +208,7 @@ fn load_one<T: PartialEq>(
     let found: Vec<PathBuf> = ["npy", "csv", "txt"]
         .iter()
         .map(|ext| dir.join(format!("{name}.{ext}")))
-        .filter(|p| p.is_file())
+        .filter(|p| p.symlink_metadata().is_ok())
         .collect();
     let Some(first) = found.first() else {
         return Err(ScoreError::Usage(format!(

@@ -4,7 +4,7 @@
 //! sample standard deviation of that metric over the group's committed seeds). A key that moved is explained with
 //! the typed reasons `mgat explain` uses.
 
-use super::keys::ReportKeys;
+use super::keys::{ReportKeys, Unrecorded};
 use super::results::{ResultRow, Results, format_float};
 use super::stats::sample_std;
 use crate::plan::StageKind;
@@ -32,7 +32,7 @@ pub struct RowAudit {
     /// Seconds spent on the stages this row needed (shared stages count for every row that needs them).
     pub seconds: f64,
     /// Why a stage of this row has another key now; `None` when the committed keys.json cannot say.
-    pub key_changes: Vec<(StageKind, Option<KeyChange>)>,
+    pub key_changes: Vec<(StageKind, Result<KeyChange, Unrecorded>)>,
     pub differences: Vec<Difference>,
     /// For a row trained on a GPU: per metric, the tolerance it was held to.
     pub tolerance: Option<Vec<(String, f64)>>,
@@ -68,8 +68,12 @@ impl RowAudit {
                 .key_changes
                 .iter()
                 .map(|(kind, change)| match change {
-                    Some(c) => format!("{}: {c}", kind.name()),
-                    None => format!("{} (not recorded in keys.json)", kind.name()),
+                    Ok(c) => format!("{}: {c}", kind.name()),
+                    Err(missing) => format!(
+                        "{} ({})",
+                        kind.name(),
+                        missing.describe("the committed report", "the recomputed report")
+                    ),
                 })
                 .collect();
             parts.push(format!("key changed because {}", reasons.join("; ")));
@@ -102,7 +106,7 @@ impl RowAudit {
             "verdict": self.verdict(),
             "seconds": self.seconds,
             "key_changes": self.key_changes.iter().map(|(k, c)| json!({
-                "kind": k, "reason": c.as_ref().map(ToString::to_string),
+                "kind": k, "reason": c.as_ref().ok().map(ToString::to_string),
             })).collect::<Vec<_>>(),
             "differences": self.differences.iter().map(|d| json!({
                 "what": d.what, "committed": d.committed, "recomputed": d.recomputed,
@@ -198,7 +202,7 @@ pub fn audit_row(
 fn row_key_differences(
     committed: &ResultRow,
     recomputed: &ResultRow,
-    explained: &[(StageKind, Option<KeyChange>)],
+    explained: &[(StageKind, Result<KeyChange, Unrecorded>)],
 ) -> Vec<Difference> {
     let explained = |kind: StageKind| explained.iter().any(|(k, _)| *k == kind);
     let mut out = Vec::new();

@@ -3,7 +3,7 @@
 //! seed noise (p < 0.05). Files are read with `git show`, so any clone can compare any two commits.
 
 use super::ReportError;
-use super::keys::{KEYS_FILE, ReportKeys};
+use super::keys::{KEYS_FILE, ReportKeys, Unrecorded};
 use super::results::{RESULTS_FILE, Results};
 use super::stats::{mean, welch};
 use crate::plan::StageKind;
@@ -53,8 +53,12 @@ impl Side {
                 }
             }
             Side::Rev(rev) => {
-                git(root, &["rev-parse", "--git-dir"])
-                    .map_err(|_| ReportError::NotARepository(root.to_path_buf()))?;
+                git(root, &["rev-parse", "--git-dir"]).map_err(|e| match e {
+                    ReportError::Git(message) if message.starts_with(NO_GIT) => {
+                        ReportError::Git(message)
+                    }
+                    _ => ReportError::NotARepository(root.to_path_buf()),
+                })?;
                 git(
                     root,
                     &[
@@ -125,13 +129,24 @@ pub struct Committed {
     pub keys: Option<ReportKeys>,
 }
 
+/// How an error that git could not be started begins.
+const NO_GIT: &str = "cannot run git";
+
 fn git(root: &Path, args: &[&str]) -> Result<Vec<u8>, ReportError> {
     let output = Command::new("git")
         .arg("-C")
         .arg(root)
         .args(args)
         .output()
-        .map_err(|e| ReportError::Git(format!("cannot run git: {e}")))?;
+        .map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::NotFound => " (is git installed and on PATH?)",
+                _ => "",
+            };
+            ReportError::Git(format!(
+                "{NO_GIT}{hint}: {e}; `mgat diff` reads committed reports through git"
+            ))
+        })?;
     if !output.status.success() {
         return Err(ReportError::Git(format!(
             "git {}: {}",
@@ -171,8 +186,8 @@ pub struct Why {
     pub spec: String,
     pub group: String,
     pub kind: StageKind,
-    /// None when a side has no keys.json to say why.
-    pub change: Option<KeyChange>,
+    /// What changed, or why the sides' keys.json cannot say.
+    pub change: Result<KeyChange, Unrecorded>,
     /// For a change of code: that kind's source files that differ between the revisions.
     pub files: Vec<String>,
 }
@@ -180,13 +195,14 @@ pub struct Why {
 impl std::fmt::Display for Why {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.change {
-            None => write!(
+            Err(missing) => write!(
                 f,
-                "{} key changed (no keys.json at a side to say why)",
-                self.kind.name()
+                "{} key changed ({})",
+                self.kind.name(),
+                missing.describe("A", "B")
             ),
-            Some(change) if self.files.is_empty() => write!(f, "{change}"),
-            Some(change) => write!(f, "{change}: {}", self.files.join(", ")),
+            Ok(change) if self.files.is_empty() => write!(f, "{change}"),
+            Ok(change) => write!(f, "{change}: {}", self.files.join(", ")),
         }
     }
 }
@@ -291,7 +307,7 @@ impl Diff {
             let Some(row_a) = a.results.rows.iter().find(|r| r.cell == row_b.cell) else {
                 continue;
             };
-            let mut push = |kind: StageKind, change: Option<KeyChange>| {
+            let mut push = |kind: StageKind, change: Result<KeyChange, Unrecorded>| {
                 let why = Why {
                     spec: name.to_string(),
                     group: row_b.group().to_string(),
@@ -335,7 +351,7 @@ impl Diff {
         (side_b, b): (&Side, &BTreeMap<String, Committed>),
     ) {
         for why in &mut self.why {
-            let Some(KeyChange::Code { kind }) = why.change else {
+            let Ok(KeyChange::Code { kind }) = why.change else {
                 continue;
             };
             let mut files: Vec<&str> = [a, b]
@@ -480,7 +496,7 @@ impl Diff {
             .map(|w| {
                 json!({
                     "spec": w.spec, "cell": w.group, "kind": w.kind,
-                    "reason": w.change.as_ref().map(ToString::to_string), "files": w.files,
+                    "reason": w.change.as_ref().ok().map(ToString::to_string), "files": w.files,
                     "text": w.to_string(),
                 })
             })

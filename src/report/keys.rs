@@ -50,6 +50,34 @@ pub struct ReportKeys {
     pub code: BTreeMap<StageKind, CodeRecord>,
 }
 
+/// Why keys.json cannot say why a stage's key moved: a side has no keys.json, or its keys.json does not record
+/// that cell's stage (a cell or a stage kind added since).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Unrecorded {
+    NoKeysFile { old: bool, new: bool },
+    NoStage { old: bool },
+}
+
+impl Unrecorded {
+    /// The reason, with the sides named `old` and `new` (`A` and `B` in a diff).
+    pub fn describe(self, old_name: &str, new_name: &str) -> String {
+        match self {
+            Unrecorded::NoKeysFile {
+                old: true,
+                new: true,
+            } => "neither side has a keys.json to say why".into(),
+            Unrecorded::NoKeysFile { old: true, .. } => {
+                format!("{old_name} has no keys.json to say why")
+            }
+            Unrecorded::NoKeysFile { .. } => format!("{new_name} has no keys.json to say why"),
+            Unrecorded::NoStage { old } => format!(
+                "{}'s keys.json does not record this cell's stage",
+                if old { old_name } else { new_name }
+            ),
+        }
+    }
+}
+
 impl ReportKeys {
     /// The records of the cells named in `cells` (the rows of results.csv), from the plan's resolved keys and the
     /// cache's manifests.
@@ -148,16 +176,20 @@ impl ReportKeys {
     pub fn moved(
         old: (Option<&ReportKeys>, &ResultRow),
         new: (Option<&ReportKeys>, &ResultRow),
-    ) -> Vec<(StageKind, Option<KeyChange>)> {
+    ) -> Vec<(StageKind, Result<KeyChange, Unrecorded>)> {
         let cell = &new.1.cell;
         let mut out = Vec::new();
         let (Some(a), Some(b)) = (old.0, new.0) else {
+            let missing = Unrecorded::NoKeysFile {
+                old: old.0.is_none(),
+                new: new.0.is_none(),
+            };
             for (kind, ka, kb) in [
                 (StageKind::Train, &old.1.train_key, &new.1.train_key),
                 (StageKind::Eval, &old.1.eval_key, &new.1.eval_key),
             ] {
                 if ka != kb {
-                    out.push((kind, None));
+                    out.push((kind, Err(missing)));
                 }
             }
             return out;
@@ -167,9 +199,14 @@ impl ReportKeys {
                 (Some((ka, ra)), Some((kb, rb))) if ka != kb => out.extend(
                     key_changes(&ra.inputs, &rb.inputs, &[])
                         .into_iter()
-                        .map(|c| (kind, Some(c))),
+                        .map(|c| (kind, Ok(c))),
                 ),
-                (Some(_), None) | (None, Some(_)) => out.push((kind, None)),
+                (Some(_), None) | (None, Some(_)) => out.push((
+                    kind,
+                    Err(Unrecorded::NoStage {
+                        old: a.stage(cell, kind).is_none(),
+                    }),
+                )),
                 _ => {}
             }
         }
@@ -229,5 +266,50 @@ mod tests {
         let err = ReportKeys::parse(other.as_bytes(), "x").unwrap_err();
         assert!(err.to_string().contains("format 9"), "{err}");
         assert!(ReportKeys::parse(b"[]", "x").is_err());
+    }
+
+    #[test]
+    fn a_key_that_moved_where_keys_json_lacks_the_stage_says_so_not_that_a_file_is_missing() {
+        let row = |key: u64| {
+            let mut row =
+                crate::report::results::tests::table(&["model.head"], &[(&["none"], 1, 0.5, 0.3)])
+                    .rows
+                    .remove(0);
+            row.train_key = crate::report::results::tests::test_key(key);
+            row
+        };
+        let (a, b) = (row(1), row(2));
+        let recorded = ReportKeys {
+            format: KEYS_FORMAT,
+            ..ReportKeys::default()
+        };
+        let moved = ReportKeys::moved((Some(&recorded), &a), (Some(&recorded), &b));
+        assert!(moved.is_empty(), "neither side records the cell: {moved:?}");
+        let mut with_train = recorded.clone();
+        with_train.cells.insert(
+            b.cell.clone(),
+            BTreeMap::from([(StageKind::Train, b.train_key.clone())]),
+        );
+        with_train.stages.insert(
+            b.train_key.clone(),
+            StageRecord {
+                kind: StageKind::Train,
+                inputs: KeyInputs::for_tests(StageKind::Train),
+                output: None,
+            },
+        );
+        let moved = ReportKeys::moved((Some(&recorded), &a), (Some(&with_train), &b));
+        let Err(missing) = moved[0].1 else {
+            panic!("{moved:?}")
+        };
+        assert_eq!(
+            missing.describe("A", "B"),
+            "A's keys.json does not record this cell's stage"
+        );
+        let moved = ReportKeys::moved((None, &a), (Some(&with_train), &b));
+        let Err(missing) = moved[0].1 else {
+            panic!("{moved:?}")
+        };
+        assert_eq!(missing.describe("A", "B"), "A has no keys.json to say why");
     }
 }

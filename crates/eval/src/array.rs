@@ -315,7 +315,7 @@ fn read_npy_header(path: &Path, file: &mut std::fs::File) -> Result<NpyHeader, A
 /// Reads an .npy file's values as f32, in C order: mapped when the payload is native f32 in C order, else decoded.
 fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Values), ArrayError> {
     let io = |source| ArrayError::Io(IoError::new(path, source));
-    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut file = mgat_util::fsio::open_regular(path).map_err(io)?;
     let h = read_npy_header(path, &mut file)?;
     let n: usize = h.shape.iter().product();
     let native_f32 =
@@ -342,8 +342,8 @@ fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Values), ArrayError> {
 }
 
 fn read_npy_f64(path: &Path) -> Result<(Vec<usize>, Vec<f64>), ArrayError> {
-    let mut file =
-        std::fs::File::open(path).map_err(|source| ArrayError::Io(IoError::new(path, source)))?;
+    let mut file = mgat_util::fsio::open_regular(path)
+        .map_err(|source| ArrayError::Io(IoError::new(path, source)))?;
     let h = read_npy_header(path, &mut file)?;
     let n: usize = h.shape.iter().product();
     let values = read_npy_values(path, &mut file, &h, n)?;
@@ -413,8 +413,13 @@ fn read_text(path: &Path) -> Result<(Vec<usize>, Vec<f32>), ArrayError> {
 
 /// Text: one row per non-empty line; a file of one value per line is a vector.
 fn read_text_f64(path: &Path) -> Result<(Vec<usize>, Vec<f64>), ArrayError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ArrayError::Io(IoError::new(path, source)))?;
+    let io = |source| ArrayError::Io(IoError::new(path, source));
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut mgat_util::fsio::open_regular(path).map_err(io)?,
+        &mut text,
+    )
+    .map_err(io)?;
     let mut values = Vec::new();
     let (mut rows, mut cols) = (0usize, None);
     for (i, line) in text

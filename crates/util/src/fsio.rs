@@ -6,13 +6,24 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// An I/O failure and the path it concerns. Its message says both; the I/O error is not also given as its
-/// `source()`, so that a report of the whole error chain (`{:#}`) says the reason once.
+/// An I/O failure and the path it concerns. Its message says both, the path once (a reason that already begins
+/// with it, as [`open_regular`]'s do, is not prefixed again); the I/O error is not also given as its `source()`, so
+/// that a report of the whole error chain (`{:#}`) says the reason once.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {error}", path.display())]
 pub struct IoError {
     pub path: PathBuf,
     pub error: std::io::Error,
+}
+
+impl std::fmt::Display for IoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = self.path.display().to_string();
+        let reason = self.error.to_string();
+        match reason.strip_prefix(&path) {
+            Some(rest) if rest.starts_with(' ') => write!(f, "{reason}"),
+            _ => write!(f, "{path}: {reason}"),
+        }
+    }
 }
 
 impl IoError {
@@ -30,6 +41,52 @@ impl IoError {
 
     pub fn is_not_found(&self) -> bool {
         self.error.kind() == std::io::ErrorKind::NotFound
+    }
+}
+
+/// Opens `path` for reading when it is a regular file, without ever blocking: a FIFO would block an open or a read
+/// forever, a device such as `/dev/zero` would be read without end, a folder or a link loop cannot be read. Each is
+/// refused at once (`InvalidInput`), saying what the path is; the opened file itself is checked, so a path swapped
+/// after a check cannot slip through. A missing file is the `NotFound` error.
+pub fn open_regular(path: &Path) -> Result<File, std::io::Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let refused = |what: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is {what}, not a regular file", path.display()),
+        )
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => refused("a symbolic link loop"),
+            _ => e,
+        })?;
+    match not_regular(file.metadata()?.file_type()) {
+        None => Ok(file),
+        Some(what) => Err(refused(what)),
+    }
+}
+
+/// What a file type is when it is not a regular file.
+pub fn not_regular(kind: std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("a folder")
+    } else if kind.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if kind.is_char_device() {
+        Some("a character device")
+    } else if kind.is_block_device() {
+        Some("a block device")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a regular file")
     }
 }
 
@@ -108,6 +165,12 @@ mod tests {
             "/no/such/file: No such file or directory (os error 2)"
         );
         assert!(std::error::Error::source(&err).is_none());
+        let dir = mgat_testutil::tempdir();
+        let err = IoError::new(&*dir, open_regular(&dir).unwrap_err());
+        assert_eq!(
+            err.to_string(),
+            format!("{} is a folder, not a regular file", dir.display())
+        );
     }
 
     #[test]
