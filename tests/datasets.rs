@@ -248,3 +248,55 @@ fn junk_or_distractors_for_a_layout_without_them_and_unknown_layouts_are_refused
         assert!(!p.path("x").exists());
     }
 }
+
+/// `data verify` of a synthetic dataset re-hashes the cache's generated copy, which stages read, and names it when
+/// damaged (it said "ok" from the regenerated files alone); `data lock` through a symlinked `datasets.lock` writes
+/// the file the link leads to and keeps the link.
+#[test]
+fn data_verify_checks_a_synthetic_datasets_cached_copy_and_a_linked_lock_stays_linked() {
+    let p = Project::new("synth-verify");
+    std::fs::create_dir_all(p.path("shared")).unwrap();
+    std::fs::write(p.path("shared/datasets.lock"), "datasets: {}\n").unwrap();
+    std::os::unix::fs::symlink("shared/datasets.lock", p.path("datasets.lock")).unwrap();
+    p.lock_synth("toy", common::TOY_DATA);
+    assert!(
+        p.path("datasets.lock")
+            .symlink_metadata()
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let shared = std::fs::read_to_string(p.path("shared/datasets.lock")).unwrap();
+    assert!(shared.contains("toy:"), "{shared}");
+
+    p.write(
+        "experiments/t.yaml",
+        &format!("name: t\n{}", common::TOY_BASE),
+    );
+    p.mgat(&["-q", "run", "experiments/t.yaml", "--until", "synth"])
+        .success();
+    let ok = p.mgat(&["data", "verify", "toy"]);
+    ok.success();
+    assert!(
+        ok.stdout()
+            .contains("toy: 1 cached copy re-hashed, 0 damaged"),
+        "{}",
+        ok.stdout()
+    );
+    let entry = p.cache_dir().join("synth").join(&p.entries("synth")[0]);
+    let train = entry.join("data/bounding_box_train");
+    let image = walk(&train)
+        .into_iter()
+        .find(|f| f.ends_with(".jpg"))
+        .unwrap();
+    let mut bytes = std::fs::read(train.join(&image)).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(train.join(&image), bytes).unwrap();
+    let damaged = p.mgat(&["data", "verify", "toy"]);
+    assert_eq!(damaged.code(), 2, "{}", damaged.stderr());
+    assert!(
+        damaged.stderr().contains("toy: its cached copy") && damaged.stderr().contains(&image),
+        "{}",
+        damaged.stderr()
+    );
+}

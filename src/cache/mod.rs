@@ -139,6 +139,14 @@ pub struct Corruption {
     pub problem: Damage,
 }
 
+/// Which entries [`Cache::verify`] re-hashes.
+pub enum Verify<'a> {
+    /// Every entry, a damaged manifest included.
+    All,
+    /// The entries with a sound manifest that the function selects.
+    Where(&'a (dyn Fn(&Manifest) -> bool + Sync)),
+}
+
 /// Held while a process computes (or checks for) one key; released on drop or process death.
 #[derive(Debug)]
 pub struct KeyLock {
@@ -443,17 +451,23 @@ impl Cache {
         Ok(out)
     }
 
-    /// Re-hashes every entry's files against its manifest (no stat cache).
-    pub fn verify(&self, on_entry: &(dyn Fn() + Sync)) -> Result<Vec<Corruption>, CacheError> {
+    /// Re-hashes every entry's files against its manifest (no stat cache): all entries with [`Verify::All`], or
+    /// only those whose sound manifest a [`Verify::Where`] selects.
+    pub fn verify(
+        &self,
+        which: Verify<'_>,
+        on_entry: &(dyn Fn() + Sync),
+    ) -> Result<Vec<Corruption>, CacheError> {
         use rayon::prelude::*;
         let entries = self.entries()?;
         let problems = entries
             .par_iter()
             .filter_map(|entry| {
-                let damage = match self.lookup_listed(entry) {
-                    Lookup::Present(m) => self.check_outputs(&m, &StatedTree::default()).err(),
-                    Lookup::Damaged(d) => Some(d),
-                    Lookup::Absent => None,
+                let damage = match (self.lookup_listed(entry), &which) {
+                    (Lookup::Present(m), Verify::Where(select)) if !select(&m) => return None,
+                    (Lookup::Present(m), _) => self.check_outputs(&m, &StatedTree::default()).err(),
+                    (Lookup::Damaged(d), Verify::All) => Some(d),
+                    (Lookup::Damaged(_), Verify::Where(_)) | (Lookup::Absent, _) => None,
                 };
                 on_entry();
                 damage.map(|problem| Corruption {
@@ -664,9 +678,9 @@ mod tests {
                 bytes: 5
             }
         );
-        assert!(cache.verify(&|| {}).unwrap().is_empty());
+        assert!(cache.verify(Verify::All, &|| {}).unwrap().is_empty());
         std::fs::write(entry.join("sub/b.bin"), b"tampered").unwrap();
-        let problems = cache.verify(&|| {}).unwrap();
+        let problems = cache.verify(Verify::All, &|| {}).unwrap();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
             matches!(&problems[0].problem, Damage::Changed { path, .. } if path == "sub/b.bin")

@@ -76,7 +76,9 @@ fn verify(ctx: &Context) -> Result<ExitCode> {
     let bar = ctx
         .progress()
         .add(indicatif::ProgressBar::new(entries.len() as u64).with_message("verifying cache"));
-    let corrupt = ctx.cache.verify(&|| bar.inc(1))?;
+    let corrupt = ctx
+        .cache
+        .verify(crate::cache::Verify::All, &|| bar.inc(1))?;
     bar.finish_and_clear();
     for c in &corrupt {
         println!("corrupt {} {}: {}", c.entry.kind, c.entry.key, c.problem);

@@ -313,12 +313,58 @@ fn verify(ctx: &Context, only: Option<&str>) -> Result<ExitCode> {
                 eprintln!("error: {e}");
             }
         }
+        if let Some(params) = &entry.synth {
+            mismatches += verify_cached_copies(ctx, name, params)?;
+        }
     }
     Ok(if mismatches == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
     })
+}
+
+/// Re-hashes the cache's generated copies of synthetic dataset `name` (the synth entries of its parameters), which
+/// stages read instead of generating it again; says how many there are and names each damaged one.
+fn verify_cached_copies(
+    ctx: &Context,
+    name: &str,
+    params: &mgat_synth::SynthParams,
+) -> Result<usize> {
+    if !ctx.cache.root().is_dir() {
+        println!(
+            "   {name}: no cached copy (no cache at {})",
+            ctx.cache.root().display()
+        );
+        return Ok(0);
+    }
+    let config = crate::plan::StageConfig::Synth(params.clone());
+    let copies = std::sync::atomic::AtomicUsize::new(0);
+    let select = |m: &crate::cache::Manifest| {
+        let selected = m.kind == crate::plan::StageKind::Synth && m.inputs.config == config;
+        if selected {
+            copies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        selected
+    };
+    let damaged = ctx
+        .cache
+        .verify(crate::cache::Verify::Where(&select), &|| {})?;
+    for d in &damaged {
+        eprintln!(
+            "error: {name}: its cached copy {} is damaged: {} (`mgat cache verify` moves it aside; the next run \
+             generates it again)",
+            d.entry.path.display(),
+            d.problem
+        );
+    }
+    let copies = copies.into_inner();
+    println!(
+        "   {name}: {copies} cached cop{} re-hashed, {} damaged",
+        if copies == 1 { "y" } else { "ies" },
+        damaged.len()
+    );
+    Ok(damaged.len())
 }
 
 fn hash_with_bar(ctx: &Context, root: &Path) -> Result<Vec<FileDigest>> {

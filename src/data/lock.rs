@@ -308,7 +308,7 @@ impl LockFile {
             message: e.to_string(),
         })?;
         let text = format!("{LOCK_HEADER}{body}");
-        mgat_util::fsio::write_atomic(&self.path, text.as_bytes())?;
+        mgat_util::fsio::write_atomic(&through_links(&self.path)?, text.as_bytes())?;
         self.text = text;
         Ok(())
     }
@@ -490,6 +490,17 @@ pub fn is_dataset_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The file a write to `path` should replace: `path` itself, or, when it is a symbolic link (a lock shared between
+/// checkouts), the file it leads to, so that the link stays a link and the shared file gets the change.
+fn through_links(path: &Path) -> Result<PathBuf, mgat_util::fsio::IoError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            std::fs::canonicalize(path).map_err(mgat_util::fsio::IoError::at(path))
+        }
+        _ => Ok(path.to_path_buf()),
+    }
 }
 
 #[cfg(test)]
