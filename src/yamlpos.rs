@@ -62,6 +62,9 @@ pub struct PosIndex {
     pub duplicate: Option<Duplicate>,
     /// Where nesting first goes deeper than [`MAX_DEPTH`]: indexing stops there, so a deep text costs linear time.
     pub too_deep: Option<Pos>,
+    /// Where the text stops being YAML, and why (an unclosed `[`, a tab in indentation): serde_yaml can report a
+    /// value of the wrong type before it reaches the syntax error, which would mislead.
+    pub syntax: Option<(Pos, String)>,
 }
 
 /// The deepest nesting of mappings and sequences a spec, lock or paper.yaml may have (theirs is under 10).
@@ -91,13 +94,21 @@ impl PosIndex {
         }
         let mut builder = Builder::default();
         let mut parser = Parser::new_from_str(text);
-        if parser.load(&mut builder, false).is_err() {
-            return Self::default();
+        if let Err(e) = parser.load(&mut builder, false) {
+            let pos = Pos {
+                line: e.marker().line(),
+                column: e.marker().col() + 1,
+            };
+            return Self {
+                syntax: Some((pos, plain_message(&format!("not valid YAML: {}", e.info())))),
+                ..Self::default()
+            };
         }
         Self {
             positions: builder.positions,
             duplicate: builder.duplicate,
             too_deep: builder.too_deep,
+            syntax: None,
         }
     }
 

@@ -26,7 +26,13 @@ fn refused(p: &Project, args: &[&str], needle: &str) {
 #[test]
 fn spec_mistakes_are_named_at_their_line() {
     let p = toy("spec-errors");
-    let cases: [(&str, String, &str); 8] = [
+    let cases: [(&str, String, &str); 9] = [
+        // An unclosed `[` at the end of the file is a syntax error, not a list of the wrong type.
+        (
+            "unclosed-at-end",
+            "name: a\nbase: [\n".to_string(),
+            "a.yaml:3:1: not valid YAML",
+        ),
         (
             "dup-axis",
             format!("name: a\n{TOY_BASE}grid:\n  model.gamma: [1, 2]\n  model.gamma: [3]\n"),

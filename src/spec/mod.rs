@@ -232,6 +232,9 @@ impl Parser<'_> {
         if let Some(pos) = self.index.too_deep {
             return Err(self.error(Some(pos), crate::yamlpos::too_deep_message()));
         }
+        if let Some((pos, message)) = &self.index.syntax {
+            return Err(self.error(Some(*pos), message.clone()));
+        }
         if let Some(d) = &self.index.duplicate {
             let within = if d.mapping.is_empty() {
                 "the spec".to_string()
