@@ -145,6 +145,15 @@ impl PaperTables {
                     .chain(tail.iter().map(|s| s.to_string()))
                     .collect()
             };
+            if tables.tables[..t].iter().any(|other| other.id == table.id) {
+                return Err(fail(
+                    at(&path(&["id"])),
+                    format!(
+                        "table id `{}` is given twice: each table needs its own",
+                        table.id
+                    ),
+                ));
+            }
             if !valid_tolerance(table.tolerance) {
                 return Err(fail(
                     at(&path(&["tolerance"])),
@@ -763,6 +772,22 @@ tables:
             "{err}"
         );
         assert!(err.is_bad_input());
+    }
+
+    #[test]
+    fn a_table_id_given_twice_is_named_at_its_second_line() {
+        let twice = PAPER.replacen(
+            "tables:\n",
+            &format!("tables:\n{}", &PAPER[PAPER.find("  - id:").unwrap()..]),
+            1,
+        );
+        let err = parse(&twice).unwrap_err();
+        assert!(err.is_bad_input());
+        assert!(
+            err.to_string()
+                .contains("table id `ablation` is given twice"),
+            "{err}"
+        );
     }
 
     #[test]

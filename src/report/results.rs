@@ -93,6 +93,10 @@ const REQUIRED: [&str; 16] = [
     "git_dirty",
 ];
 
+/// The widest results.csv read: a column per grid axis (a spec has a few; its configuration has about 40 settings)
+/// and the fixed ones.
+pub const MAX_COLUMNS: usize = 256;
+
 impl Results {
     /// Rows for every cell of `spec` (planned as spec number `spec_index` of `plan`) whose eval stage is cached,
     /// in spec order, and the names of the cells without one.
@@ -243,11 +247,21 @@ impl Results {
     }
 
     /// Parses a results.csv; `origin` (a path, or `REV:path`) names it in errors.
+    /// Parses a results.csv; a header wider than [`MAX_COLUMNS`] is refused before the CSV reader sees it (a
+    /// million columns took 685 MB to parse).
     pub fn parse(bytes: &[u8], origin: &str) -> Result<Results, ReportError> {
         let bad = |message: String| ReportError::Results {
             origin: origin.to_string(),
             message,
         };
+        let header = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+        let columns = header.iter().filter(|&&b| b == b',').count() + 1;
+        if columns > MAX_COLUMNS {
+            return Err(bad(format!(
+                "its header has {columns} columns; a results.csv has one per grid axis besides its fixed ones, at \
+                 most {MAX_COLUMNS} in all"
+            )));
+        }
         let frame = CsvReadOptions::default()
             .with_has_header(true)
             .with_infer_schema_length(Some(0))
@@ -368,6 +382,17 @@ impl Results {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_of_a_million_columns_is_refused_before_it_is_parsed() {
+        let header: Vec<String> = (0..1_000_000).map(|i| format!("c{i}")).collect();
+        let err = Results::parse(header.join(",").as_bytes(), "r.csv").unwrap_err();
+        assert!(err.is_bad_input());
+        assert!(
+            err.to_string().contains("its header has 1000000 columns"),
+            "{err}"
+        );
+    }
 
     /// A well-formed stage key made from `n`.
     pub fn test_key(n: u64) -> StageKey {
