@@ -128,7 +128,7 @@ proptest! {
     #[test]
     fn a_mutated_spec_is_parsed_or_refused(kind in any::<u8>(), a in any::<usize>(), b in any::<usize>(), t in any::<usize>()) {
         let text = mutate(SPEC, kind, a, b, t);
-        let _ = Spec::parse(Path::new("t.yaml"), &text);
+        let _ = Spec::parse(Path::new("t.yaml"), &text, &[]);
     }
 
     #[test]

@@ -450,3 +450,77 @@ fn stages_side_by_side_on_one_thread_each_give_the_bytes_of_one_at_a_time_on_eve
         .any(|(i, a)| spans[i + 1..].iter().any(|b| a.0 < b.1 && b.0 < a.1));
     assert!(overlapped, "no two train stages ran at once: {spans:?}");
 }
+
+/// `--set PATH=VALUE` keys the cells exactly as the same edit of the spec's file would, is checked like the file
+/// (errors name the argument, exit 2), and a run with it writes its report under .mgat/reports/, never reports/.
+#[test]
+fn set_overrides_key_cells_like_the_edit_and_runs_with_them_report_outside_reports() {
+    let p = Project::new("set");
+    p.lock_synth("toy", SMALL_SYNTH);
+    let original = spec("a", "toy", "");
+    p.write("experiments/a.yaml", &original);
+    assert!(original.contains("epochs: 2"));
+    p.write("edited/a.yaml", &original.replace("epochs: 2", "epochs: 1"));
+    let stages = |args: &[&str]| -> Vec<serde_json::Value> {
+        let out = p.mgat(args).success().stdout();
+        let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+        plan["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["stages"].clone())
+            .collect()
+    };
+    let overridden = stages(&[
+        "plan",
+        "experiments/a.yaml",
+        "--json",
+        "--set",
+        "train.epochs=1",
+    ]);
+    let edited = stages(&["plan", "edited/a.yaml", "--json"]);
+    let unchanged = stages(&["plan", "experiments/a.yaml", "--json"]);
+    assert_eq!(overridden, edited);
+    assert_ne!(overridden, unchanged);
+    for (arg, needle) in [
+        (
+            "train.epochs=0",
+            "--set train.epochs=0: train.epochs: invalid value `0`",
+        ),
+        (
+            "model.gamma=2",
+            "--set model.gamma=2: `model.gamma` is a grid axis of this spec",
+        ),
+        (
+            "train.epoch=1",
+            "--set train.epoch=1: `train.epoch` is not a setting of `base`",
+        ),
+    ] {
+        let out = p.mgat(&["plan", "experiments/a.yaml", "--set", arg]);
+        assert_eq!(out.code(), 2, "{arg}: {}", out.stderr());
+        assert!(out.stderr().contains(needle), "{arg}: {}", out.stderr());
+    }
+    let run = p.mgat(&[
+        "run",
+        "experiments/a.yaml",
+        "--only",
+        "head=none,*",
+        "--set",
+        "train.epochs=1",
+    ]);
+    run.success();
+    assert!(
+        run.stdout().contains("report .mgat/reports/a/"),
+        "{}",
+        run.stdout()
+    );
+    assert!(
+        !p.path("reports").exists(),
+        "a run with --set wrote under reports/"
+    );
+    let summary = std::fs::read_to_string(p.path(".mgat/reports/a/summary.md")).unwrap();
+    assert!(
+        summary.starts_with("# a (with --set train.epochs=1)"),
+        "{summary}"
+    );
+}

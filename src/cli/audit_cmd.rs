@@ -37,6 +37,8 @@ pub struct AuditArgs {
     /// Stages run at once, each with an equal share of the cores [default: as `mgat run`].
     #[arg(long, short = 'j', allow_negative_numbers = true, value_parser = super::at_least_one)]
     jobs: Option<usize>,
+    #[command(flatten)]
+    overrides: super::run_cmd::SetArgs,
 }
 
 /// A spec's committed report: the rows to audit among all its rows, and its keys.json if committed.
@@ -50,7 +52,7 @@ pub fn audit(ctx: &Context, args: AuditArgs) -> Result<ExitCode> {
     if args.sample == Some(0) {
         return Err(UsageError("--sample 0: expected at least 1".into()).into());
     }
-    let specs = Spec::load_all(&args.specs)?;
+    let specs = Spec::load_all(&args.specs, &args.overrides.set)?;
     // Before the committed rows are read (polars starts threads): every cell counts.
     let schedule = Schedule::for_grid(args.jobs, specs.iter().flat_map(|s| &s.cells));
     schedule.pin();

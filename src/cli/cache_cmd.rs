@@ -168,7 +168,7 @@ fn experiment_specs(dir: &Path) -> Result<Vec<Spec>> {
         .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
         .collect();
     paths.sort();
-    Ok(Spec::load_all(&paths)?)
+    Ok(Spec::load_all(&paths, &[])?)
 }
 
 fn dir_bytes(path: &Path) -> u64 {

@@ -50,8 +50,8 @@ enum Format {
 
 pub fn report(ctx: &Context, args: ReportArgs) -> Result<ExitCode> {
     if !args.specs.is_empty() {
-        let (specs, plan, _lock) = super::run_cmd::load_plan(ctx, &args.specs, false)?;
-        write_reports(ctx, &specs, &plan)?;
+        let (specs, plan, _lock) = super::run_cmd::load_plan(ctx, &args.specs, &[], false)?;
+        write_reports(ctx, &specs, &plan, &ctx.root.join("reports"))?;
     }
     if !args.paper {
         return Ok(ExitCode::SUCCESS);
@@ -97,7 +97,7 @@ fn known_names(ctx: &Context, committed: &Committed) -> Result<KnownNames> {
     let spec_paths: Vec<std::path::PathBuf> = entries("experiments")
         .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
         .collect();
-    let specs = Spec::load_all(&spec_paths)?;
+    let specs = Spec::load_all(&spec_paths, &[])?;
     let report_dirs: Vec<std::path::PathBuf> = entries("reports").filter(|p| p.is_dir()).collect();
     let reports = report_dirs
         .iter()
@@ -137,10 +137,14 @@ fn known_names(ctx: &Context, committed: &Committed) -> Result<KnownNames> {
 }
 
 /// Regenerates `reports/<name>/` for every spec of the plan and says what it wrote.
-pub fn write_reports(ctx: &Context, specs: &[Spec], plan: &Plan) -> Result<(), ReportError> {
-    let reports = ctx.root.join("reports");
+pub fn write_reports(
+    ctx: &Context,
+    specs: &[Spec],
+    plan: &Plan,
+    reports: &std::path::Path,
+) -> Result<(), ReportError> {
     for (i, spec) in specs.iter().enumerate() {
-        let written = write_spec_report(spec, i, plan, &ctx.cache, &reports)?;
+        let written = write_spec_report(spec, i, plan, &ctx.cache, reports)?;
         let dir = reports.join(&spec.name);
         let shown = dir.strip_prefix(&ctx.root).unwrap_or(&dir).display();
         if written.rows == 0 {
@@ -165,8 +169,8 @@ pub fn write_reports(ctx: &Context, specs: &[Spec], plan: &Plan) -> Result<(), R
             );
         }
     }
-    let paper = PaperTables::compare_if_present(&reports)?;
-    write_index(&reports, paper.as_ref().map(|(t, c)| (t, c.as_slice())))?;
+    let paper = PaperTables::compare_if_present(reports)?;
+    write_index(reports, paper.as_ref().map(|(t, c)| (t, c.as_slice())))?;
     Ok(())
 }
 

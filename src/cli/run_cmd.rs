@@ -11,13 +11,34 @@ use crate::exec::{Outcome, RunOptions, RunReport, local};
 use crate::plan::reasons::key_changes;
 use crate::plan::{KeyInputs, Plan, StageKey, StageKind};
 use crate::provenance::LazyGitState;
-use crate::spec::Spec;
+use crate::spec::{Override, Spec};
 use anyhow::Result;
 use clap::Args;
 use mgat_stage::DeviceChoice;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// `--set PATH=VALUE`, on every command that plans specs.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SetArgs {
+    /// Set a setting of every spec's base as if the spec said it (repeatable), e.g. `--set model.gamma=2 --set
+    /// train.epochs=5`. Keys move exactly as that edit would. A run with overrides writes its reports under
+    /// .mgat/reports/, never under reports/.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<Override>,
+}
+
+impl SetArgs {
+    /// Where a run writes its reports: the committed `reports/`, or `.mgat/reports/` when settings are overridden
+    /// (results the specs in the repository would not give).
+    pub fn reports_dir(&self, ctx: &Context) -> PathBuf {
+        match self.set.is_empty() {
+            true => ctx.root.join("reports"),
+            false => ctx.root.join(".mgat").join("reports"),
+        }
+    }
+}
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -46,6 +67,8 @@ pub struct RunArgs {
     devices: Vec<DeviceChoice>,
     #[command(flatten)]
     executor: ExecutorArgs,
+    #[command(flatten)]
+    overrides: SetArgs,
 }
 
 /// `--devices` normalised (`cuda` → `cuda:0`): each `cpu` or `cuda:N`, a CUDA device at most once and only in a
@@ -85,9 +108,11 @@ pub fn parse_kind(s: &str) -> Result<StageKind, String> {
 #[derive(Args, Debug)]
 pub struct PlanArgs {
     spec: PathBuf,
-    /// Print {"cells":[{"name", "config", "stages":[{"kind", "key", "cached"}]}]}.
+    /// Print {"overrides": [...], "cells":[{"name", "config", "stages":[{"kind", "key", "cached"}]}]}.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    overrides: SetArgs,
 }
 
 #[derive(Args, Debug)]
@@ -96,15 +121,19 @@ pub struct ExplainArgs {
     /// The cell's name as `mgat plan` lists it.
     #[arg(long)]
     cell: String,
+    #[command(flatten)]
+    overrides: SetArgs,
 }
 
-/// Loads and plans `paths`; `compute` says the stages are to be computed, so pretrained weights must be readable.
+/// Loads `paths` with `overrides` and plans them; `compute` says the stages are to be computed, so pretrained
+/// weights must be readable.
 pub fn load_plan(
     ctx: &Context,
     paths: &[PathBuf],
+    overrides: &[Override],
     compute: bool,
 ) -> Result<(Vec<Spec>, Plan, crate::data::LockFile)> {
-    let specs = Spec::load_all(paths)?;
+    let specs = Spec::load_all(paths, overrides)?;
     let (plan, lock) = plan_specs(ctx, &specs, compute)?;
     Ok((specs, plan, lock))
 }
@@ -136,7 +165,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
         )
         .into());
     }
-    let specs = Spec::load_all(&args.specs)?;
+    let specs = Spec::load_all(&args.specs, &args.overrides.set)?;
     ctx.cache.hold_live_roots()?;
     let schedule = Schedule::for_grid(
         args.jobs,
@@ -197,7 +226,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
                     "--jobs has no effect with --executor slurm: Slurm schedules the jobs"
                 );
             }
-            let command = job_command(ctx, &args.specs)?;
+            let command = job_command(ctx, &args.specs, &args.overrides.set)?;
             match slurm::run(&env, &selected, &slurm_options, &command, &ctx.progress())? {
                 Finished::Waited(report) => report,
                 Finished::Detached(jobs) => return Ok(detached(&plan, &jobs)),
@@ -206,7 +235,14 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     };
     // The keys of the stages that ran are known now.
     resolve_keys(ctx, &mut plan);
-    summarize(ctx, &specs, &plan, &cells, &report)
+    summarize(
+        ctx,
+        &specs,
+        &plan,
+        &cells,
+        &report,
+        &args.overrides.reports_dir(ctx),
+    )
 }
 
 /// After `--detach`: which jobs hold which stages, and how to pick the results up.
@@ -228,6 +264,7 @@ fn summarize(
     plan: &Plan,
     cells: &[usize],
     report: &RunReport,
+    reports: &std::path::Path,
 ) -> Result<ExitCode> {
     let ran = report.count(|o| matches!(o, Outcome::Ran(_)));
     let cached = report.count(|o| matches!(o, Outcome::Cached));
@@ -237,7 +274,7 @@ fn summarize(
     println!(
         "stages: {ran} ran, {cached} cached, {reused} reused, {failed} failed, {skipped} skipped"
     );
-    super::report_cmd::write_reports(ctx, specs, plan)?;
+    super::report_cmd::write_reports(ctx, specs, plan, reports)?;
     let failures: Vec<_> = report.failed().collect();
     if failures.is_empty() {
         return Ok(ExitCode::SUCCESS);
@@ -259,7 +296,8 @@ fn summarize(
 }
 
 pub fn plan(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
-    let (_specs, plan, _lock) = load_plan(ctx, std::slice::from_ref(&args.spec), false)?;
+    let overrides = &args.overrides.set;
+    let (_specs, plan, _lock) = load_plan(ctx, std::slice::from_ref(&args.spec), overrides, false)?;
     // By the manifests alone (each read once, in parallel): outputs are checked when a stage or report reads them.
     let present: Vec<bool> = {
         use rayon::prelude::*;
@@ -289,11 +327,15 @@ pub fn plan(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
                 json!({"name": pc.cell.name, "config": pc.cell.config, "stages": stages})
             })
             .collect();
+        let overrides: Vec<&str> = overrides.iter().map(|o| o.arg.as_str()).collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({ "cells": cells }))?
+            serde_json::to_string_pretty(&json!({ "overrides": overrides, "cells": cells }))?
         );
         return Ok(ExitCode::SUCCESS);
+    }
+    for o in overrides {
+        println!("with --set {}", o.arg);
     }
     for pc in &plan.cells {
         println!("{}", pc.cell.name);
@@ -316,7 +358,12 @@ pub fn plan(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
 }
 
 pub fn explain(ctx: &Context, args: ExplainArgs) -> Result<ExitCode> {
-    let (_specs, plan, _lock) = load_plan(ctx, std::slice::from_ref(&args.spec), false)?;
+    let (_specs, plan, _lock) = load_plan(
+        ctx,
+        std::slice::from_ref(&args.spec),
+        &args.overrides.set,
+        false,
+    )?;
     let Some(pc) = plan.cells.iter().find(|pc| pc.cell.name == args.cell) else {
         let names: Vec<&str> = plan
             .cells

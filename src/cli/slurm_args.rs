@@ -81,7 +81,11 @@ impl ExecutorArgs {
 }
 
 /// The command each job runs: this binary with this project's cache, lock and the specs as absolute paths.
-pub fn job_command(ctx: &Context, specs: &[PathBuf]) -> anyhow::Result<JobCommand> {
+pub fn job_command(
+    ctx: &Context,
+    specs: &[PathBuf],
+    overrides: &[crate::spec::Override],
+) -> anyhow::Result<JobCommand> {
     let exe = std::env::current_exe()?;
     let cwd = std::env::current_dir()?;
     Ok(JobCommand {
@@ -90,5 +94,6 @@ pub fn job_command(ctx: &Context, specs: &[PathBuf]) -> anyhow::Result<JobComman
         cache: ctx.cache.root().to_path_buf(),
         lock: ctx.lock_path.clone(),
         specs: specs.iter().map(|p| cwd.join(p)).collect(),
+        overrides: overrides.iter().map(|o| o.arg.clone()).collect(),
     })
 }

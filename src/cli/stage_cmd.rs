@@ -23,11 +23,14 @@ pub struct StageArgs {
     /// The specs the stage was planned from.
     #[arg(required = true)]
     specs: Vec<PathBuf>,
+    #[command(flatten)]
+    overrides: super::run_cmd::SetArgs,
 }
 
 pub fn stage(ctx: &Context, args: StageArgs) -> Result<ExitCode> {
     ctx.cache.hold_live_roots()?;
-    let (_specs, plan, lock) = super::run_cmd::load_plan(ctx, &args.specs, true)?;
+    let (_specs, plan, lock) =
+        super::run_cmd::load_plan(ctx, &args.specs, &args.overrides.set, true)?;
     let s = plan
         .stages
         .iter()

@@ -151,7 +151,7 @@ mod tests {
     use super::*;
 
     fn spec(yaml: &str) -> crate::spec::Spec {
-        crate::spec::Spec::parse(std::path::Path::new("s.yaml"), yaml).unwrap()
+        crate::spec::Spec::parse(std::path::Path::new("s.yaml"), yaml, &[]).unwrap()
     }
 
     const QUICKSTART_SIZED: &str = "name: s\nbase:\n  dataset: {name: d}\n  model: {backbone: resnet18, width: 8}\n  train: {height: 64, width: 32, batch_size: 32, instances: 4, device: cpu}\n";

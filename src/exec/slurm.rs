@@ -55,10 +55,12 @@ pub struct JobCommand {
     pub cache: PathBuf,
     pub lock: PathBuf,
     pub specs: Vec<PathBuf>,
+    /// The run's `--set` arguments: the job plans the specs as the run did.
+    pub overrides: Vec<String>,
 }
 
 impl JobCommand {
-    /// The shell line sbatch wraps: `mgat --cache … --lock … -q stage KIND KEY SPEC…`.
+    /// The shell line sbatch wraps: `mgat --cache … --lock … -q stage [--set PATH=VALUE…] KIND KEY SPEC…`.
     fn script(&self, stage: &Stage) -> String {
         let mut words = vec![
             quote(&self.exe),
@@ -68,9 +70,12 @@ impl JobCommand {
             quote(&self.lock),
             "-q".into(),
             "stage".into(),
-            stage.kind.name().into(),
-            stage.id.clone(),
         ];
+        for o in &self.overrides {
+            words.push("--set".into());
+            words.push(quote(Path::new(o)));
+        }
+        words.extend([stage.kind.name().into(), stage.id.clone()]);
         words.extend(self.specs.iter().map(|p| quote(p)));
         format!("exec {}", words.join(" "))
     }
@@ -532,6 +537,7 @@ mod tests {
             cache: "/c".into(),
             lock: "/p/it's.lock".into(),
             specs: vec!["/p/a.yaml".into()],
+            overrides: vec!["train.lr_steps=[40, 70]".into()],
         };
         let stage = Stage {
             kind: StageKind::Train,
@@ -550,7 +556,8 @@ mod tests {
         assert_eq!(
             command.script(&stage),
             format!(
-                "exec '/opt/mgat bin/mgat' --cache '/c' --lock '/p/it'\\''s.lock' -q stage train {} '/p/a.yaml'",
+                "exec '/opt/mgat bin/mgat' --cache '/c' --lock '/p/it'\\''s.lock' -q stage --set 'train.lr_steps=[40, 70]' \
+                 train {} '/p/a.yaml'",
                 "ab".repeat(32)
             )
         );

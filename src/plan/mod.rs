@@ -742,7 +742,7 @@ seeds: [1, 2]
     fn plan(text: &str) -> Plan {
         let (_dir, lock) = lock();
         Plan::new(
-            &[Spec::parse(Path::new("t.yaml"), text).unwrap()],
+            &[Spec::parse(Path::new("t.yaml"), text, &[]).unwrap()],
             &lock,
             read(&lock),
         )
@@ -938,7 +938,7 @@ seeds: [1, 2]
             "seeds: [1, 2]",
             "seeds: [1]\ninclude: [{model.head: none, train.device: cpu}]",
         );
-        let spec = Spec::parse(Path::new("t.yaml"), &text).unwrap();
+        let spec = Spec::parse(Path::new("t.yaml"), &text, &[]).unwrap();
         let err = Plan::new(&[spec], &lock, read(&lock))
             .unwrap_err()
             .to_string();
@@ -954,6 +954,7 @@ seeds: [1, 2]
         let spec = Spec::parse(
             Path::new("t.yaml"),
             &SPEC.replace("name: toy", "name: nope"),
+            &[],
         )
         .unwrap();
         let err = Plan::new(&[spec], &lock, read(&lock))
@@ -972,7 +973,7 @@ seeds: [1, 2]
             "  train: {",
             "  model: {pretrained: w/r.safetensors}\n  train: {",
         );
-        let spec = Spec::parse(Path::new("t.yaml"), &text).unwrap();
+        let spec = Spec::parse(Path::new("t.yaml"), &text, &[]).unwrap();
         let err = Plan::new(std::slice::from_ref(&spec), &lock, read(&lock))
             .unwrap_err()
             .to_string();

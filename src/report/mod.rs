@@ -242,10 +242,18 @@ pub fn write_spec_report(
     written.files.push(put(keys::KEYS_FILE, &keys)?);
     let stats = group_stats(&results)?;
     let pivot = Pivot::new(&spec.report, &results.axes, &stats);
-    let title = spec
+    let mut title = spec
         .description
         .clone()
         .unwrap_or_else(|| spec.name.clone());
+    if !spec.overrides.is_empty() {
+        let args: Vec<String> = spec
+            .overrides
+            .iter()
+            .map(|o| format!("--set {}", o.arg))
+            .collect();
+        title = format!("{title} (with {})", args.join(" "));
+    }
     let delta = delta::DeltaTable::of(&spec.report, &results.axes, &stats);
     let mut markdown = pivot.markdown(&title);
     if let Some(delta) = &delta {

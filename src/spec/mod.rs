@@ -4,10 +4,12 @@
 pub mod config;
 pub mod grid;
 pub mod layout;
+pub mod overrides;
 
 pub use config::RunConfig;
 pub use grid::format_value;
 pub use layout::ReportLayout;
+pub use overrides::Override;
 
 use crate::yamlpos::{Pos, PosIndex, split_serde_error};
 use grid::{Assignment, Axis, GridSpec};
@@ -97,6 +99,8 @@ pub struct Spec {
     /// Manual salt mixed into every stage key of this spec.
     pub version: Option<String>,
     pub base: RunConfig,
+    /// The `--set` overrides its base was loaded with.
+    pub overrides: Vec<Override>,
     /// Grid axis paths in spec order (without `seed`).
     pub axes: Vec<String>,
     pub cells: Vec<Cell>,
@@ -136,8 +140,8 @@ fn default_seeds() -> Vec<u64> {
 const MAX_NAME: usize = 100;
 
 impl Spec {
-    /// Reads, validates and expands the spec at `path`.
-    pub fn load(path: &Path) -> Result<Spec, SpecError> {
+    /// Reads, validates and expands the spec at `path`, with `overrides` (`--set`) set in its base.
+    pub fn load(path: &Path, overrides: &[Override]) -> Result<Spec, SpecError> {
         let text = crate::inputfile::read_text_bounded(path, crate::inputfile::limit::TEXT_CONFIG)
             .map_err(|e| SpecError {
                 file: path.to_path_buf(),
@@ -145,14 +149,18 @@ impl Spec {
                 message: format!("cannot read spec: {e}"),
                 source_line: None,
             })?;
-        Self::parse(path, &text)
+        Self::parse(path, &text, overrides)
     }
 
-    /// Loads several specs, refusing two with the same `name`: both would write `reports/<name>/`.
-    pub fn load_all(paths: &[impl AsRef<Path>]) -> Result<Vec<Spec>, SpecError> {
+    /// Loads several specs, each with `overrides`, refusing two with the same `name`: both would write
+    /// `reports/<name>/`.
+    pub fn load_all(
+        paths: &[impl AsRef<Path>],
+        overrides: &[Override],
+    ) -> Result<Vec<Spec>, SpecError> {
         let mut specs: Vec<Spec> = Vec::new();
         for path in paths {
-            let spec = Spec::load(path.as_ref())?;
+            let spec = Spec::load(path.as_ref(), overrides)?;
             if let Some(first) = specs.iter().find(|s| s.name == spec.name) {
                 let message = format!(
                     "spec name `{}` is also the name of {}: both would write reports/{}/",
@@ -168,11 +176,12 @@ impl Spec {
     }
 
     /// Validates and expands a spec given as text; `path` is used in error messages.
-    pub fn parse(path: &Path, text: &str) -> Result<Spec, SpecError> {
+    pub fn parse(path: &Path, text: &str, overrides: &[Override]) -> Result<Spec, SpecError> {
         Parser {
             file: path,
             text,
             index: PosIndex::new(text),
+            overrides,
         }
         .parse()
     }
@@ -193,6 +202,7 @@ impl Spec {
             file: &self.path,
             text: &self.text,
             index: PosIndex::new(&self.text),
+            overrides: &[],
         }
         .at(path, message)
     }
@@ -218,6 +228,7 @@ struct Parser<'a> {
     file: &'a Path,
     text: &'a str,
     index: PosIndex,
+    overrides: &'a [Override],
 }
 
 impl Parser<'_> {
@@ -254,8 +265,13 @@ impl Parser<'_> {
             .map(|v| self.scalar_text(v, &["version"]))
             .transpose()?;
         self.check_config(&raw.base, &["base"])?;
+        let axes: Vec<String> = raw.grid.keys().cloned().collect();
+        let base = match self.overrides {
+            [] => raw.base,
+            _ => self.overridden(&raw.base, &axes)?,
+        };
         let base_value =
-            serde_yaml::to_value(&raw.base).map_err(|e| self.at(&["base"], e.to_string()))?;
+            serde_yaml::to_value(&base).map_err(|e| self.at(&["base"], e.to_string()))?;
 
         for (path, values) in &raw.grid {
             self.check_path(&base_value, path, &["grid", path])?;
@@ -350,12 +366,54 @@ impl Parser<'_> {
             name: raw.name,
             description: raw.description,
             version,
-            base: raw.base,
-            axes: raw.grid.keys().cloned().collect(),
+            base,
+            overrides: self.overrides.to_vec(),
+            axes,
             cells,
             report,
             text: self.text.to_string(),
         })
+    }
+
+    /// `base` with the `--set` overrides, typed and range-checked; an error names the argument to blame.
+    fn overridden(&self, base: &RunConfig, axes: &[String]) -> Result<RunConfig, SpecError> {
+        let written = serde_yaml::to_value(base).map_err(|e| self.at(&["base"], e.to_string()))?;
+        let value = overrides::set_all(&written, self.overrides, axes)
+            .map_err(|(o, reason)| self.override_error(o, reason))?;
+        // Set one at a time, so that a value of the wrong type is blamed on its own argument.
+        for (n, o) in self.overrides.iter().enumerate() {
+            let partial = overrides::set_all(&written, &self.overrides[..=n], axes)
+                .map_err(|(o, reason)| self.override_error(o, reason))?;
+            if let Err(e) = serde_yaml::from_value::<RunConfig>(partial) {
+                return Err(self.override_error(o, split_serde_error(&e).1));
+            }
+        }
+        let config: RunConfig = serde_yaml::from_value(value)
+            .map_err(|e| self.at(&["base"], split_serde_error(&e).1))?;
+        match config.invalid_values().into_iter().next() {
+            None => Ok(config),
+            Some(bad) => {
+                let blamed = self.overrides.iter().rev().find(|o| o.path == bad.path);
+                let message = format!(
+                    "{}: invalid value `{}`: expected {}",
+                    bad.path, bad.value, bad.expected
+                );
+                Err(match blamed {
+                    Some(o) => self.override_error(o, message),
+                    None => self.at(&["base"], message),
+                })
+            }
+        }
+    }
+
+    /// An error in a `--set` argument, named as the user typed it.
+    fn override_error(&self, o: &Override, reason: String) -> SpecError {
+        SpecError {
+            file: self.file.to_path_buf(),
+            pos: None,
+            message: format!("--set {}: {reason}", o.arg),
+            source_line: None,
+        }
     }
 
     /// Sets `overrides` into the base and deserialises and validates the result, pointing errors at `at`.
@@ -500,7 +558,7 @@ pub fn get_path<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
         .try_fold(root, |node, key| node.as_mapping()?.get(key))
 }
 
-fn get_path_mut<'a>(root: &'a mut Value, path: &str) -> Option<&'a mut Value> {
+pub(crate) fn get_path_mut<'a>(root: &'a mut Value, path: &str) -> Option<&'a mut Value> {
     path.split('.')
         .try_fold(root, |node, key| node.as_mapping_mut()?.get_mut(key))
 }
@@ -544,7 +602,7 @@ seeds: [1, 2]
 ";
 
     fn parse(text: &str) -> Result<Spec, SpecError> {
-        Spec::parse(Path::new("exp.yaml"), text)
+        Spec::parse(Path::new("exp.yaml"), text, &[])
     }
 
     fn error_at(text: &str) -> (usize, String) {
