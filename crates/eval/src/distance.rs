@@ -49,47 +49,62 @@ pub fn for_each_block<E: From<DimensionMismatch>>(
         let rows = block_rows.min(q.rows - start);
         let out = &mut block[..rows * ng];
         let lhs = &q.data[start * d..(start + rows) * d];
-        // SAFETY: out is rows×ng row-major, lhs rows×d row-major, g.data ng×d row-major read as its d×ng
-        // transpose; every stride and extent stays inside those slices.
-        unsafe {
-            gemm::gemm(
-                rows,
-                ng,
-                d,
-                out.as_mut_ptr(),
-                1,
-                ng as isize,
-                false,
-                lhs.as_ptr(),
-                1,
-                d as isize,
-                g.data.as_ptr(),
-                d as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(0),
-            );
-        }
-        for (i, row) in out.chunks_mut(ng).enumerate() {
-            let qn = squared_norm(q.row(start + i));
-            match metric {
-                Metric::Euclidean => row
-                    .iter_mut()
-                    .zip(&g_norms)
-                    .for_each(|(v, gn)| *v = qn + gn - 2.0 * *v),
-                Metric::Cosine => row.iter_mut().for_each(|v| *v = 1.0 - *v),
-            }
-        }
+        block_distances(lhs, &g.data, &g_norms, d, metric, out);
         each(out)?;
     }
     Ok(())
 }
 
-fn squared_norm(v: &[f32]) -> f32 {
+/// The distances of the rows of `lhs` (row-major, `d` columns) to the rows of `rhs` (whose squared norms are
+/// `rhs_norms`), into `out` (row-major, a row per `lhs` row): one matrix product, then the metric's formula.
+pub(crate) fn block_distances(
+    lhs: &[f32],
+    rhs: &[f32],
+    rhs_norms: &[f32],
+    d: usize,
+    metric: Metric,
+    out: &mut [f32],
+) {
+    let (rows, n) = (lhs.len() / d.max(1), rhs_norms.len());
+    debug_assert_eq!(out.len(), rows * n);
+    // SAFETY: out is rows×n row-major, lhs rows×d row-major, rhs n×d row-major read as its d×n transpose; every
+    // stride and extent stays inside those slices.
+    unsafe {
+        gemm::gemm(
+            rows,
+            n,
+            d,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            1,
+            d as isize,
+            rhs.as_ptr(),
+            d as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+    for (row, l) in out.chunks_mut(n.max(1)).zip(lhs.chunks(d.max(1))) {
+        let ln = squared_norm(l);
+        match metric {
+            Metric::Euclidean => row
+                .iter_mut()
+                .zip(rhs_norms)
+                .for_each(|(v, rn)| *v = ln + rn - 2.0 * *v),
+            Metric::Cosine => row.iter_mut().for_each(|v| *v = 1.0 - *v),
+        }
+    }
+}
+
+pub(crate) fn squared_norm(v: &[f32]) -> f32 {
     v.iter().map(|x| x * x).sum()
 }
 

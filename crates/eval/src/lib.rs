@@ -1,9 +1,10 @@
-//! Evaluation: reading distance matrices and ids, re-ID metrics (Market-1501 and CUHK03 protocols) and distances
-//! between feature sets.
+//! Evaluation: reading distance matrices and ids, re-ID metrics (Market-1501 and CUHK03 protocols), distances
+//! between feature sets and k-reciprocal re-ranking.
 
 pub mod array;
 pub mod config;
 pub mod distance;
 pub mod extract;
 pub mod metrics;
+pub mod rerank;
 pub mod stage;

@@ -1,0 +1,581 @@
+//! k-reciprocal re-ranking (Zhong et al., CVPR 2017) as torchreid's `re_ranking` computes it, without ever holding a
+//! (query + gallery)² matrix.
+//!
+//! The reference stacks the query–query, query–gallery and gallery–gallery distances into one N × N matrix
+//! (N = queries + gallery), squares it (so torchreid's squared euclidean distances become fourth powers: a quirk
+//! kept here), divides each column by its maximum and transposes, argsorts every row in full, and fills dense
+//! N × N `V` matrices. Here each row of that normalised matrix is computed, used and dropped, in blocks:
+//!
+//! 1. per item, the maximum of its column and its `max(k1 + 1, k2)` nearest items (ties: the lower index first;
+//!    numpy's argsort leaves their order unspecified);
+//! 2. per item, its k-reciprocal set, expanded by the candidates' own `k1/2`-reciprocal sets that share more than
+//!    two thirds with it, weighted by `exp(−distance)` and normalised: a sparse row of `V`;
+//! 3. local query expansion (`k2`): each row of `V` replaced by the mean of its `k2` nearest items' rows;
+//! 4. per query, the Jaccard distance to every gallery item through an inverted index of `V`'s columns, blended
+//!    with the normalised original distance: `(1 − λ)·jaccard + λ·original`, one row at a time.
+//!
+//! Memory is the features (or the given matrices), `N × (k1 + 1)` neighbour indices, the sparse `V` (a few dozen
+//! entries per row) and one block of distance rows. Arithmetic is float32 in the reference's order where it matters
+//! (the normalisation, the weights, the accumulation of the Jaccard numerator), so results agree with it to float
+//! rounding.
+
+use crate::array::Matrix;
+use crate::config::Metric;
+use crate::distance::{block_distances, l2_normalized, squared_norm};
+use rayon::prelude::*;
+
+/// The re-ranking parameters; the paper's (and torchreid's) defaults are k1 = 20, k2 = 6, λ = 0.3.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rerank {
+    pub k1: usize,
+    pub k2: usize,
+    pub lambda: f32,
+}
+
+impl Default for Rerank {
+    fn default() -> Self {
+        Self {
+            k1: 20,
+            k2: 6,
+            lambda: 0.3,
+        }
+    }
+}
+
+impl Rerank {
+    /// Why these parameters cannot re-rank `n` items, if they cannot.
+    pub fn check(&self, n: usize) -> Result<(), String> {
+        if self.k1 == 0 || self.k2 == 0 {
+            return Err(format!(
+                "k1 = {} and k2 = {} must be at least 1",
+                self.k1, self.k2
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.lambda) {
+            return Err(format!("lambda = {} must be within [0, 1]", self.lambda));
+        }
+        if self.k1.max(self.k2) >= n {
+            return Err(format!(
+                "k1 = {} and k2 = {} need more than {} query and gallery items together, there are {n}",
+                self.k1,
+                self.k2,
+                self.k1.max(self.k2)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Neighbours kept per item.
+    fn kept(&self) -> usize {
+        (self.k1 + 1).max(self.k2)
+    }
+}
+
+/// The distances re-ranking reads: of the joint set, queries first, then the gallery. `block(rows, out)` fills
+/// `out` with rows `rows` of the matrix the reference builds (row `i`, column `j`: the distance the reference has
+/// at `[j][i]` before it transposes, which is the distance between items `i` and `j`), `at(i, j)` one entry of it.
+pub trait JointDistances: Sync {
+    fn queries(&self) -> usize;
+    /// Queries and gallery items together.
+    fn items(&self) -> usize;
+    fn block(&self, rows: std::ops::Range<usize>, out: &mut [f32]);
+    fn at(&self, i: usize, j: usize) -> f32;
+    /// Row `i`'s distances to the gallery items (columns `queries()..len()`), into `out`.
+    fn to_gallery(&self, rows: std::ops::Range<usize>, out: &mut [f32]);
+}
+
+/// Given matrices: query–gallery (Q × G), query–query (Q × Q) and gallery–gallery (G × G), as torchreid's engine
+/// passes them.
+pub struct Matrices<'a> {
+    pub qg: &'a [f32],
+    pub qq: &'a [f32],
+    pub gg: &'a [f32],
+    pub q: usize,
+    pub g: usize,
+}
+
+impl Matrices<'_> {
+    /// The reference's stacked matrix at row `r`, column `c`.
+    fn stacked(&self, r: usize, c: usize) -> f32 {
+        let (q, g) = (self.q, self.g);
+        match (r < q, c < q) {
+            (true, true) => self.qq[r * q + c],
+            (true, false) => self.qg[r * g + (c - q)],
+            (false, true) => self.qg[c * g + (r - q)],
+            (false, false) => self.gg[(r - q) * g + (c - q)],
+        }
+    }
+}
+
+impl JointDistances for Matrices<'_> {
+    fn queries(&self) -> usize {
+        self.q
+    }
+    fn items(&self) -> usize {
+        self.q + self.g
+    }
+    fn block(&self, rows: std::ops::Range<usize>, out: &mut [f32]) {
+        let n = self.items();
+        for (i, row) in rows.zip(out.chunks_mut(n)) {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = self.stacked(j, i);
+            }
+        }
+    }
+    fn at(&self, i: usize, j: usize) -> f32 {
+        self.stacked(j, i)
+    }
+    fn to_gallery(&self, rows: std::ops::Range<usize>, out: &mut [f32]) {
+        let (q, g) = (self.q, self.g);
+        for (i, row) in rows.zip(out.chunks_mut(g)) {
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = self.stacked(q + c, i);
+            }
+        }
+    }
+}
+
+/// Features of the queries then the gallery (row-major), with the distance the evaluation uses.
+pub struct Features {
+    joint: Vec<f32>,
+    norms: Vec<f32>,
+    dims: usize,
+    queries: usize,
+    metric: Metric,
+}
+
+impl Features {
+    /// The joint features of `query` and `gallery`, L2-normalised first when `normalize` or the metric is cosine.
+    pub fn new(query: &Matrix, gallery: &Matrix, metric: Metric, normalize: bool) -> Self {
+        let unit = normalize || metric == Metric::Cosine;
+        let prepared = |m: &Matrix| match unit {
+            true => l2_normalized(m).data.to_vec(),
+            false => m.data.to_vec(),
+        };
+        let mut joint = prepared(query);
+        joint.extend(prepared(gallery));
+        let dims = query.cols;
+        let norms = joint.chunks(dims.max(1)).map(squared_norm).collect();
+        Self {
+            joint,
+            norms,
+            dims,
+            queries: query.rows,
+            metric,
+        }
+    }
+
+    fn rows(&self, rows: std::ops::Range<usize>) -> &[f32] {
+        &self.joint[rows.start * self.dims..rows.end * self.dims]
+    }
+}
+
+impl JointDistances for Features {
+    fn queries(&self) -> usize {
+        self.queries
+    }
+    fn items(&self) -> usize {
+        self.norms.len()
+    }
+    fn block(&self, rows: std::ops::Range<usize>, out: &mut [f32]) {
+        block_distances(
+            self.rows(rows),
+            &self.joint,
+            &self.norms,
+            self.dims,
+            self.metric,
+            out,
+        );
+    }
+    fn at(&self, i: usize, j: usize) -> f32 {
+        let (a, b) = (self.rows(i..i + 1), self.rows(j..j + 1));
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        match self.metric {
+            Metric::Euclidean => self.norms[i] + self.norms[j] - 2.0 * dot,
+            Metric::Cosine => 1.0 - dot,
+        }
+    }
+    fn to_gallery(&self, rows: std::ops::Range<usize>, out: &mut [f32]) {
+        let q = self.queries;
+        let gallery = &self.joint[q * self.dims..];
+        block_distances(
+            self.rows(rows),
+            gallery,
+            &self.norms[q..],
+            self.dims,
+            self.metric,
+            out,
+        );
+    }
+}
+
+/// Bytes of distance rows held at once.
+const BLOCK_BYTES: usize = 64 << 20;
+
+/// A sparse row of `V`: (column, weight), by column.
+type SparseRow = Vec<(u32, f32)>;
+
+/// Re-ranks every query against the gallery: calls `each(rows)` with consecutive blocks of re-ranked Q × G distance
+/// rows (row-major), covering all queries in order. `params` must have passed [`Rerank::check`].
+pub fn rerank<E>(
+    d: &dyn JointDistances,
+    params: &Rerank,
+    mut each: impl FnMut(&[f32]) -> Result<(), E>,
+) -> Result<(), E> {
+    let (n, q) = (d.items(), d.queries());
+    let g = n - q;
+    let (maxima, nearest) = neighbours(d, params);
+    let v = expansion_weights(d, params, &maxima, &nearest);
+    let v = match params.k2 {
+        1 => v,
+        k2 => query_expansion(&v, &nearest, k2),
+    };
+    drop(nearest);
+    let by_column = gallery_columns(&v, q, n);
+    let block_rows = (BLOCK_BYTES / (4 * g.max(1))).max(1);
+    let mut block = vec![0f32; block_rows.min(q) * g];
+    let (keep, blend) = (1.0 - params.lambda, params.lambda);
+    for start in (0..q).step_by(block_rows) {
+        let rows = block_rows.min(q - start);
+        let out = &mut block[..rows * g];
+        d.to_gallery(start..start + rows, out);
+        out.par_chunks_mut(g).enumerate().for_each(|(r, row)| {
+            let i = start + r;
+            let shared = jaccard_numerators(&v[i], &by_column, g);
+            for (value, t) in row.iter_mut().zip(shared) {
+                let original = (*value * *value) / maxima[i];
+                let jaccard = 1.0 - t / (2.0 - t);
+                *value = jaccard * keep + original * blend;
+            }
+        });
+        each(out)?;
+    }
+    Ok(())
+}
+
+/// Per item: the maximum of its squared distances (the reference's column maximum) and its nearest items in the
+/// normalised matrix, nearest first.
+fn neighbours(d: &dyn JointDistances, params: &Rerank) -> (Vec<f32>, Vec<Vec<u32>>) {
+    let n = d.items();
+    let kept = params.kept();
+    let block_rows = (BLOCK_BYTES / (4 * n)).max(1);
+    let mut block = vec![0f32; block_rows.min(n) * n];
+    let (mut maxima, mut nearest) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for start in (0..n).step_by(block_rows) {
+        let rows = block_rows.min(n - start);
+        let out = &mut block[..rows * n];
+        d.block(start..start + rows, out);
+        let found: Vec<(f32, Vec<u32>)> = out
+            .par_chunks_mut(n)
+            .map(|row| {
+                row.iter_mut().for_each(|v| *v *= *v);
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                row.iter_mut().for_each(|v| *v /= max);
+                (max, nearest_in(row, kept))
+            })
+            .collect();
+        for (max, near) in found {
+            maxima.push(max);
+            nearest.push(near);
+        }
+    }
+    (maxima, nearest)
+}
+
+/// The `k` smallest entries of `row`, by (value, index).
+fn nearest_in(row: &[f32], k: usize) -> Vec<u32> {
+    let order = |a: &u32, b: &u32| row[*a as usize].total_cmp(&row[*b as usize]).then(a.cmp(b));
+    let mut idx: Vec<u32> = (0..row.len() as u32).collect();
+    if k < idx.len() {
+        idx.select_nth_unstable_by(k, order);
+        idx.truncate(k);
+    }
+    idx.sort_unstable_by(order);
+    idx
+}
+
+/// The items among the first `k + 1` neighbours of `i` that have `i` among their own first `k + 1`.
+fn reciprocal(nearest: &[Vec<u32>], i: usize, k: usize) -> Vec<u32> {
+    nearest[i][..k + 1]
+        .iter()
+        .copied()
+        .filter(|&f| nearest[f as usize][..k + 1].contains(&(i as u32)))
+        .collect()
+}
+
+/// Each item's sparse row of `V`: its expanded k-reciprocal set weighted by `exp(−normalised distance)`, summing
+/// to one.
+fn expansion_weights(
+    d: &dyn JointDistances,
+    params: &Rerank,
+    maxima: &[f32],
+    nearest: &[Vec<u32>],
+) -> Vec<SparseRow> {
+    let half = (params.k1 as f64 / 2.0).round_ties_even() as usize;
+    (0..d.items())
+        .into_par_iter()
+        .map(|i| {
+            let set = reciprocal(nearest, i, params.k1);
+            let mut expanded = set.clone();
+            for &candidate in &set {
+                let theirs = reciprocal(nearest, candidate as usize, half);
+                let shared = theirs.iter().filter(|c| set.contains(c)).count();
+                if shared as f64 > 2.0 / 3.0 * theirs.len() as f64 {
+                    expanded.extend(theirs);
+                }
+            }
+            expanded.sort_unstable();
+            expanded.dedup();
+            let weights: Vec<f32> = expanded
+                .iter()
+                .map(|&j| {
+                    let v = d.at(i, j as usize);
+                    (-(v * v / maxima[i])).exp()
+                })
+                .collect();
+            let total: f32 = weights.iter().sum();
+            expanded
+                .into_iter()
+                .zip(weights)
+                .map(|(j, w)| (j, w / total))
+                .collect()
+        })
+        .collect()
+}
+
+/// Each row replaced by the mean of the rows of its `k2` nearest items (itself first).
+fn query_expansion(v: &[SparseRow], nearest: &[Vec<u32>], k2: usize) -> Vec<SparseRow> {
+    nearest
+        .par_iter()
+        .map(|near| {
+            let mut sum: std::collections::BTreeMap<u32, f32> = Default::default();
+            for &r in &near[..k2] {
+                for &(c, w) in &v[r as usize] {
+                    *sum.entry(c).or_default() += w;
+                }
+            }
+            sum.into_iter().map(|(c, w)| (c, w / k2 as f32)).collect()
+        })
+        .collect()
+}
+
+/// For each column of `V`, the gallery items (rows `q..n`) with a weight there: (gallery index, weight).
+fn gallery_columns(v: &[SparseRow], q: usize, n: usize) -> Vec<Vec<(u32, f32)>> {
+    let mut columns = vec![Vec::new(); n];
+    for (r, row) in v.iter().enumerate().skip(q) {
+        for &(c, w) in row {
+            columns[c as usize].push(((r - q) as u32, w));
+        }
+    }
+    columns
+}
+
+/// The Jaccard numerator of query row `row` with every gallery item: the sum over shared columns of the smaller
+/// weight, accumulated column by column as the reference does.
+fn jaccard_numerators(row: &SparseRow, by_column: &[Vec<(u32, f32)>], g: usize) -> Vec<f32> {
+    let mut shared = vec![0f32; g];
+    for &(c, w) in row {
+        for &(item, w_item) in &by_column[c as usize] {
+            shared[item as usize] += w.min(w_item);
+        }
+    }
+    shared
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dense transcription of the reference's steps, for small inputs: the independent computation the streamed
+    /// version is checked against (besides torchreid's own outputs in tests/data/rerank).
+    fn dense(d: &dyn JointDistances, p: &Rerank) -> Vec<f32> {
+        let (n, q) = (d.items(), d.queries());
+        let mut all = vec![0f32; n * n];
+        d.block(0..n, &mut all);
+        let mut o = all.clone();
+        for i in 0..n {
+            let row = &mut o[i * n..(i + 1) * n];
+            row.iter_mut().for_each(|v| *v *= *v);
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            row.iter_mut().for_each(|v| *v /= max);
+        }
+        let rank: Vec<Vec<usize>> = (0..n)
+            .map(|i| {
+                let mut idx: Vec<usize> = (0..n).collect();
+                idx.sort_by(|&a, &b| o[i * n + a].total_cmp(&o[i * n + b]).then(a.cmp(&b)));
+                idx
+            })
+            .collect();
+        let recip = |i: usize, k: usize| -> Vec<usize> {
+            rank[i][..k + 1]
+                .iter()
+                .copied()
+                .filter(|&f| rank[f][..k + 1].contains(&i))
+                .collect()
+        };
+        let mut v = vec![0f32; n * n];
+        for i in 0..n {
+            let set = recip(i, p.k1);
+            let mut exp = set.clone();
+            for &c in &set {
+                let t = recip(c, (p.k1 as f64 / 2.0).round_ties_even() as usize);
+                if t.iter().filter(|x| set.contains(x)).count() as f64 > 2.0 / 3.0 * t.len() as f64
+                {
+                    exp.extend(t);
+                }
+            }
+            exp.sort();
+            exp.dedup();
+            let w: Vec<f32> = exp.iter().map(|&j| (-o[i * n + j]).exp()).collect();
+            let s: f32 = w.iter().sum();
+            for (&j, w) in exp.iter().zip(w) {
+                v[i * n + j] = w / s;
+            }
+        }
+        let mut qe = vec![0f32; n * n];
+        for i in 0..n {
+            for &r in &rank[i][..p.k2] {
+                for c in 0..n {
+                    qe[i * n + c] += v[r * n + c];
+                }
+            }
+            for c in 0..n {
+                qe[i * n + c] /= p.k2 as f32;
+            }
+        }
+        let g = n - q;
+        let mut out = vec![0f32; q * g];
+        for i in 0..q {
+            for j in 0..g {
+                let t: f32 = (0..n).map(|c| qe[i * n + c].min(qe[(q + j) * n + c])).sum();
+                let jac = 1.0 - t / (2.0 - t);
+                out[i * g + j] = jac * (1.0 - p.lambda) + o[i * n + q + j] * p.lambda;
+            }
+        }
+        out
+    }
+
+    fn features(rows: usize, dims: usize, seed: u64) -> Matrix {
+        let mut rng = mgat_util::rng::Rng::new(seed, &[]);
+        Matrix {
+            rows,
+            cols: dims,
+            data: (0..rows * dims)
+                .map(|_| rng.unit())
+                .collect::<Vec<_>>()
+                .into(),
+        }
+    }
+
+    #[test]
+    fn streamed_re_ranking_equals_the_dense_transcription() {
+        let (qf, gf) = (features(12, 8, 1), features(40, 8, 2));
+        for metric in [Metric::Euclidean, Metric::Cosine] {
+            let joint = Features::new(&qf, &gf, metric, false);
+            let p = Rerank {
+                k1: 6,
+                k2: 3,
+                lambda: 0.3,
+            };
+            p.check(joint.items()).unwrap();
+            let mut got = Vec::new();
+            rerank::<()>(&joint, &p, |rows| {
+                got.extend_from_slice(rows);
+                Ok(())
+            })
+            .unwrap();
+            let want = dense(&joint, &p);
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() <= 1e-6, "{metric:?}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// torchreid's `re_ranking` on its own distance matrices (scripts/make-rerank-fixtures.py).
+    #[test]
+    fn re_ranked_distances_match_torchreids_to_1e_5_from_its_matrices_and_from_the_features() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/rerank");
+        for case in ["paper-defaults", "no-query-expansion", "small-k"] {
+            let dir = root.join(case);
+            let load =
+                |name: &str| crate::array::load_matrix(&dir.join(format!("{name}.npy"))).unwrap();
+            let params: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("params.json")).unwrap())
+                    .unwrap();
+            let p = Rerank {
+                k1: params["k1"].as_u64().unwrap() as usize,
+                k2: params["k2"].as_u64().unwrap() as usize,
+                lambda: params["lambda"].as_f64().unwrap() as f32,
+            };
+            let (qg, qq, gg, want) = (
+                load("distmat"),
+                load("distmat_qq"),
+                load("distmat_gg"),
+                load("reranked"),
+            );
+            let matrices = Matrices {
+                qg: &qg.data,
+                qq: &qq.data,
+                gg: &gg.data,
+                q: qg.rows,
+                g: qg.cols,
+            };
+            let features = Features::new(&load("qf"), &load("gf"), Metric::Euclidean, false);
+            for (how, joint) in [
+                ("matrices", &matrices as &dyn JointDistances),
+                ("features", &features),
+            ] {
+                let mut got = Vec::new();
+                rerank::<()>(joint, &p, |rows| {
+                    got.extend_from_slice(rows);
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(got.len(), want.data.len(), "{case} {how}");
+                let worst = got
+                    .iter()
+                    .zip(want.data.iter())
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    worst <= 1e-5,
+                    "{case} from {how}: largest difference {worst:e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn parameters_that_cannot_re_rank_are_named() {
+        assert!(
+            Rerank {
+                k1: 20,
+                k2: 6,
+                lambda: 0.3
+            }
+            .check(15)
+            .unwrap_err()
+            .contains("there are 15")
+        );
+        assert!(
+            Rerank {
+                k1: 0,
+                k2: 6,
+                lambda: 0.3
+            }
+            .check(100)
+            .is_err()
+        );
+        assert!(
+            Rerank {
+                k1: 20,
+                k2: 6,
+                lambda: 1.5
+            }
+            .check(100)
+            .is_err()
+        );
+    }
+}
