@@ -223,3 +223,71 @@ fn bad_inputs_exit_2_naming_the_file() {
         huge.stderr()
     );
 }
+
+/// `metrics --rerank`, from the distance matrices torchreid's engine passes to `re_ranking` and from the features,
+/// scores as torchreid's own re-ranked distances do (tests/data/rerank, scripts/make-rerank-fixtures.py), to 1e-6.
+#[test]
+fn rerank_scores_like_torchreids_re_ranked_distances() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/rerank");
+    for name in ["paper-defaults", "no-query-expansion", "small-k"] {
+        let case = root.join(name);
+        let params: Value =
+            serde_json::from_str(&std::fs::read_to_string(case.join("params.json")).unwrap())
+                .unwrap();
+        let p = Project::new("rerank");
+        for f in ["q_pids", "g_pids", "q_camids", "g_camids"] {
+            std::fs::copy(case.join(format!("{f}.npy")), p.path(&format!("{f}.npy"))).unwrap();
+        }
+        std::fs::copy(case.join("reranked.npy"), p.path("distmat.npy")).unwrap();
+        let dir = p.dir.to_str().unwrap().to_string();
+        let want = metrics_json(&p, &["--dir", &dir, "--max-rank", "20"]);
+        let (k1, k2, lambda) = (
+            params["k1"].to_string(),
+            params["k2"].to_string(),
+            params["lambda"].to_string(),
+        );
+        let rerank = [
+            "--rerank",
+            "--k1",
+            &k1,
+            "--k2",
+            &k2,
+            "--lambda",
+            &lambda,
+            "--max-rank",
+            "20",
+        ];
+        let case_dir = case.to_str().unwrap().to_string();
+        let mut from_matrices = vec!["--dir", &case_dir];
+        from_matrices.extend(rerank);
+        assert_close(&metrics_json(&p, &from_matrices), &want);
+        let (qf, gf) = (case.join("qf.npy"), case.join("gf.npy"));
+        let mut from_features = vec![
+            "--dir",
+            &dir,
+            "--qf",
+            qf.to_str().unwrap(),
+            "--gf",
+            gf.to_str().unwrap(),
+        ];
+        from_features.extend(rerank);
+        assert_close(&metrics_json(&p, &from_features), &want);
+    }
+    // Parameters the items cannot satisfy are refused, naming the flag.
+    let p = Project::new("rerank-bad");
+    let case = root.join("small-k");
+    let out = p.mgat(&[
+        "metrics",
+        "--dir",
+        case.to_str().unwrap(),
+        "--rerank",
+        "--k1",
+        "500",
+    ]);
+    assert_eq!(out.code(), 2, "{}", out.stderr());
+    assert!(
+        out.stderr().contains("--rerank: k1 = 500"),
+        "{}",
+        out.stderr()
+    );
+}

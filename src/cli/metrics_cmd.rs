@@ -5,6 +5,7 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use mgat_eval::array::{ArrayError, load_ids, load_matrix};
 use mgat_eval::metrics::{Evaluator, Ids, Metrics, MetricsError, ScoringError};
+use mgat_eval::rerank::{Features, Matrices, Rerank, rerank};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -31,6 +32,19 @@ pub struct MetricsArgs {
     /// L2-normalise features before the distance.
     #[arg(long)]
     normalize: bool,
+    /// Re-rank with k-reciprocal encoding (Zhong et al. 2017) as torchreid's `re_ranking` does. From --qf/--gf, or
+    /// from `distmat`, `distmat_qq` and `distmat_gg` in --dir (the query–query and gallery–gallery distances).
+    #[arg(long)]
+    rerank: bool,
+    /// Re-ranking: neighbours of the k-reciprocal sets.
+    #[arg(long, requires = "rerank", default_value_t = 20)]
+    k1: usize,
+    /// Re-ranking: neighbours averaged in local query expansion (1: none).
+    #[arg(long, requires = "rerank", default_value_t = 6)]
+    k2: usize,
+    /// Re-ranking: weight of the original distance against the Jaccard distance.
+    #[arg(long, requires = "rerank", default_value_t = 0.3)]
+    lambda: f32,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -80,6 +94,22 @@ pub enum ScoreError {
         row: usize,
         squared: f64,
     },
+}
+
+/// The re-ranking parameters when `--rerank` was given, checked against the `items` (queries and gallery) there are.
+fn rerank_params(args: &MetricsArgs, items: usize) -> Result<Option<Rerank>, ScoreError> {
+    if !args.rerank {
+        return Ok(None);
+    }
+    let params = Rerank {
+        k1: args.k1,
+        k2: args.k2,
+        lambda: args.lambda,
+    };
+    params
+        .check(items)
+        .map_err(|e| ScoreError::Usage(format!("--rerank: {e}")))?;
+    Ok(Some(params))
 }
 
 /// Refuses features whose distances would not be finite in f32: a squared distance is at most twice the sum of the
@@ -146,9 +176,17 @@ pub fn run(args: MetricsArgs) -> Result<ExitCode> {
                 MetricArg::Euclidean => Metric::Euclidean,
                 MetricArg::Cosine => Metric::Cosine,
             };
-            evaluator
-                .add_features(&q, &g, metric, args.normalize)
-                .map_err(ScoreError::from)?;
+            match rerank_params(&args, q.rows + g.rows)? {
+                Some(params) => {
+                    let joint = Features::new(&q, &g, metric, args.normalize);
+                    drop((q, g));
+                    rerank(&joint, &params, |rows| evaluator.add_rows(rows))
+                        .map_err(ScoreError::from)?;
+                }
+                None => evaluator
+                    .add_features(&q, &g, metric, args.normalize)
+                    .map_err(ScoreError::from)?,
+            }
         }
         _ => {
             let (path, d) = load_one(&args.dir, "distmat", load_matrix)?;
@@ -166,7 +204,26 @@ pub fn run(args: MetricsArgs) -> Result<ExitCode> {
                 &g_pids_path,
                 g_pids.len(),
             )?;
-            evaluator.add_rows(&d.data).map_err(ScoreError::from)?;
+            match rerank_params(&args, d.rows + d.cols)? {
+                Some(params) => {
+                    let (qq_path, qq) = load_one(&args.dir, "distmat_qq", load_matrix)?;
+                    let (gg_path, gg) = load_one(&args.dir, "distmat_gg", load_matrix)?;
+                    for (p, m, n) in [(&qq_path, &qq, d.rows), (&gg_path, &gg, d.cols)] {
+                        same_length(p, m.rows, "rows", &path, n)?;
+                        same_length(p, m.cols, "columns", &path, n)?;
+                    }
+                    let joint = Matrices {
+                        qg: &d.data,
+                        qq: &qq.data,
+                        gg: &gg.data,
+                        q: d.rows,
+                        g: d.cols,
+                    };
+                    rerank(&joint, &params, |rows| evaluator.add_rows(rows))
+                        .map_err(ScoreError::from)?;
+                }
+                None => evaluator.add_rows(&d.data).map_err(ScoreError::from)?,
+            }
         }
     }
     let metrics = evaluator.finish().map_err(ScoreError::from)?;
