@@ -524,3 +524,45 @@ fn set_overrides_key_cells_like_the_edit_and_runs_with_them_report_outside_repor
         "{summary}"
     );
 }
+
+/// `eval.rerank` is an eval-only setting: as a grid axis its cells share every stage but eval, and it is range-checked.
+#[test]
+fn eval_rerank_as_an_axis_moves_only_eval_keys() {
+    let p = Project::new("rerank-axis");
+    p.lock_synth("toy", SMALL_SYNTH);
+    let base = spec("a", "toy", "").replace(
+        "grid:\n  model.head: [none, mgat]\n  model.gamma: [0.5, 2]\n",
+        "grid:\n  eval.rerank: [null, {k1: 4, k2: 2, lambda: 0.3}]\n",
+    );
+    assert!(base.contains("eval.rerank"), "{base}");
+    p.write("experiments/a.yaml", &base);
+    let out = p
+        .mgat(&["plan", "experiments/a.yaml", "--json"])
+        .success()
+        .stdout();
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let cells = plan["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 2);
+    let key = |c: usize, kind: &str| {
+        cells[c]["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["kind"] == kind)
+            .map(|s| s["id"].clone())
+            .unwrap()
+    };
+    for kind in ["synth", "index", "train"] {
+        assert_eq!(key(0, kind), key(1, kind), "{kind}");
+    }
+    assert_ne!(key(0, "eval"), key(1, "eval"));
+    assert_eq!(cells[1]["name"], "rerank=k1:4+k2:2+lambda:0.3,seed=1");
+    p.write("experiments/a.yaml", &base.replace("k1: 4", "k1: 0"));
+    let bad = p.mgat(&["plan", "experiments/a.yaml"]);
+    assert_eq!(bad.code(), 2, "{}", bad.stderr());
+    assert!(
+        bad.stderr().contains("eval.rerank.k1: invalid value `0`"),
+        "{}",
+        bad.stderr()
+    );
+}

@@ -362,6 +362,26 @@ impl RunConfig {
             e.batch_size.to_string(),
             &format!("a batch size from 1 to {MAX_BATCH}"),
         );
+        if let Some(r) = &e.rerank {
+            check(
+                (1..=MAX_NEIGHBOURS).contains(&r.k1),
+                "eval.rerank.k1",
+                r.k1.to_string(),
+                &format!("1 to {MAX_NEIGHBOURS} neighbours"),
+            );
+            check(
+                (1..=MAX_NEIGHBOURS).contains(&r.k2),
+                "eval.rerank.k2",
+                r.k2.to_string(),
+                &format!("1 to {MAX_NEIGHBOURS} neighbours"),
+            );
+            check(
+                (0.0..=1.0).contains(&r.lambda),
+                "eval.rerank.lambda",
+                r.lambda.to_string(),
+                "a weight in [0, 1]",
+            );
+        }
         out
     }
 }
@@ -375,6 +395,8 @@ const MAX_BATCH: u32 = 4096;
 const MAX_EPOCHS: u32 = 100_000;
 const MAX_WORKERS: u32 = 256;
 const MAX_RANK: u32 = 100_000;
+/// Re-ranking's neighbour counts: the paper uses 20 and 6; a list per item of this many is still small.
+const MAX_NEIGHBOURS: usize = 1000;
 
 fn is_nonneg(x: f64) -> bool {
     x >= 0.0 && x.is_finite()

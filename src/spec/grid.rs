@@ -312,7 +312,8 @@ fn seed_value(seed: u64) -> Value {
 }
 
 /// The canonical text of a value in a cell name: integral numbers without a fraction (`1.0` → `1`), floats in their
-/// shortest round-trip form, sequences joined with `+`.
+/// shortest round-trip form, sequences joined with `+`, mappings as `key:value` joined with `+`
+/// (`k1:20+k2:6+lambda:0.3`).
 pub fn format_value(v: &Value) -> String {
     match v {
         Value::Null => "null".into(),
@@ -327,7 +328,11 @@ pub fn format_value(v: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Sequence(items) if items.is_empty() => "[]".into(),
         Value::Sequence(items) => items.iter().map(format_value).collect::<Vec<_>>().join("+"),
-        Value::Mapping(_) => "{…}".into(),
+        Value::Mapping(m) => m
+            .iter()
+            .map(|(k, v)| format!("{}:{}", format_value(k), format_value(v)))
+            .collect::<Vec<_>>()
+            .join("+"),
         Value::Tagged(t) => format_value(&t.value),
     }
 }

@@ -1,5 +1,5 @@
-//! The evaluation settings: distance metric, protocol, normalisation, flip, ranks and batch size, with their
-//! defaults. Everything an eval stage reads besides the trained model and the dataset.
+//! The evaluation settings: distance metric, protocol, normalisation, flip, ranks, batch size and re-ranking, with
+//! their defaults. Everything an eval stage reads besides the trained model and the dataset.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +28,8 @@ pub struct EvalConfig {
     pub max_rank: u32,
     pub protocol: Protocol,
     pub batch_size: u32,
+    /// k-reciprocal re-ranking of the distances before scoring (off unless set).
+    pub rerank: Option<crate::rerank::Rerank>,
 }
 
 impl Default for EvalConfig {
@@ -39,6 +41,7 @@ impl Default for EvalConfig {
             max_rank: 50,
             protocol: Protocol::Market1501,
             batch_size: 128,
+            rerank: None,
         }
     }
 }

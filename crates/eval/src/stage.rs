@@ -29,6 +29,9 @@ pub enum EvalError {
     Scoring(#[from] ScoringError),
     #[error(transparent)]
     Io(#[from] IoError),
+    /// Re-ranking parameters the evaluated set cannot satisfy (more neighbours than items).
+    #[error("{0}")]
+    Rerank(String),
 }
 
 pub struct Eval;
@@ -105,7 +108,7 @@ pub fn read_cmc(entry: &Path) -> Result<Vec<f64>, OutputError> {
 /// rest fails the computation.
 fn classify(error: EvalError) -> Failure {
     let bad_input = match &error {
-        EvalError::Extract(ExtractError::Image(_)) => true,
+        EvalError::Extract(ExtractError::Image(_)) | EvalError::Rerank(_) => true,
         EvalError::Model(e) => e.is_bad_input(),
         _ => false,
     };
@@ -166,7 +169,17 @@ pub fn evaluate(
         g_camids: &g_camids,
     };
     let mut evaluator = Evaluator::new(ids, eval.protocol, eval.max_rank as usize)?;
-    evaluator.add_features(&qf, &gf, eval.metric, eval.normalize)?;
+    match &eval.rerank {
+        Some(params) => {
+            params
+                .check(qf.rows + gf.rows)
+                .map_err(|e| EvalError::Rerank(format!("eval.rerank: {e}")))?;
+            let joint = crate::rerank::Features::new(&qf, &gf, eval.metric, eval.normalize);
+            crate::rerank::rerank(&joint, params, |rows| evaluator.add_rows(rows))
+                .map_err(EvalError::Metrics)?;
+        }
+        None => evaluator.add_features(&qf, &gf, eval.metric, eval.normalize)?,
+    }
     let metrics = evaluator.finish()?;
 
     let json = serde_json::to_string_pretty(&metrics.record())
