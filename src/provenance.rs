@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub struct GitState {
     /// `HEAD`'s commit, or null outside a git checkout.
     pub commit: Option<String>,
-    /// Tracked files differ from `HEAD`.
+    /// Tracked files other than the rendered `reports/` differ from `HEAD`.
     pub dirty: bool,
 }
 
@@ -33,7 +33,8 @@ impl LazyGitState {
     }
 }
 
-/// The git state of the checkout containing `dir`.
+/// The git state of the checkout containing `dir` (the project root). The rendered reports under `reports/` are
+/// what runs write, not what they compute from, so a run that follows another's report is not dirty for it.
 pub fn git_state(dir: &Path) -> GitState {
     let run = |args: &[&str]| {
         Command::new("git")
@@ -46,7 +47,15 @@ pub fn git_state(dir: &Path) -> GitState {
     };
     let commit = run(&["rev-parse", "HEAD"]);
     let dirty = commit.is_some()
-        && run(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+        && run(&[
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":(exclude)reports",
+        ])
+        .is_some_and(|s| !s.is_empty());
     GitState { commit, dirty }
 }
 
@@ -94,6 +103,33 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_changed_report_does_not_make_the_checkout_dirty_and_a_changed_source_does() {
+        let dir = mgat_testutil::tempdir();
+        let git = |args: &[&str]| {
+            let ok = Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .current_dir(&*dir)
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        git(&["init", "-q"]);
+        std::fs::create_dir_all(dir.join("reports/a")).unwrap();
+        std::fs::write(dir.join("reports/a/results.csv"), "x\n").unwrap();
+        std::fs::write(dir.join("spec.yaml"), "x\n").unwrap();
+        git(&["add", "."]);
+        git(&["commit", "-qm", "init"]);
+        assert!(!git_state(&dir).dirty);
+        std::fs::write(dir.join("reports/a/results.csv"), "y\n").unwrap();
+        assert!(!git_state(&dir).dirty, "a re-rendered report is an output");
+        std::fs::write(dir.join("spec.yaml"), "y\n").unwrap();
+        assert!(git_state(&dir).dirty);
+    }
 
     #[test]
     fn timestamps_match_known_dates() {
