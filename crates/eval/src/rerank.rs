@@ -289,10 +289,10 @@ fn nearest_in(row: &[f32], k: usize) -> Vec<u32> {
     let mut idx: Vec<u32> = (0..row.len() as u32).collect();
     if k < idx.len() {
         idx.select_nth_unstable_by(k, order);
-        idx.truncate(k);
     }
-    idx.sort_unstable_by(order);
-    idx
+    let mut nearest = idx[..k.min(idx.len())].to_vec();
+    nearest.sort_unstable_by(order);
+    nearest
 }
 
 /// The items among the first `k + 1` neighbours of `i` that have `i` among their own first `k + 1`.
