@@ -381,7 +381,9 @@ mod tests {
         assert!(
             keyed
                 .verdict()
-                .starts_with("key changed because train (not recorded")
+                .starts_with("key changed because train (neither side has a keys.json to say why)"),
+            "{}",
+            keyed.verdict()
         );
     }
 
