@@ -5,11 +5,10 @@
 use super::run_cmd::{glob_match, resolve_keys};
 use super::{Context, UsageError};
 use crate::exec::schedule::Schedule;
-use crate::exec::{Outcome, RunOptions, StageEnv, local};
+use crate::exec::{RunOptions, StageEnv, local};
 use crate::plan::Plan;
 use crate::provenance::LazyGitState;
-use crate::report::audit::{RowAudit, RowSide, audit_row, select_rows, table};
-use crate::report::keys::ReportKeys;
+use crate::report::audit::{Committed, Outcome, RowAudit, select_rows, table, verdicts};
 use crate::report::results::{RESULTS_FILE, Results};
 use crate::spec::Spec;
 use anyhow::{Context as _, Result};
@@ -39,13 +38,6 @@ pub struct AuditArgs {
     jobs: Option<usize>,
     #[command(flatten)]
     overrides: super::run_cmd::SetArgs,
-}
-
-/// A spec's committed report: the rows to audit among all its rows, and its keys.json if committed.
-struct Committed {
-    results: Results,
-    keys: Option<ReportKeys>,
-    selected: Vec<usize>,
 }
 
 pub fn audit(ctx: &Context, args: AuditArgs) -> Result<ExitCode> {
@@ -105,72 +97,7 @@ pub fn audit(ctx: &Context, args: AuditArgs) -> Result<ExitCode> {
     resolve_keys(&actx, &mut plan);
     let mut audits = Vec::new();
     for (i, (spec, mine)) in specs.iter().zip(&committed).enumerate() {
-        let (recomputed, _) = Results::collect(spec, i, &plan, &actx.cache)?;
-        let new_keys = ReportKeys::collect(
-            &plan,
-            i,
-            recomputed.rows.iter().map(|r| r.cell.as_str()),
-            &actx.cache,
-        );
-        for &r in &mine.selected {
-            let row = &mine.results.rows[r];
-            let planned = plan
-                .cells
-                .iter()
-                .find(|pc| pc.spec == i && pc.cell.name == row.cell);
-            let stages = planned.map(|pc| pc.stages.as_slice()).unwrap_or_default();
-            let seconds: f64 = report
-                .outcomes
-                .iter()
-                .filter(|(s, _)| stages.contains(s))
-                .filter_map(|(_, o)| match o {
-                    Outcome::Ran(d) => Some(d.as_secs_f64()),
-                    _ => None,
-                })
-                .sum();
-            let failure = || match planned {
-                None => "the spec has no such cell any more".to_string(),
-                Some(_) => report
-                    .failed()
-                    .find(|(s, ..)| stages.contains(s))
-                    .map(|(_, message, _)| message.lines().next().unwrap_or_default().to_string())
-                    .unwrap_or_else(|| "no result came back".into()),
-            };
-            let audit = match recomputed.rows.iter().find(|n| n.cell == row.cell) {
-                Some(again) => {
-                    let group: Vec<_> = mine
-                        .results
-                        .rows
-                        .iter()
-                        .filter(|o| o.group() == row.group())
-                        .collect();
-                    audit_row(
-                        &spec.name,
-                        &RowSide {
-                            row,
-                            keys: mine.keys.as_ref(),
-                        },
-                        &RowSide {
-                            row: again,
-                            keys: Some(&new_keys),
-                        },
-                        &group,
-                        seconds,
-                    )
-                }
-                None => RowAudit {
-                    spec: spec.name.clone(),
-                    cell: row.cell.clone(),
-                    seconds,
-                    key_changes: Vec::new(),
-                    differences: Vec::new(),
-                    tolerance: None,
-                    failed: Some(failure()),
-                    unverifiable: None,
-                },
-            };
-            audits.push(audit);
-        }
+        audits.extend(verdicts(spec, i, mine, &plan, &report, &actx.cache)?);
     }
     if args.json {
         let rows: Vec<_> = audits.iter().map(RowAudit::json).collect();
@@ -182,43 +109,32 @@ pub fn audit(ctx: &Context, args: AuditArgs) -> Result<ExitCode> {
 }
 
 /// 0 when every row reproduced; 3 when every row reproduced except rows that name a device this machine did not
-/// compute on (not verifiable here, never counted as reproduced); 1 when any row did not reproduce.
+/// compute on; 1 when any row did not reproduce.
 fn audit_exit_code(audits: &[RowAudit]) -> ExitCode {
-    if audits.iter().all(RowAudit::reproduced) {
-        ExitCode::SUCCESS
-    } else if audits
-        .iter()
-        .all(|a| a.reproduced() || a.only_unverifiable())
-    {
-        ExitCode::from(3)
-    } else {
-        ExitCode::FAILURE
+    match Outcome::of(audits) {
+        Outcome::Reproduced => ExitCode::SUCCESS,
+        Outcome::NotVerifiableHere => ExitCode::from(3),
+        Outcome::Differs => ExitCode::FAILURE,
     }
 }
 
 /// The committed rows of `spec` and which of them `args` selects.
 fn load_committed(root: &Path, spec: &Spec, args: &AuditArgs) -> Result<Committed> {
     let dir = root.join("reports").join(&spec.name);
-    let path = dir.join(RESULTS_FILE);
-    if !path.is_file() {
-        return Err(UsageError(format!(
+    let select = |results: &Results| {
+        select_rows(
+            results,
+            |cell| args.cells.as_ref().is_none_or(|g| glob_match(g, cell)),
+            args.sample,
+            args.seed,
+        )
+    };
+    Committed::read(&dir, select)?.ok_or_else(|| {
+        UsageError(format!(
             "{}: no committed results to audit (run the spec and commit its report first)",
-            path.display()
+            dir.join(RESULTS_FILE).display()
         ))
-        .into());
-    }
-    let results = Results::read(&path)?;
-    let keys = ReportKeys::read_beside(&dir)?;
-    let selected = select_rows(
-        &results,
-        |cell| args.cells.as_ref().is_none_or(|g| glob_match(g, cell)),
-        args.sample,
-        args.seed,
-    );
-    Ok(Committed {
-        results,
-        keys,
-        selected,
+        .into()
     })
 }
 

@@ -3,17 +3,26 @@
 //! its index, weights and metrics files); a row trained on a GPU may move by its cell group's seed spread (the
 //! sample standard deviation of that metric over the group's committed seeds). A key that moved is explained with
 //! the typed reasons `mgat explain` uses.
+//!
+//! [`Committed::read`] takes a spec's committed rows and the selection to audit; once the selected cells' stages
+//! have run in a throwaway cache, [`verdicts`] matches each selected row with its recomputation (or its stage's
+//! failure) and judges it; [`Outcome::of`] sums the verdicts up for the exit code.
 
+use super::ReportError;
 use super::keys::{ReportKeys, Unrecorded};
-use super::results::{ResultRow, Results, format_float};
+use super::results::{RESULTS_FILE, ResultRow, Results, format_float};
 use super::stats::sample_std;
-use crate::plan::StageKind;
+use crate::cache::Cache;
+use crate::exec::RunReport;
 use crate::plan::reasons::KeyChange;
+use crate::plan::{Plan, StageKind};
+use crate::spec::Spec;
 use crate::spec::layout::METRICS;
 use mgat_stage::DeviceChoice;
 use mgat_util::rng::Rng;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
+use std::path::Path;
 
 /// One value that came back different.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,6 +132,139 @@ fn tolerance_text(t: &[(String, f64)]) -> String {
         .map(|(m, v)| format!("{m} ±{}", format_float(*v)))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A spec's committed report: its rows, its keys.json if committed, and the rows to audit.
+pub struct Committed {
+    pub results: Results,
+    pub keys: Option<ReportKeys>,
+    pub selected: Vec<usize>,
+}
+
+impl Committed {
+    /// The committed report in `dir` (`reports/<spec>/`), with the rows `select` chooses to audit; None when it has
+    /// no results.csv.
+    pub fn read(
+        dir: &Path,
+        select: impl Fn(&Results) -> Vec<usize>,
+    ) -> Result<Option<Committed>, ReportError> {
+        let path = dir.join(RESULTS_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let results = Results::read(&path)?;
+        let keys = ReportKeys::read_beside(dir)?;
+        let selected = select(&results);
+        Ok(Some(Committed {
+            results,
+            keys,
+            selected,
+        }))
+    }
+}
+
+/// The verdicts on the selected rows of `mine`, the committed report of spec `spec` (index `i` of the plan's specs),
+/// after the plan's stages ran in `cache` with the outcomes `ran`.
+pub fn verdicts(
+    spec: &Spec,
+    i: usize,
+    mine: &Committed,
+    plan: &Plan,
+    ran: &RunReport,
+    cache: &Cache,
+) -> Result<Vec<RowAudit>, ReportError> {
+    let (recomputed, _) = Results::collect(spec, i, plan, cache)?;
+    let new_keys = ReportKeys::collect(
+        plan,
+        i,
+        recomputed.rows.iter().map(|r| r.cell.as_str()),
+        cache,
+    );
+    let mut audits = Vec::new();
+    for &r in &mine.selected {
+        let row = &mine.results.rows[r];
+        let planned = plan
+            .cells
+            .iter()
+            .find(|pc| pc.spec == i && pc.cell.name == row.cell);
+        let stages = planned.map(|pc| pc.stages.as_slice()).unwrap_or_default();
+        let seconds: f64 = ran
+            .outcomes
+            .iter()
+            .filter(|(s, _)| stages.contains(s))
+            .filter_map(|(_, o)| match o {
+                crate::exec::Outcome::Ran(d) => Some(d.as_secs_f64()),
+                _ => None,
+            })
+            .sum();
+        let audit = match recomputed.rows.iter().find(|n| n.cell == row.cell) {
+            Some(again) => {
+                let group: Vec<_> = mine
+                    .results
+                    .rows
+                    .iter()
+                    .filter(|o| o.group() == row.group())
+                    .collect();
+                let committed = RowSide {
+                    row,
+                    keys: mine.keys.as_ref(),
+                };
+                let recomputed = RowSide {
+                    row: again,
+                    keys: Some(&new_keys),
+                };
+                audit_row(&spec.name, &committed, &recomputed, &group, seconds)
+            }
+            None => RowAudit {
+                spec: spec.name.clone(),
+                cell: row.cell.clone(),
+                seconds,
+                key_changes: Vec::new(),
+                differences: Vec::new(),
+                tolerance: None,
+                failed: Some(match planned {
+                    None => "the spec has no such cell any more".to_string(),
+                    Some(_) => ran
+                        .failed()
+                        .find(|(s, ..)| stages.contains(s))
+                        .map(|(_, message, _)| {
+                            message.lines().next().unwrap_or_default().to_string()
+                        })
+                        .unwrap_or_else(|| "no result came back".into()),
+                }),
+                unverifiable: None,
+            },
+        };
+        audits.push(audit);
+    }
+    Ok(audits)
+}
+
+/// What an audit comes to, for its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every row reproduced.
+    Reproduced,
+    /// Every row reproduced except rows that name a device this machine did not compute on (never counted as
+    /// reproduced).
+    NotVerifiableHere,
+    /// Some row did not reproduce.
+    Differs,
+}
+
+impl Outcome {
+    pub fn of(audits: &[RowAudit]) -> Outcome {
+        if audits.iter().all(RowAudit::reproduced) {
+            Outcome::Reproduced
+        } else if audits
+            .iter()
+            .all(|a| a.reproduced() || a.only_unverifiable())
+        {
+            Outcome::NotVerifiableHere
+        } else {
+            Outcome::Differs
+        }
+    }
 }
 
 /// The rows to audit: those whose cell matches `select` (all when None), then a sample of `sample` of them drawn
