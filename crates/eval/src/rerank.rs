@@ -72,14 +72,17 @@ impl Rerank {
     }
 }
 
-/// The distances re-ranking reads: of the joint set, queries first, then the gallery. `block(rows, out)` fills
-/// `out` with rows `rows` of the matrix the reference builds (row `i`, column `j`: the distance the reference has
-/// at `[j][i]` before it transposes, which is the distance between items `i` and `j`), `at(i, j)` one entry of it.
+/// The distances re-ranking reads: of the joint set, queries first, then the gallery. `tile(rows, cols, out)` fills
+/// `out` (row-major) with the part `rows` × `cols` of the matrix the reference builds (row `i`, column `j`: the
+/// distance the reference has at `[j][i]` before it transposes, which is the distance between items `i` and `j`),
+/// `at(i, j)` one entry of it. When `symmetric()`, entry `[i][j]` equals `[j][i]` by construction, so a tile also
+/// serves, transposed, for the rows of its columns.
 pub trait JointDistances: Sync {
     fn queries(&self) -> usize;
     /// Queries and gallery items together.
     fn items(&self) -> usize;
-    fn block(&self, rows: std::ops::Range<usize>, out: &mut [f32]);
+    fn symmetric(&self) -> bool;
+    fn tile(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>, out: &mut [f32]);
     fn at(&self, i: usize, j: usize) -> f32;
     /// Row `i`'s distances to the gallery items (columns `queries()..len()`), into `out`.
     fn to_gallery(&self, rows: std::ops::Range<usize>, out: &mut [f32]);
@@ -115,10 +118,14 @@ impl JointDistances for Matrices<'_> {
     fn items(&self) -> usize {
         self.q + self.g
     }
-    fn block(&self, rows: std::ops::Range<usize>, out: &mut [f32]) {
-        let n = self.items();
-        for (i, row) in rows.zip(out.chunks_mut(n)) {
-            for (j, v) in row.iter_mut().enumerate() {
+    /// Given matrices need not be exactly symmetric (torch's products are not): every entry is read as given.
+    fn symmetric(&self) -> bool {
+        false
+    }
+    fn tile(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>, out: &mut [f32]) {
+        let width = cols.len();
+        for (i, row) in rows.zip(out.chunks_mut(width)) {
+            for (j, v) in cols.clone().zip(row.iter_mut()) {
                 *v = self.stacked(j, i);
             }
         }
@@ -178,11 +185,15 @@ impl JointDistances for Features {
     fn items(&self) -> usize {
         self.norms.len()
     }
-    fn block(&self, rows: std::ops::Range<usize>, out: &mut [f32]) {
+    fn symmetric(&self) -> bool {
+        true
+    }
+    fn tile(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>, out: &mut [f32]) {
+        let norms = &self.norms[cols.clone()];
         block_distances(
             self.rows(rows),
-            &self.joint,
-            &self.norms,
+            self.rows(cols),
+            norms,
             self.dims,
             self.metric,
             out,
@@ -196,22 +207,30 @@ impl JointDistances for Features {
             Metric::Cosine => 1.0 - dot,
         }
     }
+    /// In tiles of [`TILE`] gallery items, so that the product never packs the whole gallery.
     fn to_gallery(&self, rows: std::ops::Range<usize>, out: &mut [f32]) {
-        let q = self.queries;
-        let gallery = &self.joint[q * self.dims..];
-        block_distances(
-            self.rows(rows),
-            gallery,
-            &self.norms[q..],
-            self.dims,
-            self.metric,
-            out,
-        );
+        let (q, n) = (self.queries, self.items());
+        let g = n - q;
+        let mut tile = vec![0f32; rows.len() * TILE.min(g)];
+        for start in (q..n).step_by(TILE) {
+            let cols = start..(start + TILE).min(n);
+            let width = cols.len();
+            let part = &mut tile[..rows.len() * width];
+            self.tile(rows.clone(), cols, part);
+            for (row, values) in out.chunks_mut(g).zip(part.chunks(width)) {
+                row[start - q..start - q + width].copy_from_slice(values);
+            }
+        }
     }
 }
 
 /// Bytes of distance rows held at once.
 const BLOCK_BYTES: usize = 64 << 20;
+/// Items per side of a distance tile (16 MB of distances, and a product that packs 2048 feature rows at a time).
+const TILE: usize = 2048;
+/// Candidates kept per item beyond those needed, by squared distance, so that dividing by the column maximum
+/// (which can make two distances equal) cannot push a needed neighbour out.
+const TIE_MARGIN: usize = 8;
 
 /// A sparse row of `V`: (column, weight), by column.
 type SparseRow = Vec<(u32, f32)>;
@@ -255,44 +274,72 @@ pub fn rerank<E>(
 }
 
 /// Per item: the maximum of its squared distances (the reference's column maximum) and its nearest items in the
-/// normalised matrix, nearest first.
+/// normalised matrix, nearest first. The matrix is computed in tiles; for symmetric distances only the tiles on
+/// and above the diagonal, each used for its rows and, transposed, for the rows of its columns.
 fn neighbours(d: &dyn JointDistances, params: &Rerank) -> (Vec<f32>, Vec<Vec<u32>>) {
     let n = d.items();
-    let kept = params.kept();
-    let block_rows = (BLOCK_BYTES / (4 * n)).max(1);
-    let mut block = vec![0f32; block_rows.min(n) * n];
-    let (mut maxima, mut nearest) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for start in (0..n).step_by(block_rows) {
-        let rows = block_rows.min(n - start);
-        let out = &mut block[..rows * n];
-        d.block(start..start + rows, out);
-        let found: Vec<(f32, Vec<u32>)> = out
-            .par_chunks_mut(n)
-            .map(|row| {
-                row.iter_mut().for_each(|v| *v *= *v);
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                row.iter_mut().for_each(|v| *v /= max);
-                (max, nearest_in(row, kept))
-            })
-            .collect();
-        for (max, near) in found {
-            maxima.push(max);
-            nearest.push(near);
+    let cap = params.kept() + TIE_MARGIN;
+    let mut states: Vec<Candidates> = (0..n).map(|_| Candidates::default()).collect();
+    let mut tile = vec![0f32; TILE.min(n) * TILE.min(n)];
+    for a in (0..n).step_by(TILE) {
+        let rows = a..(a + TILE).min(n);
+        let first = if d.symmetric() { a } else { 0 };
+        for b in (first..n).step_by(TILE) {
+            let cols = b..(b + TILE).min(n);
+            let (height, width) = (rows.len(), cols.len());
+            let out = &mut tile[..height * width];
+            d.tile(rows.clone(), cols.clone(), out);
+            out.iter_mut().for_each(|v| *v *= *v);
+            let out = &*out;
+            states[rows.clone()]
+                .par_iter_mut()
+                .zip(out.par_chunks(width))
+                .for_each(|(state, row)| state.absorb(row.iter().copied(), b, cap));
+            if d.symmetric() && b != a {
+                states[cols]
+                    .par_iter_mut()
+                    .enumerate()
+                    .for_each(|(c, state)| {
+                        state.absorb((0..height).map(|r| out[r * width + c]), a, cap)
+                    });
+            }
         }
     }
-    (maxima, nearest)
+    states
+        .into_par_iter()
+        .map(|state| state.nearest(params.kept()))
+        .unzip()
 }
 
-/// The `k` smallest entries of `row`, by (value, index).
-fn nearest_in(row: &[f32], k: usize) -> Vec<u32> {
-    let order = |a: &u32, b: &u32| row[*a as usize].total_cmp(&row[*b as usize]).then(a.cmp(b));
-    let mut idx: Vec<u32> = (0..row.len() as u32).collect();
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k, order);
+/// One item's running maximum of squared distances and its nearest candidates (squared distance, item) so far.
+#[derive(Default)]
+struct Candidates {
+    max: f32,
+    best: Vec<(f32, u32)>,
+}
+
+impl Candidates {
+    /// Takes in the squared distances to items `first..`, keeping the `cap` smallest of all seen.
+    fn absorb(&mut self, values: impl Iterator<Item = f32>, first: usize, cap: usize) {
+        for (j, v) in values.enumerate() {
+            self.max = self.max.max(v);
+            self.best.push((v, (first + j) as u32));
+        }
+        if self.best.len() > cap {
+            let order = |x: &(f32, u32), y: &(f32, u32)| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1));
+            self.best.select_nth_unstable_by(cap, order);
+            self.best.truncate(cap);
+            self.best.shrink_to(2 * cap);
+        }
     }
-    let mut nearest = idx[..k.min(idx.len())].to_vec();
-    nearest.sort_unstable_by(order);
-    nearest
+
+    /// The maximum, and the `k` nearest by the normalised distance (squared / maximum), ties by the lower index.
+    fn nearest(mut self, k: usize) -> (f32, Vec<u32>) {
+        let max = self.max;
+        self.best
+            .sort_unstable_by(|x, y| (x.0 / max).total_cmp(&(y.0 / max)).then(x.1.cmp(&y.1)));
+        (max, self.best.iter().take(k).map(|&(_, j)| j).collect())
+    }
 }
 
 /// The items among the first `k + 1` neighbours of `i` that have `i` among their own first `k + 1`.
@@ -392,7 +439,7 @@ mod tests {
     fn dense(d: &dyn JointDistances, p: &Rerank) -> Vec<f32> {
         let (n, q) = (d.items(), d.queries());
         let mut all = vec![0f32; n * n];
-        d.block(0..n, &mut all);
+        d.tile(0..n, 0..n, &mut all);
         let mut o = all.clone();
         for i in 0..n {
             let row = &mut o[i * n..(i + 1) * n];
