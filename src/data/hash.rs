@@ -532,8 +532,8 @@ mod tests {
 
     #[test]
     fn a_file_its_owner_made_unreadable_is_bad_input_and_a_failing_disk_is_not() {
-        // Root reads any file, so the refusal itself is checked by hand as another user (see the closing note); here,
-        // how each error is classified.
+        // Root reads any file, so a real unreadable file cannot be made in a test run as root; this checks how each
+        // error is classified (`su nobody -c 'mgat data lock …'` on a mode-000 image exits 2).
         let io = |kind: std::io::ErrorKind| {
             HashError::Io(IoError::new("x.jpg", std::io::Error::from(kind)))
         };
