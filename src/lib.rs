@@ -14,6 +14,7 @@ pub mod data;
 pub mod exec;
 pub mod inputfile;
 pub mod plan;
+pub mod project;
 pub mod provenance;
 pub mod report;
 pub mod spec;

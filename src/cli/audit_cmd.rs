@@ -7,13 +7,14 @@ use super::{Context, UsageError};
 use crate::exec::schedule::Schedule;
 use crate::exec::{RunOptions, StageEnv, local};
 use crate::plan::Plan;
+use crate::project::Project;
 use crate::provenance::LazyGitState;
 use crate::report::audit::{Committed, Outcome, RowAudit, select_rows, table, verdicts};
 use crate::report::results::{RESULTS_FILE, Results};
 use crate::spec::Spec;
 use anyhow::{Context as _, Result};
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
@@ -50,7 +51,7 @@ pub fn audit(ctx: &Context, args: AuditArgs) -> Result<ExitCode> {
     schedule.pin();
     let committed = specs
         .iter()
-        .map(|spec| load_committed(&ctx.root, spec, &args))
+        .map(|spec| load_committed(&ctx.project, spec, &args))
         .collect::<Result<Vec<_>>>()?;
     if committed.iter().all(|c| c.selected.is_empty()) {
         let glob = args.cells.as_deref().unwrap_or("*");
@@ -92,7 +93,7 @@ pub fn audit(ctx: &Context, args: AuditArgs) -> Result<ExitCode> {
         &selected,
         opts,
         &actx.progress(),
-        &LazyGitState::new(&ctx.root),
+        &LazyGitState::new(ctx.project.root()),
     );
     resolve_keys(&actx, &mut plan);
     let mut audits = Vec::new();
@@ -119,8 +120,8 @@ fn audit_exit_code(audits: &[RowAudit]) -> ExitCode {
 }
 
 /// The committed rows of `spec` and which of them `args` selects.
-fn load_committed(root: &Path, spec: &Spec, args: &AuditArgs) -> Result<Committed> {
-    let dir = root.join("reports").join(&spec.name);
+fn load_committed(project: &Project, spec: &Spec, args: &AuditArgs) -> Result<Committed> {
+    let dir = project.report_dir(&spec.name);
     let select = |results: &Results| {
         select_rows(
             results,

@@ -5,10 +5,10 @@ use super::Context;
 use crate::cache::Lookup;
 use crate::plan::Plan;
 use crate::spec::Spec;
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::Subcommand;
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 #[derive(Subcommand, Debug)]
@@ -101,7 +101,7 @@ fn verify(ctx: &Context) -> Result<ExitCode> {
 }
 
 fn gc(ctx: &Context, yes: bool) -> Result<ExitCode> {
-    let mut specs = experiment_specs(&ctx.root.join("experiments"))?;
+    let mut specs = Spec::load_all(&ctx.project.spec_files()?, &[])?;
     let lock = ctx.load_lock()?;
     // A cell whose dataset is not locked here has no key, so it references no entry (the paper's specs on a
     // machine without the real datasets).
@@ -157,18 +157,6 @@ fn gc(ctx: &Context, yes: bool) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Every `*.yaml`/`*.yml` spec in `dir`, parsed; one that does not parse stops gc (it might reference entries).
-fn experiment_specs(dir: &Path) -> Result<Vec<Spec>> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-        .collect();
-    paths.sort();
-    Ok(Spec::load_all(&paths, &[])?)
 }
 
 fn dir_bytes(path: &Path) -> u64 {

@@ -104,10 +104,10 @@ pub fn positive_number(s: &str) -> Result<f64, String> {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// Where things are: the project root (nearest ancestor of the working directory with a `datasets.lock`, else the
-/// working directory), the cache and the lock file.
+/// Where things are: the project (its root is the nearest ancestor of the working directory with a `datasets.lock`,
+/// else the working directory), the cache and the lock file.
 pub struct Context {
-    pub root: PathBuf,
+    pub project: crate::project::Project,
     pub cache: Cache,
     pub lock_path: PathBuf,
     pub quiet: bool,
@@ -118,11 +118,7 @@ pub struct Context {
 impl Context {
     fn new(cli: &Cli) -> anyhow::Result<Context> {
         let cwd = std::env::current_dir()?;
-        let root = cwd
-            .ancestors()
-            .find(|d| d.join("datasets.lock").is_file())
-            .unwrap_or(&cwd)
-            .to_path_buf();
+        let project = crate::project::Project::containing(&cwd);
         let cache_dir = cli
             .cache
             .clone()
@@ -131,22 +127,24 @@ impl Context {
                     .filter(|v| !v.is_empty())
                     .map(PathBuf::from)
             })
-            .unwrap_or_else(|| root.join(".mgat").join("cache"));
-        let lock_path = cli
-            .lock
-            .clone()
-            .unwrap_or_else(|| root.join("datasets.lock"));
+            .unwrap_or_else(|| project.default_cache());
+        let lock_path = cli.lock.clone().unwrap_or_else(|| project.default_lock());
         Ok(Context::at(
-            root,
+            project,
             absolute(&cache_dir, &cwd),
             absolute(&lock_path, &cwd),
             cli.quiet,
         ))
     }
 
-    fn at(root: PathBuf, cache_dir: PathBuf, lock_path: PathBuf, quiet: bool) -> Context {
+    fn at(
+        project: crate::project::Project,
+        cache_dir: PathBuf,
+        lock_path: PathBuf,
+        quiet: bool,
+    ) -> Context {
         Context {
-            root,
+            project,
             weight_records: crate::cache::CacheBucket::Weights.dir(&cache_dir),
             cache: Cache::new(cache_dir),
             lock_path,
@@ -156,7 +154,12 @@ impl Context {
 
     /// The same project with the cache (and the weight records in it) at `dir`.
     pub fn with_cache(&self, dir: PathBuf) -> Context {
-        Context::at(self.root.clone(), dir, self.lock_path.clone(), self.quiet)
+        Context::at(
+            self.project.clone(),
+            dir,
+            self.lock_path.clone(),
+            self.quiet,
+        )
     }
 
     /// What a plan is for: computing stages needs the weights and data; inspecting works from the cache.

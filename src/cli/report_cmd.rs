@@ -51,12 +51,12 @@ enum Format {
 pub fn report(ctx: &Context, args: ReportArgs) -> Result<ExitCode> {
     if !args.specs.is_empty() {
         let (specs, plan, _lock) = super::run_cmd::load_plan(ctx, &args.specs, &[], false)?;
-        write_reports(ctx, &specs, &plan, &ctx.root.join("reports"))?;
+        write_reports(ctx, &specs, &plan, &ctx.project.reports())?;
     }
     if !args.paper {
         return Ok(ExitCode::SUCCESS);
     }
-    let reports = ctx.root.join("reports");
+    let reports = ctx.project.reports();
     let paper = PaperTables::load(&reports.join(PAPER_FILE))?;
     // Every report's results: their datasets are names paper.yaml may use.
     let committed = Committed::read(&reports, &|_| true);
@@ -87,18 +87,18 @@ pub fn report(ctx: &Context, args: ReportArgs) -> Result<ExitCode> {
 /// under `reports/`; every dataset in datasets.lock (when there is one), that a cell of those specs names, or that a
 /// row of the `committed` results names.
 fn known_names(ctx: &Context, committed: &Committed) -> Result<KnownNames> {
-    let entries = |dir: &str| {
-        std::fs::read_dir(ctx.root.join(dir))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
+    let spec_paths = match ctx.project.spec_files() {
+        Err(e) if e.is_not_found() => Vec::new(),
+        listed => listed?,
     };
-    let spec_paths: Vec<std::path::PathBuf> = entries("experiments")
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-        .collect();
     let specs = Spec::load_all(&spec_paths, &[])?;
-    let report_dirs: Vec<std::path::PathBuf> = entries("reports").filter(|p| p.is_dir()).collect();
+    let report_dirs: Vec<std::path::PathBuf> = std::fs::read_dir(ctx.project.reports())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
     let reports = report_dirs
         .iter()
         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
@@ -146,7 +146,10 @@ pub fn write_reports(
     for (i, spec) in specs.iter().enumerate() {
         let written = write_spec_report(spec, i, plan, &ctx.cache, reports)?;
         let dir = reports.join(&spec.name);
-        let shown = dir.strip_prefix(&ctx.root).unwrap_or(&dir).display();
+        let shown = dir
+            .strip_prefix(ctx.project.root())
+            .unwrap_or(&dir)
+            .display();
         if written.rows == 0 {
             println!("report {shown}/: no evaluated cells yet, nothing written");
         } else if written.unchanged {
@@ -178,7 +181,7 @@ pub fn diff(ctx: &Context, args: DiffArgs) -> Result<ExitCode> {
     let a = Side::Rev(args.rev_a.unwrap_or_else(|| "HEAD".into()));
     let b = args.rev_b.map_or(Side::WorkingTree, Side::Rev);
     let load = |side: &Side| -> Result<_> {
-        let mut all = side.load(&ctx.root)?;
+        let mut all = side.load(ctx.project.root())?;
         if let Some(name) = &args.spec {
             all.retain(|n, _| n == name);
         }
@@ -195,7 +198,7 @@ pub fn diff(ctx: &Context, args: DiffArgs) -> Result<ExitCode> {
     };
     let (results_a, results_b) = (load(&a)?, load(&b)?);
     let mut diff = compare(&results_a, &results_b, args.spec.as_deref());
-    diff.name_changed_files(&ctx.root, (&a, &results_a), (&b, &results_b));
+    diff.name_changed_files(ctx.project.root(), (&a, &results_a), (&b, &results_b));
     let (la, lb) = (a.label(), b.label());
     match args.format {
         Format::Table => print!("{}", diff.table(la, lb)),

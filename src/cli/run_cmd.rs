@@ -34,8 +34,8 @@ impl SetArgs {
     /// (results the specs in the repository would not give).
     pub fn reports_dir(&self, ctx: &Context) -> PathBuf {
         match self.set.is_empty() {
-            true => ctx.root.join("reports"),
-            false => ctx.root.join(".mgat").join("reports"),
+            true => ctx.project.reports(),
+            false => ctx.project.overridden_reports(),
         }
     }
 }
@@ -218,7 +218,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
             &selected,
             opts,
             &ctx.progress(),
-            &LazyGitState::new(&ctx.root),
+            &LazyGitState::new(ctx.project.root()),
         ),
         Executor::Slurm => {
             if args.jobs.is_some() {

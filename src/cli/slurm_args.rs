@@ -90,7 +90,7 @@ pub fn job_command(
     let cwd = std::env::current_dir()?;
     Ok(JobCommand {
         exe,
-        root: ctx.root.clone(),
+        root: ctx.project.root().to_path_buf(),
         cache: ctx.cache.root().to_path_buf(),
         lock: ctx.lock_path.clone(),
         specs: specs.iter().map(|p| cwd.join(p)).collect(),

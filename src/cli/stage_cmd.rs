@@ -60,7 +60,7 @@ pub fn stage(ctx: &Context, args: StageArgs) -> Result<ExitCode> {
         &selected,
         opts,
         &ctx.progress(),
-        &LazyGitState::new(&ctx.root),
+        &LazyGitState::new(ctx.project.root()),
     );
     match report
         .outcomes
