@@ -56,6 +56,33 @@ fn audit_reproduces_committed_rows_and_names_an_edited_metric() {
         "the user's cache is untouched"
     );
 
+    // A TMPDIR that is a file is named, and so is a git that cannot be started.
+    let tmpdir_file = p.write("not-a-folder", "");
+    let out = p
+        .command(&["audit", "experiments/t.yaml", "--sample", "1", "-q"])
+        .env("TMPDIR", &tmpdir_file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot make the audit's scratch cache under the temporary folder {} (TMPDIR)",
+            tmpdir_file.display()
+        )),
+        "{stderr}"
+    );
+    let out = p
+        .command(&["diff"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot run git (is git installed and on PATH?)"),
+        "{stderr}"
+    );
+
     // One metric edited by hand: the audit of that row fails and names the metric and both values.
     let results = p.path("reports/t/results.csv");
     let text = std::fs::read_to_string(&results).unwrap();
