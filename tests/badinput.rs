@@ -409,10 +409,7 @@ fn yaml_bombs_duplicate_datasets_and_special_files_are_named() {
         &["--lock", "/dev/zero", "plan", "experiments/t.yaml"],
         "/dev/zero is a character device, not a regular file",
     );
-    let fifo = p.path("pipe");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    common::mkfifo(&p.path("pipe"));
     refused(
         &p,
         &["--lock", "pipe", "plan", "experiments/t.yaml"],
@@ -468,16 +465,7 @@ fn broken_links_special_files_and_non_utf8_names_in_a_dataset_are_bad_input() {
     let p = Project::new("tree-faults");
     let data = p.synth_toy_on_disk();
     let train = data.join("bounding_box_train");
-    let lock = [
-        "data",
-        "lock",
-        "toy",
-        "--format",
-        "market1501",
-        "--root",
-        "data/toy",
-        "--allow-nonstandard",
-    ];
+    let lock = common::LOCK_TOY_ON_DISK;
     let loop_link = train.join("0001_c1s1_000009_00.jpg");
     let cases: [(&dyn Fn() -> std::path::PathBuf, &str); 4] = [
         (
@@ -498,9 +486,7 @@ fn broken_links_special_files_and_non_utf8_names_in_a_dataset_are_bad_input() {
         (
             &|| {
                 let fifo = train.join("0001_c1s1_000098_00.jpg");
-                let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
-                // SAFETY: a NUL-terminated path.
-                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+                common::mkfifo(&fifo);
                 fifo
             },
             "a FIFO, not a regular file or a folder",
@@ -574,10 +560,7 @@ fn files_a_clone_brings_are_refused_when_they_are_fifos_or_devices_not_waited_on
         "experiments/t.yaml",
         &format!("name: t\n{TOY_BASE}seeds: [1]\n"),
     );
-    let fifo = p.path("experiments/f.yaml");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    common::mkfifo(&p.path("experiments/f.yaml"));
     let out = ended_within_30s(&p, &["plan", "experiments/f.yaml"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("a FIFO"));

@@ -337,23 +337,17 @@ fn a_same_size_rewrite_with_its_mtime_restored_is_caught_and_repaired() {
     }
 }
 
-/// A dataset file rewritten while a train stage runs: the stage fails as bad input (exit 2) when it reads the file
-/// (its bytes against the digest pinned when it started) or, if it never reads it again, when it checks its dataset
-/// before committing; no train entry is committed.
-#[test]
-fn a_dataset_changed_while_a_stage_runs_fails_it_and_commits_nothing() {
-    let p = Project::new("midrun");
-    let data = p.synth_toy_on_disk();
-    p.lock_toy_on_disk();
-    // Six epochs: several seconds of training in which to change a file.
+/// Writes a one-cell spec of six epochs (several seconds of training) at `spec`, starts `mgat run` on it, and
+/// returns once its train stage has begun.
+fn run_until_training(p: &Project, spec: &str) -> std::process::Child {
     p.write(
-        "experiments/t.yaml",
+        spec,
         &SPEC
             .replace("epochs: 2", "epochs: 6")
             .replace("  model.head: [none, mgat]\n", "  model.head: [none]\n"),
     );
     let child = p
-        .command(&["run", "experiments/t.yaml", "-q"])
+        .command(&["run", spec, "-q"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -367,6 +361,18 @@ fn a_dataset_changed_while_a_stage_runs_fails_it_and_commits_nothing() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+    child
+}
+
+/// A dataset file rewritten while a train stage runs: the stage fails as bad input (exit 2) when it reads the file
+/// (its bytes against the digest pinned when it started) or, if it never reads it again, when it checks its dataset
+/// before committing; no train entry is committed.
+#[test]
+fn a_dataset_changed_while_a_stage_runs_fails_it_and_commits_nothing() {
+    let p = Project::new("midrun");
+    let data = p.synth_toy_on_disk();
+    p.lock_toy_on_disk();
+    let child = run_until_training(&p, "experiments/t.yaml");
     // Past the stage's first check of its dataset (a stat per file, a few milliseconds), well before it ends.
     std::thread::sleep(Duration::from_millis(150));
     let image = first_file(&data.join("bounding_box_train"));
@@ -413,27 +419,7 @@ fn cache_verify_goes_past_a_folder_whose_name_is_not_utf8() {
 fn gc_during_a_run_keeps_the_entries_the_run_is_using() {
     let p = Project::new("gc-live");
     p.lock_synth("toy", TOY_DATA);
-    p.write(
-        "elsewhere/t.yaml",
-        &SPEC
-            .replace("epochs: 2", "epochs: 6")
-            .replace("  model.head: [none, mgat]\n", "  model.head: [none]\n"),
-    );
-    let child = p
-        .command(&["run", "elsewhere/t.yaml", "-q"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let partial = p.cache_dir().join("train").join(".partial");
-    let started = Instant::now();
-    while !std::fs::read_dir(&partial).is_ok_and(|mut d| d.next().is_some()) {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no train stage started"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let child = run_until_training(&p, "elsewhere/t.yaml");
     let gc = p.mgat(&["cache", "gc", "--yes"]);
     gc.success();
     assert!(

@@ -172,9 +172,7 @@ fn bad_inputs_exit_2_naming_the_file() {
         folder.stderr()
     );
     std::fs::remove_dir(p.path("distmat.npy")).unwrap();
-    let fifo = std::ffi::CString::new(p.path("distmat.npy").to_str().unwrap()).unwrap();
-    // SAFETY: a NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    common::mkfifo(&p.path("distmat.npy"));
     let fifo = p.mgat(&["metrics", "--dir", &dir]);
     assert_eq!(fifo.code(), 2, "{}", fifo.stderr());
     assert!(

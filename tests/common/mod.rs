@@ -5,6 +5,31 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// `mgat data lock` of the toy dataset written by [`Project::synth_toy_on_disk`].
+pub const LOCK_TOY_ON_DISK: [&str; 8] = [
+    "data",
+    "lock",
+    "toy",
+    "--format",
+    "market1501",
+    "--root",
+    "data/toy",
+    "--allow-nonstandard",
+];
+
+/// Makes a FIFO (named pipe) at `path`.
+pub fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), 0o644) },
+        0,
+        "{}",
+        path.display()
+    );
+}
+
 /// A small synthetic dataset (255 files) for tests that train: `p.lock_synth("toy", TOY_DATA)`.
 pub const TOY_DATA: &str = "--seed 21 --ids 24 --cameras 3 --images-per-camera 4 --height 64 --width 32 --junk 4 --distractors 6";
 
@@ -79,18 +104,7 @@ impl Project {
 
     /// Locks `data/toy` as dataset `toy` in Market-1501 format (its sizes are not the release's).
     pub fn lock_toy_on_disk(&self) {
-        let args = [
-            "data",
-            "lock",
-            "toy",
-            "--format",
-            "market1501",
-            "--root",
-            "data/toy",
-        ];
-        let mut args = args.to_vec();
-        args.push("--allow-nonstandard");
-        self.mgat(&args).success();
+        self.mgat(&LOCK_TOY_ON_DISK).success();
     }
 
     pub fn cache_dir(&self) -> PathBuf {
