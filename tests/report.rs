@@ -277,7 +277,7 @@ fn paper_tables_show_verdicts_and_check_fails_outside_tolerance() {
     assert_eq!(bad.code(), 2);
     assert!(
         bad.stderr()
-            .contains("paper.yaml:10: unknown metric `top1`"),
+            .contains("paper.yaml:10: tables[0].columns[1]: unknown metric `top1`"),
         "{}",
         bad.stderr()
     );

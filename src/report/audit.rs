@@ -16,8 +16,7 @@ use crate::cache::Cache;
 use crate::exec::RunReport;
 use crate::plan::reasons::KeyChange;
 use crate::plan::{Plan, StageKind};
-use crate::spec::Spec;
-use crate::spec::layout::METRICS;
+use crate::spec::{PerMetric, ReportMetric, Spec};
 use mgat_stage::DeviceChoice;
 use mgat_util::rng::Rng;
 use serde_json::{Value, json};
@@ -44,7 +43,7 @@ pub struct RowAudit {
     pub key_changes: Vec<(StageKind, Result<KeyChange, Unrecorded>)>,
     pub differences: Vec<Difference>,
     /// For a row trained on a GPU: per metric, the tolerance it was held to.
-    pub tolerance: Option<Vec<(String, f64)>>,
+    pub tolerance: Option<PerMetric<f64>>,
     /// The recomputation failed (or produced no row): the message.
     pub failed: Option<String>,
     /// The row says it was computed on a device this audit did not compute on: why it cannot be checked here.
@@ -127,7 +126,7 @@ impl RowAudit {
     }
 }
 
-fn tolerance_text(t: &[(String, f64)]) -> String {
+fn tolerance_text(t: &PerMetric<f64>) -> String {
     t.iter()
         .map(|(m, v)| format!("{m} ±{}", format_float(*v)))
         .collect::<Vec<_>>()
@@ -387,11 +386,13 @@ fn shown(value: Option<f64>) -> String {
 /// Every metric as results.csv writes it, and the digest of every stage's result file the committed keys.json
 /// records.
 fn exact_differences(committed: &RowSide, recomputed: &RowSide) -> Vec<Difference> {
-    let mut out: Vec<Difference> = METRICS
-        .iter()
-        .enumerate()
-        .filter_map(|(i, metric)| {
-            let (x, y) = (committed.row.metrics[i], recomputed.row.metrics[i]);
+    let mut out: Vec<Difference> = ReportMetric::ALL
+        .into_iter()
+        .filter_map(|metric| {
+            let (x, y) = (
+                committed.row.metrics[metric],
+                recomputed.row.metrics[metric],
+            );
             let (a, b) = (shown(x), shown(y));
             // NaN never reproduces, not even NaN.
             let nan = x.is_some_and(f64::is_nan) || y.is_some_and(f64::is_nan);
@@ -423,41 +424,29 @@ fn exact_differences(committed: &RowSide, recomputed: &RowSide) -> Vec<Differenc
 }
 
 /// Per metric, the sample standard deviation over `group`'s rows (0 with fewer than two).
-fn seed_spread(group: &[&ResultRow]) -> Vec<(String, f64)> {
-    METRICS
-        .iter()
-        .enumerate()
-        .map(|(i, metric)| {
-            let values: Vec<f64> = group.iter().filter_map(|r| r.metrics[i]).collect();
-            // NaN for fewer than two seeds: no spread, so no tolerance.
-            let spread = sample_std(&values);
-            (
-                metric.to_string(),
-                if spread.is_nan() { 0.0 } else { spread },
-            )
-        })
-        .collect()
+fn seed_spread(group: &[&ResultRow]) -> PerMetric<f64> {
+    PerMetric::from_fn(|metric| {
+        let values: Vec<f64> = group.iter().filter_map(|r| r.metrics[metric]).collect();
+        // NaN for fewer than two seeds: no spread, so no tolerance.
+        let spread = sample_std(&values);
+        if spread.is_nan() { 0.0 } else { spread }
+    })
 }
 
 /// The metrics that moved by more than their tolerance.
-fn metric_differences(
-    a: &ResultRow,
-    b: &ResultRow,
-    tolerance: &[(String, f64)],
-) -> Vec<Difference> {
+fn metric_differences(a: &ResultRow, b: &ResultRow, tolerance: &PerMetric<f64>) -> Vec<Difference> {
     tolerance
         .iter()
-        .enumerate()
-        .filter_map(|(i, (metric, tol))| {
-            let moved = match (a.metrics[i], b.metrics[i]) {
+        .filter_map(|(metric, tol)| {
+            let moved = match (a.metrics[metric], b.metrics[metric]) {
                 // NaN never passes: `(x - y).abs() > tol` is false for it.
                 (Some(x), Some(y)) => x.is_nan() || y.is_nan() || (x - y).abs() > *tol,
                 (x, y) => x.is_some() != y.is_some(),
             };
             moved.then(|| Difference {
-                what: metric.clone(),
-                committed: shown(a.metrics[i]),
-                recomputed: shown(b.metrics[i]),
+                what: metric.to_string(),
+                committed: shown(a.metrics[metric]),
+                recomputed: shown(b.metrics[metric]),
             })
         })
         .collect()
@@ -512,9 +501,9 @@ mod tests {
         let csv = String::from_utf8(committed.to_csv().unwrap()).unwrap();
         assert!(csv.contains(&format!(",{},", format_float(0.5))), "{csv}");
         // Below results.csv's precision: the same row.
-        again.metrics[0] = Some(0.5000001);
+        again.metrics[ReportMetric::Rank1] = Some(0.5000001);
         assert!(audit_row("q", &side(&committed.rows[0]), &side(&again), &[], 1.0).reproduced());
-        again.metrics[0] = Some(0.500002);
+        again.metrics[ReportMetric::Rank1] = Some(0.500002);
         let moved = audit_row("q", &side(&committed.rows[0]), &side(&again), &[], 1.0);
         assert!(!moved.reproduced());
         assert_eq!(moved.verdict(), "differs by rank1 0.500000 → 0.500002");
@@ -538,13 +527,12 @@ mod tests {
         let group: Vec<&ResultRow> = committed.rows.iter().collect();
         // rank1 over seeds 0.50, 0.54, 0.52: sample std 0.02.
         let mut again = committed.rows[0].clone();
-        again.metrics[0] = Some(0.519);
+        again.metrics[ReportMetric::Rank1] = Some(0.519);
         let within = audit_row("q", &side(&committed.rows[0]), &side(&again), &group, 1.0);
         assert!(within.reproduced(), "{}", within.verdict());
-        let tol = &within.tolerance.as_ref().unwrap()[0];
-        assert_eq!(tol.0, "rank1");
-        assert!((tol.1 - 0.02).abs() < 1e-12);
-        again.metrics[0] = Some(0.521);
+        let tol = within.tolerance.as_ref().unwrap()[ReportMetric::Rank1];
+        assert!((tol - 0.02).abs() < 1e-12);
+        again.metrics[ReportMetric::Rank1] = Some(0.521);
         let outside = audit_row("q", &side(&committed.rows[0]), &side(&again), &group, 1.0);
         assert_eq!(outside.differences[0].what, "rank1");
     }
@@ -564,7 +552,7 @@ mod tests {
         );
         // NaN on both sides, on the CPU and within any GPU tolerance: never reproduced.
         let mut nan = rows();
-        nan.rows[0].metrics[4] = Some(f64::NAN);
+        nan.rows[0].metrics[ReportMetric::Map] = Some(f64::NAN);
         let same = nan.rows[0].clone();
         let on_cpu = audit_row("q", &side(&nan.rows[0]), &side(&same), &[], 1.0);
         assert_eq!(on_cpu.differences[0].what, "mAP", "{}", on_cpu.verdict());

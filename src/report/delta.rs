@@ -6,8 +6,8 @@
 //! between baseline groups with different runs is ambiguous, and that row is left out and named.
 
 use super::stats::{holm, welch};
-use super::summary::{GroupStats, TextTable, csv_field, metric_label};
-use crate::spec::ReportLayout;
+use super::summary::{GroupStats, TextTable, csv_field};
+use crate::spec::{ReportLayout, ReportMetric};
 use std::fmt::Write as _;
 
 /// Family-wise error rate of the significance marks.
@@ -18,7 +18,7 @@ pub const ALPHA: f64 = 0.05;
 pub struct Delta {
     pub group: String,
     pub baseline: String,
-    pub metric: String,
+    pub metric: ReportMetric,
     pub n: usize,
     pub n_baseline: usize,
     /// mean(group) − mean(baseline) and the half-width of its 95% interval (Welch's t).
@@ -63,15 +63,13 @@ impl DeltaTable {
                 ambiguous.push(g.group.clone());
                 continue;
             };
-            for metric in &layout.metrics {
-                let (Some(a), Some(b)) = (base.values(metric), g.values(metric)) else {
-                    continue;
-                };
+            for &metric in &layout.metrics {
+                let (a, b) = (base.values(metric), g.values(metric));
                 let Some(w) = welch(&a, &b) else { continue };
                 rows.push(Delta {
                     group: g.group.clone(),
                     baseline: base.group.clone(),
-                    metric: metric.clone(),
+                    metric,
                     n: b.len(),
                     n_baseline: a.len(),
                     diff: w.diff,
@@ -120,7 +118,7 @@ impl DeltaTable {
                 vec![
                     r.group.clone(),
                     r.baseline.clone(),
-                    metric_label(&r.metric).to_string(),
+                    r.metric.label().to_string(),
                     format!("{:+.1}", r.diff * 100.0),
                     format!(
                         "[{:+.1}, {:+.1}]",
@@ -222,7 +220,7 @@ mod tests {
             axes: own(&["model.head", "model.gamma"]),
             rows: own(&["model.head"]),
             columns: own(&["model.gamma"]),
-            metrics: own(&["rank1"]),
+            metrics: vec![ReportMetric::Rank1],
             sweeps: vec![],
             baseline: vec![("model.head".into(), "none".into())],
         }

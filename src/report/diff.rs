@@ -8,7 +8,7 @@ use super::results::{RESULTS_FILE, Results};
 use super::stats::{mean, welch};
 use crate::plan::StageKind;
 use crate::plan::reasons::KeyChange;
-use crate::spec::layout::METRICS;
+use crate::spec::ReportMetric;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -162,7 +162,7 @@ fn git(root: &Path, args: &[&str]) -> Result<Vec<u8>, ReportError> {
 pub struct MetricDiff {
     pub spec: String,
     pub group: String,
-    pub metric: String,
+    pub metric: ReportMetric,
     /// Per-seed values (fractions) at A and B.
     pub a: Vec<f64>,
     pub b: Vec<f64>,
@@ -212,7 +212,7 @@ impl std::fmt::Display for Why {
 pub struct Nondeterministic {
     pub spec: String,
     pub cell: String,
-    pub metric: String,
+    pub metric: ReportMetric,
     pub a: f64,
     pub b: f64,
 }
@@ -260,7 +260,7 @@ pub fn compare(
                 diff.only_a.push((name.clone(), group.to_string()));
                 continue;
             };
-            for metric in METRICS {
+            for metric in ReportMetric::ALL {
                 let values = |rows: &[usize], results: &Results| -> Vec<f64> {
                     rows.iter()
                         .filter_map(|&i| results.rows[i].metric(metric))
@@ -271,7 +271,7 @@ pub fn compare(
                 diff.metrics.push(MetricDiff {
                     spec: name.clone(),
                     group: group.to_string(),
-                    metric: metric.to_string(),
+                    metric,
                     a: va,
                     b: vb,
                     welch,
@@ -325,14 +325,14 @@ impl Diff {
                 push(kind, change);
             }
             if row_a.train_key == row_b.train_key && row_a.eval_key == row_b.eval_key {
-                for (i, metric) in METRICS.iter().enumerate() {
-                    if let (Some(va), Some(vb)) = (row_a.metrics[i], row_b.metrics[i])
+                for metric in ReportMetric::ALL {
+                    if let (Some(va), Some(vb)) = (row_a.metrics[metric], row_b.metrics[metric])
                         && va != vb
                     {
                         self.nondeterministic.push(Nondeterministic {
                             spec: name.to_string(),
                             cell: row_b.cell.clone(),
-                            metric: metric.to_string(),
+                            metric,
                             a: va,
                             b: vb,
                         });
@@ -386,7 +386,7 @@ impl Diff {
                 [
                     m.spec.clone(),
                     m.group.clone(),
-                    m.metric.clone(),
+                    m.metric.to_string(),
                     side_text(&m.a),
                     side_text(&m.b),
                     format!("{:+.2}", m.delta() * 100.0),
@@ -552,8 +552,8 @@ mod tests {
         assert_eq!(diff.only_b, [("q".to_string(), "head=none".to_string())]);
         let r1 = &diff.metrics[0];
         assert_eq!(
-            (r1.group.as_str(), r1.metric.as_str()),
-            ("head=mgat", "rank1")
+            (r1.group.as_str(), r1.metric),
+            ("head=mgat", ReportMetric::Rank1)
         );
         assert!((r1.delta() - 0.095).abs() < 1e-12);
         // By hand: var a = 0.0002, var b = 0.00005; se² = 0.0001 + 0.000025; t = 0.095 / sqrt(0.000125).

@@ -5,7 +5,7 @@
 use super::ReportError;
 use super::results::Results;
 use super::stats::{mean, sample_std};
-use super::summary::{metric_label, short_name};
+use super::summary::short_name;
 use crate::spec::ReportLayout;
 use image::ImageEncoder as _;
 use plotters::coord::Shift;
@@ -78,7 +78,7 @@ pub fn sweep_panels(results: &Results, layout: &ReportLayout, axis: &str) -> Vec
     layout
         .metrics
         .iter()
-        .map(|metric| {
+        .map(|&metric| {
             let mut lines: Vec<(String, SeedValues)> = Vec::new();
             for row in &results.rows {
                 let Ok(x) = row.axes[x_at].parse::<f64>() else {
@@ -133,13 +133,9 @@ pub fn sweep_panels(results: &Results, layout: &ReportLayout, axis: &str) -> Vec
                 .collect();
             let (lo, hi) = min_max(&xs);
             Panel {
-                title: format!(
-                    "{} vs {}",
-                    metric_label(metric),
-                    short_name(axis, &results.axes)
-                ),
+                title: format!("{} vs {}", metric.label(), short_name(axis, &results.axes)),
                 x_desc: short_name(axis, &results.axes),
-                y_desc: format!("{} (%)", metric_label(metric)),
+                y_desc: format!("{} (%)", metric.label()),
                 lines,
                 log_x: lo > 0.0 && hi / lo >= 10.0,
                 error_bars: true,
@@ -490,7 +486,7 @@ mod tests {
             axes: results.axes.clone(),
             rows: vec!["model.head".into()],
             columns: vec!["model.gamma".into()],
-            metrics: vec!["rank1".into()],
+            metrics: vec![crate::spec::ReportMetric::Rank1],
             sweeps: vec!["model.gamma".into()],
             baseline: vec![],
         };

@@ -15,7 +15,7 @@ pub mod summary;
 use crate::cache::{Cache, CacheError};
 use crate::plan::StageKey;
 use crate::plan::{Plan, StageKind, fingerprints};
-use crate::spec::Spec;
+use crate::spec::{ReportMetric, Spec};
 use figures::{Band, Figure, Line, Panel, curve_lines, sweep_panels, write_figure};
 use mgat_train::EpochLog;
 use mgat_util::digest::{sha256_bytes, sha256_file};
@@ -598,7 +598,7 @@ fn mixing_panels(results: &Results, offdiag: &[Option<f64>]) -> Option<Vec<Panel
     let (lo, hi) = xs
         .iter()
         .fold((f64::INFINITY, 0f64), |(l, h), &x| (l.min(x), h.max(x)));
-    let panel = |metric: &str| {
+    let panel = |metric: ReportMetric| {
         let value = |i: usize| results.rows[i].metric(metric).map(|v| v * 100.0);
         let lines = with_graph
             .iter()
@@ -630,19 +630,16 @@ fn mixing_panels(results: &Results, offdiag: &[Option<f64>]) -> Option<Vec<Panel
             }
         });
         Panel {
-            title: format!(
-                "{} against attention off the diagonal",
-                summary::metric_label(metric)
-            ),
+            title: format!("{} against attention off the diagonal", metric.label()),
             x_desc: "share of Â off the diagonal (%)".into(),
-            y_desc: format!("{} (%)", summary::metric_label(metric)),
+            y_desc: format!("{} (%)", metric.label()),
             lines,
             log_x: lo > 0.0 && hi / lo >= 10.0,
             error_bars: true,
             band,
         }
     };
-    Some(vec![panel("rank1"), panel("mAP")])
+    Some(vec![panel(ReportMetric::Rank1), panel(ReportMetric::Map)])
 }
 
 /// A panel of per-epoch curves, mean ± std over seeds.

@@ -7,10 +7,10 @@
 use super::delta::DeltaTable;
 use super::paper::{Comparison, PaperTables, comparison_table};
 use super::results::Results;
-use super::summary::{INTERVAL_NOTE, Pivot, TextTable, metric_label, short_name};
+use super::summary::{INTERVAL_NOTE, Pivot, TextTable, short_name};
 use crate::cache::Manifest;
+use crate::spec::ReportMetric;
 use crate::spec::Spec;
-use crate::spec::layout::METRICS;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
@@ -218,8 +218,8 @@ impl SpecPage<'_> {
             columns.push((name.clone(), name, false));
         }
         columns.push(("seed".into(), "seed".into(), true));
-        for m in METRICS {
-            columns.push((m.to_string(), format!("{} (%)", metric_label(m)), true));
+        for m in ReportMetric::ALL {
+            columns.push((m.name().to_string(), format!("{} (%)", m.label()), true));
         }
         for (name, label, numeric) in [
             ("train_seconds", "train s", true),
@@ -254,8 +254,8 @@ impl SpecPage<'_> {
                 out.push_str(&text(a));
             }
             out.push_str(&number(r.seed as f64, r.seed.to_string()));
-            for m in r.metrics {
-                match m {
+            for (_, m) in r.metrics.iter() {
+                match *m {
                     Some(v) => out.push_str(&number(v, format!("{:.1}", v * 100.0))),
                     None => out.push_str("<td class=\"num\" data-v=\"\">–</td>"),
                 }

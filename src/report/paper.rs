@@ -6,9 +6,8 @@
 use super::ReportError;
 use super::results::Results;
 use super::stats::{ci95_half_width, mean};
-use super::summary::{TextTable, format_percent, metric_label};
-use crate::spec::format_value;
-use crate::spec::layout::METRICS;
+use super::summary::{TextTable, format_percent};
+use crate::spec::{ReportMetric, format_value};
 use crate::yamlpos::{Pos, PosIndex, split_serde_error};
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -42,12 +41,12 @@ pub struct Table {
     pub rows: Vec<TableRow>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableColumn {
     /// The dataset's name in datasets.lock.
     pub dataset: String,
-    pub metric: String,
+    pub metric: ReportMetric,
 }
 
 impl TableColumn {
@@ -100,7 +99,7 @@ impl Verdict {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Comparison {
     pub row: String,
-    pub column: String,
+    pub column: TableColumn,
     pub reported: Option<f64>,
     /// Percent: mean, 95% interval half-width (Student t; NaN for one seed), n.
     pub reproduced: Option<(f64, f64, usize)>,
@@ -159,18 +158,6 @@ impl PaperTables {
                     at(&path(&["tolerance"])),
                     format!("tolerance {}: expected a number ≥ 0", table.tolerance),
                 ));
-            }
-            for (c, column) in table.columns.iter().enumerate() {
-                if !METRICS.contains(&column.metric.as_str()) {
-                    return Err(fail(
-                        at(&path(&["columns", &c.to_string(), "metric"])),
-                        format!(
-                            "unknown metric `{}`: expected one of {}",
-                            column.metric,
-                            METRICS.join(", ")
-                        ),
-                    ));
-                }
             }
             let ids: Vec<String> = table.columns.iter().map(TableColumn::id).collect();
             for (r, row) in table.rows.iter().enumerate() {
@@ -425,7 +412,7 @@ impl Table {
                 };
                 out.push(Comparison {
                     row: row.label.clone(),
-                    column: column.id(),
+                    column: column.clone(),
                     reported,
                     reproduced,
                     tolerance,
@@ -492,7 +479,7 @@ impl Table {
                     groups.push(r.group());
                 }
                 matched += 1;
-                values.extend(r.metric(&column.metric));
+                values.extend(r.metric(column.metric));
             }
         }
         if matched > 0 && values.is_empty() {
@@ -529,15 +516,14 @@ pub fn comparison_table(rows: &[Comparison]) -> TextTable {
     let lines = rows
         .iter()
         .map(|c| {
-            let (dataset, metric) = c.column.split_once('/').unwrap_or((&c.column, ""));
             let delta = match (c.reported, c.reproduced) {
                 (Some(r), Some((m, ..))) => format!("{:+.1}", m - r),
                 _ => "–".into(),
             };
             vec![
                 c.row.clone(),
-                dataset.to_string(),
-                metric_label(metric).to_string(),
+                c.column.dataset.clone(),
+                c.column.metric.label().to_string(),
                 c.reported.map_or("–".into(), percent),
                 c.reproduced
                     .map_or("–".into(), |(m, s, n)| format_percent(m, s, n)),
@@ -762,7 +748,7 @@ tables:
             ],
         );
         for row in &mut results.rows {
-            row.metrics[3] = None;
+            row.metrics[ReportMetric::Rank20] = None;
         }
         let err = tables.tables[0]
             .compare(&|_| Some(results.clone()))
@@ -815,9 +801,9 @@ tables:
         let compared = paper.tables[0]
             .compare(&|name| (name == "abl").then(|| results.clone()))
             .unwrap();
-        let verdicts: Vec<(&str, &str, Verdict)> = compared
+        let verdicts: Vec<(&str, String, Verdict)> = compared
             .iter()
-            .map(|c| (c.row.as_str(), c.column.as_str(), c.verdict))
+            .map(|c| (c.row.as_str(), c.column.id(), c.verdict))
             .collect();
         assert_eq!(
             verdicts,
@@ -831,6 +817,7 @@ tables:
                 ("Reference", "market1501/rank1", Verdict::Reference),
                 ("Reference", "market1501/mAP", Verdict::Reference),
             ]
+            .map(|(row, column, verdict)| (row, column.to_string(), verdict))
         );
         // rank-1 55 and 57: s = √2, half-width t₀.₉₇₅(1)·√2/√2 = 12.706; reported 58 is 2 points off the mean,
         // outside the tolerance of 1 but within it of the interval.
@@ -875,7 +862,7 @@ tables:
         let err = parse(&PAPER.replace("metric: mAP}", "metric: map}")).unwrap_err();
         assert!(
             err.to_string()
-                .starts_with("paper.yaml:10: unknown metric `map`"),
+                .starts_with("paper.yaml:10: tables[0].columns[1]: unknown metric `map`"),
             "{err}"
         );
         let err = parse(&PAPER.replace("tolerance: 0.5", "tolerance: lots")).unwrap_err();

@@ -5,9 +5,7 @@
 use super::ReportError;
 use crate::cache::Cache;
 use crate::plan::{Plan, StageKey, StageKind};
-use crate::spec::layout::METRICS;
-use crate::spec::{Spec, format_value, get_path, group_name};
-use mgat_eval::metrics::REPORTED_RANKS;
+use crate::spec::{PerMetric, ReportMetric, Spec, format_value, get_path, group_name};
 use mgat_stage::DeviceChoice;
 use polars::prelude::*;
 use std::collections::HashMap;
@@ -35,8 +33,8 @@ pub struct ResultRow {
     pub lock_digest: String,
     pub train_key: StageKey,
     pub eval_key: StageKey,
-    /// In the order of [`METRICS`]; a rank beyond the evaluation's `max_rank` is None (empty in the CSV).
-    pub metrics: [Option<f64>; 6],
+    /// A rank beyond the evaluation's `max_rank` is None (empty in the CSV).
+    pub metrics: PerMetric<Option<f64>>,
     pub train_seconds: f64,
     pub images_per_s: f64,
     /// Where the train stage ran (`cpu`, `cuda:N`).
@@ -51,11 +49,8 @@ impl ResultRow {
         group_name(&self.cell)
     }
 
-    pub fn metric(&self, name: &str) -> Option<f64> {
-        METRICS
-            .iter()
-            .position(|m| *m == name)
-            .and_then(|i| self.metrics[i])
+    pub fn metric(&self, metric: ReportMetric) -> Option<f64> {
+        self.metrics[metric]
     }
 
     /// The value of `axis` in this row, if the results have that axis.
@@ -73,25 +68,25 @@ pub struct Results {
     pub rows: Vec<ResultRow>,
 }
 
-/// Columns a results.csv must have besides `cell` and the axes (which sit between `cell` and `seed`).
-const REQUIRED: [&str; 16] = [
-    "seed",
-    "dataset",
-    "lock_digest",
-    "train_key",
-    "eval_key",
-    "rank1",
-    "rank5",
-    "rank10",
-    "rank20",
-    "mAP",
-    "mINP",
+/// Columns a results.csv must have besides `cell` and the axes (which sit between `cell` and `seed`): these, one
+/// per [`ReportMetric`], then [`REQUIRED_AFTER_METRICS`].
+const REQUIRED_BEFORE_METRICS: [&str; 5] =
+    ["seed", "dataset", "lock_digest", "train_key", "eval_key"];
+const REQUIRED_AFTER_METRICS: [&str; 5] = [
     "train_seconds",
     "images_per_s",
     "device",
     "git_commit",
     "git_dirty",
 ];
+
+/// Every column a results.csv must have, in file order, axes left out.
+fn required_columns() -> impl Iterator<Item = &'static str> {
+    std::iter::once("cell")
+        .chain(REQUIRED_BEFORE_METRICS)
+        .chain(ReportMetric::ALL.map(ReportMetric::name))
+        .chain(REQUIRED_AFTER_METRICS)
+}
 
 /// The widest results.csv read: a column per grid axis (a spec has a few; its configuration has about 40 settings)
 /// and the fixed ones.
@@ -169,7 +164,6 @@ impl Results {
                         .unwrap_or_default()
                 })
                 .collect();
-            let ranks = REPORTED_RANKS.map(|k| metrics.rank(k));
             results.rows.push(ResultRow {
                 cell: pc.cell.name.clone(),
                 axes,
@@ -178,14 +172,7 @@ impl Results {
                 lock_digest: eval.inputs.lock_digest.clone().unwrap_or_default(),
                 train_key: train_key.clone(),
                 eval_key: eval_key.clone(),
-                metrics: [
-                    ranks[0],
-                    ranks[1],
-                    ranks[2],
-                    ranks[3],
-                    Some(metrics.map),
-                    Some(metrics.minp),
-                ],
+                metrics: PerMetric::from_fn(|m| m.of(&metrics)),
                 train_seconds: summary.train_seconds,
                 images_per_s: summary.images_per_s,
                 device: train_manifest.device,
@@ -219,9 +206,9 @@ impl Results {
         columns.push(strings("lock_digest", &|r| r.lock_digest.clone()));
         columns.push(strings("train_key", &|r| r.train_key.to_string()));
         columns.push(strings("eval_key", &|r| r.eval_key.to_string()));
-        for (i, m) in METRICS.iter().enumerate() {
-            let values: Vec<Option<f64>> = self.rows.iter().map(|r| r.metrics[i]).collect();
-            columns.push(Column::new((*m).into(), values));
+        for m in ReportMetric::ALL {
+            let values: Vec<Option<f64>> = self.rows.iter().map(|r| r.metrics[m]).collect();
+            columns.push(Column::new(m.name().into(), values));
         }
         columns.push(floats("train_seconds", &|r| r.train_seconds));
         columns.push(floats("images_per_s", &|r| r.images_per_s));
@@ -292,7 +279,7 @@ impl Results {
                 .collect())
         };
         let mut columns: HashMap<&str, Vec<String>> = HashMap::new();
-        for name in std::iter::once("cell").chain(REQUIRED) {
+        for name in required_columns() {
             columns.insert(name, text(name)?);
         }
         let axis_values: Vec<Vec<String>> =
@@ -313,13 +300,11 @@ impl Results {
                     StageKey::parse(get(name))
                         .map_err(|e| bad(format!("line {line}, column `{name}`: {e}")))
                 };
-                let mut metrics = [None; 6];
-                for (slot, m) in metrics.iter_mut().zip(METRICS) {
-                    *slot = if get(m).is_empty() {
-                        None
-                    } else {
-                        Some(float(m)?)
-                    };
+                let mut metrics = PerMetric::from_fn(|_| None);
+                for m in ReportMetric::ALL {
+                    if !get(m.name()).is_empty() {
+                        metrics[m] = Some(float(m.name())?);
+                    }
                 }
                 Ok(ResultRow {
                     cell: get("cell").to_string(),
@@ -421,7 +406,16 @@ pub(crate) mod tests {
                         lock_digest: "sha256:00".into(),
                         train_key: test_key(*seed),
                         eval_key: test_key(1000 + seed),
-                        metrics: [*r1, r1 + 0.1, r1 + 0.15, r1 + 0.2, *map, map / 2.0].map(Some),
+                        metrics: PerMetric::from_fn(|m| {
+                            Some(match m {
+                                ReportMetric::Rank1 => *r1,
+                                ReportMetric::Rank5 => r1 + 0.1,
+                                ReportMetric::Rank10 => r1 + 0.15,
+                                ReportMetric::Rank20 => r1 + 0.2,
+                                ReportMetric::Map => *map,
+                                ReportMetric::Minp => map / 2.0,
+                            })
+                        }),
                         train_seconds: 12.25,
                         images_per_s: 100.5,
                         device: DeviceChoice::Cpu,
@@ -458,7 +452,7 @@ pub(crate) mod tests {
         let back = Results::parse(csv.as_bytes(), "x.csv").unwrap();
         assert_eq!(back.axes, results.axes);
         assert_eq!(back.rows[1].axes, ["gat", "2"]);
-        assert_eq!(back.rows[1].metric("mAP"), Some(0.125));
+        assert_eq!(back.rows[1].metric(ReportMetric::Map), Some(0.125));
         assert_eq!(back.rows[0].group(), "head=mgat,gamma=0.5");
         assert_eq!(back.to_csv().unwrap(), csv.as_bytes());
     }

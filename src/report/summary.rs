@@ -4,8 +4,7 @@
 
 use super::results::Results;
 use super::stats::ci95_half_width;
-use crate::spec::ReportLayout;
-use crate::spec::layout::METRICS;
+use crate::spec::{PerMetric, ReportLayout, ReportMetric};
 use polars::prelude::*;
 use std::fmt::Write as _;
 
@@ -17,25 +16,23 @@ pub struct GroupStats {
     pub axes: Vec<String>,
     pub dataset: String,
     pub n: usize,
-    /// In the order of [`METRICS`]; std and ci95 (half-width, Student t) are NaN for a single seed.
-    pub mean: [f64; 6],
-    pub std: [f64; 6],
-    pub ci95: [f64; 6],
+    /// std and ci95 (half-width, Student t) are NaN for a single seed.
+    pub mean: PerMetric<f64>,
+    pub std: PerMetric<f64>,
+    pub ci95: PerMetric<f64>,
     /// Each seed's values, in results order (none where a metric was not computed).
-    pub samples: Vec<[Option<f64>; 6]>,
+    pub samples: Vec<PerMetric<Option<f64>>>,
 }
 
 impl GroupStats {
     /// (mean, 95% interval half-width) of `metric`.
-    pub fn stat(&self, metric: &str) -> Option<(f64, f64)> {
-        let i = METRICS.iter().position(|m| *m == metric)?;
-        Some((self.mean[i], self.ci95[i]))
+    pub fn stat(&self, metric: ReportMetric) -> (f64, f64) {
+        (self.mean[metric], self.ci95[metric])
     }
 
     /// The seeds' values of `metric`.
-    pub fn values(&self, metric: &str) -> Option<Vec<f64>> {
-        let i = METRICS.iter().position(|m| *m == metric)?;
-        Some(self.samples.iter().filter_map(|s| s[i]).collect())
+    pub fn values(&self, metric: ReportMetric) -> Vec<f64> {
+        self.samples.iter().filter_map(|s| s[metric]).collect()
     }
 }
 
@@ -49,13 +46,13 @@ pub fn group_stats(results: &Results) -> PolarsResult<Vec<GroupStats>> {
             .map(|r| r.group().to_string())
             .collect::<Vec<_>>(),
     )];
-    for (i, m) in METRICS.iter().enumerate() {
+    for m in ReportMetric::ALL {
         columns.push(Column::new(
-            (*m).into(),
+            m.name().into(),
             results
                 .rows
                 .iter()
-                .map(|r| r.metrics[i])
+                .map(|r| r.metrics[m])
                 .collect::<Vec<_>>(),
         ));
     }
@@ -74,29 +71,28 @@ pub fn group_stats(results: &Results) -> PolarsResult<Vec<GroupStats>> {
             axes: first.axes.clone(),
             dataset: first.dataset.clone(),
             n: counts
-                .column(&format!("{}_count", METRICS[0]))?
+                .column(&format!("{}_count", ReportMetric::ALL[0]))?
                 .cast(&DataType::UInt64)?
                 .u64()?
                 .get(g)
                 .unwrap_or(0) as usize,
-            mean: [f64::NAN; 6],
-            std: [f64::NAN; 6],
-            ci95: [f64::NAN; 6],
+            mean: PerMetric::from_fn(|_| f64::NAN),
+            std: PerMetric::from_fn(|_| f64::NAN),
+            ci95: PerMetric::from_fn(|_| f64::NAN),
             samples: rows.iter().map(|r| r.metrics).collect(),
         };
-        for (i, m) in METRICS.iter().enumerate() {
-            stats.mean[i] = means
+        for m in ReportMetric::ALL {
+            stats.mean[m] = means
                 .column(&format!("{m}_mean"))?
                 .f64()?
                 .get(g)
                 .unwrap_or(f64::NAN);
-            stats.std[i] = stds
+            stats.std[m] = stds
                 .column(&format!("{m}_agg_std"))?
                 .f64()?
                 .get(g)
                 .unwrap_or(f64::NAN);
-            let values: Vec<f64> = stats.samples.iter().filter_map(|v| v[i]).collect();
-            stats.ci95[i] = ci95_half_width(&values);
+            stats.ci95[m] = ci95_half_width(&stats.values(m));
         }
         out.push(stats);
     }
@@ -109,7 +105,7 @@ pub fn group_stats(results: &Results) -> PolarsResult<Vec<GroupStats>> {
 #[allow(deprecated)]
 fn aggregate(frame: &DataFrame) -> PolarsResult<(DataFrame, DataFrame, DataFrame)> {
     let grouped = frame.group_by_stable(["group"])?;
-    let grouped = grouped.select(METRICS);
+    let grouped = grouped.select(ReportMetric::ALL.map(ReportMetric::name));
     Ok((grouped.mean()?, grouped.std(1)?, grouped.count()?))
 }
 
@@ -148,17 +144,6 @@ impl TextTable {
 /// How tables state their intervals.
 pub const INTERVAL_NOTE: &str = "Mean ± half-width of the 95% confidence interval of the mean (Student t, n − 1 degrees of freedom) over seeds \
      (n seeds), in percent.";
-
-/// Readable metric names for table headers.
-pub fn metric_label(metric: &str) -> &str {
-    match metric {
-        "rank1" => "rank-1",
-        "rank5" => "rank-5",
-        "rank10" => "rank-10",
-        "rank20" => "rank-20",
-        other => other,
-    }
-}
 
 /// An axis's short name: its last path segment.
 pub use crate::spec::grid::short_name;
@@ -258,18 +243,18 @@ impl<'a> Pivot<'a> {
         }
     }
 
-    fn text(&self, metric: &str, row: &[String], column: &[String]) -> String {
-        match self
-            .cell(row, column)
-            .and_then(|g| Some((g, g.stat(metric)?)))
-        {
-            Some((g, (mean, ci))) => format_percent(mean * 100.0, ci * 100.0, g.n),
+    fn text(&self, metric: ReportMetric, row: &[String], column: &[String]) -> String {
+        match self.cell(row, column) {
+            Some(g) => {
+                let (mean, ci) = g.stat(metric);
+                format_percent(mean * 100.0, ci * 100.0, g.n)
+            }
             None => "–".into(),
         }
     }
 
     /// The table of one metric, values in percent.
-    pub fn text_table(&self, metric: &str) -> TextTable {
+    pub fn text_table(&self, metric: ReportMetric) -> TextTable {
         let mut header = vec![self.row_header()];
         header.extend(self.columns.iter().map(|c| self.column_label(c)));
         let rows = self
@@ -295,7 +280,7 @@ impl<'a> Pivot<'a> {
         self.layout
             .metrics
             .iter()
-            .map(|m| (metric_label(m), self.text_table(m)))
+            .map(|&m| (m.label(), self.text_table(m)))
             .collect()
     }
 
@@ -322,16 +307,15 @@ impl<'a> Pivot<'a> {
             }
         }
         out.push('\n');
-        for metric in &self.layout.metrics {
+        for &metric in &self.layout.metrics {
             for r in &self.rows {
-                out.push_str(metric);
+                out.push_str(metric.name());
                 for v in r {
                     let _ = write!(out, ",{}", csv_field(v));
                 }
                 for c in &self.columns {
-                    let i = METRICS.iter().position(|m| m == metric);
-                    match (self.cell(r, c), i) {
-                        (Some(g), Some(i)) => {
+                    match self.cell(r, c) {
+                        Some(g) => {
                             let text = |v: f64| match v.is_nan() {
                                 true => String::new(),
                                 false => format!("{v:.6}"),
@@ -339,13 +323,13 @@ impl<'a> Pivot<'a> {
                             let _ = write!(
                                 out,
                                 ",{:.6},{},{},{}",
-                                g.mean[i],
-                                text(g.std[i]),
-                                text(g.ci95[i]),
+                                g.mean[metric],
+                                text(g.std[metric]),
+                                text(g.ci95[metric]),
                                 g.n
                             );
                         }
-                        _ => out.push_str(",,,,"),
+                        None => out.push_str(",,,,"),
                     }
                 }
                 out.push('\n');
@@ -361,11 +345,11 @@ impl<'a> Pivot<'a> {
              Needs \\usepackage{{booktabs}}.\n",
             one_line(title)
         );
-        for metric in &self.layout.metrics {
+        for &metric in &self.layout.metrics {
             let _ = writeln!(
                 out,
                 "\n% {}\n\\begin{{tabular}}{{l{}}}\n\\toprule",
-                metric_label(metric),
+                metric.label(),
                 "r".repeat(self.columns.len())
             );
             let _ = write!(out, "{}", latex_escape(&self.row_header()));
@@ -449,7 +433,7 @@ mod tests {
             axes: own(&["model.head", "model.gamma"]),
             rows: own(rows),
             columns: own(columns),
-            metrics: own(&["rank1", "mAP"]),
+            metrics: vec![ReportMetric::Rank1, ReportMetric::Map],
             sweeps: vec![],
             baseline: vec![],
         }
@@ -471,19 +455,25 @@ mod tests {
         assert_eq!(stats[0].group, "head=mgat,gamma=0.5");
         assert_eq!(stats[0].n, 3);
         // rank-1: mean 0.6, deviations ±0.1 → sample variance 0.02/2 = 0.01.
-        let (m, s) = (stats[0].mean[0], stats[0].std[0]);
+        let (m, s) = (
+            stats[0].mean[ReportMetric::Rank1],
+            stats[0].std[ReportMetric::Rank1],
+        );
         assert!(
             (m - 0.6).abs() < 1e-12 && (s - 0.1).abs() < 1e-12,
             "{m} {s}"
         );
         // 95% half-width: t₀.₉₇₅(2) = 4.302653 × 0.1 / √3.
-        let (_, h) = stats[0].stat("rank1").unwrap();
+        let (_, h) = stats[0].stat(ReportMetric::Rank1);
         assert!((h - 4.302653 * 0.1 / 3f64.sqrt()).abs() < 1e-6, "{h}");
         // mAP: mean 0.33, deviations −0.03, 0.03, 0 → variance 0.0018/2.
-        let (m, s) = (stats[0].mean[4], stats[0].std[4]);
+        let (m, s) = (
+            stats[0].mean[ReportMetric::Map],
+            stats[0].std[ReportMetric::Map],
+        );
         assert!((m - 0.33).abs() < 1e-12 && (s - 0.0009f64.sqrt()).abs() < 1e-12);
         assert_eq!(stats[1].n, 1);
-        assert!(stats[1].stat("rank1").unwrap().1.is_nan());
+        assert!(stats[1].stat(ReportMetric::Rank1).1.is_nan());
     }
 
     #[test]

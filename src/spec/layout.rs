@@ -2,12 +2,10 @@
 //! show, and which numeric axes get a sweep figure, with the defaults used where the section is silent.
 
 use super::grid::SEED;
+use super::metric::ReportMetric;
 use super::{Cell, format_value};
 use serde::Deserialize;
 use serde_yaml::Value;
-
-/// The metrics a report can show, as named in results.csv and in specs.
-pub const METRICS: [&str; 6] = ["rank1", "rank5", "rank10", "rank20", "mAP", "mINP"];
 
 /// The baseline of the "Δ vs baseline" table when the spec names none: the plain backbone, where it is a cell.
 const DEFAULT_BASELINE: (&str, &str) = ("model.head", "none");
@@ -21,7 +19,7 @@ pub struct RawLayout {
     #[serde(default)]
     columns: Option<Vec<String>>,
     #[serde(default)]
-    metrics: Option<Vec<String>>,
+    metrics: Option<Vec<ReportMetric>>,
     #[serde(default)]
     sweeps: Option<Vec<String>>,
     /// The cells every other cell is compared with in the "Δ vs baseline" table: axis → value.
@@ -36,7 +34,7 @@ pub struct ReportLayout {
     pub axes: Vec<String>,
     pub rows: Vec<String>,
     pub columns: Vec<String>,
-    pub metrics: Vec<String>,
+    pub metrics: Vec<ReportMetric>,
     /// Numeric axes plotted as x: one line per combination of the other axes.
     pub sweeps: Vec<String>,
     /// Axis → value (as formatted in results.csv) selecting the baseline cells of the "Δ vs baseline" table;
@@ -98,23 +96,10 @@ impl RawLayout {
                 ),
             ));
         }
-        let metrics = match &self.metrics {
-            Some(m) => {
-                for (i, name) in m.iter().enumerate() {
-                    if !METRICS.contains(&name.as_str()) {
-                        return Err(err(
-                            &["metrics", &i.to_string()],
-                            format!(
-                                "unknown metric `{name}`: expected one of {}",
-                                METRICS.join(", ")
-                            ),
-                        ));
-                    }
-                }
-                m.clone()
-            }
-            None => vec!["rank1".into(), "mAP".into()],
-        };
+        let metrics = self
+            .metrics
+            .clone()
+            .unwrap_or_else(|| vec![ReportMetric::Rank1, ReportMetric::Map]);
         let numeric: Vec<&String> = axes.iter().filter(|a| is_numeric(cells, a)).collect();
         let sweeps = match &self.sweeps {
             Some(s) => {

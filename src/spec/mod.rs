@@ -4,11 +4,13 @@
 pub mod config;
 pub mod grid;
 pub mod layout;
+pub mod metric;
 pub mod overrides;
 
 pub use config::RunConfig;
 pub use grid::format_value;
 pub use layout::ReportLayout;
+pub use metric::{PerMetric, ReportMetric};
 pub use overrides::Override;
 
 use crate::yamlpos::{Pos, PosIndex, split_serde_error};
@@ -723,7 +725,10 @@ seeds: [1, 2]
         let spec = parse(GOOD).unwrap();
         assert_eq!(spec.report.rows, ["model.head"]);
         assert_eq!(spec.report.columns, ["model.gamma"]);
-        assert_eq!(spec.report.metrics, ["rank1", "mAP"]);
+        assert_eq!(
+            spec.report.metrics,
+            [ReportMetric::Rank1, ReportMetric::Map]
+        );
         assert_eq!(spec.report.sweeps, ["model.gamma"]);
     }
 
@@ -734,7 +739,7 @@ seeds: [1, 2]
         let spec = parse(&text).unwrap();
         assert_eq!(spec.report.rows, ["model.gamma"]);
         assert_eq!(spec.report.columns, ["model.head"]);
-        assert_eq!(spec.report.metrics, ["mINP"]);
+        assert_eq!(spec.report.metrics, [ReportMetric::Minp]);
         assert!(spec.report.sweeps.is_empty());
     }
 
