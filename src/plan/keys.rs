@@ -1,25 +1,54 @@
 //! Per-kind key configurations: exactly the settings each stage kind reads, and nothing else. The key structs live
 //! in the compute crates that read them (`mgat_model::key`, `mgat_train::key`, `mgat_eval::config`); this module
-//! builds them from a cell's configuration. Deliberately outside every key: where a stage runs (`train.device`) and
+//! builds them from a cell's configuration, one function per kind, which the registry (`stages::registry`) names. Deliberately outside every key: where a stage runs (`train.device`) and
 //! with how many decoding threads (`train.workers`), which change no output.
 
-use crate::data::Format;
+use crate::data::{Format, LockEntry};
 use crate::spec::RunConfig;
 use crate::spec::config::{Head, ModelConfig, TrainConfig};
+use mgat_data::stage::IndexKey;
 pub use mgat_eval::config::EvalKey;
 pub use mgat_model::key::{GraphKey, HeadKey, ModelKey};
 use mgat_synth::SynthParams;
 pub use mgat_train::key::{TrainKey, TrainSettings};
-use serde::{Deserialize, Serialize};
 
-/// The configuration part of a stage key, by kind.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
-pub enum StageConfig {
-    Synth(SynthParams),
-    Index { format: Format },
-    Train(TrainKey),
-    Eval(EvalKey),
+/// What a cell's stage keys are built from: its configuration, its dataset's lock entry and the digest of the
+/// pretrained checkpoint it names.
+pub struct CellKeys<'a> {
+    pub config: &'a RunConfig,
+    pub dataset: &'a LockEntry,
+    pub pretrained_sha256: Option<String>,
+}
+
+/// A synth key: the generator's parameters, for a synthetic dataset.
+pub fn synth(cell: &CellKeys) -> Option<SynthParams> {
+    match (cell.dataset.format, &cell.dataset.synth) {
+        (Format::Synth, Some(params)) => Some(params.clone()),
+        _ => None,
+    }
+}
+
+/// An index key: the dataset's layout.
+pub fn index(cell: &CellKeys) -> Option<IndexKey> {
+    Some(IndexKey {
+        format: cell.dataset.format,
+    })
+}
+
+/// A train key: the model and the training settings.
+pub fn train(cell: &CellKeys) -> Option<TrainKey> {
+    Some(train_key(cell.config, cell.pretrained_sha256.clone()))
+}
+
+/// An eval key: the eval settings, the model it rebuilds and the input size it extracts at.
+pub fn eval(cell: &CellKeys) -> Option<EvalKey> {
+    let trained = train_key(cell.config, cell.pretrained_sha256.clone());
+    Some(EvalKey {
+        eval: cell.config.eval.clone(),
+        model: trained.model,
+        height: trained.train.height,
+        width: trained.train.width,
+    })
 }
 
 /// The train key of a cell; `pretrained_sha256` is the checkpoint's digest when the cell names one.

@@ -26,7 +26,7 @@
 //! pretrained checkpoint (its content is in). A `cuda` build has its own fingerprints (features).
 
 use crate::data::lock::expand_env;
-use crate::data::{Format, LockError, LockFile};
+use crate::data::{LockError, LockFile};
 use crate::spec::{Cell, Spec, SpecError};
 use mgat_util::digest::{canonical_json, sha256_bytes, sha256_file};
 use serde::{Deserialize, Serialize};
@@ -41,7 +41,8 @@ pub mod keys;
 pub mod reasons;
 pub mod stage_key;
 
-pub use keys::{EvalKey, StageConfig, TrainKey};
+pub use crate::stages::StageConfig;
+pub use keys::{EvalKey, TrainKey};
 pub use stage_key::{StageKey, short};
 
 /// Each stage kind's code fingerprint and `REPORT`'s (the code reports are rendered by): build.rs writes what cargo
@@ -153,42 +154,10 @@ pub mod fingerprints {
 }
 pub use fingerprints::KindCode;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StageKind {
-    Synth,
-    Index,
-    Train,
-    Eval,
-}
+pub use crate::stages::StageKind;
 
+/// The parts of a kind's key that depend on the build and the machine rather than on the cell.
 impl StageKind {
-    pub const ALL: [StageKind; 4] = [
-        StageKind::Synth,
-        StageKind::Index,
-        StageKind::Train,
-        StageKind::Eval,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            StageKind::Synth => "synth",
-            StageKind::Index => "index",
-            StageKind::Train => "train",
-            StageKind::Eval => "eval",
-        }
-    }
-
-    /// The kind named `name` (as a cache folder or a run file spells it).
-    pub fn from_name(name: &str) -> Option<StageKind> {
-        StageKind::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    /// Whether a killed run of this kind continues from what it left in its partial directory.
-    pub fn resumes(self) -> bool {
-        self == StageKind::Train
-    }
-
     /// The code in this kind's keys: its compute crates' token streams, manifests and locked dependencies, the
     /// compiler, the target and the features (build.rs).
     pub fn code(self) -> &'static KindCode {
@@ -201,29 +170,12 @@ impl StageKind {
     /// This CPU's floating-point class for the kinds whose results depend on it: train and eval multiply floats
     /// through gemm, whose kernel and blocking depend on the CPU; synth uses exact arithmetic only and index none.
     pub fn numerics(self) -> Option<String> {
-        matches!(self, StageKind::Train | StageKind::Eval)
+        self.float_numerics()
             .then(|| mgat_model::numerics::cpu_class().to_string())
     }
 
     pub fn fingerprint(self) -> &'static str {
         &self.code().fingerprint
-    }
-
-    /// The file that holds what an entry of this kind computed (the index, the weights, the metrics), whose digest
-    /// reports record. A synth entry's output is the dataset, pinned by the lock digest instead.
-    pub fn result_file(self) -> Option<&'static str> {
-        match self {
-            StageKind::Index => Some(mgat_data::index::INDEX_FILE),
-            StageKind::Train => Some(mgat_train::MODEL_FILE),
-            StageKind::Eval => Some(mgat_eval::stage::METRICS_FILE),
-            StageKind::Synth => None,
-        }
-    }
-
-    /// The output of an entry of this kind that downstream stages read, whose digest is in their keys: its result
-    /// file, for the kinds that have consumers.
-    pub fn consumed_output(self) -> Option<&'static str> {
-        self.result_file().filter(|_| self != StageKind::Eval)
     }
 }
 
@@ -252,9 +204,9 @@ impl KeyInputs {
         Self {
             schema: KEY_SCHEMA,
             kind,
-            config: StageConfig::Index {
-                format: Format::Synth,
-            },
+            config: StageConfig::Index(mgat_data::stage::IndexKey {
+                format: crate::data::Format::Synth,
+            }),
             upstream: BTreeMap::new(),
             lock_digest: None,
             fingerprint: kind.fingerprint().into(),
@@ -405,14 +357,6 @@ impl Plan {
             })?),
             None => None,
         };
-        let trained = keys::train_key(&cell.config, pretrained);
-        let evaluated = EvalKey {
-            eval: cell.config.eval.clone(),
-            model: trained.model.clone(),
-            height: trained.train.height,
-            width: trained.train.width,
-        };
-        let train = StageConfig::Train(trained);
         let placement = placement_of(lock, &cell.config);
         // Point at where the cell got its dataset: a grid axis, or the base.
         let from_grid = cell.axes.iter().any(|(path, _)| path == "dataset.name");
@@ -434,13 +378,13 @@ impl Plan {
             );
             return Err(spec.error_at(at, message).into());
         }
-        let digest = Some(entry.digest.clone());
+        let digest = entry.digest.clone();
         let mut chain: Vec<usize> = Vec::new();
-        let mut add = |kind: StageKind,
-                       config: StageConfig,
+        let mut add = |config: StageConfig,
                        deps: Vec<usize>,
                        lock_digest: Option<String>,
                        stages: &mut Vec<Stage>| {
+            let kind = config.kind();
             let inputs = KeyInputs {
                 schema: KEY_SCHEMA,
                 kind,
@@ -459,7 +403,7 @@ impl Plan {
                 ..inputs.clone()
             };
             // Every cell on a dataset shares its data stages: their key is computed once.
-            let shared = matches!(kind, StageKind::Synth | StageKind::Index);
+            let shared = kind.per_dataset();
             let id = match data_keys
                 .iter()
                 .find(|(known, _)| shared && *known == recipe)
@@ -492,43 +436,27 @@ impl Plan {
             chain.push(i);
             i
         };
-        let synth = match (&entry.format, &entry.synth) {
-            (Format::Synth, Some(params)) => Some(add(
-                StageKind::Synth,
-                StageConfig::Synth(params.clone()),
-                vec![],
-                None,
-                &mut self.stages,
-            )),
-            _ => None,
+        let cell_keys = keys::CellKeys {
+            config: &cell.config,
+            dataset: entry,
+            pretrained_sha256: pretrained,
         };
-        let index = add(
-            StageKind::Index,
-            StageConfig::Index {
-                format: entry.format,
-            },
-            synth.into_iter().collect(),
-            digest.clone(),
-            &mut self.stages,
-        );
-        // Train and eval read the dataset's files too, so a synthetic dataset's entry is one of their inputs.
-        let train = add(
-            StageKind::Train,
-            train,
-            [index].into_iter().chain(synth).collect(),
-            digest.clone(),
-            &mut self.stages,
-        );
-        add(
-            StageKind::Eval,
-            StageConfig::Eval(evaluated),
-            [train, index].into_iter().chain(synth).collect(),
-            digest,
-            &mut self.stages,
-        );
+        let mut built: BTreeMap<StageKind, usize> = BTreeMap::new();
+        for kind in StageKind::ALL {
+            let Some(config) = StageConfig::for_cell(kind, &cell_keys) else {
+                continue;
+            };
+            let deps = kind
+                .consumes()
+                .filter_map(|k| built.get(&k).copied())
+                .collect();
+            let lock_digest = kind.reads_dataset().then(|| digest.clone());
+            let i = add(config, deps, lock_digest, &mut self.stages);
+            built.insert(kind, i);
+        }
         for &i in &chain {
             let stage = &self.stages[i];
-            if !matches!(stage.kind, StageKind::Train | StageKind::Eval) {
+            if !stage.kind.uses_device() {
                 continue;
             }
             // The pretrained checkpoint's content is in the key: any of the paths to those bytes serves.
@@ -617,6 +545,14 @@ impl Plan {
             waves[depth[s]].push(s);
         }
         waves
+    }
+
+    /// The stage of `kind` among `cell`'s, if it has one.
+    pub fn cell_stage(&self, cell: &PlannedCell, kind: StageKind) -> Option<&Stage> {
+        cell.stages
+            .iter()
+            .map(|&s| &self.stages[s])
+            .find(|s| s.kind == kind)
     }
 
     /// The stage of `kind` that `stage` consumes, if any.

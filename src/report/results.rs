@@ -107,11 +107,7 @@ impl Results {
         };
         let mut missing = Vec::new();
         for pc in plan.cells.iter().filter(|pc| pc.spec == spec_index) {
-            let eval = pc
-                .stages
-                .last()
-                .map(|&e| &plan.stages[e])
-                .filter(|e| e.kind == StageKind::Eval);
+            let eval = plan.cell_stage(pc, StageKind::Eval);
             let train = eval.and_then(|e| plan.input(e, StageKind::Train));
             let keys = (
                 eval.and_then(|e| e.key.as_ref()),

@@ -1,15 +1,18 @@
-//! The registry of stage kinds: each kind is one compute crate implementing [`mgat_stage::Stage`] in its `stage.rs`
-//! (`mgat_synth::stage::Synth`, `mgat_data::stage::Index`, `mgat_train::stage::Train`, `mgat_eval::stage::Eval`),
-//! whose code is what its keys' fingerprint covers. This module only hands a stage its typed key, the folders it
-//! reads (checked against `datasets.lock` and its key before and after it runs) and its placement; nothing here
-//! decides what a stage computes. Adding a kind takes its crate (a `stage.rs` and `[package.metadata.mgat] stage`
-//! in its manifest, which build.rs fingerprints), its variants of `plan::StageKind` and `plan::StageConfig`, where
-//! the plan places it among a cell's stages, and one arm in [`run`].
+//! Running a stage: the registry of stage kinds ([`registry`]: each kind is one compute crate implementing
+//! [`mgat_stage::Stage`] in its `stage.rs`, whose code is what its keys' fingerprint covers), and the checks around
+//! a run. This module only hands a stage its typed key, the folders it reads (checked against `datasets.lock` and
+//! its key before and after it runs) and its placement; nothing here decides what a stage computes. Adding a kind
+//! takes its crate (a `stage.rs` and `[package.metadata.mgat] stage` in its manifest, which build.rs fingerprints),
+//! one line in [`registry`], and the function in `plan::keys` that builds its key from a cell.
+
+pub mod registry;
+
+pub use registry::{StageConfig, StageKind};
 
 use crate::data::LockError;
 use crate::data::LockFile;
 use crate::data::hash::{HashError, hash_tree};
-use crate::plan::{Placement, Stage as PlannedStage, StageConfig, StageKind};
+use crate::plan::{Placement, Stage as PlannedStage};
 use indicatif::ProgressBar;
 pub use mgat_stage::Summary;
 use mgat_stage::{Failure, Inputs, Stage};
@@ -42,9 +45,8 @@ impl mgat_stage::Progress for Bar<'_> {
     }
 }
 
-/// Computes `stage` into `out` with its kind's [`Stage`] impl (the registration of every kind); `placement` is the
-/// plan's, with the device a `--devices` slot gave it, if any. Train and eval compute on a pool of `threads` threads
-/// of their own.
+/// Computes `stage` into `out` with its kind's [`Stage`] impl; `placement` is the plan's, with the device a
+/// `--devices` slot gave it, if any. A kind that uses a device computes on a pool of `threads` threads of its own.
 pub fn run(
     stage: &PlannedStage,
     config: &StageConfig,
@@ -54,41 +56,41 @@ pub fn run(
     out: &Path,
     bar: &ProgressBar,
 ) -> Result<Produced, StageError> {
-    let bar = Bar(bar);
-    fn produced<S: Stage>(
-        key: &S::Key,
-        inputs: &Inputs,
-        placement: &Placement,
-        out: &Path,
-        bar: &Bar,
-    ) -> Result<Produced, StageError> {
-        let produced = S::run(key, inputs, placement, out, bar)?;
+    if config.kind() != stage.kind {
+        return Err(StageError::Plan(format!(
+            "{} has another kind's configuration",
+            stage.label()
+        )));
+    }
+    let runner = KindRunner {
+        inputs,
+        placement,
+        out,
+        bar: Bar(bar),
+    };
+    match stage.kind.uses_device() {
+        true => on_compute_pool(threads, || registry::dispatch(config, &runner)),
+        false => registry::dispatch(config, &runner),
+    }
+}
+
+/// What a kind's `run` is handed besides its key.
+struct KindRunner<'a> {
+    inputs: &'a Inputs,
+    placement: &'a Placement,
+    out: &'a Path,
+    bar: Bar<'a>,
+}
+
+impl registry::Runner for KindRunner<'_> {
+    type Output = Result<Produced, StageError>;
+
+    fn run<S: Stage>(&self, key: &S::Key) -> Self::Output {
+        let produced = S::run(key, self.inputs, self.placement, self.out, &self.bar)?;
         Ok(Produced {
             device: produced.device,
             summary: Summary::of::<S>(&produced.summary)?,
         })
-    }
-    use mgat_data::stage::Index;
-    use mgat_eval::stage::Eval;
-    use mgat_synth::stage::Synth;
-    use mgat_train::stage::Train;
-    match (stage.kind, config) {
-        (StageKind::Synth, StageConfig::Synth(c)) => {
-            produced::<Synth>(c, inputs, placement, out, &bar)
-        }
-        (StageKind::Index, StageConfig::Index { format }) => {
-            produced::<Index>(format, inputs, placement, out, &bar)
-        }
-        (StageKind::Train, StageConfig::Train(c)) => on_compute_pool(threads, || {
-            produced::<Train>(c, inputs, placement, out, &bar)
-        }),
-        (StageKind::Eval, StageConfig::Eval(c)) => on_compute_pool(threads, || {
-            produced::<Eval>(c, inputs, placement, out, &bar)
-        }),
-        _ => Err(StageError::Plan(format!(
-            "{} has another kind's configuration",
-            stage.label()
-        ))),
     }
 }
 
@@ -103,16 +105,19 @@ pub fn gather_inputs(
     upstream: &BTreeMap<StageKind, String>,
     bar: &ProgressBar,
 ) -> Result<Inputs, StageError> {
+    let generated = entries
+        .iter()
+        .find_map(|(kind, dir)| kind.dataset_root(dir));
     let entries: BTreeMap<&'static str, PathBuf> = entries
         .into_iter()
         .map(|(kind, dir)| (kind.name(), dir))
         .collect();
     check_consumed(&entries, upstream)?;
-    let root = match entries.get(StageKind::Synth.name()) {
-        Some(dir) => mgat_synth::stage::dataset_root(dir),
+    let root = match generated {
+        Some(root) => root,
         None => lock.root(&stage.dataset)?.unwrap_or_default(),
     };
-    if stage.kind == StageKind::Synth {
+    if !stage.kind.reads_dataset() {
         // It writes the dataset; it reads none.
         return Ok(Inputs {
             dataset_root: root,
@@ -144,7 +149,7 @@ pub fn recheck_inputs(
     upstream: &BTreeMap<StageKind, String>,
 ) -> Result<(), StageError> {
     check_consumed(&inputs.entries, upstream)?;
-    if stage.kind == StageKind::Synth {
+    if !stage.kind.reads_dataset() {
         return Ok(());
     }
     let root = &inputs.dataset_root;

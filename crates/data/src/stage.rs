@@ -4,17 +4,28 @@
 use crate::index::{INDEX_FILE, IndexSummary};
 use crate::{DatasetIndex, Format};
 use mgat_stage::{DeviceChoice, Failure, Inputs, Placement, Produced, Progress, Stage};
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 pub struct Index;
 
+/// An index stage's key: the layout its dataset is read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexKey {
+    pub format: Format,
+}
+
 impl Stage for Index {
     const KIND: &'static str = "index";
-    type Key = Format;
+    const CONSUMES: &'static [&'static str] = &["synth"];
+    const RESULT_FILE: Option<&'static str> = Some(INDEX_FILE);
+    const PER_DATASET: bool = true;
+    type Key = IndexKey;
     type Summary = IndexSummary;
 
     fn run(
-        format: &Format,
+        key: &IndexKey,
         inputs: &Inputs,
         _: &Placement,
         out: &Path,
@@ -22,7 +33,7 @@ impl Stage for Index {
     ) -> Result<Produced<IndexSummary>, Failure> {
         progress.set_message("indexing".into());
         // A dataset the layout does not describe is the user's to fix.
-        let summary = crate::index::write_index(*format, &inputs.dataset_root, out)
+        let summary = crate::index::write_index(key.format, &inputs.dataset_root, out)
             .map_err(Failure::bad_input)?;
         Ok(Produced {
             device: DeviceChoice::Cpu,

@@ -38,6 +38,10 @@ pub struct Eval;
 
 impl Stage for Eval {
     const KIND: &'static str = "eval";
+    const CONSUMES: &'static [&'static str] = &["train", "index", "synth"];
+    const RESULT_FILE: Option<&'static str> = Some(METRICS_FILE);
+    const USES_DEVICE: bool = true;
+    const FLOAT_NUMERICS: bool = true;
     type Key = EvalKey;
     type Summary = EvalSummary;
 

@@ -12,10 +12,28 @@ use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// One stage kind.
+/// One stage kind: its name and facts, its typed key and summary, and how it computes. The `mgat` binary lists each
+/// kind once in its registry and reads everything else it needs to know about the kind from here.
 pub trait Stage {
     /// The kind's name, as in cache folders and manifests.
     const KIND: &'static str;
+    /// The kinds whose entries it reads, by [`Stage::KIND`]. A kind a cell has no stage of (a dataset that is not
+    /// synthetic has no synth stage) is left out.
+    const CONSUMES: &'static [&'static str];
+    /// The file of its entry that holds what it computed, whose digest reports record and, for a kind that others
+    /// consume, their keys carry; None where the lock pins the output instead (a generated dataset).
+    const RESULT_FILE: Option<&'static str>;
+    /// Whether it reads the dataset's files (checked against `datasets.lock` before and after it runs).
+    const READS_DATASET: bool = true;
+    /// Whether its key depends on the dataset alone, so that every cell on a dataset shares one stage of it.
+    const PER_DATASET: bool = false;
+    /// Whether it computes on the placement's device and threads (cells sharing it must agree on them).
+    const USES_DEVICE: bool = false;
+    /// Whether its results depend on the CPU's floating-point class (its kernels multiply floats), which its key
+    /// then carries.
+    const FLOAT_NUMERICS: bool = false;
+    /// Whether a killed run continues from what it left in its partial directory.
+    const RESUMES: bool = false;
     /// The part of the key this kind reads: exactly the settings it computes from.
     type Key: Serialize + DeserializeOwned;
     /// Its figures for listings and reports, stored in the manifest ([`Summary`]).
@@ -28,6 +46,13 @@ pub trait Stage {
         out: &Path,
         progress: &dyn Progress,
     ) -> Result<Produced<Self::Summary>, Failure>;
+
+    /// The dataset an entry of this kind provides to the stages that consume it (at `entry`), for a kind that
+    /// generates one.
+    fn dataset_root(entry: &Path) -> Option<PathBuf> {
+        let _ = entry;
+        None
+    }
 }
 
 /// What a stage reads besides its key: the dataset's folder and its files' digests (already checked against
@@ -174,6 +199,8 @@ mod tests {
     struct Toy;
     impl Stage for Toy {
         const KIND: &'static str = "toy";
+        const CONSUMES: &'static [&'static str] = &[];
+        const RESULT_FILE: Option<&'static str> = None;
         type Key = u32;
         type Summary = Vec<u32>;
         fn run(

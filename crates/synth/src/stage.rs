@@ -8,6 +8,11 @@ pub struct Synth;
 
 impl Stage for Synth {
     const KIND: &'static str = "synth";
+    const CONSUMES: &'static [&'static str] = &[];
+    /// The generated dataset, which `datasets.lock` pins.
+    const RESULT_FILE: Option<&'static str> = None;
+    const READS_DATASET: bool = false;
+    const PER_DATASET: bool = true;
     type Key = SynthParams;
     type Summary = SynthSummary;
 
@@ -27,6 +32,11 @@ impl Stage for Synth {
             device: DeviceChoice::Cpu,
             summary,
         })
+    }
+
+    /// Where the dataset a synth entry generated lies.
+    fn dataset_root(entry: &Path) -> Option<PathBuf> {
+        Some(dataset_root(entry))
     }
 }
 

@@ -12,6 +12,11 @@ pub struct Train;
 
 impl Stage for Train {
     const KIND: &'static str = "train";
+    const CONSUMES: &'static [&'static str] = &["index", "synth"];
+    const RESULT_FILE: Option<&'static str> = Some(crate::MODEL_FILE);
+    const USES_DEVICE: bool = true;
+    const FLOAT_NUMERICS: bool = true;
+    const RESUMES: bool = true;
     type Key = TrainKey;
     type Summary = TrainSummary;
 
