@@ -65,6 +65,7 @@ fn the_committed_pages_are_self_contained_and_hold_tables_and_every_figure() {
         "summary",
         "delta",
         "figures",
+        "ranked",
         "cells",
         "provenance",
         "files",
@@ -82,6 +83,23 @@ fn the_committed_pages_are_self_contained_and_hold_tables_and_every_figure() {
     for file in ["results.csv", "summary.csv", "summary.tex"] {
         assert!(page.contains(&format!("href=\"{file}\"")), "{file}");
     }
+    // Ranked lists: three picks for the first seed of each group, each image a JPEG embedded in the page.
+    let groups: std::collections::BTreeSet<String> = read("reports/quickstart/results.csv")
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let cell = l.split('"').nth(1).expect("a quoted cell name");
+            cell[..cell.rfind(",seed=").unwrap()].to_string()
+        })
+        .collect();
+    let ranked = &page[page.find("<section id=\"ranked\">").unwrap()..];
+    let ranked = &ranked[..ranked.find("</section>").unwrap()];
+    assert_eq!(ranked.matches("<h3>").count(), groups.len());
+    assert_eq!(ranked.matches("data-pick=").count(), 3 * groups.len());
+    assert_eq!(
+        ranked.matches("<img ").count(),
+        ranked.matches("src=\"data:image/jpeg;base64,").count()
+    );
     let index = read("reports/index.html");
     assert_self_contained("index.html", &index);
     assert!(index.contains("href=\"./quickstart/index.html\""));
@@ -179,6 +197,48 @@ fn the_pages_render_sort_and_draw_in_chromium() {
 
     let index = headless(&["--dump-dom", &url("reports/index.html", "")]);
     assert!(index.contains("quickstart/index.html") && index.contains("<table>"));
+
+    // The ranked lists on their own (a headless screenshot does not scroll to a fragment): the frames are drawn in
+    // their colours and the thumbnails decode (a page of broken images has a handful of colours, photos thousands).
+    let page = read("reports/quickstart/index.html");
+    let ranked = &page[page.find("<section id=\"ranked\">").unwrap()..];
+    let ranked = &ranked[..ranked.find("</section>").unwrap() + "</section>".len()];
+    let alone = std::env::temp_dir().join(format!("mgat-ranked-{}.html", std::process::id()));
+    std::fs::write(
+        &alone,
+        format!(
+            "{}{ranked}</main></body></html>",
+            &page[..page.find("<main>").unwrap() + 6]
+        ),
+    )
+    .unwrap();
+    let shot = std::env::temp_dir().join(format!("mgat-ranked-{}.png", std::process::id()));
+    headless(&[
+        "--window-size=1100,1500",
+        &format!("--screenshot={}", shot.display()),
+        &format!("file://{}", alone.display()),
+    ]);
+    let image = image::open(&shot).expect("a PNG screenshot").to_rgb8();
+    let _ = std::fs::remove_file(&shot);
+    let _ = std::fs::remove_file(&alone);
+    let near = |c: [u8; 3]| {
+        image
+            .pixels()
+            .filter(|p| p.0.iter().zip(c).all(|(a, b)| a.abs_diff(b) <= 8))
+            .count()
+    };
+    assert!(
+        near([26, 127, 55]) > 200,
+        "green frames: {}",
+        near([26, 127, 55])
+    );
+    assert!(
+        near([207, 34, 46]) > 200,
+        "red frames: {}",
+        near([207, 34, 46])
+    );
+    let colours: std::collections::HashSet<[u8; 3]> = image.pixels().map(|p| p.0).collect();
+    assert!(colours.len() > 2000, "{} colours", colours.len());
 
     for page in ["reports/quickstart/index.html", "reports/index.html"] {
         let shot = std::env::temp_dir().join(format!("mgat-page-{}.png", std::process::id()));

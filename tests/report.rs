@@ -681,3 +681,110 @@ fn a_linked_report_folder_or_a_forged_record_cannot_make_mgat_write_or_delete_ou
     );
     assert!(listing(&p.path("linked")).is_empty());
 }
+
+#[test]
+fn ranked_lists_are_on_the_page_and_mgat_rank_draws_them() {
+    let p = Project::new("ranked");
+    p.lock_synth("toy", TOY_DATA);
+    p.write("experiments/t.yaml", &spec());
+    // Before any run, there is nothing to draw.
+    let early = p.mgat(&["rank", "experiments/t.yaml", "--cell", "head=mgat,seed=1"]);
+    assert_eq!(early.code(), 2, "{}", early.stderr());
+    assert!(
+        early.stderr().contains("has not been evaluated"),
+        "{}",
+        early.stderr()
+    );
+    p.mgat(&["-q", "run", "experiments/t.yaml", "-j", "2"])
+        .success();
+
+    // ranked.json beside metrics.json: one list per query with a match, whose APs average to the mAP, and the
+    // picks are the lowest, the median and the highest AP.
+    let results = rows(&std::fs::read_to_string(p.path("reports/t/results.csv")).unwrap());
+    let entry = p.cache_dir().join("eval").join(&results[3]["eval_key"]);
+    let read = |file: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(entry.join(file)).unwrap()).unwrap()
+    };
+    let (ranked, metrics) = (read("ranked.json"), read("metrics.json"));
+    let lists = ranked["queries"].as_array().unwrap();
+    assert_eq!(
+        lists.len() as u64,
+        metrics["num_valid_query"].as_u64().unwrap()
+    );
+    let aps: Vec<f64> = lists.iter().map(|q| q["ap"].as_f64().unwrap()).collect();
+    let map = aps.iter().sum::<f64>() / aps.len() as f64;
+    assert!((map - metrics["mAP"].as_f64().unwrap()).abs() < 1e-9);
+    let picked: Vec<f64> = ranked["picked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| aps[p[1].as_u64().unwrap() as usize])
+        .collect();
+    let mut sorted = aps.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(
+        picked,
+        [
+            sorted[0],
+            sorted[(sorted.len() - 1) / 2],
+            sorted[sorted.len() - 1]
+        ]
+    );
+    for q in lists {
+        let items = q["items"].as_array().unwrap();
+        let counted = items.iter().filter(|i| i[1] != "ignored").count();
+        assert!(counted <= 10 && !items.is_empty(), "{q}");
+    }
+
+    // The page: one list per pick for the first seed of each group, every image embedded.
+    let page = std::fs::read_to_string(p.path("reports/t/index.html")).unwrap();
+    let section = &page[page
+        .find("<section id=\"ranked\">")
+        .expect("a ranked section")..];
+    let section = &section[..section.find("</section>").unwrap()];
+    assert_eq!(
+        section.matches("<h3>").count(),
+        2,
+        "head=none and head=mgat"
+    );
+    assert!(section.contains("<h3>head=mgat,seed=1</h3>"));
+    assert_eq!(section.matches("data-pick=").count(), 6);
+    let images = section.matches("<img ").count();
+    assert_eq!(
+        images,
+        section.matches("src=\"data:image/jpeg;base64,").count()
+    );
+    assert!(images >= 6 * 11, "{images} images");
+
+    // `mgat rank` draws the same lists as a PNG: a row per pick, the query and its items.
+    let out = p.path("rank.png");
+    let rank = p.mgat(&[
+        "rank",
+        "experiments/t.yaml",
+        "--cell",
+        "head=mgat,seed=1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    rank.success();
+    assert!(rank.stdout().contains("worst (AP "), "{}", rank.stdout());
+    let png = image::open(&out).expect("a PNG").to_rgb8();
+    let mgat = &section[section.find("<h3>head=mgat,seed=1</h3>").unwrap()..];
+    let longest = mgat
+        .split("data-pick=")
+        .skip(1)
+        .take(3)
+        .map(|row| row.matches("<img ").count() as u32)
+        .max()
+        .unwrap();
+    // Thumbnails at 2× (64 × 128) in 3-pixel frames with 4-pixel gaps: a blank slot after the query.
+    assert_eq!(png.width(), 4 + (longest + 1) * (64 + 6 + 4));
+    assert_eq!(png.height(), 44 + 4 + 3 * (22 + 128 + 6 + 4));
+    let unknown = p.mgat(&["rank", "experiments/t.yaml", "--cell", "head=gat,seed=1"]);
+    assert_eq!(unknown.code(), 2);
+    assert!(
+        unknown.stderr().contains("no cell `head=gat,seed=1`"),
+        "{}",
+        unknown.stderr()
+    );
+}

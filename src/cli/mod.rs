@@ -72,6 +72,8 @@ enum Command {
     Metrics(metrics_cmd::MetricsArgs),
     /// Regenerate reports/<spec>/ (results.csv, summary tables, figures) from the cache; render the paper's tables.
     Report(report_cmd::ReportArgs),
+    /// Draw a cell's ranked lists (its worst, median and best query by average precision) as a PNG.
+    Rank(report_cmd::RankArgs),
     /// Compare reports/*/results.csv between two git revisions (default HEAD and the working tree), and say why
     /// keys moved.
     Diff(report_cmd::DiffArgs),
@@ -272,6 +274,7 @@ pub fn main() -> ExitCode {
         Command::Weights(cmd) => weights_cmd::run(cmd),
         Command::Metrics(args) => metrics_cmd::run(args),
         Command::Report(args) => report_cmd::report(&ctx, args),
+        Command::Rank(args) => report_cmd::rank(&ctx, args),
         Command::Diff(args) => report_cmd::diff(&ctx, args),
         Command::Audit(args) => audit_cmd::audit(&ctx, args),
         Command::Stage(args) => stage_cmd::stage(&ctx, args),

@@ -1,6 +1,7 @@
 //! `mgat report` (regenerate a spec's results, tables and figures from the cache; render the paper's tables) and
 //! `mgat diff` (compare results between git revisions).
 
+use super::run_cmd::{SetArgs, find_cell, load_plan};
 use super::{Context, UsageError};
 use crate::plan::Plan;
 use crate::report::diff::{Side, compare};
@@ -26,6 +27,20 @@ pub struct ReportArgs {
     /// With --paper: exit 1 when a reproduced value with a reported value is outside its tolerance.
     #[arg(long, requires = "paper")]
     check: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RankArgs {
+    /// The spec the cell is in.
+    spec: PathBuf,
+    /// The cell's name as `mgat plan` lists it.
+    #[arg(long)]
+    cell: String,
+    /// Where to write the PNG.
+    #[arg(long, short, default_value = "ranked.png")]
+    out: PathBuf,
+    #[command(flatten)]
+    overrides: SetArgs,
 }
 
 #[derive(Args, Debug)]
@@ -208,5 +223,35 @@ pub fn diff(ctx: &Context, args: DiffArgs) -> Result<ExitCode> {
             serde_json::to_string_pretty(&diff.json(la, lb)).unwrap_or_default()
         ),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mgat rank`: a cell's ranked lists (the queries its evaluation picked: worst, median and best by average
+/// precision) as one PNG, framed as on its report page.
+pub fn rank(ctx: &Context, args: RankArgs) -> Result<ExitCode> {
+    let (_specs, plan, _lock) = load_plan(
+        ctx,
+        std::slice::from_ref(&args.spec),
+        &args.overrides.set,
+        false,
+    )?;
+    let cell = find_cell(&plan, &args.spec, &args.cell)?;
+    let Some(lists) = crate::report::ranked::CellLists::read(&plan, cell, &ctx.cache)? else {
+        return Err(UsageError(format!(
+            "cell `{}` has not been evaluated in {} (run `mgat run {}` first)",
+            args.cell,
+            ctx.cache.root().display(),
+            args.spec.display()
+        ))
+        .into());
+    };
+    let png = crate::report::ranked::png(&lists)?;
+    mgat_util::fsio::write_atomic(&args.out, &png)?;
+    let picks: Vec<String> = lists
+        .lists
+        .iter()
+        .map(|l| format!("{} (AP {:.1}%)", l.pick.label(), l.ap * 100.0))
+        .collect();
+    println!("wrote {}: {}", args.out.display(), picks.join(", "));
     Ok(ExitCode::SUCCESS)
 }

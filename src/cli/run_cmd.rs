@@ -9,7 +9,7 @@ use crate::exec::schedule::Schedule;
 use crate::exec::slurm::{self, Finished};
 use crate::exec::{Outcome, RunOptions, RunReport, local};
 use crate::plan::reasons::key_changes;
-use crate::plan::{KeyInputs, Plan, StageKey, StageKind};
+use crate::plan::{KeyInputs, Plan, PlannedCell, StageKey, StageKind};
 use crate::provenance::LazyGitState;
 use crate::spec::{Override, Spec};
 use anyhow::Result;
@@ -357,6 +357,29 @@ pub fn plan(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The planned cell named `name` of the spec at `spec` (the plan's only one), or a usage error naming a few.
+pub fn find_cell<'p>(
+    plan: &'p Plan,
+    spec: &std::path::Path,
+    name: &str,
+) -> Result<&'p PlannedCell> {
+    if let Some(pc) = plan.cells.iter().find(|pc| pc.cell.name == name) {
+        return Ok(pc);
+    }
+    let names: Vec<&str> = plan
+        .cells
+        .iter()
+        .take(5)
+        .map(|pc| pc.cell.name.as_str())
+        .collect();
+    Err(UsageError(format!(
+        "no cell `{name}` in {} (cells are named like {})",
+        spec.display(),
+        names.join(", ")
+    ))
+    .into())
+}
+
 pub fn explain(ctx: &Context, args: ExplainArgs) -> Result<ExitCode> {
     let (_specs, plan, _lock) = load_plan(
         ctx,
@@ -364,21 +387,7 @@ pub fn explain(ctx: &Context, args: ExplainArgs) -> Result<ExitCode> {
         &args.overrides.set,
         false,
     )?;
-    let Some(pc) = plan.cells.iter().find(|pc| pc.cell.name == args.cell) else {
-        let names: Vec<&str> = plan
-            .cells
-            .iter()
-            .take(5)
-            .map(|pc| pc.cell.name.as_str())
-            .collect();
-        return Err(UsageError(format!(
-            "no cell `{}` in {} (cells are named like {})",
-            args.cell,
-            args.spec.display(),
-            names.join(", ")
-        ))
-        .into());
-    };
+    let pc = find_cell(&plan, &args.spec, &args.cell)?;
     println!("{}", pc.cell.name);
     for &s in &pc.stages {
         let stage = &plan.stages[s];

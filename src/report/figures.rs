@@ -57,7 +57,7 @@ pub struct Band {
 
 const BAND_COLOUR: RGBColor = RGBColor(110, 110, 110);
 
-fn register_font() {
+pub(super) fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // The embedded font is a valid TrueType file; if registration ever failed, plotters reports a font error

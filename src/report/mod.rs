@@ -8,6 +8,7 @@ pub mod figures;
 pub mod keys;
 pub mod page;
 pub mod paper;
+pub mod ranked;
 pub mod results;
 pub mod stats;
 pub mod summary;
@@ -275,8 +276,10 @@ pub fn write_spec_report(
         .iter()
         .filter_map(|(key, record)| cache.trusted(record.kind, key).ok().flatten())
         .collect();
+    let ranked = ranked::RankedSection::collect(plan, spec_index, &results, cache)?;
     let page = page::SpecPage {
         spec,
+        ranked: &ranked,
         title: &title,
         results: &results,
         pivot: &pivot,

@@ -30,6 +30,8 @@ pub struct SpecPage<'a> {
     pub pivot: &'a Pivot<'a>,
     pub delta: Option<&'a DeltaTable>,
     pub figures: &'a [PageFigure],
+    /// The "Ranked lists" section.
+    pub ranked: &'a super::ranked::RankedSection,
     /// The manifest of every stage the rows used, in keys.json's order (by key).
     pub stages: &'a [Manifest],
     /// The files beside the page to link, by name.
@@ -121,13 +123,14 @@ impl SpecPage<'_> {
         );
         out.push_str(
             "<nav><a href=\"#grid\">Grid</a> <a href=\"#summary\">Summary</a> <a href=\"#delta\">Δ vs baseline</a> \
-             <a href=\"#figures\">Figures</a> <a href=\"#cells\">Cells</a> <a href=\"#provenance\">Provenance</a> \
+             <a href=\"#figures\">Figures</a> <a href=\"#ranked\">Ranked lists</a> <a href=\"#cells\">Cells</a> <a href=\"#provenance\">Provenance</a> \
              <a href=\"#files\">Files</a> <a href=\"../index.html\">All reports</a></nav>\n",
         );
         out.push_str(&self.grid());
         out.push_str(&self.summary());
         out.push_str(&self.delta());
         out.push_str(&self.figures());
+        out.push_str(&self.ranked.html());
         out.push_str(&self.cells());
         out.push_str(&self.provenance());
         out.push_str(&self.files());
@@ -443,6 +446,14 @@ figcaption{color:var(--muted);font-size:.9rem}
 pre{background:var(--zebra);padding:.8rem;overflow-x:auto;font-size:.85rem}
 details{margin:.6rem 0}
 summary{cursor:pointer;color:var(--blue)}
+.ranked{display:flex;align-items:center;gap:3px;margin:.3rem 0;overflow-x:auto}
+.ranked .pick{min-width:9rem;font-size:.85rem;color:var(--muted)}
+.ranked .arrow{color:var(--muted);margin:0 .3rem}
+.ranked img{box-sizing:content-box;width:32px;height:64px;border:3px solid}
+.ranked img.query{border-color:var(--blue)}
+.ranked img.match{border-color:#1a7f37}
+.ranked img.miss{border-color:#cf222e}
+.ranked img.ignored{border-color:#8c959f;border-style:dashed;opacity:.55}
 @media print{
  body{font-size:10pt}
  main{max-width:none;padding:0}

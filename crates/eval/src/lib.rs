@@ -6,5 +6,6 @@ pub mod config;
 pub mod distance;
 pub mod extract;
 pub mod metrics;
+pub mod ranked;
 pub mod rerank;
 pub mod stage;

@@ -8,6 +8,7 @@
 use super::array::Matrix;
 use super::distance::{DimensionMismatch, for_each_block};
 use crate::config::{Metric, Protocol};
+use crate::ranked::{RankedItem, RankedLists, RankedQuery, ranked_items};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -141,6 +142,8 @@ struct QueryScore {
     first_hit: FirstHit,
     ap: f64,
     inp: f64,
+    /// Its ranked list, when the evaluator keeps them ([`Evaluator::keep_ranked_lists`]).
+    ranked: Vec<RankedItem>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -159,6 +162,8 @@ pub struct Evaluator<'a> {
     scores: Vec<Option<QueryScore>>,
     gallery: GalleryIdentities,
     cuhk03: bool,
+    /// The length of the ranked lists kept, if any.
+    list_length: Option<usize>,
 }
 
 /// The gallery grouped by identity, computed once: each item's identity index, and each identity's items.
@@ -235,7 +240,33 @@ impl<'a> Evaluator<'a> {
             scores: Vec::with_capacity(ids.q_pids.len()),
             gallery: GalleryIdentities::new(ids.g_pids),
             cuhk03: protocol == Protocol::Cuhk03,
+            list_length: None,
         })
+    }
+
+    /// Keeps each scored query's ranked list of `length` counted items ([`crate::ranked`]); read them with
+    /// [`Evaluator::ranked_lists`] before [`Evaluator::finish`].
+    pub fn keep_ranked_lists(mut self, length: usize) -> Self {
+        self.list_length = Some(length);
+        self
+    }
+
+    /// The ranked lists of the queries scored so far that have a valid match, in query order.
+    pub fn ranked_lists(&self) -> RankedLists {
+        RankedLists::new(
+            self.scores
+                .iter()
+                .enumerate()
+                .filter_map(|(q, s)| {
+                    let s = s.as_ref()?;
+                    Some(RankedQuery {
+                        query: q as u32,
+                        ap: s.ap,
+                        items: s.ranked.clone(),
+                    })
+                })
+                .collect(),
+        )
     }
 
     /// Scores the next `rows.len() / G` queries, whose distance rows are `rows` (row-major).
@@ -257,11 +288,16 @@ impl<'a> Evaluator<'a> {
             .map(|(i, row)| {
                 let q = first + i;
                 let (pid, cam) = (self.ids.q_pids[q], self.ids.q_camids[q]);
-                if self.cuhk03 {
+                let same_pid = self.gallery.of(pid);
+                let mut score = if self.cuhk03 {
                     cuhk03_query(row, pid, cam, self.ids, &self.gallery, self.max_rank)
                 } else {
-                    market_query(row, cam, self.ids, self.gallery.of(pid))
+                    market_query(row, cam, self.ids, same_pid)
+                };
+                if let (Some(score), Some(length)) = (&mut score, self.list_length) {
+                    score.ranked = ranked_items(row, cam, self.ids, same_pid, length);
                 }
+                score
             })
             .collect();
         self.scores.extend(scored);
@@ -402,6 +438,7 @@ fn market_query(row: &[f32], cam: i64, ids: Ids, same_pid: &[usize]) -> Option<Q
         first_hit: FirstHit::Rank(positions[0]),
         ap,
         inp,
+        ranked: Vec::new(),
     })
 }
 
@@ -459,6 +496,7 @@ fn cuhk03_query(
         first_hit: FirstHit::Distribution(pmf),
         ap,
         inp,
+        ranked: Vec::new(),
     })
 }
 

@@ -1,9 +1,11 @@
 //! The eval stage kind: rebuilds the network a train entry trained, extracts query and gallery features with the
-//! backbone alone, scores them with the dataset's protocol and writes `metrics.json` and `cmc.csv`.
+//! backbone alone, scores them with the dataset's protocol and writes `metrics.json`, `cmc.csv` and the ranked lists
+//! (`ranked.json` and `thumbs/`, [`crate::ranked`]).
 
 use crate::config::EvalKey;
 use crate::extract::{ExtractError, Extraction};
 use crate::metrics::{EvalSummary, Evaluator, Ids, MetricsError, ScoringError};
+use crate::ranked;
 use candle_core::{DType, Device};
 use mgat_data::DatasetIndex;
 use mgat_data::index::Item;
@@ -32,6 +34,9 @@ pub enum EvalError {
     /// Re-ranking parameters the evaluated set cannot satisfy (more neighbours than items).
     #[error("{0}")]
     Rerank(String),
+    /// An output file that could not be written.
+    #[error("{0}")]
+    Output(String),
 }
 
 pub struct Eval;
@@ -172,7 +177,8 @@ pub fn evaluate(
         q_camids: &q_camids,
         g_camids: &g_camids,
     };
-    let mut evaluator = Evaluator::new(ids, eval.protocol, eval.max_rank as usize)?;
+    let mut evaluator = Evaluator::new(ids, eval.protocol, eval.max_rank as usize)?
+        .keep_ranked_lists(ranked::LIST_LENGTH);
     match &eval.rerank {
         Some(params) => {
             params
@@ -184,7 +190,23 @@ pub fn evaluate(
         }
         None => evaluator.add_features(&qf, &gf, eval.metric, eval.normalize)?,
     }
+    let lists = evaluator.ranked_lists();
     let metrics = evaluator.finish()?;
+    (progress.on_phase)("writing ranked lists");
+    ranked::write(&lists, out, &|side, i| {
+        let items = match side {
+            ranked::Side::Query => &index.query,
+            ranked::Side::Gallery => &index.gallery,
+        };
+        let item = items
+            .get(i as usize)
+            .ok_or_else(|| format!("no item {i} in the index"))?;
+        inputs
+            .dataset
+            .load_resized(&item.path, ranked::THUMB_HEIGHT, ranked::THUMB_WIDTH)
+            .map_err(|e| e.to_string())
+    })
+    .map_err(|e| EvalError::Output(e.to_string()))?;
 
     let json = serde_json::to_string_pretty(&metrics.record())
         .map_err(|e| IoError::new(out, std::io::Error::other(e)))?;
