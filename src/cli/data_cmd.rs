@@ -11,7 +11,7 @@ use clap::Subcommand;
 use indicatif::ProgressBar;
 use mgat_data::index::index;
 use mgat_data::official::{self, SplitSizes};
-use mgat_synth::{Layout, generate, generate_layout, image_count};
+use mgat_synth::{Layout, SynthParams, generate, generate_layout, image_count};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -114,7 +114,18 @@ fn synth_layout(name: &str, official_size: bool, args: &SynthArgs) -> Result<Lay
 }
 
 fn synth(ctx: &Context, out: &Path, layout: &Layout, args: &SynthArgs) -> Result<ExitCode> {
-    let params = args.params()?;
+    generate_tree(ctx, out, layout, &args.params()?)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a synthetic tree of `params` in `layout` into `out` (which must not exist or be empty): into a partial
+/// folder beside it, moved into place when complete.
+pub(super) fn generate_tree(
+    ctx: &Context,
+    out: &Path,
+    layout: &Layout,
+    params: &SynthParams,
+) -> Result<()> {
     if out.exists() && std::fs::read_dir(out).map_or(true, |mut d| d.next().is_some()) {
         return Err(UsageError(format!(
             "--out {}: exists and is not empty; choose a new folder",
@@ -129,8 +140,8 @@ fn synth(ctx: &Context, out: &Path, layout: &Layout, args: &SynthArgs) -> Result
     let partial = out.with_file_name(format!(".{name}.partial-{}", std::process::id()));
     let bar = ctx
         .progress()
-        .add(ProgressBar::new(image_count(&params, layout) as u64).with_message("generating"));
-    let summary = generate_layout(&params, layout, &partial, &|| bar.inc(1));
+        .add(ProgressBar::new(image_count(params, layout) as u64).with_message("generating"));
+    let summary = generate_layout(params, layout, &partial, &|| bar.inc(1));
     bar.finish_and_clear();
     let summary = summary.inspect_err(|_| {
         let _ = std::fs::remove_dir_all(&partial);
@@ -149,7 +160,7 @@ fn synth(ctx: &Context, out: &Path, layout: &Layout, args: &SynthArgs) -> Result
         summary.gallery_images,
         summary.test_ids
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn lock(
@@ -173,6 +184,24 @@ fn lock(
             formats.join(", ")
         ))
     })?;
+    let params = match format {
+        Format::Synth => Some(args.params()?),
+        _ => None,
+    };
+    lock_dataset(ctx, name, format, root, allow_nonstandard, params)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Locks dataset `name` into the context's lock file: a synthetic one by its `params`, any other by the tree at
+/// `root` (which must be one of its format's official releases unless `allow_nonstandard`).
+pub(super) fn lock_dataset(
+    ctx: &Context,
+    name: &str,
+    format: Format,
+    root: Option<&str>,
+    allow_nonstandard: bool,
+    params: Option<SynthParams>,
+) -> Result<()> {
     let mut lock = ctx.load_lock()?;
     let (entry, files) = match (format, root) {
         (Format::Synth, Some(_)) => {
@@ -181,7 +210,8 @@ fn lock(
             );
         }
         (Format::Synth, None) => {
-            let params = args.params()?;
+            let params =
+                params.ok_or_else(|| UsageError("a synthetic dataset needs --seed N".into()))?;
             let files = hash_generated(ctx, &params)?;
             (LockEntry::new(format, None, Some(params), &files), files)
         }
@@ -207,7 +237,7 @@ fn lock(
         entry.files, entry.bytes, entry.digest
     );
     lock.set(name, entry, &files)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Which official release the indexed tree is, by its split sizes; a tree that is none of them is refused (exit 2,

@@ -7,6 +7,7 @@ mod data_cmd;
 mod device_cmd;
 mod fingerprint_cmd;
 mod metrics_cmd;
+mod rehearse_cmd;
 mod report_cmd;
 mod run_cmd;
 mod slurm_args;
@@ -72,6 +73,9 @@ enum Command {
     Metrics(metrics_cmd::MetricsArgs),
     /// Regenerate reports/<spec>/ (results.csv, summary tables, figures) from the cache; render the paper's tables.
     Report(report_cmd::ReportArgs),
+    /// Every cell of the specs end to end with a small model and a few iterations, on the locked datasets or
+    /// official-size synthetic stand-ins, into a folder of its own; then what the real run needs.
+    Rehearse(rehearse_cmd::RehearseArgs),
     /// Draw a cell's ranked lists (its worst, median and best query by average precision) as a PNG.
     Rank(report_cmd::RankArgs),
     /// Compare reports/*/results.csv between two git revisions (default HEAD and the working tree), and say why
@@ -258,9 +262,12 @@ impl SynthArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
-    // `run` and `audit` fix their schedule once they have read their specs; every other command computes at most
+    // `run`, `audit` and `rehearse` fix their schedule once they have read their specs; every other command computes at most
     // one stage at a time.
-    if !matches!(cli.command, Command::Run(_) | Command::Audit(_)) {
+    if !matches!(
+        cli.command,
+        Command::Run(_) | Command::Audit(_) | Command::Rehearse(_)
+    ) {
         crate::exec::schedule::Schedule::whole_machine().pin();
     }
     let result = Context::new(&cli).and_then(|ctx| match cli.command {
@@ -275,6 +282,7 @@ pub fn main() -> ExitCode {
         Command::Metrics(args) => metrics_cmd::run(args),
         Command::Report(args) => report_cmd::report(&ctx, args),
         Command::Rank(args) => report_cmd::rank(&ctx, args),
+        Command::Rehearse(args) => rehearse_cmd::rehearse(&ctx, args),
         Command::Diff(args) => report_cmd::diff(&ctx, args),
         Command::Audit(args) => audit_cmd::audit(&ctx, args),
         Command::Stage(args) => stage_cmd::stage(&ctx, args),

@@ -155,7 +155,31 @@ pub fn resolve_keys(ctx: &Context, plan: &mut Plan) {
     plan.resolve(&|kind, key, file| ctx.cache.output_digest(kind, key, file));
 }
 
+impl RunArgs {
+    pub fn specs(&self) -> &[PathBuf] {
+        &self.specs
+    }
+
+    pub fn overrides(&self) -> &[Override] {
+        &self.overrides.set
+    }
+
+    /// The same run with `overrides` in place of its own.
+    pub fn with_overrides(self, overrides: Vec<Override>) -> RunArgs {
+        RunArgs {
+            overrides: SetArgs { set: overrides },
+            ..self
+        }
+    }
+}
+
 pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
+    let reports = args.overrides.reports_dir(ctx);
+    run_into(ctx, args, &reports)
+}
+
+/// Runs the stages `args` selects and writes the specs' reports under `reports`.
+pub fn run_into(ctx: &Context, args: RunArgs, reports: &std::path::Path) -> Result<ExitCode> {
     let slurm_options = args.executor.slurm_options()?;
     let devices = device_pool(&args.devices)?;
     if !devices.is_empty() && matches!(args.executor.executor, Executor::Slurm) {
@@ -235,14 +259,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     };
     // The keys of the stages that ran are known now.
     resolve_keys(ctx, &mut plan);
-    summarize(
-        ctx,
-        &specs,
-        &plan,
-        &cells,
-        &report,
-        &args.overrides.reports_dir(ctx),
-    )
+    summarize(ctx, &specs, &plan, &cells, &report, reports)
 }
 
 /// After `--detach`: which jobs hold which stages, and how to pick the results up.
