@@ -76,7 +76,10 @@ pub fn rehearse(ctx: &Context, args: RehearseArgs) -> Result<ExitCode> {
         out.join(crate::project::LOCK_FILE),
         ctx.quiet,
     );
-    prepare_datasets(ctx, &rehearsal, &real, &out)?;
+    // On a pool of its own: the run fixes the global pool's threads when it has read the cells.
+    rayon::ThreadPoolBuilder::new()
+        .build()?
+        .install(|| prepare_datasets(ctx, &rehearsal, &real, &out))?;
     let rehearsed_reports = out.join("reports");
     mgat_util::fsio::create_dir_all(&rehearsed_reports)?;
     let paper_yaml = reports.join(PAPER_FILE);
