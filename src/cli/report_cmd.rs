@@ -1,7 +1,7 @@
 //! `mgat report` (regenerate a spec's results, tables and figures from the cache; render the paper's tables) and
 //! `mgat diff` (compare results between git revisions).
 
-use super::run_cmd::{SetArgs, find_cell, load_plan};
+use super::run_cmd::{SetArgs, plan_cell};
 use super::{Context, UsageError};
 use crate::plan::Plan;
 use crate::report::diff::{Side, compare};
@@ -229,14 +229,9 @@ pub fn diff(ctx: &Context, args: DiffArgs) -> Result<ExitCode> {
 /// `mgat rank`: a cell's ranked lists (the queries its evaluation picked: worst, median and best by average
 /// precision) as one PNG, framed as on its report page.
 pub fn rank(ctx: &Context, args: RankArgs) -> Result<ExitCode> {
-    let (_specs, plan, _lock) = load_plan(
-        ctx,
-        std::slice::from_ref(&args.spec),
-        &args.overrides.set,
-        false,
-    )?;
-    let cell = find_cell(&plan, &args.spec, &args.cell)?;
-    let Some(lists) = crate::report::ranked::CellLists::read(&plan, cell, &ctx.cache)? else {
+    let (plan, c) = plan_cell(ctx, &args.spec, &args.overrides.set, &args.cell)?;
+    let Some(lists) = crate::report::ranked::CellLists::read(&plan, &plan.cells[c], &ctx.cache)?
+    else {
         return Err(UsageError(format!(
             "cell `{}` has not been evaluated in {} (run `mgat run {}` first)",
             args.cell,

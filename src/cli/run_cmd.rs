@@ -9,7 +9,7 @@ use crate::exec::schedule::Schedule;
 use crate::exec::slurm::{self, Finished};
 use crate::exec::{Outcome, RunOptions, RunReport, local};
 use crate::plan::reasons::key_changes;
-use crate::plan::{KeyInputs, Plan, PlannedCell, StageKey, StageKind};
+use crate::plan::{KeyInputs, Plan, StageKey, StageKind};
 use crate::provenance::LazyGitState;
 use crate::spec::{Override, Spec};
 use anyhow::Result;
@@ -374,14 +374,17 @@ pub fn plan(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The planned cell named `name` of the spec at `spec` (the plan's only one), or a usage error naming a few.
-pub fn find_cell<'p>(
-    plan: &'p Plan,
+/// The plan of the spec at `spec` alone (with `overrides`) and the index of its cell named `name`, or a usage error
+/// naming a few of its cells.
+pub fn plan_cell(
+    ctx: &Context,
     spec: &std::path::Path,
+    overrides: &[Override],
     name: &str,
-) -> Result<&'p PlannedCell> {
-    if let Some(pc) = plan.cells.iter().find(|pc| pc.cell.name == name) {
-        return Ok(pc);
+) -> Result<(Plan, usize)> {
+    let (_specs, plan, _lock) = load_plan(ctx, &[spec.to_path_buf()], overrides, false)?;
+    if let Some(c) = plan.cells.iter().position(|pc| pc.cell.name == name) {
+        return Ok((plan, c));
     }
     let names: Vec<&str> = plan
         .cells
@@ -398,13 +401,8 @@ pub fn find_cell<'p>(
 }
 
 pub fn explain(ctx: &Context, args: ExplainArgs) -> Result<ExitCode> {
-    let (_specs, plan, _lock) = load_plan(
-        ctx,
-        std::slice::from_ref(&args.spec),
-        &args.overrides.set,
-        false,
-    )?;
-    let pc = find_cell(&plan, &args.spec, &args.cell)?;
+    let (plan, c) = plan_cell(ctx, &args.spec, &args.overrides.set, &args.cell)?;
+    let pc = &plan.cells[c];
     println!("{}", pc.cell.name);
     for &s in &pc.stages {
         let stage = &plan.stages[s];
