@@ -44,7 +44,7 @@ pub struct MetricsArgs {
     k2: usize,
     /// Re-ranking: weight of the original distance against the Jaccard distance.
     #[arg(long, requires = "rerank", default_value_t = 0.3)]
-    lambda: f32,
+    lambda: f64,
     /// Print JSON.
     #[arg(long)]
     json: bool,

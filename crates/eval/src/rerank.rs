@@ -30,7 +30,9 @@ use rayon::prelude::*;
 pub struct Rerank {
     pub k1: usize,
     pub k2: usize,
-    pub lambda: f32,
+    /// In f64 like every setting of a spec; the blend is computed in f32, as torchreid's numpy code computes it
+    /// (`1 - λ` in Python floats, then cast).
+    pub lambda: f64,
 }
 
 impl Default for Rerank {
@@ -254,7 +256,7 @@ pub fn rerank<E>(
     let by_column = gallery_columns(&v, q, n);
     let block_rows = (BLOCK_BYTES / (4 * g.max(1))).max(1);
     let mut block = vec![0f32; block_rows.min(q) * g];
-    let (keep, blend) = (1.0 - params.lambda, params.lambda);
+    let (keep, blend) = ((1.0 - params.lambda) as f32, params.lambda as f32);
     for start in (0..q).step_by(block_rows) {
         let rows = block_rows.min(q - start);
         let out = &mut block[..rows * g];
@@ -497,7 +499,7 @@ mod tests {
             for j in 0..g {
                 let t: f32 = (0..n).map(|c| qe[i * n + c].min(qe[(q + j) * n + c])).sum();
                 let jac = 1.0 - t / (2.0 - t);
-                out[i * g + j] = jac * (1.0 - p.lambda) + o[i * n + q + j] * p.lambda;
+                out[i * g + j] = jac * (1.0 - p.lambda) as f32 + o[i * n + q + j] * p.lambda as f32;
             }
         }
         out
@@ -554,7 +556,7 @@ mod tests {
             let p = Rerank {
                 k1: params["k1"].as_u64().unwrap() as usize,
                 k2: params["k2"].as_u64().unwrap() as usize,
-                lambda: params["lambda"].as_f64().unwrap() as f32,
+                lambda: params["lambda"].as_f64().unwrap(),
             };
             let (qg, qq, gg, want) = (
                 load("distmat"),
