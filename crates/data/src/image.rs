@@ -1,8 +1,7 @@
-//! Reading images: JPEG/PNG decoding (refusing truncated JPEGs), bilinear resizing and ImageNet normalisation to
-//! CHW floats. Used by training batches and test-time feature extraction alike.
+//! Reading images: JPEG/PNG decoding (refusing truncated JPEGs), bilinear resizing ([`crate::resize`]) and ImageNet
+//! normalisation to CHW floats. Used by training batches and test-time feature extraction alike.
 
 use image::RgbImage;
-use image::imageops::FilterType;
 use std::path::{Path, PathBuf};
 
 const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -95,26 +94,24 @@ fn decode_resized(
         ));
     }
     let img = image::load_from_memory(bytes).map_err(|e| bad(e.to_string()))?;
-    Ok(image::imageops::resize(
-        &img.to_rgb8(),
-        width,
-        height,
-        FilterType::Triangle,
-    ))
+    Ok(crate::resize::resize_rgb8(&img.to_rgb8(), width, height))
 }
 
 /// CHW values of an image, ImageNet-normalised, optionally mirrored.
 pub fn normalized(img: &RgbImage, mirror: bool) -> Vec<f32> {
     let (w, h) = (img.width() as usize, img.height() as usize);
+    // Each channel's 256 values computed once, by the same expression.
+    let table: [[f32; 256]; 3] =
+        std::array::from_fn(|c| std::array::from_fn(|v| (v as f32 / 255.0 - MEAN[c]) / STD[c]));
     let mut out = vec![0f32; 3 * h * w];
-    for (x, y, px) in img.enumerate_pixels() {
-        let xo = if mirror {
-            w - 1 - x as usize
-        } else {
-            x as usize
-        };
-        for c in 0..3 {
-            out[c * h * w + y as usize * w + xo] = (px[c] as f32 / 255.0 - MEAN[c]) / STD[c];
+    let (src, plane) = (img.as_raw(), h * w);
+    for y in 0..h {
+        let row = &src[y * w * 3..(y + 1) * w * 3];
+        for (x, px) in row.chunks_exact(3).enumerate() {
+            let xo = if mirror { w - 1 - x } else { x };
+            for c in 0..3 {
+                out[c * plane + y * w + xo] = table[c][usize::from(px[c])];
+            }
         }
     }
     out
@@ -129,6 +126,35 @@ fn ends_with_eoi(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn normalised_values_are_the_per_pixel_expression() {
+        let mut rng = mgat_util::rng::Rng::new(3, &[]);
+        let (w, h) = (7, 5);
+        let img = RgbImage::from_fn(w, h, |_, _| {
+            image::Rgb([
+                rng.below(256) as u8,
+                rng.below(256) as u8,
+                rng.below(256) as u8,
+            ])
+        });
+        for mirror in [false, true] {
+            let (w, h) = (w as usize, h as usize);
+            let mut expected = vec![0f32; 3 * h * w];
+            for (x, y, px) in img.enumerate_pixels() {
+                let xo = if mirror {
+                    w - 1 - x as usize
+                } else {
+                    x as usize
+                };
+                for c in 0..3 {
+                    expected[c * h * w + y as usize * w + xo] =
+                        (px[c] as f32 / 255.0 - MEAN[c]) / STD[c];
+                }
+            }
+            assert_eq!(normalized(&img, mirror), expected, "mirror {mirror}");
+        }
+    }
 
     #[test]
     fn a_pinned_file_is_read_only_with_the_bytes_it_was_pinned_with() {

@@ -4,6 +4,7 @@
 pub mod image;
 pub mod index;
 pub mod official;
+pub mod resize;
 pub mod stage;
 
 pub use index::{DatasetIndex, Format};

@@ -41,7 +41,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let started = Instant::now();
     let mut images = 0usize;
-    for batch in stream_epoch(&tree, &train, &cfg, workers, 0, 0).iter().take(batches) {
+    for batch in stream_epoch(&tree, &train, &cfg, workers, 0, 0)
+        .iter()
+        .take(batches)
+    {
         images += batch?.labels.len();
     }
     let seconds = started.elapsed().as_secs_f64();

@@ -71,25 +71,32 @@ fn augment(img: &RgbImage, cfg: &TrainSettings, rng: &mut Rng) -> Vec<f32> {
             rng.below(2 * cfg.pad + 1) as isize - pad as isize,
             rng.below(2 * cfg.pad + 1) as isize - pad as isize,
         );
-        let src = chw.clone();
-        for c in 0..3 {
-            for y in 0..h {
-                for x in 0..w {
-                    let (sy, sx) = (y as isize + dy, x as isize + dx);
-                    let inside = sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w;
-                    chw[c * h * w + y * w + x] = if inside {
-                        src[c * h * w + sy as usize * w + sx as usize]
-                    } else {
-                        0.0
-                    };
-                }
-            }
-        }
+        chw = shifted(&chw, h, w, dy, dx);
     }
     if rng.chance(cfg.random_erasing as f32) {
         erase(&mut chw, h, w, rng);
     }
     chw
+}
+
+/// The CHW image `src` (h × w) moved so that output (y, x) is input (y + dy, x + dx) where that is inside, 0
+/// elsewhere: pad-and-crop, copied as whole row segments.
+fn shifted(src: &[f32], h: usize, w: usize, dy: isize, dx: isize) -> Vec<f32> {
+    let mut out = vec![0f32; 3 * h * w];
+    let x0 = (-dx).clamp(0, w as isize) as usize;
+    let x1 = (w as isize - dx).clamp(0, w as isize) as usize;
+    for c in 0..3 {
+        for y in 0..h {
+            let sy = y as isize + dy;
+            if sy < 0 || sy >= h as isize || x0 >= x1 {
+                continue;
+            }
+            let (to, from) = (c * h * w + y * w, c * h * w + sy as usize * w);
+            let sx0 = (x0 as isize + dx) as usize;
+            out[to + x0..to + x1].copy_from_slice(&src[from + sx0..from + sx0 + (x1 - x0)]);
+        }
+    }
+    out
 }
 
 /// Random erasing (Zhong et al.): a rectangle of 2–40% of the area and aspect 0.3–3.3 set to the mean colour.
@@ -190,6 +197,29 @@ fn decode_batch(
 mod tests {
     use super::*;
     use std::collections::{HashMap, HashSet};
+
+    #[test]
+    fn a_shift_is_the_per_pixel_pad_and_crop() {
+        let (h, w) = (5, 4);
+        let src: Vec<f32> = (0..3 * h * w).map(|v| v as f32 + 0.5).collect();
+        for dy in -6..=6 {
+            for dx in -6..=6 {
+                let mut expected = vec![0f32; 3 * h * w];
+                for c in 0..3 {
+                    for y in 0..h {
+                        for x in 0..w {
+                            let (sy, sx) = (y as isize + dy, x as isize + dx);
+                            if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
+                                expected[c * h * w + y * w + x] =
+                                    src[c * h * w + sy as usize * w + sx as usize];
+                            }
+                        }
+                    }
+                }
+                assert_eq!(shifted(&src, h, w, dy, dx), expected, "dy {dy}, dx {dx}");
+            }
+        }
+    }
 
     fn items(counts: &[usize]) -> Vec<Item> {
         counts
