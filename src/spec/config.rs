@@ -376,6 +376,15 @@ impl RunConfig {
                 &format!("1 to {MAX_NEIGHBOURS} neighbours"),
             );
             check(
+                r.k2 <= r.k1,
+                "eval.rerank.k2",
+                r.k2.to_string(),
+                &format!(
+                    "at most k1 ({}): query expansion averages over the k1 nearest",
+                    r.k1
+                ),
+            );
+            check(
                 (0.0..=1.0).contains(&r.lambda),
                 "eval.rerank.lambda",
                 r.lambda.to_string(),
@@ -436,6 +445,20 @@ mod tests {
             ("train.precision", |c| {
                 c.train.device = DeviceChoice::Cpu;
                 c.train.precision = Precision::Bf16;
+            }),
+            ("eval.rerank.k2", |c| {
+                c.eval.rerank = Some(mgat_eval::rerank::Rerank {
+                    k1: 5,
+                    k2: 6,
+                    lambda: 0.3,
+                })
+            }),
+            ("eval.rerank.lambda", |c| {
+                c.eval.rerank = Some(mgat_eval::rerank::Rerank {
+                    k1: 20,
+                    k2: 6,
+                    lambda: 1.5,
+                })
             }),
         ];
         for (path, mutate) in cases {

@@ -54,6 +54,12 @@ impl Rerank {
                 self.k1, self.k2
             ));
         }
+        if self.k2 > self.k1 {
+            return Err(format!(
+                "k2 = {} must be at most k1 = {}: query expansion averages over the k1 nearest",
+                self.k2, self.k1
+            ));
+        }
         if !(0.0..=1.0).contains(&self.lambda) {
             return Err(format!("lambda = {} must be within [0, 1]", self.lambda));
         }
@@ -625,6 +631,16 @@ mod tests {
             }
             .check(100)
             .is_err()
+        );
+        assert!(
+            Rerank {
+                k1: 5,
+                k2: 6,
+                lambda: 0.3
+            }
+            .check(100)
+            .unwrap_err()
+            .contains("k2 = 6 must be at most k1 = 5")
         );
     }
 }
