@@ -90,11 +90,16 @@ pub fn rehearse(ctx: &Context, args: RehearseArgs) -> Result<ExitCode> {
         )?;
     }
     let started = std::time::Instant::now();
+    let detached = args.run.detaches();
     let code = run_into(
         &rehearsal,
         args.run.with_overrides(overrides),
         &rehearsed_reports,
     )?;
+    if detached {
+        // The jobs are queued: the reports and paper.md come with the run that collects them.
+        return Ok(code);
+    }
     let wall = started.elapsed().as_secs_f64();
     if let Some((paper, compared)) = PaperTables::compare_if_present(&rehearsed_reports)? {
         let path = rehearsed_reports.join(PAPER_REPORT);

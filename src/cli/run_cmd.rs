@@ -164,6 +164,11 @@ impl RunArgs {
         &self.overrides.set
     }
 
+    /// Whether the run submits its jobs to Slurm and returns without waiting for them.
+    pub fn detaches(&self) -> bool {
+        self.executor.detaches()
+    }
+
     /// The same run with `overrides` in place of its own.
     pub fn with_overrides(self, overrides: Vec<Override>) -> RunArgs {
         RunArgs {

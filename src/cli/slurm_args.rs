@@ -47,6 +47,11 @@ fn check_time_arg(s: &str) -> Result<String, String> {
 }
 
 impl ExecutorArgs {
+    /// Whether the run submits its jobs and returns without waiting for them.
+    pub fn detaches(&self) -> bool {
+        self.executor == Executor::Slurm && self.detach
+    }
+
     /// The Slurm settings; an error when one is given with the local executor or the poll interval is not positive.
     pub fn slurm_options(&self) -> Result<SlurmOptions, UsageError> {
         if self.executor == Executor::Local {
