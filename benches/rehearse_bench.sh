@@ -9,7 +9,7 @@
 # Then per dataset, from the stage manifests: index seconds, train images/s (the sampler, loader and the toy model
 # on the CPU) and eval seconds per cell (features of query + gallery and scoring); and the whole run's peak RSS.
 # Usage: benches/rehearse_bench.sh             the three paper specs (BENCH_JOBS stages at once, default 2)
-#        benches/rehearse_bench.sh --smoke     CUHK03-NP only, two cells (CI)
+#        benches/rehearse_bench.sh --smoke     CUHK03-NP only: one training, evaluated plain and re-ranked (CI)
 . "$(dirname "$0")/lib.sh"
 bench_build
 work=$(mktemp -d)
@@ -20,7 +20,7 @@ specs=("$repo"/experiments/paper-ablation.yaml "$repo"/experiments/paper-gamma.y
 only=()
 if [ "$smoke" = 1 ]; then
   specs=("$repo/experiments/paper-ablation.yaml")
-  only=(--only 'head=none,of_weight=0,name=cuhk03-np-detected,seed=1')
+  only=(--only 'head=none,of_weight=0,name=cuhk03-np-detected,*,seed=1')
 fi
 out=$work/rehearsal
 cd "$repo"
