@@ -48,7 +48,7 @@ pub struct RehearseArgs {
 }
 
 pub fn rehearse(ctx: &Context, args: RehearseArgs) -> Result<ExitCode> {
-    let out = absolute(&args.out)?;
+    let out = super::absolute(&args.out, &std::env::current_dir()?);
     let reports = ctx.project.reports();
     if out.starts_with(&reports) {
         return Err(UsageError(format!(
@@ -121,13 +121,6 @@ pub fn rehearse(ctx: &Context, args: RehearseArgs) -> Result<ExitCode> {
     Ok(code)
 }
 
-fn absolute(path: &Path) -> Result<PathBuf> {
-    Ok(match path.is_absolute() {
-        true => path.to_path_buf(),
-        false => std::env::current_dir()?.join(path),
-    })
-}
-
 fn names(specs: &[Spec]) -> String {
     specs
         .iter()
@@ -151,12 +144,14 @@ fn prepare_datasets(ctx: &Context, rehearsal: &Context, specs: &[Spec], out: &Pa
         .collect();
     wanted.sort();
     wanted.dedup();
+    // What an earlier rehearsal in this folder locked (each name is locked at most once below).
+    let earlier = match rehearsal.lock_path.is_file() {
+        true => Some(rehearsal.load_lock()?),
+        false => None,
+    };
     for name in wanted {
         let locked = project_lock.as_ref().and_then(|l| l.entry(name).ok());
-        let already = match rehearsal.lock_path.is_file() {
-            true => rehearsal.load_lock()?.entry(name).ok().cloned(),
-            false => None,
-        };
+        let already = earlier.as_ref().and_then(|l| l.entry(name).ok());
         if let Some(entry) = locked {
             let root = project_lock
                 .as_ref()

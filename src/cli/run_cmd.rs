@@ -99,9 +99,7 @@ fn device_pool(devices: &[DeviceChoice]) -> Result<Vec<DeviceChoice>, UsageError
 }
 
 pub fn parse_kind(s: &str) -> Result<StageKind, String> {
-    StageKind::ALL
-        .into_iter()
-        .find(|k| k.name() == s)
+    StageKind::from_name(s)
         .ok_or_else(|| format!("expected synth, index, train or eval, got `{s}`"))
 }
 
