@@ -13,6 +13,7 @@ pub mod gc;
 mod layout;
 mod ledger;
 pub mod live;
+pub mod remote;
 
 pub use layout::CacheBucket;
 
@@ -426,6 +427,38 @@ impl Cache {
         }
         fsio::rename_durable(partial, &dest)?;
         Ok(dest)
+    }
+
+    /// Moves a pulled entry from `partial` into place once its files match `manifest` exactly (the check a local
+    /// entry gets: every listed file with its size and SHA-256, nothing else); `manifest_text` (the bytes its
+    /// signature covers) becomes its `manifest.json`. The caller holds the key's lock. `Ok(Err(_))` says what
+    /// differs; nothing is moved then.
+    pub fn import(
+        &self,
+        partial: &Path,
+        manifest: &Manifest,
+        manifest_text: &[u8],
+    ) -> Result<Result<PathBuf, Damage>, CacheError> {
+        let files = hash_tree(partial, None, &|| {})
+            .map_err(|e| IoError::new(partial, std::io::Error::other(e.to_string())))?;
+        let found: Vec<&FileDigest> = files.iter().collect();
+        if let Err(damage) = compare_outputs(&manifest.outputs, &found) {
+            return Ok(Err(damage));
+        }
+        fsio::write_atomic(&partial.join(MANIFEST), manifest_text)?;
+        let dest = self.entry_dir(manifest.kind, &manifest.key);
+        if let Lookup::Damaged(damage) = self.lookup(manifest.kind, &manifest.key) {
+            self.quarantine(manifest.kind, manifest.key.as_str(), &damage)?;
+        }
+        fsio::rename_durable(partial, &dest)?;
+        Ok(Ok(dest))
+    }
+
+    /// The bytes of an entry's `manifest.json`, as its signature covers them.
+    pub fn manifest_text(&self, kind: StageKind, key: &StageKey) -> Result<String, CacheError> {
+        let path = self.entry_dir(kind, key).join(MANIFEST);
+        crate::inputfile::read_text_bounded(&path, crate::inputfile::limit::CACHE_RECORD)
+            .map_err(|e| IoError::new(&path, e).into())
     }
 
     /// Every entry folder, ordered by kind then key.

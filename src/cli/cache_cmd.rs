@@ -1,5 +1,6 @@
-//! `mgat cache ls|verify|gc`: list entries, re-hash outputs against manifests, and remove entries that no spec in
-//! `experiments/` references (dry run unless `--yes`).
+//! `mgat cache ls|verify|gc|push|pull|keygen`: list entries, re-hash outputs against manifests, remove entries
+//! that no spec in `experiments/` references (dry run unless `--yes`), and move entries to and from a remote
+//! ([`super::remote_cmd`]).
 
 use super::Context;
 use crate::cache::Lookup;
@@ -8,7 +9,7 @@ use crate::spec::Spec;
 use anyhow::Result;
 use clap::Subcommand;
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Subcommand, Debug)]
@@ -22,6 +23,35 @@ pub enum CacheCommand {
         /// Delete; without it, only list what would be deleted.
         #[arg(long)]
         yes: bool,
+        /// Collect the remote's garbage instead (entries no spec in experiments/ and no committed report
+        /// references, then files no entry names): a folder, s3://… (https:// remotes are read-only).
+        #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+        remote: Option<String>,
+    },
+    /// Upload entries to a remote, signed: those the specs' cells use, or every entry.
+    Push {
+        /// Experiment spec files whose entries to push [default: every entry in the cache].
+        specs: Vec<PathBuf>,
+        #[command(flatten)]
+        remote: super::remote_cmd::RemoteArgs,
+        #[command(flatten)]
+        sign: super::remote_cmd::SignArgs,
+    },
+    /// Download entries from a remote, each verified (signature, manifest, every file's SHA-256) before it enters
+    /// the cache: those the specs' cells use, or every entry the remote holds. Exit 1 if any was refused.
+    Pull {
+        /// Experiment spec files whose entries to pull [default: all the remote holds].
+        specs: Vec<PathBuf>,
+        #[command(flatten)]
+        remote: super::remote_cmd::RemoteArgs,
+    },
+    /// Make a signing key pair: the secret key to a file, the public key printed for trusted_keys.
+    Keygen {
+        /// The key's name, e.g. lab-cluster-1 (what signatures and trusted_keys call it).
+        name: String,
+        /// Where the secret key goes [default: ~/.config/mgat/signing-key].
+        #[arg(long, short = 'o', value_name = "FILE")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -29,7 +59,18 @@ pub fn run(ctx: &Context, cmd: CacheCommand) -> Result<ExitCode> {
     match cmd {
         CacheCommand::Ls => ls(ctx),
         CacheCommand::Verify => verify(ctx),
-        CacheCommand::Gc { yes } => gc(ctx, yes),
+        CacheCommand::Gc { yes, remote: None } => gc(ctx, yes),
+        CacheCommand::Gc {
+            yes,
+            remote: Some(url),
+        } => super::remote_cmd::gc(ctx, &super::remote_cmd::RemoteArgs::naming(url), yes),
+        CacheCommand::Push {
+            specs,
+            remote,
+            sign,
+        } => super::remote_cmd::push(ctx, &specs, &remote, &sign),
+        CacheCommand::Pull { specs, remote } => super::remote_cmd::pull(ctx, &specs, &remote),
+        CacheCommand::Keygen { name, out } => super::remote_cmd::keygen(&name, out),
     }
 }
 

@@ -8,6 +8,7 @@ mod device_cmd;
 mod fingerprint_cmd;
 mod metrics_cmd;
 mod rehearse_cmd;
+mod remote_cmd;
 mod report_cmd;
 mod run_cmd;
 mod slurm_args;
@@ -305,6 +306,8 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
             || e.is::<UsageError>()
             || e.is::<metrics_cmd::ScoreError>()
             || e.is::<mgat_eval::array::ArrayError>()
+            || e.downcast_ref::<crate::cache::remote::RemoteError>()
+                .is_some_and(|r| r.is_bad_input())
             || e.downcast_ref::<crate::data::hash::HashError>()
                 .is_some_and(|h| h.is_bad_input())
             || e.downcast_ref::<crate::report::ReportError>()

@@ -69,6 +69,8 @@ pub struct RunArgs {
     executor: ExecutorArgs,
     #[command(flatten)]
     overrides: SetArgs,
+    #[command(flatten)]
+    remote: super::remote_cmd::RunRemoteArgs,
 }
 
 /// `--devices` normalised (`cuda` → `cuda:0`): each `cpu` or `cuda:N`, a CUDA device at most once and only in a
@@ -106,11 +108,14 @@ pub fn parse_kind(s: &str) -> Result<StageKind, String> {
 #[derive(Args, Debug)]
 pub struct PlanArgs {
     spec: PathBuf,
-    /// Print {"overrides": [...], "cells":[{"name", "config", "stages":[{"kind", "key", "cached"}]}]}.
+    /// Print {"overrides": [...], "cells":[{"name", "config", "stages":[{"kind", "key", "cached", "on_remote"}]}]}.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
     overrides: SetArgs,
+    /// Also say which stages the remote holds (the one named, else $MGAT_REMOTE or .mgat/config.yaml's).
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    remote: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -220,6 +225,10 @@ pub fn run_into(ctx: &Context, args: RunArgs, reports: &std::path::Path) -> Resu
     if let Some(last) = args.until {
         selected.retain(|&s| plan.stages[s].kind <= last);
     }
+    let remote = args.remote.open(ctx)?;
+    if let Some(remote) = &remote {
+        remote.read_through(ctx, &mut plan, &selected);
+    }
     let env = StageEnv {
         cache: &ctx.cache,
         lock: &lock,
@@ -262,7 +271,17 @@ pub fn run_into(ctx: &Context, args: RunArgs, reports: &std::path::Path) -> Resu
     };
     // The keys of the stages that ran are known now.
     resolve_keys(ctx, &mut plan);
-    summarize(ctx, &specs, &plan, &cells, &report, reports)
+    let code = summarize(ctx, &specs, &plan, &cells, &report, reports)?;
+    if let Some(remote) = &remote {
+        let computed: Vec<usize> = report
+            .outcomes
+            .iter()
+            .filter(|(_, o)| matches!(o, Outcome::Ran(_)))
+            .map(|(s, _)| *s)
+            .collect();
+        remote.push_computed(ctx, &plan, &computed)?;
+    }
+    Ok(code)
 }
 
 /// After `--detach`: which jobs hold which stages, and how to pick the results up.
@@ -317,7 +336,15 @@ fn summarize(
 
 pub fn plan(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
     let overrides = &args.overrides.set;
-    let (_specs, plan, _lock) = load_plan(ctx, std::slice::from_ref(&args.spec), overrides, false)?;
+    let (_specs, mut plan, _lock) =
+        load_plan(ctx, std::slice::from_ref(&args.spec), overrides, false)?;
+    let remote = match &args.remote {
+        Some(url) => Some(super::remote_cmd::RemoteArgs::naming(url.clone()).require(ctx, false)?),
+        None => None,
+    };
+    if let Some(remote) = &remote {
+        super::remote_cmd::resolve_through(ctx, remote, &mut plan);
+    }
     // By the manifests alone (each read once, in parallel): outputs are checked when a stage or report reads them.
     let present: Vec<bool> = {
         use rayon::prelude::*;
@@ -331,6 +358,20 @@ pub fn plan(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
             .collect()
     };
     let cached = |s: usize| present[s];
+    let on_remote: Vec<bool> = plan
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(s, st)| match (&remote, &st.key) {
+            (Some(remote), Some(key)) if !cached(s) => remote.holds(st.kind, key),
+            _ => Ok(false),
+        })
+        .collect::<Result<_, _>>()?;
+    let status = |s: usize| match (cached(s), on_remote[s]) {
+        (true, _) => "cached",
+        (false, true) => "on remote",
+        (false, false) => "to run",
+    };
     if args.json {
         let cells: Vec<Value> = plan
             .cells
@@ -341,7 +382,7 @@ pub fn plan(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
                     .iter()
                     .map(|&s| {
                         let st = &plan.stages[s];
-                        json!({"kind": st.kind, "id": st.id, "key": st.key, "cached": cached(s)})
+                        json!({"kind": st.kind, "id": st.id, "key": st.key, "cached": cached(s), "on_remote": on_remote[s]})
                     })
                     .collect();
                 json!({"name": pc.cell.name, "config": pc.cell.config, "stages": stages})
@@ -360,19 +401,23 @@ pub fn plan(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
     for pc in &plan.cells {
         println!("{}", pc.cell.name);
         for &s in &pc.stages {
-            println!(
-                "  {:<26} {}",
-                plan.stages[s].label(),
-                if cached(s) { "cached" } else { "to run" }
-            );
+            println!("  {:<26} {}", plan.stages[s].label(), status(s));
         }
     }
-    let to_run = (0..plan.stages.len()).filter(|&s| !cached(s)).count();
+    let count = |what: &str| {
+        (0..plan.stages.len())
+            .filter(|&s| status(s) == what)
+            .count()
+    };
+    let held = match &remote {
+        Some(remote) => format!(", {} on {}", count("on remote"), remote.describe()),
+        None => String::new(),
+    };
     println!(
-        "{} cells, {} distinct stages, {} to run",
+        "{} cells, {} distinct stages, {} to run{held}",
         plan.cells.len(),
         plan.stages.len(),
-        to_run
+        count("to run")
     );
     Ok(ExitCode::SUCCESS)
 }
