@@ -150,6 +150,12 @@ struct Package {
     stage: Option<String>,
 }
 
+/// Features resolved as on in every build. `remote` adds S3 and HTTP storage that no stage and no report is
+/// compiled with, but `cargo metadata` unifies features as the old resolver did and so puts `object_store` (whose
+/// features `remote` extends) in polars' graph: resolving every build as if `remote` were on keeps a default build's
+/// fingerprints and a `--features remote` build's the same. It can only add to what they cover.
+const ALWAYS_RESOLVED: [&str; 1] = ["remote"];
+
 /// The package graph as cargo resolves it for this build, with each registry package's `Cargo.lock` checksum.
 struct Graph {
     packages: BTreeMap<String, Package>,
@@ -165,8 +171,10 @@ impl Graph {
                     .map(|f| f.to_lowercase().replace('_', "-"))
             })
             .filter(|f| f != "default")
+            .chain(ALWAYS_RESOLVED.map(String::from))
             .collect();
         features.sort();
+        features.dedup();
         let mut command = std::process::Command::new(cargo);
         command.args([
             "metadata",

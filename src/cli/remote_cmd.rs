@@ -164,14 +164,16 @@ impl RunRemote {
         if !self.push {
             return Ok(());
         }
+        let entries: Vec<(StageKind, StageKey)> = computed
+            .iter()
+            .filter_map(|&s| Some((plan.stages[s].kind, plan.stages[s].key.clone()?)))
+            .collect();
         let (mut uploaded, mut bytes) = (0, 0);
-        for &s in computed {
-            let stage = &plan.stages[s];
-            let Some(key) = &stage.key else { continue };
-            if let Pushed::Uploaded { bytes: n, .. } =
-                self.remote
-                    .push(&ctx.cache, stage.kind, key, self.signer.as_ref())?
-            {
+        for pushed in self
+            .remote
+            .push_all(&ctx.cache, &entries, self.signer.as_ref(), &|| {})
+        {
+            if let Pushed::Uploaded { bytes: n, .. } = pushed? {
                 uploaded += 1;
                 bytes += n;
             }
@@ -300,8 +302,8 @@ pub fn push(
     let bar = ctx
         .progress()
         .add(indicatif::ProgressBar::new(entries.len() as u64).with_message("pushing"));
-    for (kind, key) in &entries {
-        match remote.push(&ctx.cache, *kind, key, signer.as_ref())? {
+    for pushed in remote.push_all(&ctx.cache, &entries, signer.as_ref(), &|| bar.inc(1)) {
+        match pushed? {
             Pushed::Uploaded { blobs: b, bytes: n } => {
                 uploaded += 1;
                 blobs += b;
@@ -309,7 +311,6 @@ pub fn push(
             }
             Pushed::AlreadyThere => there += 1,
         }
-        bar.inc(1);
     }
     bar.finish_and_clear();
     println!(
@@ -384,12 +385,16 @@ pub fn pull_plan(
         if ready.is_empty() {
             return Ok(tally);
         }
-        for s in ready {
-            tried.insert(s);
-            let stage = &plan.stages[s];
-            if let Some(key) = &stage.key {
-                tally.count(remote.pull(&ctx.cache, stage.kind, key))?;
-            }
+        tried.extend(&ready);
+        let mut keys: Vec<(StageKind, StageKey)> = ready
+            .iter()
+            .filter_map(|&s| Some((plan.stages[s].kind, plan.stages[s].key.clone()?)))
+            .collect();
+        // Stages of several cells share a key (their dataset's): each is pulled once.
+        keys.sort();
+        keys.dedup();
+        for pulled in remote.pull_all(&ctx.cache, &keys) {
+            tally.count(pulled)?;
         }
     }
 }
@@ -400,8 +405,8 @@ pub fn pull(ctx: &Context, specs: &[PathBuf], remote: &RemoteArgs) -> Result<Exi
     let tally = match specs.is_empty() {
         true => {
             let mut tally = PullTally::default();
-            for (kind, key) in remote.entries()? {
-                tally.count(remote.pull(&ctx.cache, kind, &key))?;
+            for pulled in remote.pull_all(&ctx.cache, &remote.entries()?) {
+                tally.count(pulled)?;
             }
             tally
         }

@@ -28,6 +28,7 @@ pub use url::RemoteUrl;
 
 use super::{Cache, CacheError, Damage, Manifest};
 use crate::plan::{StageKey, StageKind};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sign::{PublicKey, SecretKey, Signature, SignatureProblem};
 use std::io::Write;
@@ -158,7 +159,12 @@ pub struct Remote {
     store: Box<dyn Store>,
     trusted: Vec<PublicKey>,
     trust_unsigned: bool,
+    /// Transfers are latency-bound: this many run at once, whatever the core count.
+    transfers: rayon::ThreadPool,
 }
+
+/// Objects transferred at once.
+const TRANSFERS: usize = 8;
 
 impl Remote {
     /// The remote at `url`, checked to be a mgat remote (its marker is there) so that it can be read.
@@ -200,10 +206,19 @@ impl Remote {
     }
 
     fn connect(url: &RemoteUrl, settings: Settings) -> Result<Remote, RemoteError> {
+        let transfers = rayon::ThreadPoolBuilder::new()
+            .num_threads(TRANSFERS)
+            .thread_name(|i| format!("mgat-transfer-{i}"))
+            .build()
+            .map_err(|e| StoreError::Unreachable {
+                remote: url.to_string(),
+                reason: format!("cannot start transfer threads: {e}"),
+            })?;
         Ok(Remote {
             store: url.store(settings.timeout, settings.endpoint)?,
             trusted: settings.trusted,
             trust_unsigned: settings.trust_unsigned,
+            transfers,
         })
     }
 
@@ -261,15 +276,24 @@ impl Remote {
         };
         let dir = cache.entry_dir(kind, key);
         let text = cache.manifest_text(kind, key)?;
-        let (mut blobs, mut bytes) = (0, 0);
-        for (path, output) in &manifest.outputs {
-            let blob = blob_path(&output.sha256);
-            if !self.store.exists(&blob)? {
-                self.store.put_file(&blob, &dir.join(path))?;
-                blobs += 1;
-                bytes += output.bytes;
-            }
-        }
+        let uploaded: Vec<u64> = self.transfers.install(|| {
+            manifest
+                .outputs
+                .par_iter()
+                .map(|(path, output)| {
+                    let blob = blob_path(&output.sha256);
+                    match self.store.exists(&blob)? {
+                        true => Ok(None),
+                        false => self
+                            .store
+                            .put_file(&blob, &dir.join(path))
+                            .map(|()| Some(output.bytes)),
+                    }
+                })
+                .filter_map(Result::transpose)
+                .collect::<Result<_, StoreError>>()
+        })?;
+        let (blobs, bytes) = (uploaded.len(), uploaded.iter().sum());
         let message = sign::message(kind.name(), key.as_str(), text.as_bytes());
         let record_bytes = serde_json::to_vec_pretty(&EntryRecord {
             manifest: text,
@@ -278,6 +302,40 @@ impl Remote {
         .unwrap_or_default();
         self.store.put_bytes(&record, &record_bytes)?;
         Ok(Pushed::Uploaded { blobs, bytes })
+    }
+
+    /// [`Remote::push`] of each entry, several at once; `on_entry` after each.
+    pub fn push_all(
+        &self,
+        cache: &Cache,
+        entries: &[(StageKind, StageKey)],
+        signer: Option<&SecretKey>,
+        on_entry: &(dyn Fn() + Sync),
+    ) -> Vec<Result<Pushed, TransferError>> {
+        self.transfers.install(|| {
+            entries
+                .par_iter()
+                .map(|(kind, key)| {
+                    let pushed = self.push(cache, *kind, key, signer);
+                    on_entry();
+                    pushed
+                })
+                .collect()
+        })
+    }
+
+    /// [`Remote::pull`] of each key, several at once.
+    pub fn pull_all(
+        &self,
+        cache: &Cache,
+        entries: &[(StageKind, StageKey)],
+    ) -> Vec<Result<Pulled, TransferError>> {
+        self.transfers.install(|| {
+            entries
+                .par_iter()
+                .map(|(kind, key)| self.pull(cache, *kind, key))
+                .collect()
+        })
     }
 
     /// Fetches the entry under `key` into the local cache, verified; nothing of a refused entry stays.
@@ -349,46 +407,47 @@ impl Remote {
                 problem,
             }),
         };
-        let mut total = 0;
-        for (path, output) in &manifest.outputs {
-            let dest = partial.join(path);
-            let parent = dest.parent().unwrap_or(partial);
-            mgat_util::fsio::create_dir_all(parent).map_err(CacheError::from)?;
-            let file = std::fs::File::create(&dest)
-                .map_err(|e| CacheError::from(mgat_util::fsio::IoError::new(&dest, e)))?;
-            let mut writer = HashingWriter::new(file);
-            let blob = blob_path(&output.sha256);
-            let found = match self.store.get(&blob, output.bytes, &mut writer) {
-                Ok(found) => found,
-                Err(StoreError::TooLarge { .. }) => {
+        let fetch_one =
+            |(path, output): (&String, &super::OutputFile)| -> Result<u64, TransferError> {
+                let dest = partial.join(path);
+                let parent = dest.parent().unwrap_or(partial);
+                mgat_util::fsio::create_dir_all(parent).map_err(CacheError::from)?;
+                let file = std::fs::File::create(&dest)
+                    .map_err(|e| CacheError::from(mgat_util::fsio::IoError::new(&dest, e)))?;
+                let mut writer = HashingWriter::new(file);
+                let blob = blob_path(&output.sha256);
+                let found = match self.store.get(&blob, output.bytes, &mut writer) {
+                    Ok(found) => found,
+                    Err(StoreError::TooLarge { .. }) => {
+                        return Err(refused(
+                            path,
+                            format!(
+                                "{blob} is larger than the {} bytes the manifest says",
+                                output.bytes
+                            ),
+                        ));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if !found {
+                    return Err(refused(path, format!("{blob} is missing")));
+                }
+                let (sha256, bytes) = writer
+                    .finish()
+                    .map_err(|e| CacheError::from(mgat_util::fsio::IoError::new(&dest, e)))?;
+                if sha256 != output.sha256 || bytes != output.bytes {
                     return Err(refused(
                         path,
                         format!(
-                            "{blob} is larger than the {} bytes the manifest says",
-                            output.bytes
+                            "{blob} has sha256 {sha256} ({bytes} bytes), the manifest says {} ({} bytes)",
+                            output.sha256, output.bytes
                         ),
                     ));
                 }
-                Err(e) => return Err(e.into()),
+                Ok(bytes)
             };
-            if !found {
-                return Err(refused(path, format!("{blob} is missing")));
-            }
-            let (sha256, bytes) = writer
-                .finish()
-                .map_err(|e| CacheError::from(mgat_util::fsio::IoError::new(&dest, e)))?;
-            if sha256 != output.sha256 || bytes != output.bytes {
-                return Err(refused(
-                    path,
-                    format!(
-                        "{blob} has sha256 {sha256} ({bytes} bytes), the manifest says {} ({} bytes)",
-                        output.sha256, output.bytes
-                    ),
-                ));
-            }
-            total += bytes;
-        }
-        Ok(total)
+        self.transfers
+            .install(|| manifest.outputs.par_iter().map(fetch_one).sum())
     }
 
     /// Every entry record's kind and key; the names that are no kind or key are skipped.

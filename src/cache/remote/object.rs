@@ -1,6 +1,6 @@
 //! S3-compatible and HTTP(S) remotes through the `object_store` crate (what polars uses for the same job), built
-//! with `--features remote`. Each call runs on a one-thread tokio runtime of its own and is bounded by the
-//! remote's timeout; a request is retried twice at most. Credentials come from the usual AWS environment variables
+//! with `--features remote`. Calls block on a small tokio runtime of the remote's own (several transfer threads
+//! call at once) and are bounded by the remote's timeout; a request is retried twice at most. Credentials come from the usual AWS environment variables
 //! and never appear in [`Store::describe`] or an error.
 
 use super::store::{Listed, Store, StoreError};
@@ -87,7 +87,8 @@ impl ObjectStoreRemote {
         shown: &str,
         writable: bool,
     ) -> Result<Self, String> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
