@@ -1,7 +1,7 @@
 //! End to end through a folder remote: a grid pushed from one project and pulled into another with an empty cache
 //! reproduces its report byte for byte computing nothing; a tampered file, an unsigned entry and an untrusted key
-//! are refused and named (and nothing of them enters the cache); a record-less push is invisible; remote gc keeps
-//! what specs reference; bad remotes are exit 2.
+//! are refused and named (and nothing of them enters the cache); a record-less push is invisible; an audit compares
+//! what it recomputes with the remote's entries; remote gc keeps what specs reference; bad remotes are exit 2.
 
 mod common;
 
@@ -93,6 +93,26 @@ fn a_pushed_grid_is_pulled_verified_and_reproduces_the_report_computing_nothing(
     }
     // What was pulled passes the local check too.
     mgat(&q, &["cache", "verify"]).success();
+    // An audit recomputes a row from scratch and finds the remote's entries for it identical and signed.
+    let audit = mgat(
+        &q,
+        &[
+            "audit",
+            "experiments/t.yaml",
+            "--sample",
+            "1",
+            "--remote",
+            "-q",
+        ],
+    );
+    audit.success();
+    assert!(
+        audit.stdout().contains(
+            "4 recomputed entries match what it publishes (4 signed by a trusted key), 0 differ"
+        ),
+        "{}",
+        audit.stdout()
+    );
 
     // Remote gc keeps everything the spec references, and an old unreferenced file goes.
     let stray = remote.join("blobs/00/00stray");

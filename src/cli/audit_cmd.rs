@@ -39,6 +39,10 @@ pub struct AuditArgs {
     jobs: Option<usize>,
     #[command(flatten)]
     overrides: super::run_cmd::SetArgs,
+    /// Also compare the recomputed entries with what a remote publishes under the same keys (the one named, else
+    /// $MGAT_REMOTE or .mgat/config.yaml's): a published entry that differs fails the audit.
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    remote: Option<String>,
 }
 
 pub fn audit(ctx: &Context, args: AuditArgs) -> Result<ExitCode> {
@@ -57,6 +61,10 @@ pub fn audit(ctx: &Context, args: AuditArgs) -> Result<ExitCode> {
         let glob = args.cells.as_deref().unwrap_or("*");
         return Err(UsageError(format!("--cells '{glob}' matches no committed row")).into());
     }
+    let remote = match &args.remote {
+        Some(url) => Some(super::remote_cmd::RemoteArgs::naming(url.clone()).require(ctx, false)?),
+        None => None,
+    };
     let scratch = Scratch::new()?;
     let actx = ctx.with_cache(scratch.0.clone());
     let lock = actx.load_lock()?;
@@ -105,6 +113,18 @@ pub fn audit(ctx: &Context, args: AuditArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         print!("{}", table(&audits));
+    }
+    if let Some(remote) = &remote {
+        let against = super::remote_cmd::audit_against(&actx.cache, remote, &plan, &selected)?;
+        for line in against.lines(remote) {
+            match args.json {
+                true => eprintln!("{line}"),
+                false => println!("{line}"),
+            }
+        }
+        if !against.differ.is_empty() {
+            return Ok(ExitCode::FAILURE);
+        }
     }
     Ok(audit_exit_code(&audits))
 }

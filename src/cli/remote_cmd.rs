@@ -476,13 +476,82 @@ pub fn gc(ctx: &Context, remote: &RemoteArgs, yes: bool) -> Result<ExitCode> {
 pub fn resolve_through(ctx: &Context, remote: &Remote, plan: &mut Plan) {
     plan.resolve(&|kind, key, file| {
         ctx.cache.output_digest(kind, key, file).or_else(|| {
-            remote.manifest(kind, key).ok().flatten().and_then(|m| {
-                m.outputs
-                    .get(file)
-                    .map(|o| mgat_util::digest::labelled(&o.sha256))
-            })
+            let published = remote.published(kind, key).ok().flatten()?;
+            let output = published.manifest.outputs.get(file)?;
+            Some(mgat_util::digest::labelled(&output.sha256))
         })
     });
+}
+
+/// How the entries an audit recomputed compare with what a remote publishes under the same keys.
+#[derive(Debug, Default)]
+pub struct RemoteAudit {
+    pub matched: usize,
+    pub signed: usize,
+    pub absent: usize,
+    pub differ: Vec<String>,
+}
+
+/// Compares each of `stages` (computed into `cache` by an audit) with the remote's entry under its key: the result
+/// file's SHA-256 (every output's, for a kind without one).
+pub fn audit_against(
+    cache: &crate::cache::Cache,
+    remote: &Remote,
+    plan: &Plan,
+    stages: &[usize],
+) -> Result<RemoteAudit> {
+    let mut audit = RemoteAudit::default();
+    for &s in stages {
+        let stage = &plan.stages[s];
+        let Some(key) = &stage.key else { continue };
+        let Some(local) = cache.trusted(stage.kind, key)? else {
+            continue;
+        };
+        let Some(published) = remote.published(stage.kind, key)? else {
+            audit.absent += 1;
+            continue;
+        };
+        let compared = |m: &crate::cache::Manifest| match stage.kind.result_file() {
+            Some(file) => m
+                .outputs
+                .get(file)
+                .map(|o| o.sha256.clone())
+                .into_iter()
+                .collect::<Vec<_>>(),
+            None => m.outputs.values().map(|o| o.sha256.clone()).collect(),
+        };
+        let signer = match &published.signer {
+            Ok(name) => format!("signed by `{name}`"),
+            Err(problem) => format!("not trusted: {problem}"),
+        };
+        if compared(&local) == compared(&published.manifest) {
+            audit.matched += 1;
+            audit.signed += usize::from(published.signer.is_ok());
+        } else {
+            audit.differ.push(format!(
+                "{}: recomputed {}, the remote publishes {} ({signer})",
+                stage.label(),
+                compared(&local).join(","),
+                compared(&published.manifest).join(",")
+            ));
+        }
+    }
+    Ok(audit)
+}
+
+impl RemoteAudit {
+    pub fn lines(&self, remote: &Remote) -> Vec<String> {
+        let mut lines = vec![format!(
+            "remote {}: {} recomputed entries match what it publishes ({} signed by a trusted key), {} differ, {} not on it",
+            remote.describe(),
+            self.matched,
+            self.signed,
+            self.differ.len(),
+            self.absent
+        )];
+        lines.extend(self.differ.iter().map(|d| format!("  differs: {d}")));
+        lines
+    }
 }
 
 /// Every `reports/<spec>/` folder.

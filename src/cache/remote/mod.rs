@@ -464,13 +464,14 @@ impl Remote {
             .collect())
     }
 
-    /// The manifest the remote publishes for `key`, checked like a pulled one's (signatures not checked: used to
-    /// resolve the keys of a plan, not to import).
-    pub fn manifest(
+    /// What the remote publishes for `key`: its manifest, checked like a pulled one's (kind, key, inputs,
+    /// checksum), and whether a trusted key signed it. None when the remote has no such entry or its record or
+    /// manifest does not pass those checks.
+    pub fn published(
         &self,
         kind: StageKind,
         key: &StageKey,
-    ) -> Result<Option<Manifest>, StoreError> {
+    ) -> Result<Option<Published>, StoreError> {
         let mut bytes = Vec::new();
         if !self
             .store
@@ -478,9 +479,16 @@ impl Remote {
         {
             return Ok(None);
         }
-        Ok(serde_json::from_slice::<EntryRecord>(&bytes)
+        let Ok(record) = serde_json::from_slice::<EntryRecord>(&bytes) else {
+            return Ok(None);
+        };
+        let message = sign::message(kind.name(), key.as_str(), record.manifest.as_bytes());
+        Ok(check_manifest(&record.manifest, kind, key)
             .ok()
-            .and_then(|r| check_manifest(&r.manifest, kind, key).ok()))
+            .map(|manifest| Published {
+                manifest,
+                signer: sign::verify(&record.signatures, &self.trusted, &message),
+            }))
     }
 
     /// Removes the records not in `keep`, then every blob no remaining record names that is older than
@@ -498,8 +506,8 @@ impl Remote {
             let path = record_path(kind, key.as_str());
             if keep(kind, &key) {
                 garbage.kept += 1;
-                if let Some(m) = self.manifest(kind, &key)? {
-                    referenced.extend(m.outputs.values().map(|o| blob_path(&o.sha256)));
+                if let Some(p) = self.published(kind, &key)? {
+                    referenced.extend(p.manifest.outputs.values().map(|o| blob_path(&o.sha256)));
                 }
                 continue;
             }
@@ -522,6 +530,14 @@ impl Remote {
         }
         Ok(garbage)
     }
+}
+
+/// An entry as a remote publishes it.
+#[derive(Debug)]
+pub struct Published {
+    pub manifest: Manifest,
+    /// The trusted key that signed it, or why none did.
+    pub signer: Result<String, SignatureProblem>,
 }
 
 /// What [`Remote::collect_garbage`] removed (or would remove).
