@@ -90,6 +90,14 @@ fn a_rehearsal_runs_every_cell_in_its_own_folder_and_says_what_the_real_run_need
         "{}",
         refused.stderr()
     );
+    // A rehearsal's entries are not results: it never pulls or pushes them.
+    let pushed = p.mgat(&["rehearse", "experiments/t.yaml", "--out", "r2", "--push"]);
+    assert_eq!(pushed.code(), 2, "{}", pushed.stderr());
+    assert!(
+        pushed.stderr().contains("never uses a remote"),
+        "{}",
+        pushed.stderr()
+    );
     p.write(
         "experiments/m.yaml",
         &format!(

@@ -47,7 +47,10 @@ pub struct RehearseArgs {
     run: RunArgs,
 }
 
-pub fn rehearse(ctx: &Context, args: RehearseArgs) -> Result<ExitCode> {
+pub fn rehearse(ctx: &Context, mut args: RehearseArgs) -> Result<ExitCode> {
+    args.run = args
+        .run
+        .offline("a rehearsal never uses a remote: its entries are not results")?;
     let out = super::absolute(&args.out, &std::env::current_dir()?);
     let reports = ctx.project.reports();
     if out.starts_with(&reports) {

@@ -101,6 +101,17 @@ impl RemoteArgs {
 }
 
 impl RunRemoteArgs {
+    /// The same options using no remote; an error if the user named one or asked to push.
+    pub fn offline(self, why: &str) -> Result<RunRemoteArgs, UsageError> {
+        match self.remote.remote.is_some() || self.push {
+            true => Err(UsageError(format!("--remote and --push: {why}"))),
+            false => Ok(RunRemoteArgs {
+                offline: true,
+                ..self
+            }),
+        }
+    }
+
     /// The remote a run reads through (and pushes to, with `--push`); None when none is named or, with a
     /// warning, when it cannot be reached: the run then computes locally. A malformed URL, missing credentials, a
     /// folder that is no mgat remote or `--push` without a signing key are errors, before anything runs.

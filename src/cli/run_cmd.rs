@@ -172,6 +172,14 @@ impl RunArgs {
         self.executor.detaches()
     }
 
+    /// The same run using no remote (an error if the user named one): `why` says why.
+    pub fn offline(self, why: &str) -> Result<RunArgs, UsageError> {
+        Ok(RunArgs {
+            remote: self.remote.offline(why)?,
+            ..self
+        })
+    }
+
     /// The same run with `overrides` in place of its own.
     pub fn with_overrides(self, overrides: Vec<Override>) -> RunArgs {
         RunArgs {
