@@ -210,6 +210,38 @@ fn tampered_unsigned_and_untrusted_entries_are_refused_and_nothing_of_them_is_im
     );
     assert!(r.entries("index").is_empty() && r.entries("train").is_empty());
 
+    // A pull killed halfway left a partial folder: the next pull starts it over and imports a sound entry.
+    let q = consumer(&p, "remote-killed-pull", &unsigned, &[]);
+    let partial = q.cache_dir().join("train/.partial").join(&record);
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::write(partial.join("model.safetensors"), "half").unwrap();
+    mgat(&q, &["cache", "pull", "--trust-unsigned"]).success();
+    assert!(q.entries("train").contains(&record));
+    mgat(&q, &["cache", "verify"]).success();
+
+    // A remote that refuses a file fails the push, and no entry becomes visible there.
+    let refusing = p.path("refusing");
+    std::fs::create_dir_all(&refusing).unwrap();
+    std::fs::write(refusing.join("mgat-remote.json"), "{\"mgat_remote\": 1}").unwrap();
+    std::fs::write(refusing.join("blobs"), "a file where a folder must be").unwrap();
+    let push = mgat(
+        &p,
+        &[
+            "cache",
+            "push",
+            "--unsigned",
+            "--remote",
+            refusing.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(push.code(), 1, "{}", push.stderr());
+    assert!(
+        push.stderr().contains("refusing/blobs"),
+        "{}",
+        push.stderr()
+    );
+    assert!(!refusing.join("entries").exists());
+
     // A push killed before its record is written leaves files no pull sees.
     std::fs::remove_dir_all(unsigned.join("entries/train")).unwrap();
     let r = consumer(&p, "remote-killed", &unsigned, &[]);
