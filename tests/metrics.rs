@@ -289,3 +289,65 @@ fn rerank_scores_like_torchreids_re_ranked_distances() {
         out.stderr()
     );
 }
+
+/// `metrics --qe`: features expanded as fast-reid's own `aqe` expands them score as fast-reid's cosine distances of
+/// the expanded features do (tests/data/aqe, scripts/make-aqe-fixtures.py), to 1e-6; bad settings are exit 2.
+#[test]
+fn query_expansion_scores_like_fast_reids_aqe() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/aqe");
+    for name in ["fastreid-defaults", "wide-k", "no-weights"] {
+        let case = root.join(name);
+        let params: Value =
+            serde_json::from_str(&std::fs::read_to_string(case.join("params.json")).unwrap())
+                .unwrap();
+        let p = Project::new("aqe");
+        let dir = case.to_str().unwrap().to_string();
+        let want = metrics_json(&p, &["--dir", &dir, "--max-rank", "20"]);
+        let (qf, gf) = (case.join("qf.npy"), case.join("gf.npy"));
+        let (k, alpha) = (params["k"].to_string(), params["alpha"].to_string());
+        let got = metrics_json(
+            &p,
+            &[
+                "--dir",
+                &dir,
+                "--qf",
+                qf.to_str().unwrap(),
+                "--gf",
+                gf.to_str().unwrap(),
+                "--metric",
+                "cosine",
+                "--qe",
+                "--qe-k",
+                &k,
+                "--qe-alpha",
+                &alpha,
+                "--max-rank",
+                "20",
+            ],
+        );
+        assert_close(&got, &want);
+    }
+    let p = Project::new("aqe-bad");
+    let case = root.join("wide-k");
+    let (qf, gf) = (case.join("qf.npy"), case.join("gf.npy"));
+    for (flags, says) in [
+        (&["--qe-k", "0"][..], "--qe: k = 0"),
+        (&["--qe-k", "146"][..], "--qe: k = 146"),
+        (&["--qe-alpha", "-1"][..], "--qe: alpha = -1"),
+    ] {
+        let mut args = vec![
+            "metrics",
+            "--dir",
+            case.to_str().unwrap(),
+            "--qf",
+            qf.to_str().unwrap(),
+            "--gf",
+            gf.to_str().unwrap(),
+            "--qe",
+        ];
+        args.extend(flags);
+        let out = p.mgat(&args);
+        assert_eq!(out.code(), 2, "{flags:?}: {}", out.stderr());
+        assert!(out.stderr().contains(says), "{flags:?}: {}", out.stderr());
+    }
+}

@@ -495,6 +495,10 @@ fn set_overrides_key_cells_like_the_edit_and_runs_with_them_report_outside_repor
             "train.epoch=1",
             "--set train.epoch=1: `train.epoch` is not a setting of `base`",
         ),
+        (
+            "eval.query_expansion={k: 0, alpha: 3}",
+            "--set eval.query_expansion={k: 0, alpha: 3}: eval.query_expansion.k: invalid value `0`",
+        ),
     ] {
         let out = p.mgat(&["plan", "experiments/a.yaml", "--set", arg]);
         assert_eq!(out.code(), 2, "{arg}: {}", out.stderr());
@@ -564,5 +568,33 @@ fn eval_rerank_as_an_axis_moves_only_eval_keys() {
         bad.stderr().contains("eval.rerank.k1: invalid value `0`"),
         "{}",
         bad.stderr()
+    );
+}
+
+/// `eval.query_expansion` is an eval-only setting too: as a grid axis its cells share every stage but eval, and both
+/// evaluate (the expanded one scoring different features).
+#[test]
+fn eval_query_expansion_as_an_axis_runs_and_moves_only_eval_keys() {
+    let p = Project::new("qe-axis");
+    p.lock_synth("toy", SMALL_SYNTH);
+    let base = spec("a", "toy", "").replace(
+        "grid:\n  model.head: [none, mgat]\n  model.gamma: [0.5, 2]\n",
+        "grid:\n  eval.query_expansion: [null, {k: 3, alpha: 3}]\n",
+    );
+    assert!(base.contains("eval.query_expansion"), "{base}");
+    p.write("experiments/a.yaml", &base);
+    let run = p.mgat(&["run", "experiments/a.yaml", "-q"]);
+    run.success();
+    assert_eq!(
+        run.summary("ran"),
+        5,
+        "synth, index, train once; eval twice"
+    );
+    let results = std::fs::read_to_string(p.path("reports/a/results.csv")).unwrap();
+    let rows: Vec<&str> = results.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{results}");
+    assert!(
+        results.contains("query_expansion=k:3+alpha:3,seed=1"),
+        "{results}"
     );
 }

@@ -5,6 +5,7 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use mgat_eval::array::{ArrayError, load_ids, load_matrix};
 use mgat_eval::metrics::{Evaluator, Ids, Metrics, MetricsError, ScoringError};
+use mgat_eval::query_expansion::QueryExpansion;
 use mgat_eval::rerank::{Features, Matrices, Rerank, rerank};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -45,6 +46,22 @@ pub struct MetricsArgs {
     /// Re-ranking: weight of the original distance against the Jaccard distance.
     #[arg(long, requires = "rerank", default_value_t = 0.3)]
     lambda: f64,
+    /// α-weighted average query expansion (fast-reid's `TEST.AQE`) of --qf/--gf before their distances: each
+    /// feature becomes the mean of its --qe-k nearest (by cosine, queries and gallery together, itself first), each
+    /// weighted by its similarity to the power --qe-alpha.
+    #[arg(long, requires = "qf")]
+    qe: bool,
+    /// Query expansion: neighbours averaged, the item itself among them.
+    #[arg(long, requires = "qe", default_value_t = 5)]
+    qe_k: usize,
+    /// Query expansion: the exponent of each neighbour's similarity in its weight.
+    #[arg(
+        long,
+        requires = "qe",
+        default_value_t = 3.0,
+        allow_negative_numbers = true
+    )]
+    qe_alpha: f64,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -94,6 +111,20 @@ pub enum ScoreError {
         row: usize,
         squared: f64,
     },
+}
+
+/// The query expansion when `--qe` was given, checked against the `items` (queries and gallery) there are.
+fn expansion(args: &MetricsArgs, items: usize) -> Result<Option<QueryExpansion>, ScoreError> {
+    if !args.qe {
+        return Ok(None);
+    }
+    let qe = QueryExpansion {
+        k: args.qe_k,
+        alpha: args.qe_alpha,
+    };
+    qe.check(items)
+        .map_err(|e| ScoreError::Usage(format!("--qe: {e}")))?;
+    Ok(Some(qe))
 }
 
 /// The re-ranking parameters when `--rerank` was given, checked against the `items` (queries and gallery) there are.
@@ -172,6 +203,12 @@ pub fn run(args: MetricsArgs) -> Result<ExitCode> {
             same_length(gf, g.cols, "columns (feature dimensions)", qf, q.cols)?;
             check_scale(qf, &q)?;
             check_scale(gf, &g)?;
+            let (q, g) = match expansion(&args, q.rows + g.rows)? {
+                Some(qe) => qe
+                    .expand(&q, &g)
+                    .map_err(|e| ScoreError::Usage(e.to_string()))?,
+                None => (q, g),
+            };
             let metric = match args.metric {
                 MetricArg::Euclidean => Metric::Euclidean,
                 MetricArg::Cosine => Metric::Cosine,

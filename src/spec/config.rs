@@ -391,6 +391,23 @@ impl RunConfig {
                 "a weight in [0, 1]",
             );
         }
+        if let Some(qe) = &e.query_expansion {
+            check(
+                (1..=MAX_NEIGHBOURS).contains(&qe.k),
+                "eval.query_expansion.k",
+                qe.k.to_string(),
+                &format!("1 to {MAX_NEIGHBOURS} neighbours"),
+            );
+            check(
+                is_nonneg(qe.alpha) && qe.alpha <= mgat_eval::query_expansion::MAX_ALPHA,
+                "eval.query_expansion.alpha",
+                qe.alpha.to_string(),
+                &format!(
+                    "an exponent from 0 to {}",
+                    mgat_eval::query_expansion::MAX_ALPHA
+                ),
+            );
+        }
         out
     }
 }
@@ -452,6 +469,14 @@ mod tests {
                     k2: 6,
                     lambda: 0.3,
                 })
+            }),
+            ("eval.query_expansion.k", |c| {
+                c.eval.query_expansion =
+                    Some(mgat_eval::query_expansion::QueryExpansion { k: 0, alpha: 3.0 })
+            }),
+            ("eval.query_expansion.alpha", |c| {
+                c.eval.query_expansion =
+                    Some(mgat_eval::query_expansion::QueryExpansion { k: 5, alpha: -1.0 })
             }),
             ("eval.rerank.lambda", |c| {
                 c.eval.rerank = Some(mgat_eval::rerank::Rerank {

@@ -395,7 +395,11 @@ impl Parser<'_> {
         match config.invalid_values().into_iter().next() {
             None => Ok(config),
             Some(bad) => {
-                let blamed = self.overrides.iter().rev().find(|o| o.path == bad.path);
+                // The override that set the field, or the section it is in (`eval.rerank={k1: 0, …}`).
+                let blamed =
+                    self.overrides.iter().rev().find(|o| {
+                        bad.path == o.path || bad.path.starts_with(&format!("{}.", o.path))
+                    });
                 let message = format!(
                     "{}: invalid value `{}`: expected {}",
                     bad.path, bad.value, bad.expected

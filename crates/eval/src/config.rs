@@ -1,5 +1,5 @@
-//! The evaluation settings: distance metric, protocol, normalisation, flip, ranks, batch size and re-ranking, with
-//! their defaults. Everything an eval stage reads besides the trained model and the dataset.
+//! The evaluation settings: distance metric, protocol, normalisation, flip, ranks, batch size, query expansion and
+//! re-ranking, with their defaults. Everything an eval stage reads besides the trained model and the dataset.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,8 @@ pub struct EvalConfig {
     pub batch_size: u32,
     /// k-reciprocal re-ranking of the distances before scoring (off unless set).
     pub rerank: Option<crate::rerank::Rerank>,
+    /// α-weighted average query expansion of the features before their distances (off unless set).
+    pub query_expansion: Option<crate::query_expansion::QueryExpansion>,
 }
 
 impl Default for EvalConfig {
@@ -42,6 +44,7 @@ impl Default for EvalConfig {
             protocol: Protocol::Market1501,
             batch_size: 128,
             rerank: None,
+            query_expansion: None,
         }
     }
 }

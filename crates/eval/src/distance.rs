@@ -65,7 +65,24 @@ pub(crate) fn block_distances(
     metric: Metric,
     out: &mut [f32],
 ) {
-    let (rows, n) = (lhs.len() / d.max(1), rhs_norms.len());
+    let n = rhs_norms.len();
+    block_products(lhs, rhs, d, out);
+    for (row, l) in out.chunks_mut(n.max(1)).zip(lhs.chunks(d.max(1))) {
+        let ln = squared_norm(l);
+        match metric {
+            Metric::Euclidean => row
+                .iter_mut()
+                .zip(rhs_norms)
+                .for_each(|(v, rn)| *v = ln + rn - 2.0 * *v),
+            Metric::Cosine => row.iter_mut().for_each(|v| *v = 1.0 - *v),
+        }
+    }
+}
+
+/// The dot products of the rows of `lhs` (row-major, `d` columns) with the rows of `rhs`, into `out` (row-major, a
+/// row per `lhs` row): one matrix product.
+pub(crate) fn block_products(lhs: &[f32], rhs: &[f32], d: usize, out: &mut [f32]) {
+    let (rows, n) = (lhs.len() / d.max(1), rhs.len() / d.max(1));
     debug_assert_eq!(out.len(), rows * n);
     // SAFETY: out is rows×n row-major, lhs rows×d row-major, rhs n×d row-major read as its d×n transpose; every
     // stride and extent stays inside those slices.
@@ -91,16 +108,6 @@ pub(crate) fn block_distances(
             false,
             gemm::Parallelism::Rayon(0),
         );
-    }
-    for (row, l) in out.chunks_mut(n.max(1)).zip(lhs.chunks(d.max(1))) {
-        let ln = squared_norm(l);
-        match metric {
-            Metric::Euclidean => row
-                .iter_mut()
-                .zip(rhs_norms)
-                .for_each(|(v, rn)| *v = ln + rn - 2.0 * *v),
-            Metric::Cosine => row.iter_mut().for_each(|v| *v = 1.0 - *v),
-        }
     }
 }
 

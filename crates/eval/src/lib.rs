@@ -6,6 +6,7 @@ pub mod config;
 pub mod distance;
 pub mod extract;
 pub mod metrics;
+pub mod query_expansion;
 pub mod ranked;
 pub mod rerank;
 pub mod stage;

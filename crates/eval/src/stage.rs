@@ -31,9 +31,9 @@ pub enum EvalError {
     Scoring(#[from] ScoringError),
     #[error(transparent)]
     Io(#[from] IoError),
-    /// Re-ranking parameters the evaluated set cannot satisfy (more neighbours than items).
+    /// Re-ranking or query expansion settings the evaluated set cannot satisfy (more neighbours than items).
     #[error("{0}")]
-    Rerank(String),
+    Settings(String),
     /// An output file that could not be written.
     #[error("{0}")]
     Output(String),
@@ -117,7 +117,7 @@ pub fn read_cmc(entry: &Path) -> Result<Vec<f64>, OutputError> {
 /// rest fails the computation.
 fn classify(error: EvalError) -> Failure {
     let bad_input = match &error {
-        EvalError::Extract(ExtractError::Image(_)) | EvalError::Rerank(_) => true,
+        EvalError::Extract(ExtractError::Image(_)) | EvalError::Settings(_) => true,
         EvalError::Model(e) => e.is_bad_input(),
         _ => false,
     };
@@ -166,6 +166,16 @@ pub fn evaluate(
     (progress.on_phase)("extracting features");
     let qf = extraction.features(inputs.dataset, &index.query, progress.on_images)?;
     let gf = extraction.features(inputs.dataset, &index.gallery, progress.on_images)?;
+    let (qf, gf) = match &eval.query_expansion {
+        Some(qe) => {
+            (progress.on_phase)("expanding queries");
+            qe.check(qf.rows + gf.rows)
+                .map_err(|e| EvalError::Settings(format!("eval.query_expansion: {e}")))?;
+            qe.expand(&qf, &gf)
+                .map_err(|e| EvalError::Settings(e.to_string()))?
+        }
+        None => (qf, gf),
+    };
     (progress.on_phase)("scoring");
     let pids = |items: &[Item]| items.iter().map(|i| i.pid).collect::<Vec<_>>();
     let cams = |items: &[Item]| items.iter().map(|i| i64::from(i.camid)).collect::<Vec<_>>();
@@ -183,7 +193,7 @@ pub fn evaluate(
         Some(params) => {
             params
                 .check(qf.rows + gf.rows)
-                .map_err(|e| EvalError::Rerank(format!("eval.rerank: {e}")))?;
+                .map_err(|e| EvalError::Settings(format!("eval.rerank: {e}")))?;
             let joint = crate::rerank::Features::new(&qf, &gf, eval.metric, eval.normalize);
             crate::rerank::rerank(&joint, params, |rows| evaluator.add_rows(rows))
                 .map_err(EvalError::Metrics)?;
