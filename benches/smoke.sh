@@ -2,7 +2,7 @@
 # Runs every bench once at a tiny size, without installing its anchor (`--smoke`), and checks that a bench whose
 # figure cannot be read fails: what CI runs, so that a parse that breaks fails CI instead of printing a wrong number.
 . "$(dirname "$0")/lib.sh"
-for bench in train_speed schedule cached_grid lock_tree metrics_bench features_bench rerank_bench rehearse_bench loader_bench remote_bench; do
+for bench in train_speed schedule cached_grid lock_tree metrics_bench features_bench rerank_bench rehearse_bench loader_bench remote_bench aqe_bench; do
   echo "== $bench --smoke"
   bash "$repo/benches/$bench.sh" --smoke
 done
