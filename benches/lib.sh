@@ -33,6 +33,39 @@ positive() {
 
 bench_fail() { echo "bench error: $*" >&2; exit 1; }
 
+# Prints mAP and rank-1 from two `mgat metrics --json` outputs side by side: mgat's (MGAT_JSON) and the reference's
+# distances scored by mgat (REF_JSON), the latter called LABEL.
+compare_scores() {
+  local ours=$1 theirs=$2 label=$3 a b
+  a=$(jq -e '.mAP' "$ours") || bench_fail "no mAP in $ours"
+  b=$(jq -e '.mAP' "$theirs") || bench_fail "no mAP in $theirs"
+  echo "mAP: mgat $a, $label $b"
+  a=$(jq -e '.cmc."1"' "$ours") || bench_fail "no rank-1 in $ours"
+  b=$(jq -e '.cmc."1"' "$theirs") || bench_fail "no rank-1 in $theirs"
+  echo "rank-1: mgat $a, $label $b"
+}
+
+# Writes the smoke size's query and gallery case into folder DIR: 300 × 1200 64-d float32 features drawn around
+# 100 identities, with their ids and cameras, as .npy (python3 alone, no numpy).
+smoke_features() {
+  python3 - "$1" <<'PY' || bench_fail "cannot write the smoke case"
+import struct, sys, random, pathlib
+out = pathlib.Path(sys.argv[1]); out.mkdir()
+random.seed(0)
+def npy(name, rows, cols, values, kind):
+    header = "{'descr': '<%s', 'fortran_order': False, 'shape': (%s), }" % (kind, f"{rows}, {cols}" if cols else f"{rows},")
+    header += " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
+    with open(out / f"{name}.npy", "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
+        f.write(struct.pack(f"<{len(values)}{'f' if kind == 'f4' else 'q'}", *values))
+for side, n in (("q", 300), ("g", 1200)):
+    pids = [random.randrange(100) for _ in range(n)]
+    npy(f"{side}f", n, 64, [p % 7 + random.gauss(0, 1) for p in pids for _ in range(64)], "f4")
+    npy(f"{side}_pids", n, 0, pids, "i8")
+    npy(f"{side}_camids", n, 0, [random.randrange(6) for _ in range(n)], "i8")
+PY
+}
+
 # BENCH_SMOKE=1 (or --smoke as the first argument, shifted off here): a tiny size, no anchor installed, to check in
 # CI that the bench still runs and reads what it prints.
 smoke=${BENCH_SMOKE:-0}

@@ -12,22 +12,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 timed() { /usr/bin/time -f '%e %M' -o "$work/time" "$@" && read -r s kb < "$work/time"; }
 if [ "$smoke" = 1 ]; then
-  python3 - "$work/case" <<'PY' || bench_fail "cannot write the smoke case"
-import struct, sys, random, pathlib
-out = pathlib.Path(sys.argv[1]); out.mkdir()
-random.seed(0)
-def npy(name, rows, cols, values, kind):
-    header = "{'descr': '<%s', 'fortran_order': False, 'shape': (%s), }" % (kind, f"{rows}, {cols}" if cols else f"{rows},")
-    header += " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
-    with open(out / f"{name}.npy", "wb") as f:
-        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
-        f.write(struct.pack(f"<{len(values)}{'f' if kind == 'f4' else 'q'}", *values))
-for side, n in (("q", 300), ("g", 1200)):
-    pids = [random.randrange(100) for _ in range(n)]
-    npy(f"{side}f", n, 64, [p % 7 + random.gauss(0, 1) for p in pids for _ in range(64)], "f4")
-    npy(f"{side}_pids", n, 0, pids, "i8")
-    npy(f"{side}_camids", n, 0, [random.randrange(6) for _ in range(n)], "i8")
-PY
+  smoke_features "$work/case"
   timed "$mgat" metrics --dir "$work/case" --qf "$work/case/qf.npy" --gf "$work/case/gf.npy" --rerank --json \
     > "$work/out.json" || bench_fail "mgat metrics --rerank failed"
   mAP=$(jq -e '.mAP' "$work/out.json") || bench_fail "mgat metrics --rerank --json has no mAP"
@@ -47,14 +32,7 @@ timed "$py" "$repo/benches/rerank_case.py" reference "$work/case" "$rerank_py" "
 ref_s=$(positive "reference seconds" "$s"); ref_kb=$(positive "reference peak RSS" "$kb")
 cp "$work/case/distmat.npy" "$work/reranked.npy"
 "$mgat" metrics --dir "$work/case" --json > "$work/ref.json" || bench_fail "scoring torchreid's re-ranked distances failed"
-for m in mAP; do
-  a=$(jq -e ".$m" "$work/mgat.json") || bench_fail "no $m from mgat"
-  b=$(jq -e ".$m" "$work/ref.json") || bench_fail "no $m from the reference"
-  echo "$m: mgat $a, torchreid's re-ranked distances $b"
-done
-a=$(jq -e '.cmc."1"' "$work/mgat.json") || bench_fail "no rank-1 from mgat"
-b=$(jq -e '.cmc."1"' "$work/ref.json") || bench_fail "no rank-1 from the reference"
-echo "rank-1: mgat $a, torchreid's re-ranked distances $b"
+compare_scores "$work/mgat.json" "$work/ref.json" "torchreid's re-ranked distances"
 echo "mgat metrics --qf --gf --rerank (read + re-rank + score): ${mgat_s} s, peak RSS $((mgat_kb / 1024)) MB (goal ≤ 512)"
 echo "torchreid re_ranking (matrices in, re-ranked matrix out): ${ref_s} s, peak RSS $((ref_kb / 1024)) MB"
 awk -v m="$mgat_s" -v r="$ref_s" 'BEGIN{printf "speed-up: %.1f× (goal ≥ 20×)\n", r / m}'

@@ -24,6 +24,20 @@ fn metrics_json(p: &Project, args: &[&str]) -> Value {
     serde_json::from_str(&p.mgat(&all).success().stdout()).unwrap()
 }
 
+/// `tests/data/<set>/`: reference fixtures written by `scripts/make-<set>-fixtures.py`.
+fn fixtures(set: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(set)
+}
+
+/// A fixture case's folder and its `params.json`.
+fn fixture(set: &str, name: &str) -> (std::path::PathBuf, Value) {
+    let case = fixtures(set).join(name);
+    let text = std::fs::read_to_string(case.join("params.json")).unwrap();
+    (case, serde_json::from_str(&text).unwrap())
+}
+
 fn assert_close(got: &Value, want: &Value) {
     for k in ["1", "5", "10", "20"] {
         let (g, w) = (
@@ -226,12 +240,9 @@ fn bad_inputs_exit_2_naming_the_file() {
 /// scores as torchreid's own re-ranked distances do (tests/data/rerank, scripts/make-rerank-fixtures.py), to 1e-6.
 #[test]
 fn rerank_scores_like_torchreids_re_ranked_distances() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/rerank");
+    let root = fixtures("rerank");
     for name in ["paper-defaults", "no-query-expansion", "small-k"] {
-        let case = root.join(name);
-        let params: Value =
-            serde_json::from_str(&std::fs::read_to_string(case.join("params.json")).unwrap())
-                .unwrap();
+        let (case, params) = fixture("rerank", name);
         let p = Project::new("rerank");
         for f in ["q_pids", "g_pids", "q_camids", "g_camids"] {
             std::fs::copy(case.join(format!("{f}.npy")), p.path(&format!("{f}.npy"))).unwrap();
@@ -294,12 +305,9 @@ fn rerank_scores_like_torchreids_re_ranked_distances() {
 /// the expanded features do (tests/data/aqe, scripts/make-aqe-fixtures.py), to 1e-6; bad settings are exit 2.
 #[test]
 fn query_expansion_scores_like_fast_reids_aqe() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/aqe");
+    let root = fixtures("aqe");
     for name in ["fastreid-defaults", "wide-k", "no-weights"] {
-        let case = root.join(name);
-        let params: Value =
-            serde_json::from_str(&std::fs::read_to_string(case.join("params.json")).unwrap())
-                .unwrap();
+        let (case, params) = fixture("aqe", name);
         let p = Project::new("aqe");
         let dir = case.to_str().unwrap().to_string();
         let want = metrics_json(&p, &["--dir", &dir, "--max-rank", "20"]);

@@ -5,6 +5,8 @@ pub mod array;
 pub mod config;
 pub mod distance;
 pub mod extract;
+#[cfg(test)]
+mod fixtures;
 pub mod metrics;
 pub mod query_expansion;
 pub mod ranked;

@@ -203,17 +203,12 @@ mod tests {
     /// What fast-reid's own `aqe` makes of the fixtures' features (tests/data/aqe, scripts/make-aqe-fixtures.py).
     #[test]
     fn expansion_matches_fast_reids_aqe() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/aqe");
         for case in ["fastreid-defaults", "wide-k", "no-weights"] {
-            let dir = root.join(case);
-            let load =
-                |name: &str| crate::array::load_matrix(&dir.join(format!("{name}.npy"))).unwrap();
-            let params: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(dir.join("params.json")).unwrap())
-                    .unwrap();
+            let fixture = crate::fixtures::Case::open("aqe", case);
+            let load = |name: &str| fixture.matrix(name);
             let qe = QueryExpansion {
-                k: params["k"].as_u64().unwrap() as usize,
-                alpha: params["alpha"].as_f64().unwrap(),
+                k: fixture.usize("k"),
+                alpha: fixture.f64("alpha"),
             };
             let (eq, eg) = qe.expand(&load("qf"), &load("gf")).unwrap();
             for (got, want) in [(eq, load("expanded_qf")), (eg, load("expanded_gf"))] {

@@ -551,18 +551,13 @@ mod tests {
     /// torchreid's `re_ranking` on its own distance matrices (scripts/make-rerank-fixtures.py).
     #[test]
     fn re_ranked_distances_match_torchreids_to_1e_5_from_its_matrices_and_from_the_features() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/rerank");
         for case in ["paper-defaults", "no-query-expansion", "small-k"] {
-            let dir = root.join(case);
-            let load =
-                |name: &str| crate::array::load_matrix(&dir.join(format!("{name}.npy"))).unwrap();
-            let params: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(dir.join("params.json")).unwrap())
-                    .unwrap();
+            let fixture = crate::fixtures::Case::open("rerank", case);
+            let load = |name: &str| fixture.matrix(name);
             let p = Rerank {
-                k1: params["k1"].as_u64().unwrap() as usize,
-                k2: params["k2"].as_u64().unwrap() as usize,
-                lambda: params["lambda"].as_f64().unwrap(),
+                k1: fixture.usize("k1"),
+                k2: fixture.usize("k2"),
+                lambda: fixture.f64("lambda"),
             };
             let (qg, qq, gg, want) = (
                 load("distmat"),
