@@ -76,8 +76,11 @@ impl RemoteArgs {
 
     /// The remote a command cannot do without: to push to (made a mgat remote if empty) or to pull from.
     pub fn require(&self, ctx: &Context, push: bool) -> Result<Remote> {
-        let config =
-            RemoteConfig::load(ctx.project.root()).map_err(|e| UsageError(e.to_string()))?;
+        self.connect(ctx, load_config(ctx)?, push)
+    }
+
+    /// [`RemoteArgs::require`] with the project config already read.
+    fn connect(&self, ctx: &Context, config: RemoteConfig, push: bool) -> Result<Remote> {
         let url = self
             .url(ctx, &config)?
             .ok_or_else(|| RemoteError::NoRemote {
@@ -98,6 +101,11 @@ impl RemoteArgs {
             trust_unsigned: self.trust_unsigned,
         }
     }
+}
+
+/// `.mgat/config.yaml` of the project, a bad one being the user's to fix (exit 2).
+fn load_config(ctx: &Context) -> Result<RemoteConfig, UsageError> {
+    RemoteConfig::load(ctx.project.root()).map_err(|e| UsageError(e.to_string()))
 }
 
 impl RunRemoteArgs {
@@ -123,8 +131,7 @@ impl RunRemoteArgs {
             true => self.sign.key()?,
             false => None,
         };
-        let config =
-            RemoteConfig::load(ctx.project.root()).map_err(|e| UsageError(e.to_string()))?;
+        let config = load_config(ctx)?;
         if self.remote.url(ctx, &config)?.is_none() {
             return match self.push {
                 true => Err(RemoteError::NoRemote {
@@ -134,7 +141,7 @@ impl RunRemoteArgs {
                 false => Ok(None),
             };
         }
-        match self.remote.require(ctx, self.push) {
+        match self.remote.connect(ctx, config, self.push) {
             Ok(remote) => Ok(Some(RunRemote {
                 remote,
                 push: self.push,

@@ -354,17 +354,11 @@ impl Remote {
             key: key.as_str().to_string(),
             reason: Box::new(reason),
         };
-        let mut bytes = Vec::new();
-        if !self
-            .store
-            .get(&record_path(kind, key.as_str()), RECORD_LIMIT, &mut bytes)?
-        {
-            return Ok(Pulled::NotOnRemote);
-        }
-        let record: EntryRecord =
-            serde_json::from_slice(&bytes).map_err(|e| refused(Refusal::Record(e.to_string())))?;
-        let message = sign::message(kind.name(), key.as_str(), record.manifest.as_bytes());
-        let signer = match sign::verify(&record.signatures, &self.trusted, &message) {
+        let (record, verdict) = match self.record(kind, key)? {
+            None => return Ok(Pulled::NotOnRemote),
+            Some(read) => read.map_err(refused)?,
+        };
+        let signer = match verdict {
             Ok(name) => Some(name),
             Err(_) if self.trust_unsigned => None,
             Err(problem) => return Err(refused(problem.into())),
@@ -472,6 +466,21 @@ impl Remote {
         kind: StageKind,
         key: &StageKey,
     ) -> Result<Option<Published>, StoreError> {
+        let Some(Ok((record, signer))) = self.record(kind, key)? else {
+            return Ok(None);
+        };
+        Ok(check_manifest(&record.manifest, kind, key)
+            .ok()
+            .map(|manifest| Published { manifest, signer }))
+    }
+
+    /// The remote's record for `key`, parsed, with the trusted key that signed its manifest or why none did; None
+    /// when the remote has no record, a refusal when it is not a record.
+    fn record(
+        &self,
+        kind: StageKind,
+        key: &StageKey,
+    ) -> Result<Option<Result<SignedRecord, Refusal>>, StoreError> {
         let mut bytes = Vec::new();
         if !self
             .store
@@ -479,16 +488,13 @@ impl Remote {
         {
             return Ok(None);
         }
-        let Ok(record) = serde_json::from_slice::<EntryRecord>(&bytes) else {
-            return Ok(None);
+        let record = match serde_json::from_slice::<EntryRecord>(&bytes) {
+            Ok(record) => record,
+            Err(e) => return Ok(Some(Err(Refusal::Record(e.to_string())))),
         };
         let message = sign::message(kind.name(), key.as_str(), record.manifest.as_bytes());
-        Ok(check_manifest(&record.manifest, kind, key)
-            .ok()
-            .map(|manifest| Published {
-                manifest,
-                signer: sign::verify(&record.signatures, &self.trusted, &message),
-            }))
+        let signer = sign::verify(&record.signatures, &self.trusted, &message);
+        Ok(Some(Ok((record, signer))))
     }
 
     /// Removes the records not in `keep`, then every blob no remaining record names that is older than
@@ -531,6 +537,9 @@ impl Remote {
         Ok(garbage)
     }
 }
+
+/// A remote's record with the trusted key that signed it, or why none did.
+type SignedRecord = (EntryRecord, Result<String, SignatureProblem>);
 
 /// An entry as a remote publishes it.
 #[derive(Debug)]
