@@ -236,6 +236,8 @@ impl JointDistances for Features {
 const BLOCK_BYTES: usize = 64 << 20;
 /// Items per side of a distance tile (16 MB of distances, and a product that packs 2048 feature rows at a time).
 const TILE: usize = 2048;
+/// Columns of a tile whose candidates one task updates, reading the tile row by row.
+const COLUMN_BAND: usize = 64;
 /// Candidates kept per item beyond those needed, by squared distance, so that dividing by the column maximum
 /// (which can make two distances equal) cannot push a needed neighbour out.
 const TIE_MARGIN: usize = 8;
@@ -302,13 +304,21 @@ fn neighbours(d: &dyn JointDistances, params: &Rerank) -> (Vec<f32>, Vec<Vec<u32
             states[rows.clone()]
                 .par_iter_mut()
                 .zip(out.par_chunks(width))
-                .for_each(|(state, row)| state.absorb(row.iter().copied(), b, cap));
+                .for_each(|(state, row)| state.absorb(row, b, cap));
             if d.symmetric() && b != a {
+                // The tile's columns, read row by row in bands of columns (not one column down all rows).
                 states[cols]
-                    .par_iter_mut()
+                    .par_chunks_mut(COLUMN_BAND)
                     .enumerate()
-                    .for_each(|(c, state)| {
-                        state.absorb((0..height).map(|r| out[r * width + c]), a, cap)
+                    .for_each(|(band, states)| {
+                        let first = band * COLUMN_BAND;
+                        for (r, row) in out.chunks(width).enumerate() {
+                            let row = &row[first..first + states.len()];
+                            for (state, &v) in states.iter_mut().zip(row) {
+                                state.take(v, (a + r) as u32);
+                            }
+                        }
+                        states.iter_mut().for_each(|state| state.trim(cap));
                     });
             }
         }
@@ -320,24 +330,53 @@ fn neighbours(d: &dyn JointDistances, params: &Rerank) -> (Vec<f32>, Vec<Vec<u32
 }
 
 /// One item's running maximum of squared distances and its nearest candidates (squared distance, item) so far.
-#[derive(Default)]
 struct Candidates {
     max: f32,
     best: Vec<(f32, u32)>,
+    /// The largest value among `best` once it has been cut to `cap`: a larger value cannot be among the `cap`
+    /// smallest, so it is not kept (equal ones are: ties are decided by the item).
+    bound: f32,
+}
+
+impl Default for Candidates {
+    fn default() -> Self {
+        Self {
+            max: 0.0,
+            best: Vec::new(),
+            bound: f32::INFINITY,
+        }
+    }
 }
 
 impl Candidates {
     /// Takes in the squared distances to items `first..`, keeping the `cap` smallest of all seen.
-    fn absorb(&mut self, values: impl Iterator<Item = f32>, first: usize, cap: usize) {
-        for (j, v) in values.enumerate() {
-            self.max = self.max.max(v);
-            self.best.push((v, (first + j) as u32));
+    fn absorb(&mut self, values: &[f32], first: usize, cap: usize) {
+        for (j, &v) in values.iter().enumerate() {
+            self.take(v, (first + j) as u32);
         }
+        self.trim(cap);
+    }
+
+    /// Takes in the squared distance `v` to `item`; [`Candidates::trim`] then cuts the candidates back.
+    fn take(&mut self, v: f32, item: u32) {
+        self.max = self.max.max(v);
+        if v <= self.bound {
+            self.best.push((v, item));
+        }
+    }
+
+    /// Keeps the `cap` smallest candidates.
+    fn trim(&mut self, cap: usize) {
         if self.best.len() > cap {
             let order = |x: &(f32, u32), y: &(f32, u32)| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1));
             self.best.select_nth_unstable_by(cap, order);
             self.best.truncate(cap);
             self.best.shrink_to(2 * cap);
+            self.bound = self
+                .best
+                .iter()
+                .map(|c| c.0)
+                .fold(f32::NEG_INFINITY, f32::max);
         }
     }
 
