@@ -203,10 +203,16 @@ fn forward<T: Elem>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
 struct Im2col {
     rows: Range<usize>,
     runs: Vec<Run>,
+    /// For stride 1: the runs of a row whose input and block positions advance alike, merged into one copy that
+    /// also covers the padding between them, which `holes` then zeroes again (fewer, longer copies than `runs`).
+    copies: Vec<Run>,
+    /// Stretches of the block that a merged copy wrote over and that must stay zero: (row, dst, len).
+    holes: Vec<Run>,
 }
 
 /// `len` values, every `stride`-th from offset `src` of a sample's input, to offset `dst` of its block in row `row`
 /// (counted from the first row built).
+#[derive(Clone, Copy)]
 struct Run {
     row: usize,
     dst: usize,
@@ -253,7 +259,17 @@ impl Im2col {
                 });
             }
         }
-        Self { rows, runs }
+        let (copies, holes) = if g.stride == 1 {
+            merged(&runs)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        Self {
+            rows,
+            runs,
+            copies,
+            holes,
+        }
     }
 
     /// The rows of the im2col matrix of `samples` (rows × samples·P): the input itself for one sample of a
@@ -278,12 +294,25 @@ impl Im2col {
         }
         for (s, sample) in samples.enumerate() {
             let input = &x[sample * g.input_len()..][..g.input_len()];
-            for run in &self.runs {
-                let out = &mut cols.data[run.row * width + s * g.p() + run.dst..][..run.len];
-                if g.stride == 1 {
-                    out.copy_from_slice(&input[run.src..run.src + run.len]);
-                } else {
-                    out.iter_mut()
+            let block = |run: &Run| run.row * width + s * g.p() + run.dst;
+            if g.stride == 1 {
+                for run in &self.copies {
+                    cols.data[block(run)..][..run.len]
+                        .copy_from_slice(&input[run.src..run.src + run.len]);
+                }
+                for hole in &self.holes {
+                    // Mostly one or two values (a padding column at each end of a row): stores, not a memset.
+                    let at = block(hole);
+                    match hole.len {
+                        1 => cols.data[at] = T::ZERO,
+                        2 => cols.data[at..at + 2].copy_from_slice(&[T::ZERO; 2]),
+                        len => cols.data[at..at + len].fill(T::ZERO),
+                    }
+                }
+            } else {
+                for run in &self.runs {
+                    cols.data[block(run)..][..run.len]
+                        .iter_mut()
                         .zip(input[run.src..].iter().step_by(g.stride))
                         .for_each(|(o, &i)| *o = i);
                 }
@@ -310,6 +339,34 @@ impl Im2col {
             }
         }
     }
+}
+
+/// Stride-1 runs (in the order [`Im2col::new`] makes them) merged where consecutive runs of a row have the same gap
+/// in the block as in the input, and the gaps such a merged copy writes over.
+fn merged(runs: &[Run]) -> (Vec<Run>, Vec<Run>) {
+    let (mut copies, mut holes): (Vec<Run>, Vec<Run>) = (Vec::new(), Vec::new());
+    for run in runs {
+        if let Some(last) = copies.last_mut() {
+            let (dst_end, src_end) = (last.dst + last.len, last.src + last.len);
+            let gap = run.dst.checked_sub(dst_end);
+            if let Some(gap) =
+                gap.filter(|_| last.row == run.row && run.src.checked_sub(src_end) == gap)
+            {
+                if gap > 0 {
+                    holes.push(Run {
+                        row: run.row,
+                        dst: dst_end,
+                        src: 0,
+                        len: gap,
+                    });
+                }
+                last.len += gap + run.len;
+                continue;
+            }
+        }
+        copies.push(*run);
+    }
+    (copies, holes)
 }
 
 /// The output positions whose input position o·stride + k − pad lies inside an input of `len`.
@@ -425,4 +482,30 @@ fn weight_gradient<T: Elem>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
         }
     }
     dw
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_same_padded_stride_one_row_is_one_copy_with_its_padding_zeroed_again() {
+        // 3×3, padding 1 on 16×8: each kernel row's 16 runs (one per output row) become one copy; the centre
+        // column needs no hole, the side columns one padding value between consecutive output rows.
+        let g = Geometry::new(&[1, 2, 16, 8], &[4, 2, 3, 3], 1, 1).unwrap();
+        let plan = Im2col::new(&g, 0..g.kk());
+        assert_eq!(plan.copies.len(), g.kk());
+        let holes_of = |row| plan.holes.iter().filter(|h| h.row == row).count();
+        assert_eq!(holes_of(1), 0, "centre column");
+        assert_eq!(holes_of(4), 0, "centre tap");
+        assert_eq!(
+            holes_of(3),
+            15,
+            "left column: a hole between each two output rows"
+        );
+        assert!(plan.holes.iter().all(|h| h.len == 1));
+        // Strided convolutions keep their runs.
+        let strided = Geometry::new(&[1, 2, 16, 8], &[4, 2, 3, 3], 2, 1).unwrap();
+        assert!(Im2col::new(&strided, 0..strided.kk()).copies.is_empty());
+    }
 }
