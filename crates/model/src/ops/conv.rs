@@ -311,27 +311,43 @@ impl Im2col {
                 }
             } else {
                 for run in &self.runs {
-                    cols.data[block(run)..][..run.len]
-                        .iter_mut()
-                        .zip(input[run.src..].iter().step_by(g.stride))
-                        .for_each(|(o, &i)| *o = i);
+                    // Every `stride`-th value: all but the last from whole chunks of the input, the last alone.
+                    let src = &input[run.src..][..(run.len - 1) * g.stride + 1];
+                    let out = &mut cols.data[block(run)..][..run.len];
+                    let (body, last) = out.split_at_mut(run.len - 1);
+                    body.iter_mut()
+                        .zip(src.chunks_exact(g.stride))
+                        .for_each(|(o, chunk)| *o = chunk[0]);
+                    last[0] = src[src.len() - 1];
                 }
             }
         }
         Mat::rows(&cols.data, width)
     }
 
-    /// dx (samples × C×H×W) += col2im(`col`): the adjoint of [`Im2col::matrix`], for a plan over all rows.
-    fn add_back<T: Elem>(&self, g: &Geometry, col: &[T], samples: usize, dx: &mut [T]) {
+    /// dx (samples × C×H×W) += col2im(`col`): the adjoint of [`Im2col::matrix`], for a plan over all rows. For
+    /// stride 1 it first zeroes `col` where a merged copy covers padding, then adds each merged copy in one pass:
+    /// the padding adds +0.0, which changes no bit of a sum that starts at +0.0.
+    fn add_back<T: Elem>(&self, g: &Geometry, col: &mut [T], samples: usize, dx: &mut [T]) {
         let width = samples * g.p();
         for (s, dx) in dx.chunks_mut(g.input_len()).take(samples).enumerate() {
-            for run in &self.runs {
-                let src = &col[run.row * width + s * g.p() + run.dst..][..run.len];
-                let dx = &mut dx[run.src..];
-                if g.stride == 1 {
-                    dx.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
-                } else {
-                    dx.iter_mut()
+            let block = |run: &Run| run.row * width + s * g.p() + run.dst;
+            if g.stride == 1 {
+                for hole in &self.holes {
+                    col[block(hole)..][..hole.len].fill(T::ZERO);
+                }
+                for run in &self.copies {
+                    let src = &col[block(run)..][..run.len];
+                    dx[run.src..][..run.len]
+                        .iter_mut()
+                        .zip(src)
+                        .for_each(|(d, &v)| *d += v);
+                }
+            } else {
+                for run in &self.runs {
+                    let src = &col[block(run)..][..run.len];
+                    dx[run.src..]
+                        .iter_mut()
                         .step_by(g.stride)
                         .zip(src)
                         .for_each(|(d, &v)| *d += v);
