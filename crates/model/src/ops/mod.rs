@@ -11,19 +11,30 @@ mod pool;
 
 pub use conv::Geometry;
 
-/// `dst` (m×n) = `lhs` (m×k) · `rhs` (k×n), all row-major: the product every kernel here is built on, for
-/// [`crate::numerics`].
-pub fn matmul_f32(m: usize, n: usize, k: usize, dst: &mut [f32], lhs: &[f32], rhs: &[f32]) {
-    gemm::matmul(
-        m,
-        n,
-        k,
-        dst,
-        n,
-        false,
-        gemm::Mat::rows(lhs, k),
-        gemm::Mat::rows(rhs, n),
-    );
+/// `dst` (m×n, row-major) = `lhs` (m×k) · `rhs` (k×n), each given row-major or, as `transposed` says, stored as
+/// its transpose: the product every kernel here is built on, in the layouts they use, for [`crate::numerics`].
+pub fn matmul_f32(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    lhs: &[f32],
+    rhs: &[f32],
+    transposed: Transposed,
+) {
+    let (lhs, rhs) = match transposed {
+        Transposed::Neither => (gemm::Mat::rows(lhs, k), gemm::Mat::rows(rhs, n)),
+        Transposed::Rhs => (gemm::Mat::rows(lhs, k), gemm::Mat::transposed(rhs, k)),
+        Transposed::Lhs => (gemm::Mat::transposed(lhs, m), gemm::Mat::rows(rhs, n)),
+    };
+    gemm::matmul(m, n, k, dst, n, false, lhs, rhs);
+}
+
+/// Which operand of [`matmul_f32`] is stored transposed: `Rhs` makes the product one of dot products (both operands
+/// read along k), as the distances and weight gradients are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transposed {
+    Neither,
+    Rhs,
+    Lhs,
 }
 pub use norm::EPS;
 
