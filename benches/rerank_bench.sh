@@ -3,6 +3,8 @@
 # `mgat metrics --qf --gf --rerank` (streamed: neighbour lists, sparse V, no (query+gallery)² matrix) beside, in the
 # same run, torchreid's `re_ranking` on the three squared euclidean matrices its engine passes, with both peak RSS
 # figures, the speed ratio and the agreement of the re-ranked scores. Goals: mgat ≤ 0.5 GB peak and ≥ 20× faster.
+# Then MSMT17's size (11659 × 82161 × 2048): mgat (goal ≤ 4 GB peak) and the same reference, given this machine's
+# memory as its address-space limit, which it cannot run within (it says what it failed to allocate).
 # Usage: benches/rerank_bench.sh PYTHON   (an interpreter with numpy; torchreid's sdist is downloaded into a
 #        temporary folder, not installed, and only its numpy-only rerank.py is imported)
 #        benches/rerank_bench.sh --smoke   300 × 1200 × 64 features, no anchor (CI)
@@ -36,3 +38,22 @@ compare_scores "$work/mgat.json" "$work/ref.json" "torchreid's re-ranked distanc
 echo "mgat metrics --qf --gf --rerank (read + re-rank + score): ${mgat_s} s, peak RSS $((mgat_kb / 1024)) MB (goal ≤ 512)"
 echo "torchreid re_ranking (matrices in, re-ranked matrix out): ${ref_s} s, peak RSS $((ref_kb / 1024)) MB"
 awk -v m="$mgat_s" -v r="$ref_s" 'BEGIN{printf "speed-up: %.1f× (goal ≥ 20×)\n", r / m}'
+
+msmt=$work/msmt
+"$py" "$repo/benches/rerank_case.py" write "$msmt" 11659 82161 2048
+timed "$mgat" metrics --dir "$msmt" --qf "$msmt/qf.npy" --gf "$msmt/gf.npy" --rerank --json > "$work/msmt.json" \
+  || bench_fail "mgat metrics --rerank failed at MSMT17's size"
+msmt_s=$(positive "mgat seconds at MSMT17's size" "$s"); msmt_kb=$(positive "mgat peak RSS at MSMT17's size" "$kb")
+msmt_map=$(positive "mAP at MSMT17's size" "$(jq -e '.mAP' "$work/msmt.json")")
+echo "MSMT17 size, mgat metrics --rerank: ${msmt_s} s, peak RSS $((msmt_kb / 1024)) MB (goal ≤ 4096), mAP $msmt_map"
+mem_kb=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)
+set +e
+(ulimit -v "$mem_kb"; exec "$py" "$repo/benches/rerank_case.py" reference "$msmt" "$rerank_py" "$msmt/distmat.npy") \
+  > "$work/msmt-ref.txt" 2>&1
+status=$?
+set -e
+case $status in
+  0) echo "MSMT17 size, torchreid re_ranking: ran, $(grep REFERENCE_S "$work/msmt-ref.txt")" ;;
+  3) echo "MSMT17 size, torchreid re_ranking within this machine's $((mem_kb / 1048576)) GB: cannot run: $(sed -n 's/^REFERENCE_FAILED=//p' "$work/msmt-ref.txt")" ;;
+  *) bench_fail "the reference at MSMT17's size exited $status: $(tail -3 "$work/msmt-ref.txt")" ;;
+esac

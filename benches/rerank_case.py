@@ -1,6 +1,7 @@
 """Market-1501-sized re-ranking case for benches/rerank_bench.sh: 3368 query and 15913 gallery 2048-d float32
 features drawn around 1501 identity centres, with their ids; or, given torchreid's rerank.py, its re_ranking on the
-squared euclidean matrices torchreid's engine would pass, timed, with its peak RSS read by the caller.
+squared euclidean matrices torchreid's engine would pass, timed, with its peak RSS read by the caller. Where the
+reference cannot allocate its matrices (MSMT17's size on a 24 GB machine), it prints why and exits 3.
 
     python rerank_case.py write DIR [QUERIES GALLERY DIMS]
     python rerank_case.py reference DIR RERANK_PY OUT.npy
@@ -41,7 +42,11 @@ else:
         return ((a**2).sum(1, keepdims=True) + (b**2).sum(1, keepdims=True).T - 2 * a @ b.T).astype(np.float32)
 
     start = time.perf_counter()
-    final = reference.re_ranking(sq(qf, gf), sq(qf, qf), sq(gf, gf))
+    try:
+        final = reference.re_ranking(sq(qf, gf), sq(qf, qf), sq(gf, gf))
+    except MemoryError as error:
+        print(f"REFERENCE_FAILED=MemoryError: {error}")
+        sys.exit(3)
     seconds = time.perf_counter() - start
     np.save(sys.argv[4], final.astype(np.float32))
     print(f"REFERENCE_S={seconds:.1f}")
