@@ -8,8 +8,8 @@
 #   literal   a constant in the model crate (crates/model/src/resnet.rs)              → train eval
 #   include   the bytes of a file read with include_bytes! by the generator           → synth
 #   buildrs   the input of code a build.rs generates for the eval crate                → eval
-#   feature   gemm's x86-v4 feature switched on in the root manifest (unification)    → synth index train eval
-#             (it also switches on bytemuck's avx512_simd, and bytemuck is in every kind's closure through image)
+#   feature   bytemuck's zeroable_atomics switched on in the root manifest (unification) → synth index train eval
+#             (bytemuck is in every kind's closure through image)
 #   patch     a [patch]ed candle-nn (a local copy) edited                              → train
 #   form      tracing declared through [workspace.dependencies] in table form: nothing moves; then a feature set
 #             there                                                                    → train
@@ -98,7 +98,8 @@ EOF
       printf 'two' > crates/eval/probe.txt
       expect "code a build.rs generates" "$(moved "$before" "$(fingerprints)")" "eval" ;;
     feature)
-      sed -i 's/^\[dependencies\]$/[dependencies]\ngemm = { version = "0.19", features = ["x86-v4"] }/' Cargo.toml
+      # bytemuck is in every kind's graph (image's and gemm's); gemm's own x86-v4 is on already in the crates.
+      sed -i 's/^\[dependencies\]$/[dependencies]\nbytemuck = { version = "1", features = ["zeroable_atomics"] }/' Cargo.toml
       expect "a dependency feature switched on in the root manifest" "$(moved "$pristine" "$(fingerprints)")" \
         "synth index train eval" ;;
     patch)
