@@ -128,6 +128,23 @@ pub fn relative_change(refined: &Tensor, graph_input: &Tensor) -> candle_core::R
     Ok(change / x.len().max(1) as f64)
 }
 
+/// Whether the head keeps its input's direction: mean_i cos(X'_i, G_i) over the rows of the head's output X' and its
+/// input G; a row with a zero-length side counts 0 (no direction kept). 1 for the baseline, whose X' is G. Where the
+/// masked graph subtracts other identities from a node more than it adds its own, X'_i turns against G_i and the
+/// cosine goes negative: the mixing then fights the features instead of smoothing them.
+pub fn direction_kept(refined: &Tensor, graph_input: &Tensor) -> candle_core::Result<f64> {
+    let x = refined.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    let g = graph_input.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    let mut cosine = 0.0;
+    for (xr, gr) in x.iter().zip(&g) {
+        let dot: f64 = xr.iter().zip(gr).map(|(a, b)| a * b).sum();
+        let lengths = xr.iter().map(|v| v * v).sum::<f64>().sqrt()
+            * gr.iter().map(|v| v * v).sum::<f64>().sqrt();
+        cosine += if lengths > 0.0 { dot / lengths } else { 0.0 };
+    }
+    Ok(cosine / x.len().max(1) as f64)
+}
+
 /// M_ij = +1 where labels i and j are equal, −1 elsewhere.
 pub fn label_mask(labels: &Tensor, dtype: DType) -> candle_core::Result<Tensor> {
     let n = labels.dim(0)?;
@@ -315,5 +332,52 @@ mod tests {
         let x = Tensor::new(&[[3.0f32, 4.0], [1.0, 1.0]], &Device::Cpu).unwrap();
         assert!((relative_change(&x, &g).unwrap() - 0.5).abs() < 1e-12);
         assert_eq!(relative_change(&g, &g).unwrap(), 0.0);
+        // cos((3, 4), (3, 4)) = 1 and cos((1, 1), (1, 0)) = 1/√2; a zero row counts 0; opposite rows −1.
+        let kept = direction_kept(&x, &g).unwrap();
+        assert!((kept - (1.0 + 0.5f64.sqrt()) / 2.0).abs() < 1e-7, "{kept}");
+        let zero = Tensor::new(&[[0.0f32, 0.0], [-1.0, 0.0]], &Device::Cpu).unwrap();
+        assert!((direction_kept(&zero, &g).unwrap() + 0.5).abs() < 1e-12);
+    }
+
+    /// The case the off-diagonal share cannot see: two batches whose attention is identical (the same distances,
+    /// so the same share off the diagonal) where the masked graph keeps centred features' direction and turns
+    /// features with a large common part (all-positive backbone features) against themselves.
+    #[test]
+    fn direction_kept_tells_harmless_mixing_from_harmful_where_the_share_cannot() {
+        let dev = Device::Cpu;
+        let labels = Tensor::new(&[0u32, 0, 1, 1, 2, 2, 3, 3], &dev).unwrap();
+        // Identity k's two images sit at e_k plus an offset common to every image.
+        let batch = |common: f64| {
+            let rows: Vec<f64> = (0..8)
+                .flat_map(|i| (0..4).map(move |j| f64::from(u8::from(j == i / 2)) + common))
+                .collect();
+            Tensor::from_vec(rows, (8, 4), &dev).unwrap()
+        };
+        let (centred, offset) = (batch(-0.25), batch(3.0));
+        let mgat = GraphHead {
+            gamma: 0.1,
+            mask: true,
+            squared: false,
+            residual: false,
+            weight: None,
+        };
+        let (out_c, att_c) = mgat.forward(&centred, &labels).unwrap();
+        let (out_o, att_o) = mgat.forward(&offset, &labels).unwrap();
+        let (share_c, share_o) = (
+            offdiag_share(&att_c).unwrap(),
+            offdiag_share(&att_o).unwrap(),
+        );
+        assert!(
+            (share_c - share_o).abs() < 1e-9 && share_c > 0.7,
+            "{share_c} {share_o}"
+        );
+        let (kept_c, kept_o) = (
+            direction_kept(&out_c, &centred).unwrap(),
+            direction_kept(&out_o, &offset).unwrap(),
+        );
+        assert!(
+            kept_c > 0.5 && kept_o < -0.5,
+            "centred {kept_c}, offset {kept_o}"
+        );
     }
 }

@@ -21,9 +21,8 @@ pub fn cpu_class() -> &'static str {
         let mut bits = Vec::new();
         for k in [64, 8192] {
             for (m, n) in [(4, 4), (16, 16), (80, 24)] {
+                let (lhs, rhs) = (probe_values(m * k, 1), probe_values(k * n, 2));
                 for transposed in [Transposed::Neither, Transposed::Rhs, Transposed::Lhs] {
-                    let lhs = probe_values(m * k, 1);
-                    let rhs = probe_values(k * n, 2);
                     let mut out = vec![0f32; m * n];
                     matmul_f32((m, n, k), &mut out, &lhs, &rhs, transposed);
                     bits.extend(out.iter().flat_map(|v| v.to_le_bytes()));

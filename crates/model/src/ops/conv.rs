@@ -300,15 +300,7 @@ impl Im2col {
                     cols.data[block(run)..][..run.len]
                         .copy_from_slice(&input[run.src..run.src + run.len]);
                 }
-                for hole in &self.holes {
-                    // Mostly one or two values (a padding column at each end of a row): stores, not a memset.
-                    let at = block(hole);
-                    match hole.len {
-                        1 => cols.data[at] = T::ZERO,
-                        2 => cols.data[at..at + 2].copy_from_slice(&[T::ZERO; 2]),
-                        len => cols.data[at..at + len].fill(T::ZERO),
-                    }
-                }
+                self.zero_holes(&mut cols.data, block);
             } else {
                 for run in &self.runs {
                     // Every `stride`-th value: all but the last from whole chunks of the input, the last alone.
@@ -325,6 +317,19 @@ impl Im2col {
         Mat::rows(&cols.data, width)
     }
 
+    /// Zeroes the padding that the merged stride-1 copies cover, each hole at `block(hole)` in `data`.
+    fn zero_holes<T: Elem>(&self, data: &mut [T], block: impl Fn(&Run) -> usize) {
+        for hole in &self.holes {
+            // Mostly one or two values (a padding column at each end of a row): stores, not a memset.
+            let at = block(hole);
+            match hole.len {
+                1 => data[at] = T::ZERO,
+                2 => data[at..at + 2].copy_from_slice(&[T::ZERO; 2]),
+                len => data[at..at + len].fill(T::ZERO),
+            }
+        }
+    }
+
     /// dx (samples × C×H×W) += col2im(`col`): the adjoint of [`Im2col::matrix`], for a plan over all rows. For
     /// stride 1 it first zeroes `col` where a merged copy covers padding, then adds each merged copy in one pass:
     /// the padding adds +0.0, which changes no bit of a sum that starts at +0.0.
@@ -333,9 +338,7 @@ impl Im2col {
         for (s, dx) in dx.chunks_mut(g.input_len()).take(samples).enumerate() {
             let block = |run: &Run| run.row * width + s * g.p() + run.dst;
             if g.stride == 1 {
-                for hole in &self.holes {
-                    col[block(hole)..][..hole.len].fill(T::ZERO);
-                }
+                self.zero_holes(col, block);
                 for run in &self.copies {
                     let src = &col[block(run)..][..run.len];
                     dx[run.src..][..run.len]
