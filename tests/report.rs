@@ -340,7 +340,7 @@ fn diff_between_commits_reports_the_planted_change_with_welch_p() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|m| m["cell"] == "head=mgat" && m["metric"] == "rank1")
+        .find(|m| m["cell"] == "head=mgat" && m["measure"] == "rank1")
         .unwrap();
     // By hand: A = 0.50, 0.52, 0.51 (mean 0.51, var 1e-4); B = 0.56, 0.55, 0.58 (mean 0.5633…, var 2.3333e-4).
     let (ma, va) = (0.51, 1e-4);
@@ -374,7 +374,7 @@ fn diff_between_commits_reports_the_planted_change_with_welch_p() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|m| m["cell"] == "head=mgat" && m["metric"] == "mAP")
+        .find(|m| m["cell"] == "head=mgat" && m["measure"] == "mAP")
         .unwrap();
     assert_eq!(map["delta"].as_f64().unwrap(), 0.0);
     assert_eq!(map["significant"], false);

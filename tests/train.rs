@@ -60,8 +60,10 @@ fn training_lowers_the_id_loss_and_lifts_accuracy_well_above_chance() {
         "train accuracy {} vs chance {chance:.3}\n{log}",
         value(last, accuracy)
     );
-    // The baseline has no attention to measure.
+    // The baseline has no attention to measure, and its X′ is its G: the head keeps every direction.
     assert!(rows.iter().all(|r| r[share].is_empty()), "{log}");
+    let cosine = column("graph_cosine");
+    assert!(rows.iter().all(|r| r[cosine] == "1.000000"), "{log}");
 
     let metrics: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(entry_file(&p, ".mgat/cache", "eval", "metrics.json")).unwrap(),

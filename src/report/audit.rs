@@ -1,7 +1,7 @@
 //! `mgat audit`'s verdicts: committed rows (results.csv and keys.json) against the same rows recomputed from scratch.
-//! A row trained on the CPU must come back byte-identical (every metric as results.csv writes it, the digests of
-//! its index, weights and metrics files); a row trained on a GPU may move by its cell group's seed spread (the
-//! sample standard deviation of that metric over the group's committed seeds). A key that moved is explained with
+//! A row trained on the CPU must come back byte-identical (every metric and last-epoch training diagnostic as
+//! results.csv writes it, the digests of its index, weights and metrics files); a row trained on a GPU may move by
+//! its cell group's seed spread (the sample standard deviation of that measure over the group's committed seeds). A key that moved is explained with
 //! the typed reasons `mgat explain` uses.
 //!
 //! [`Committed::read`] takes a spec's committed rows and the selection to audit; once the selected cells' stages
@@ -10,13 +10,13 @@
 
 use super::ReportError;
 use super::keys::{ReportKeys, Unrecorded};
-use super::results::{RESULTS_FILE, ResultRow, Results, format_float};
+use super::results::{Measure, RESULTS_FILE, ResultRow, Results, format_float};
 use super::stats::sample_std;
 use crate::cache::Cache;
 use crate::exec::RunReport;
 use crate::plan::reasons::KeyChange;
 use crate::plan::{Plan, StageKind};
-use crate::spec::{PerMetric, ReportMetric, Spec};
+use crate::spec::Spec;
 use mgat_stage::DeviceChoice;
 use mgat_util::rng::Rng;
 use serde_json::{Value, json};
@@ -26,7 +26,7 @@ use std::path::Path;
 /// One value that came back different.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Difference {
-    /// A metric name, or `<kind> output` for a stage's result file.
+    /// A measure's name (a metric or a diagnostic), or `<kind> output` for a stage's result file.
     pub what: String,
     pub committed: String,
     pub recomputed: String,
@@ -42,8 +42,8 @@ pub struct RowAudit {
     /// Why a stage of this row has another key now; `None` when the committed keys.json cannot say.
     pub key_changes: Vec<(StageKind, Result<KeyChange, Unrecorded>)>,
     pub differences: Vec<Difference>,
-    /// For a row trained on a GPU: per metric, the tolerance it was held to.
-    pub tolerance: Option<PerMetric<f64>>,
+    /// For a row trained on a GPU: per measure the group has, the tolerance it was held to.
+    pub tolerance: Option<Vec<(Measure, f64)>>,
     /// The recomputation failed (or produced no row): the message.
     pub failed: Option<String>,
     /// The row says it was computed on a device this audit did not compute on: why it cannot be checked here.
@@ -119,14 +119,14 @@ impl RowAudit {
             "differences": self.differences.iter().map(|d| json!({
                 "what": d.what, "committed": d.committed, "recomputed": d.recomputed,
             })).collect::<Vec<_>>(),
-            "tolerance": self.tolerance.as_ref().map(|t| t.iter().map(|(m, v)| json!({"metric": m, "max_abs": v})).collect::<Vec<_>>()),
+            "tolerance": self.tolerance.as_ref().map(|t| t.iter().map(|(m, v)| json!({"measure": m, "max_abs": v})).collect::<Vec<_>>()),
             "failed": self.failed,
             "unverifiable": self.unverifiable,
         })
     }
 }
 
-fn tolerance_text(t: &PerMetric<f64>) -> String {
+fn tolerance_text(t: &[(Measure, f64)]) -> String {
     t.iter()
         .map(|(m, v)| format!("{m} ±{}", format_float(*v)))
         .collect::<Vec<_>>()
@@ -378,26 +378,26 @@ fn row_key_differences(
     out
 }
 
-/// A metric as results.csv writes it (empty where the row has none).
+/// A measure as results.csv writes it (empty where the row has none).
 fn shown(value: Option<f64>) -> String {
     value.map(format_float).unwrap_or_default()
 }
 
-/// Every metric as results.csv writes it, and the digest of every stage's result file the committed keys.json
+/// Every measure as results.csv writes it, and the digest of every stage's result file the committed keys.json
 /// records.
 fn exact_differences(committed: &RowSide, recomputed: &RowSide) -> Vec<Difference> {
-    let mut out: Vec<Difference> = ReportMetric::ALL
+    let mut out: Vec<Difference> = Measure::ALL
         .into_iter()
-        .filter_map(|metric| {
+        .filter_map(|measure| {
             let (x, y) = (
-                committed.row.metrics[metric],
-                recomputed.row.metrics[metric],
+                committed.row.measure(measure),
+                recomputed.row.measure(measure),
             );
             let (a, b) = (shown(x), shown(y));
             // NaN never reproduces, not even NaN.
             let nan = x.is_some_and(f64::is_nan) || y.is_some_and(f64::is_nan);
             (a != b || nan).then(|| Difference {
-                what: metric.to_string(),
+                what: measure.to_string(),
                 committed: a,
                 recomputed: b,
             })
@@ -423,30 +423,38 @@ fn exact_differences(committed: &RowSide, recomputed: &RowSide) -> Vec<Differenc
     out
 }
 
-/// Per metric, the sample standard deviation over `group`'s rows (0 with fewer than two).
-fn seed_spread(group: &[&ResultRow]) -> PerMetric<f64> {
-    PerMetric::from_fn(|metric| {
-        let values: Vec<f64> = group.iter().filter_map(|r| r.metrics[metric]).collect();
-        // NaN for fewer than two seeds: no spread, so no tolerance.
-        let spread = sample_std(&values);
-        if spread.is_nan() { 0.0 } else { spread }
-    })
+/// Per measure that some row of `group` has, the sample standard deviation over the group's rows (0 with fewer
+/// than two).
+fn seed_spread(group: &[&ResultRow]) -> Vec<(Measure, f64)> {
+    Measure::ALL
+        .into_iter()
+        .filter_map(|measure| {
+            let values: Vec<f64> = group.iter().filter_map(|r| r.measure(measure)).collect();
+            // NaN for fewer than two seeds: no spread, so no tolerance.
+            let spread = sample_std(&values);
+            (!values.is_empty()).then_some((measure, if spread.is_nan() { 0.0 } else { spread }))
+        })
+        .collect()
 }
 
-/// The metrics that moved by more than their tolerance.
-fn metric_differences(a: &ResultRow, b: &ResultRow, tolerance: &PerMetric<f64>) -> Vec<Difference> {
+/// The measures that moved by more than their tolerance.
+fn metric_differences(
+    a: &ResultRow,
+    b: &ResultRow,
+    tolerance: &[(Measure, f64)],
+) -> Vec<Difference> {
     tolerance
         .iter()
-        .filter_map(|(metric, tol)| {
-            let moved = match (a.metrics[metric], b.metrics[metric]) {
+        .filter_map(|&(measure, tol)| {
+            let moved = match (a.measure(measure), b.measure(measure)) {
                 // NaN never passes: `(x - y).abs() > tol` is false for it.
-                (Some(x), Some(y)) => x.is_nan() || y.is_nan() || (x - y).abs() > *tol,
+                (Some(x), Some(y)) => x.is_nan() || y.is_nan() || (x - y).abs() > tol,
                 (x, y) => x.is_some() != y.is_some(),
             };
             moved.then(|| Difference {
-                what: metric.to_string(),
-                committed: shown(a.metrics[metric]),
-                recomputed: shown(b.metrics[metric]),
+                what: measure.to_string(),
+                committed: shown(a.measure(measure)),
+                recomputed: shown(b.measure(measure)),
             })
         })
         .collect()
@@ -474,6 +482,7 @@ pub fn table(audits: &[RowAudit]) -> String {
 mod tests {
     use super::*;
     use crate::report::results::tests::table as results_table;
+    use crate::spec::ReportMetric;
 
     fn side(row: &ResultRow) -> RowSide<'_> {
         RowSide { row, keys: None }
@@ -530,8 +539,30 @@ mod tests {
         again.metrics[ReportMetric::Rank1] = Some(0.519);
         let within = audit_row("q", &side(&committed.rows[0]), &side(&again), &group, 1.0);
         assert!(within.reproduced(), "{}", within.verdict());
-        let tol = within.tolerance.as_ref().unwrap()[ReportMetric::Rank1];
-        assert!((tol - 0.02).abs() < 1e-12);
+        let tolerance = |audit: &RowAudit, measure: Measure| {
+            let found = audit
+                .tolerance
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|(m, _)| *m == measure);
+            found.map(|(_, t)| *t).unwrap()
+        };
+        assert!((tolerance(&within, Measure::Metric(ReportMetric::Rank1)) - 0.02).abs() < 1e-12);
+        // The diagnostics are held to their own spread: cos(X′, G) is rank-1 − 0.5 in the fixture.
+        let cosine = Measure::Diagnostic(mgat_train::Diagnostic::GraphCosine);
+        assert!((tolerance(&within, cosine) - 0.02).abs() < 1e-12);
+        if let Some(d) = &mut again.diagnostics {
+            d.graph_cosine += 0.05;
+        }
+        let turned = audit_row("q", &side(&committed.rows[0]), &side(&again), &group, 1.0);
+        assert_eq!(
+            turned.differences[0].what,
+            "graph_cosine",
+            "{}",
+            turned.verdict()
+        );
+        again = committed.rows[0].clone();
         again.metrics[ReportMetric::Rank1] = Some(0.521);
         let outside = audit_row("q", &side(&committed.rows[0]), &side(&again), &group, 1.0);
         assert_eq!(outside.differences[0].what, "rank1");

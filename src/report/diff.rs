@@ -1,14 +1,13 @@
 //! `mgat diff`: results.csv files at two git revisions (or a revision and the working tree) joined by cell without
-//! seed; per metric the means, Δ, and with two or more seeds on both sides Welch's t-test, marking moves larger than
-//! seed noise (p < 0.05). Files are read with `git show`, so any clone can compare any two commits.
+//! seed; per metric and last-epoch training diagnostic the means, Δ, and with two or more seeds on both sides
+//! Welch's t-test, marking moves larger than seed noise (p < 0.05). Files are read with `git show`, so any clone can compare any two commits.
 
 use super::ReportError;
 use super::keys::{KEYS_FILE, ReportKeys, Unrecorded};
-use super::results::{RESULTS_FILE, Results};
+use super::results::{Measure, RESULTS_FILE, Results};
 use super::stats::{mean, welch};
 use crate::plan::StageKind;
 use crate::plan::reasons::KeyChange;
-use crate::spec::ReportMetric;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -157,13 +156,13 @@ fn git(root: &Path, args: &[&str]) -> Result<Vec<u8>, ReportError> {
     Ok(output.stdout)
 }
 
-/// One metric of one cell group on both sides.
+/// One measure (a metric or a diagnostic) of one cell group on both sides.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricDiff {
     pub spec: String,
     pub group: String,
-    pub metric: ReportMetric,
-    /// Per-seed values (fractions) at A and B.
+    pub measure: Measure,
+    /// Per-seed values (as results.csv has them) at A and B.
     pub a: Vec<f64>,
     pub b: Vec<f64>,
     /// Welch's t-test of B against A: (t, df, p), with ≥ 2 seeds on both sides.
@@ -207,12 +206,12 @@ impl std::fmt::Display for Why {
     }
 }
 
-/// A metric of one cell (one seed) that moved while all its stages kept their keys.
+/// A measure of one cell (one seed) that moved while all its stages kept their keys.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Nondeterministic {
     pub spec: String,
     pub cell: String,
-    pub metric: ReportMetric,
+    pub measure: Measure,
     pub a: f64,
     pub b: f64,
 }
@@ -260,18 +259,22 @@ pub fn compare(
                 diff.only_a.push((name.clone(), group.to_string()));
                 continue;
             };
-            for metric in ReportMetric::ALL {
+            for measure in Measure::ALL {
                 let values = |rows: &[usize], results: &Results| -> Vec<f64> {
                     rows.iter()
-                        .filter_map(|&i| results.rows[i].metric(metric))
+                        .filter_map(|&i| results.rows[i].measure(measure))
                         .collect()
                 };
                 let (va, vb) = (values(rows_a, ra), values(rows_b, rb));
+                // A diagnostic neither side has (the baseline's attention, or files from before diagnostics).
+                if va.is_empty() && vb.is_empty() && matches!(measure, Measure::Diagnostic(_)) {
+                    continue;
+                }
                 let welch = welch(&va, &vb).map(|w| (w.t, w.df, w.p));
                 diff.metrics.push(MetricDiff {
                     spec: name.clone(),
                     group: group.to_string(),
-                    metric,
+                    measure,
                     a: va,
                     b: vb,
                     welch,
@@ -287,8 +290,11 @@ pub fn compare(
     diff
 }
 
-fn side_text(values: &[f64]) -> String {
-    format!("{:.2} ({})", mean(values) * 100.0, values.len())
+fn side_text(measure: Measure, values: &[f64]) -> String {
+    match values.is_empty() {
+        true => "– (0)".into(),
+        false => format!("{} ({})", measure.show(mean(values)), values.len()),
+    }
 }
 
 fn p_text(m: &MetricDiff) -> String {
@@ -325,14 +331,14 @@ impl Diff {
                 push(kind, change);
             }
             if row_a.train_key == row_b.train_key && row_a.eval_key == row_b.eval_key {
-                for metric in ReportMetric::ALL {
-                    if let (Some(va), Some(vb)) = (row_a.metrics[metric], row_b.metrics[metric])
+                for measure in Measure::ALL {
+                    if let (Some(va), Some(vb)) = (row_a.measure(measure), row_b.measure(measure))
                         && va != vb
                     {
                         self.nondeterministic.push(Nondeterministic {
                             spec: name.to_string(),
                             cell: row_b.cell.clone(),
-                            metric,
+                            measure,
                             a: va,
                             b: vb,
                         });
@@ -371,10 +377,10 @@ impl Diff {
         [
             "spec".into(),
             "cell".into(),
-            "metric".into(),
-            format!("{label_a} % (n)"),
-            format!("{label_b} % (n)"),
-            "Δ points".into(),
+            "measure".into(),
+            format!("{label_a} (n)"),
+            format!("{label_b} (n)"),
+            "Δ".into(),
             "p (Welch)".into(),
         ]
     }
@@ -386,10 +392,13 @@ impl Diff {
                 [
                     m.spec.clone(),
                     m.group.clone(),
-                    m.metric.to_string(),
-                    side_text(&m.a),
-                    side_text(&m.b),
-                    format!("{:+.2}", m.delta() * 100.0),
+                    m.measure.to_string(),
+                    side_text(m.measure, &m.a),
+                    side_text(m.measure, &m.b),
+                    match m.a.is_empty() || m.b.is_empty() {
+                        true => "–".into(),
+                        false => m.measure.show_change(m.delta()),
+                    },
                     p_text(m),
                 ]
             })
@@ -402,8 +411,9 @@ impl Diff {
         let tested = self.metrics.iter().filter(|m| m.welch.is_some()).count();
         let _ = writeln!(
             out,
-            "{significant} of {tested} tested metric changes exceed seed noise (* = Welch's t-test p < {SIGNIFICANCE}); \
-             untested (–): fewer than 2 seeds on a side."
+            "{significant} of {tested} tested changes exceed seed noise (* = Welch's t-test p < {SIGNIFICANCE}); \
+             untested (–): fewer than 2 seeds on a side. Metrics and attention shares in percent (Δ in points), \
+             the other training diagnostics (last epoch) as they are."
         );
         for (which, list) in [(label_a, &self.only_a), (label_b, &self.only_b)] {
             for (spec, group) in list {
@@ -420,7 +430,7 @@ impl Diff {
             let _ = writeln!(
                 out,
                 "non-deterministic: {} {} {} {} → {} with the same keys",
-                n.spec, n.cell, n.metric, n.a, n.b
+                n.spec, n.cell, n.measure, n.a, n.b
             );
         }
         out
@@ -476,7 +486,7 @@ impl Diff {
             .iter()
             .map(|m| {
                 json!({
-                    "spec": m.spec, "cell": m.group, "metric": m.metric,
+                    "spec": m.spec, "cell": m.group, "measure": m.measure,
                     "a": {"values": m.a, "mean": mean(&m.a)},
                     "b": {"values": m.b, "mean": mean(&m.b)},
                     "delta": m.delta(),
@@ -505,7 +515,7 @@ impl Diff {
             .nondeterministic
             .iter()
             .map(
-                |n| json!({"spec": n.spec, "cell": n.cell, "metric": n.metric, "a": n.a, "b": n.b}),
+                |n| json!({"spec": n.spec, "cell": n.cell, "measure": n.measure, "a": n.a, "b": n.b}),
             )
             .collect();
         json!({
@@ -552,8 +562,11 @@ mod tests {
         assert_eq!(diff.only_b, [("q".to_string(), "head=none".to_string())]);
         let r1 = &diff.metrics[0];
         assert_eq!(
-            (r1.group.as_str(), r1.metric),
-            ("head=mgat", ReportMetric::Rank1)
+            (r1.group.as_str(), r1.measure),
+            (
+                "head=mgat",
+                Measure::Metric(crate::spec::ReportMetric::Rank1)
+            )
         );
         assert!((r1.delta() - 0.095).abs() < 1e-12);
         // By hand: var a = 0.0002, var b = 0.00005; se² = 0.0001 + 0.000025; t = 0.095 / sqrt(0.000125).
@@ -565,5 +578,17 @@ mod tests {
         let text = diff.table("HEAD", "working tree");
         assert!(text.contains("only at HEAD: q head=gat"), "{text}");
         assert!(text.lines().nth(1).unwrap().ends_with(" *"), "{text}");
+        // The last-epoch diagnostics are compared too, shown as they are: the fixture's cosine is rank-1 − 0.5.
+        let cosine = diff
+            .metrics
+            .iter()
+            .find(|m| m.measure == Measure::Diagnostic(mgat_train::Diagnostic::GraphCosine))
+            .unwrap();
+        assert!((cosine.delta() - 0.095).abs() < 1e-12 && cosine.significant());
+        let line = text.lines().find(|l| l.contains("graph_cosine")).unwrap();
+        assert!(
+            line.contains("0.0100 (2)") && line.contains("+0.0950"),
+            "{line}"
+        );
     }
 }

@@ -18,11 +18,11 @@ use crate::plan::StageKey;
 use crate::plan::{Plan, StageKind, fingerprints};
 use crate::spec::{ReportMetric, Spec};
 use figures::{Band, Figure, Line, Panel, curve_lines, sweep_panels, write_figure};
-use mgat_train::EpochLog;
+use mgat_train::{Diagnostic, EpochLog};
 use mgat_util::digest::{sha256_bytes, sha256_file};
 use mgat_util::fsio::IoError;
 use polars::prelude::*;
-use results::{RESULTS_FILE, Results};
+use results::{Measure, RESULTS_FILE, Results};
 use serde::{Deserialize, Serialize};
 use stats::{ci95_half_width, mean, sample_std};
 use std::collections::BTreeMap;
@@ -263,6 +263,7 @@ pub fn write_spec_report(
             .files
             .push(put("delta.csv", delta.csv().as_bytes())?);
     }
+    markdown.push_str(&summary::diagnostics_markdown(&results));
     markdown.push_str(&figures_markdown(&figures, &dir));
     written.files.push(put("summary.md", markdown.as_bytes())?);
     written
@@ -500,17 +501,15 @@ fn write_figures(
         let title = format!("{}: training, mean ± std over seeds", spec.name);
         files.push(write_figure(&dir.join("training"), &title, &panels)?);
     }
-    let offdiag_last = per_row(results, |r| {
-        column(r, |e| e.offdiag_attention).and_then(|c| c.last().copied())
-    });
-    if let Some(panels) = mixing_panels(results, &offdiag_last) {
+    if let Some(panels) = mixing_panels(results) {
         let title = format!(
-            "{}: accuracy against how much the graph mixes (last epoch), mean ± std over seeds",
+            "{}: accuracy against how much the graph mixes and whether its output keeps the input's direction \
+             (last epoch), mean ± std over seeds",
             spec.name
         );
         files.push(write_figure(&dir.join("mixing"), &title, &panels)?);
     }
-    let length = log(|e| Some(e.feature_norm));
+    let length = log(|e| Some(e.diagnostics.feature_norm));
     // The baseline has no attention: every panel keeps the length panel's lines (and so their colours), empty
     // where a group has no such curve.
     let aligned = |value: fn(&EpochLog) -> Option<f64>| -> Vec<(String, Vec<Vec<f64>>)> {
@@ -527,13 +526,14 @@ fn write_figures(
             .collect()
     };
     let (refined, share, of) = (
-        aligned(|e| Some(e.refined_norm)),
-        aligned(|e| e.same_identity_attention),
+        aligned(|e| Some(e.diagnostics.refined_norm)),
+        aligned(|e| e.diagnostics.same_identity_attention),
         aligned(|e| Some(e.of_loss)),
     );
-    let (offdiag, change) = (
-        aligned(|e| e.offdiag_attention),
-        aligned(|e| Some(e.graph_change)),
+    let (offdiag, change, cosine) = (
+        aligned(|e| e.diagnostics.offdiag_attention),
+        aligned(|e| Some(e.diagnostics.graph_change)),
+        aligned(|e| Some(e.diagnostics.graph_cosine)),
     );
     if !length.is_empty() {
         let panels = [
@@ -563,6 +563,11 @@ fn write_figures(
                 "mean ‖X' − G‖ / ‖G‖",
                 curve_lines(&change, 1.0),
             ),
+            epoch_panel(
+                "whether the output keeps its input's direction",
+                "mean cos(X', G)",
+                curve_lines(&cosine, 1.0),
+            ),
         ];
         let title = format!("{}: collapse diagnostics, mean ± std over seeds", spec.name);
         files.push(write_figure(&dir.join("diagnostics"), &title, &panels)?);
@@ -570,79 +575,118 @@ fn write_figures(
     Ok(files)
 }
 
-/// Per results row, what `read` gives for it.
-fn per_row(
-    results: &Results,
-    read: impl Fn(&results::ResultRow) -> Option<f64>,
-) -> Vec<Option<f64>> {
-    results.rows.iter().map(read).collect()
-}
-
-/// Rank-1 and mAP against the share of attention off the diagonal in the last epoch (`offdiag`, per row): one
-/// point per cell group with a graph (mean ± std over seeds), the groups without one (the baseline) as a band (mean
-/// and 95% interval, each distinct evaluation once). None when no row has a graph.
-fn mixing_panels(results: &Results, offdiag: &[Option<f64>]) -> Option<Vec<Panel>> {
+/// Rank-1 and mAP against two of the last epoch's diagnostics: the share of attention off the diagonal (how much
+/// the graph mixes) and cos(X′, G) (whether that mixing keeps the input's direction or turns it around). One point
+/// per cell group with a graph (mean ± std over seeds), the groups without one (the baseline) as a band (mean and
+/// 95% interval, each distinct evaluation once). None when no row has a graph.
+fn mixing_panels(results: &Results) -> Option<Vec<Panel>> {
+    let has_graph = |i: usize| {
+        results.rows[i]
+            .measure(Measure::Diagnostic(Diagnostic::OffdiagAttention))
+            .is_some()
+    };
     let groups = results.groups();
     let with_graph: Vec<&(&str, Vec<usize>)> = groups
         .iter()
-        .filter(|(_, rows)| rows.iter().any(|&i| offdiag[i].is_some()))
+        .filter(|(_, rows)| rows.iter().any(|&i| has_graph(i)))
         .collect();
     if with_graph.is_empty() {
         return None;
     }
     let mut baseline_rows: Vec<usize> = groups
         .iter()
-        .filter(|(_, rows)| rows.iter().all(|&i| offdiag[i].is_none()))
+        .filter(|(_, rows)| rows.iter().all(|&i| !has_graph(i)))
         .flat_map(|(_, rows)| rows.iter().copied())
         .collect();
     baseline_rows.sort_by(|&a, &b| results.rows[a].eval_key.cmp(&results.rows[b].eval_key));
     baseline_rows.dedup_by(|a, b| results.rows[*a].eval_key == results.rows[*b].eval_key);
-    let xs: Vec<f64> = offdiag.iter().flatten().map(|x| x * 100.0).collect();
+    let against = |diagnostic: Diagnostic, what: &str, x_desc: &str| {
+        let x_scale = if Measure::Diagnostic(diagnostic).percent() {
+            100.0
+        } else {
+            1.0
+        };
+        let x_of = |i: usize| {
+            results.rows[i]
+                .measure(Measure::Diagnostic(diagnostic))
+                .map(|v| v * x_scale)
+        };
+        [ReportMetric::Rank1, ReportMetric::Map].map(|metric| {
+            accuracy_panel(
+                results,
+                &with_graph,
+                &baseline_rows,
+                metric,
+                &x_of,
+                (what, x_desc),
+            )
+        })
+    };
+    let [share_r1, share_map] = against(
+        Diagnostic::OffdiagAttention,
+        "attention off the diagonal",
+        "share of Â off the diagonal (%)",
+    );
+    let [cos_r1, cos_map] = against(
+        Diagnostic::GraphCosine,
+        "the direction kept",
+        "mean cos(X', G)",
+    );
+    Some(vec![share_r1, share_map, cos_r1, cos_map])
+}
+
+/// One panel of [`mixing_panels`]: `metric` against the x value `x_of` gives each row, titled `what` on an axis
+/// described by `x_desc`.
+fn accuracy_panel(
+    results: &Results,
+    with_graph: &[&(&str, Vec<usize>)],
+    baseline_rows: &[usize],
+    metric: ReportMetric,
+    x_of: &dyn Fn(usize) -> Option<f64>,
+    (what, x_desc): (&str, &str),
+) -> Panel {
+    let xs: Vec<f64> = with_graph
+        .iter()
+        .flat_map(|(_, rows)| rows.iter().filter_map(|&i| x_of(i)))
+        .collect();
     let (lo, hi) = xs
         .iter()
         .fold((f64::INFINITY, 0f64), |(l, h), &x| (l.min(x), h.max(x)));
-    let panel = |metric: ReportMetric| {
-        let value = |i: usize| results.rows[i].metric(metric).map(|v| v * 100.0);
-        let lines = with_graph
-            .iter()
-            .map(|(group, rows)| {
-                let x: Vec<f64> = rows
-                    .iter()
-                    .filter_map(|&i| offdiag[i])
-                    .map(|v| v * 100.0)
-                    .collect();
-                let y: Vec<f64> = rows.iter().filter_map(|&i| value(i)).collect();
-                Line {
-                    label: group.to_string(),
-                    points: vec![(mean(&x), mean(&y), sample_std(&y))],
-                }
-            })
-            .collect();
-        let base: Vec<f64> = baseline_rows.iter().filter_map(|&i| value(i)).collect();
-        let band = (!base.is_empty()).then(|| {
-            let (m, h) = (mean(&base), ci95_half_width(&base));
-            let h = if h.is_finite() { h } else { 0.0 };
-            Band {
-                label: format!(
-                    "no graph (baseline): mean and 95% interval, n = {}",
-                    base.len()
-                ),
-                lo: m - h,
-                mid: m,
-                hi: m + h,
+    let value = |i: usize| results.rows[i].metric(metric).map(|v| v * 100.0);
+    let lines = with_graph
+        .iter()
+        .map(|(group, rows)| {
+            let x: Vec<f64> = rows.iter().filter_map(|&i| x_of(i)).collect();
+            let y: Vec<f64> = rows.iter().filter_map(|&i| value(i)).collect();
+            Line {
+                label: group.to_string(),
+                points: vec![(mean(&x), mean(&y), sample_std(&y))],
             }
-        });
-        Panel {
-            title: format!("{} against attention off the diagonal", metric.label()),
-            x_desc: "share of Â off the diagonal (%)".into(),
-            y_desc: format!("{} (%)", metric.label()),
-            lines,
-            log_x: lo > 0.0 && hi / lo >= 10.0,
-            error_bars: true,
-            band,
+        })
+        .collect();
+    let base: Vec<f64> = baseline_rows.iter().filter_map(|&i| value(i)).collect();
+    let band = (!base.is_empty()).then(|| {
+        let (m, h) = (mean(&base), ci95_half_width(&base));
+        let h = if h.is_finite() { h } else { 0.0 };
+        Band {
+            label: format!(
+                "no graph (baseline): mean and 95% interval, n = {}",
+                base.len()
+            ),
+            lo: m - h,
+            mid: m,
+            hi: m + h,
         }
-    };
-    Some(vec![panel(ReportMetric::Rank1), panel(ReportMetric::Map)])
+    });
+    Panel {
+        title: format!("{} against {what}", metric.label()),
+        x_desc: x_desc.into(),
+        y_desc: format!("{} (%)", metric.label()),
+        lines,
+        log_x: lo > 0.0 && hi / lo >= 10.0,
+        error_bars: true,
+        band,
+    }
 }
 
 /// A panel of per-epoch curves, mean ± std over seeds.
@@ -723,7 +767,18 @@ mod tests {
         results.rows[2].eval_key = results.rows[0].eval_key.clone();
         results.rows[3].eval_key = results.rows[1].eval_key.clone();
         let offdiag = [None, None, None, None, Some(0.2), Some(0.4)];
-        let panels = mixing_panels(&results, &offdiag).unwrap();
+        for (row, share) in results.rows.iter_mut().zip(offdiag) {
+            if let Some(d) = &mut row.diagnostics {
+                d.offdiag_attention = share;
+                d.graph_cosine = if share.is_some() {
+                    -share.unwrap_or_default()
+                } else {
+                    1.0
+                };
+            }
+        }
+        let panels = mixing_panels(&results).unwrap();
+        assert_eq!(panels.len(), 4);
         let rank1 = &panels[0];
         assert_eq!(rank1.lines.len(), 1);
         assert_eq!(rank1.lines[0].label, "head=mgat,gamma=2");
@@ -737,6 +792,16 @@ mod tests {
         assert!((band.hi - band.mid - 12.7062 * 8f64.sqrt() / 2f64.sqrt()).abs() < 1e-3);
         assert!(band.label.ends_with("n = 2"), "{}", band.label);
         assert!(!rank1.log_x, "20 to 40 % spans less than ten times");
-        assert!(mixing_panels(&results, &[None; 6]).is_none());
+        // The cosine panels: the same groups at their mean cosine, unscaled (−0.2 and −0.4 → −0.3).
+        let (x, y, _) = panels[2].lines[0].points[0];
+        assert!((x + 0.3).abs() < 1e-9 && (y - 55.0).abs() < 1e-9, "{x} {y}");
+        assert!(panels[2].title.contains("direction"), "{}", panels[2].title);
+        assert_eq!(panels[3].band, panels[1].band);
+        for row in &mut results.rows {
+            if let Some(d) = &mut row.diagnostics {
+                d.offdiag_attention = None;
+            }
+        }
+        assert!(mixing_panels(&results).is_none());
     }
 }

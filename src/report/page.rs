@@ -6,11 +6,14 @@
 
 use super::delta::DeltaTable;
 use super::paper::{Comparison, PaperTables, comparison_table};
-use super::results::Results;
-use super::summary::{INTERVAL_NOTE, Pivot, TextTable, short_name};
+use super::results::{Measure, Results};
+use super::summary::{
+    DIAGNOSTICS_NOTE, INTERVAL_NOTE, Pivot, TextTable, diagnostics_table, short_name,
+};
 use crate::cache::Manifest;
 use crate::spec::ReportMetric;
 use crate::spec::Spec;
+use mgat_train::Diagnostic;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
@@ -172,6 +175,14 @@ impl SpecPage<'_> {
         for (label, table) in self.pivot.tables() {
             out.push_str(&table_html(&table, Some(&format!("{label} (%)"))));
         }
+        if let Some(table) = diagnostics_table(self.results) {
+            let _ = write!(
+                out,
+                "<h3>Training diagnostics (last epoch)</h3><p>{}</p>{}",
+                escape(DIAGNOSTICS_NOTE),
+                table_html(&table, None)
+            );
+        }
         out.push_str("</section>\n");
         out
     }
@@ -224,6 +235,14 @@ impl SpecPage<'_> {
         for m in ReportMetric::ALL {
             columns.push((m.name().to_string(), format!("{} (%)", m.label()), true));
         }
+        for d in Diagnostic::ALL {
+            let unit = if Measure::Diagnostic(d).percent() {
+                " (%)"
+            } else {
+                ""
+            };
+            columns.push((d.name().to_string(), format!("{}{unit}", d.label()), true));
+        }
         for (name, label, numeric) in [
             ("train_seconds", "train s", true),
             ("images_per_s", "images/s", true),
@@ -260,6 +279,13 @@ impl SpecPage<'_> {
             for (_, m) in r.metrics.iter() {
                 match *m {
                     Some(v) => out.push_str(&number(v, format!("{:.1}", v * 100.0))),
+                    None => out.push_str("<td class=\"num\" data-v=\"\">–</td>"),
+                }
+            }
+            for d in Diagnostic::ALL {
+                let measure = Measure::Diagnostic(d);
+                match r.measure(measure) {
+                    Some(v) => out.push_str(&number(v, measure.show(v))),
                     None => out.push_str("<td class=\"num\" data-v=\"\">–</td>"),
                 }
             }

@@ -7,6 +7,7 @@ use crate::cache::Cache;
 use crate::plan::{Plan, StageKey, StageKind};
 use crate::spec::{PerMetric, ReportMetric, Spec, format_value, get_path, group_name};
 use mgat_stage::DeviceChoice;
+use mgat_train::{Diagnostic, Diagnostics};
 use polars::prelude::*;
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -35,6 +36,8 @@ pub struct ResultRow {
     pub eval_key: StageKey,
     /// A rank beyond the evaluation's `max_rank` is None (empty in the CSV).
     pub metrics: PerMetric<Option<f64>>,
+    /// The train stage's last-epoch diagnostics; None in a results.csv written before mgat recorded them.
+    pub diagnostics: Option<Diagnostics>,
     pub train_seconds: f64,
     pub images_per_s: f64,
     /// Where the train stage ran (`cpu`, `cuda:N`).
@@ -53,11 +56,89 @@ impl ResultRow {
         self.metrics[metric]
     }
 
+    /// The row's value of `measure` (none where the row has none).
+    pub fn measure(&self, measure: Measure) -> Option<f64> {
+        match measure {
+            Measure::Metric(m) => self.metrics[m],
+            Measure::Diagnostic(d) => d.of(self.diagnostics.as_ref()?),
+        }
+    }
+
     /// The value of `axis` in this row, if the results have that axis.
     pub fn axis<'a>(&'a self, axes: &[String], axis: &str) -> Option<&'a str> {
         axes.iter()
             .position(|a| a == axis)
             .map(|i| self.axes[i].as_str())
+    }
+}
+
+/// A number a results row has: an evaluation metric, or one of the train stage's last-epoch diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Measure {
+    Metric(ReportMetric),
+    Diagnostic(Diagnostic),
+}
+
+impl Measure {
+    /// Every measure, in results.csv's column order.
+    pub const ALL: [Measure; 12] = [
+        Measure::Metric(ReportMetric::Rank1),
+        Measure::Metric(ReportMetric::Rank5),
+        Measure::Metric(ReportMetric::Rank10),
+        Measure::Metric(ReportMetric::Rank20),
+        Measure::Metric(ReportMetric::Map),
+        Measure::Metric(ReportMetric::Minp),
+        Measure::Diagnostic(Diagnostic::FeatureNorm),
+        Measure::Diagnostic(Diagnostic::RefinedNorm),
+        Measure::Diagnostic(Diagnostic::SameIdentityAttention),
+        Measure::Diagnostic(Diagnostic::OffdiagAttention),
+        Measure::Diagnostic(Diagnostic::GraphChange),
+        Measure::Diagnostic(Diagnostic::GraphCosine),
+    ];
+
+    /// Its column in results.csv.
+    pub fn name(self) -> &'static str {
+        match self {
+            Measure::Metric(m) => m.name(),
+            Measure::Diagnostic(d) => d.name(),
+        }
+    }
+
+    /// Whether tables show it in percent: the metrics and the attention shares (fractions of 1); lengths, the
+    /// relative change and the cosine are shown as they are.
+    pub fn percent(self) -> bool {
+        match self {
+            Measure::Metric(_) => true,
+            Measure::Diagnostic(d) => d.needs_graph(),
+        }
+    }
+
+    /// `value` as tables show it: percent with two decimals, or the value with four.
+    pub fn show(self, value: f64) -> String {
+        match self.percent() {
+            true => format!("{:.2}", value * 100.0),
+            false => format!("{value:.4}"),
+        }
+    }
+
+    /// A difference of two values as tables show it: [`Measure::show`] with its sign.
+    pub fn show_change(self, delta: f64) -> String {
+        match self.percent() {
+            true => format!("{:+.2}", delta * 100.0),
+            false => format!("{delta:+.4}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Measure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl serde::Serialize for Measure {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
     }
 }
 
@@ -80,7 +161,8 @@ const REQUIRED_AFTER_METRICS: [&str; 5] = [
     "git_dirty",
 ];
 
-/// Every column a results.csv must have, in file order, axes left out.
+/// Every column a results.csv must have, in file order, axes and diagnostics left out (the diagnostics sit between
+/// the metrics and [`REQUIRED_AFTER_METRICS`]).
 fn required_columns() -> impl Iterator<Item = &'static str> {
     std::iter::once("cell")
         .chain(REQUIRED_BEFORE_METRICS)
@@ -133,12 +215,17 @@ impl Results {
                         path: e.path,
                         message: e.message,
                     })?;
-            let Some(summary) = train_manifest.summary.read::<mgat_train::stage::Train>() else {
-                return Err(ReportError::Cache {
-                    path: cache.entry_dir(StageKind::Train, train_key),
-                    message: "the manifest holds no train summary".into(),
-                });
+            let no_summary = |what: &str| ReportError::Cache {
+                path: cache.entry_dir(StageKind::Train, train_key),
+                message: format!("the manifest holds no {what}"),
             };
+            let summary = train_manifest
+                .summary
+                .read::<mgat_train::stage::Train>()
+                .ok_or_else(|| no_summary("train summary"))?;
+            let diagnostics = summary
+                .final_diagnostics
+                .ok_or_else(|| no_summary("last-epoch diagnostics"))?;
             // Serialised only for a cell that leaves an axis unset (this runs on every no-op rerun).
             let config = std::cell::OnceCell::new();
             let axes = results
@@ -169,6 +256,7 @@ impl Results {
                 train_key: train_key.clone(),
                 eval_key: eval_key.clone(),
                 metrics: PerMetric::from_fn(|m| m.of(&metrics)),
+                diagnostics: Some(diagnostics),
                 train_seconds: summary.train_seconds,
                 images_per_s: summary.images_per_s,
                 device: train_manifest.device,
@@ -205,6 +293,14 @@ impl Results {
         for m in ReportMetric::ALL {
             let values: Vec<Option<f64>> = self.rows.iter().map(|r| r.metrics[m]).collect();
             columns.push(Column::new(m.name().into(), values));
+        }
+        for d in Diagnostic::ALL {
+            let values: Vec<Option<f64>> = self
+                .rows
+                .iter()
+                .map(|r| r.measure(Measure::Diagnostic(d)))
+                .collect();
+            columns.push(Column::new(d.name().into(), values));
         }
         columns.push(floats("train_seconds", &|r| r.train_seconds));
         columns.push(floats("images_per_s", &|r| r.images_per_s));
@@ -280,6 +376,15 @@ impl Results {
         }
         let axis_values: Vec<Vec<String>> =
             axes.iter().map(|a| text(a)).collect::<Result<_, _>>()?;
+        // The diagnostics came later: a file has all of them or (written before them) none.
+        if Diagnostic::ALL
+            .iter()
+            .any(|d| names.iter().any(|n| n == d.name()))
+        {
+            for d in Diagnostic::ALL {
+                columns.insert(d.name(), text(d.name())?);
+            }
+        }
         let rows = (0..frame.height())
             .map(|i| {
                 let get = |name: &str| columns[name][i].as_str();
@@ -296,12 +401,34 @@ impl Results {
                     StageKey::parse(get(name))
                         .map_err(|e| bad(format!("line {line}, column `{name}`: {e}")))
                 };
+                let optional = |name: &str| match get(name) {
+                    "" => Ok(None),
+                    _ => float(name).map(Some),
+                };
                 let mut metrics = PerMetric::from_fn(|_| None);
                 for m in ReportMetric::ALL {
-                    if !get(m.name()).is_empty() {
-                        metrics[m] = Some(float(m.name())?);
-                    }
+                    metrics[m] = optional(m.name())?;
                 }
+                let diagnostics = match columns.contains_key(Diagnostic::FeatureNorm.name()) {
+                    false => None,
+                    true => {
+                        let required = |d: Diagnostic| {
+                            optional(d.name())?.ok_or_else(|| {
+                                bad(format!("line {line}, column `{}` is empty", d.name()))
+                            })
+                        };
+                        Some(Diagnostics {
+                            feature_norm: required(Diagnostic::FeatureNorm)?,
+                            refined_norm: required(Diagnostic::RefinedNorm)?,
+                            same_identity_attention: optional(
+                                Diagnostic::SameIdentityAttention.name(),
+                            )?,
+                            offdiag_attention: optional(Diagnostic::OffdiagAttention.name())?,
+                            graph_change: required(Diagnostic::GraphChange)?,
+                            graph_cosine: required(Diagnostic::GraphCosine)?,
+                        })
+                    }
+                };
                 Ok(ResultRow {
                     cell: get("cell").to_string(),
                     axes: axis_values.iter().map(|v| v[i].clone()).collect(),
@@ -316,6 +443,7 @@ impl Results {
                     train_key: key("train_key")?,
                     eval_key: key("eval_key")?,
                     metrics,
+                    diagnostics,
                     train_seconds: float("train_seconds")?,
                     images_per_s: float("images_per_s")?,
                     device: get("device")
@@ -412,6 +540,14 @@ pub(crate) mod tests {
                                 ReportMetric::Minp => map / 2.0,
                             })
                         }),
+                        diagnostics: Some(Diagnostics {
+                            feature_norm: 8.5,
+                            refined_norm: 4.25,
+                            same_identity_attention: Some(map / 4.0),
+                            offdiag_attention: Some(*map),
+                            graph_change: 0.75,
+                            graph_cosine: r1 - 0.5,
+                        }),
                         train_seconds: 12.25,
                         images_per_s: 100.5,
                         device: DeviceChoice::Cpu,
@@ -436,12 +572,12 @@ pub(crate) mod tests {
         let mut lines = csv.lines();
         assert_eq!(
             lines.next().unwrap(),
-            "cell,model.head,model.gamma,seed,dataset,lock_digest,train_key,eval_key,rank1,rank5,rank10,rank20,mAP,mINP,train_seconds,images_per_s,device,git_commit,git_dirty"
+            "cell,model.head,model.gamma,seed,dataset,lock_digest,train_key,eval_key,rank1,rank5,rank10,rank20,mAP,mINP,feature_norm,refined_norm,same_identity_attention,offdiag_attention,graph_change,graph_cosine,train_seconds,images_per_s,device,git_commit,git_dirty"
         );
         assert_eq!(
             lines.next().unwrap(),
             format!(
-                "\"head=mgat,gamma=0.5,seed=1\",mgat,0.5,1,market1501,sha256:00,{:064x},{:064x},0.500000,0.600000,0.650000,0.700000,0.333333,0.166667,12.250000,100.500000,cpu,abc,false",
+                "\"head=mgat,gamma=0.5,seed=1\",mgat,0.5,1,market1501,sha256:00,{:064x},{:064x},0.500000,0.600000,0.650000,0.700000,0.333333,0.166667,8.500000,4.250000,0.083333,0.333333,0.750000,0.000000,12.250000,100.500000,cpu,abc,false",
                 1, 1001
             )
         );
@@ -465,6 +601,44 @@ pub(crate) mod tests {
         );
         let err = Results::parse(b"a,b\n1,2\n", "r.csv").unwrap_err();
         assert!(err.to_string().contains("no `seed` column"), "{err}");
+    }
+
+    #[test]
+    fn a_file_from_before_the_diagnostics_reads_without_them_and_half_of_them_is_refused() {
+        let results = table(&["model.head"], &[(&["none"], 1, 0.5, 0.25)]);
+        let csv = String::from_utf8(results.to_csv().unwrap()).unwrap();
+        let drop_columns = |text: &str, from: usize, to: usize| -> String {
+            text.lines()
+                .map(|l| {
+                    let fields: Vec<&str> = l.split(',').collect();
+                    [&fields[..from], &fields[to..]].concat().join(",") + "\n"
+                })
+                .collect()
+        };
+        // Columns: cell, head, seed, dataset, lock, 2 keys, 6 metrics, then the 6 diagnostics at 13..19.
+        let old = Results::parse(drop_columns(&csv, 13, 19).as_bytes(), "old.csv").unwrap();
+        assert_eq!(old.rows[0].diagnostics, None);
+        assert_eq!(old.rows[0].metric(ReportMetric::Map), Some(0.25));
+        let half = Results::parse(drop_columns(&csv, 13, 16).as_bytes(), "half.csv").unwrap_err();
+        assert!(
+            half.to_string().contains("no `feature_norm` column"),
+            "{half}"
+        );
+        let baseline = csv.replace(",0.062500,0.250000,", ",,,");
+        let back = Results::parse(baseline.as_bytes(), "b.csv").unwrap();
+        let d = back.rows[0].diagnostics.unwrap();
+        assert_eq!(
+            (d.same_identity_attention, d.offdiag_attention),
+            (None, None)
+        );
+        assert_eq!(d.graph_cosine, 0.0);
+        let empty = csv.replace(",0.750000,0.000000,", ",0.750000,,");
+        let err = Results::parse(empty.as_bytes(), "e.csv").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("line 2, column `graph_cosine` is empty"),
+            "{err}"
+        );
     }
 
     #[test]

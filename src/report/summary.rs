@@ -2,9 +2,10 @@
 //! per metric, and the spec's summary tables pivoted by its `report:` layout, written as Markdown, CSV and LaTeX
 //! (booktabs).
 
-use super::results::Results;
-use super::stats::ci95_half_width;
+use super::results::{Measure, Results};
+use super::stats::{ci95_half_width, mean};
 use crate::spec::{PerMetric, ReportLayout, ReportMetric};
+use mgat_train::Diagnostic;
 use polars::prelude::*;
 use std::fmt::Write as _;
 
@@ -116,6 +117,86 @@ pub fn format_percent(mean: f64, half_width: f64, n: usize) -> String {
     } else {
         format!("{mean:.1} ± {half_width:.1} ({n})")
     }
+}
+
+/// What the diagnostics table says about itself (Markdown and the page).
+pub const DIAGNOSTICS_NOTE: &str = "The train stage's last epoch, per cell group: mean ± half-width of the 95% confidence \
+     interval over seeds (n). Off the diagonal: how much the graph mixes (taken before the mask, so it cannot say \
+     whether the mixing helps); same identity: how much of that mixing stays within the identity; ‖X′ − G‖ / ‖G‖: how \
+     far the head moves its input; cos(X′, G): whether the output keeps the input's direction (near 1) or the mask \
+     turns it against it (negative: harmful mixing); ‖X‖, ‖X′‖: feature lengths (a collapse shows as a falling \
+     length). Shares in percent; – where the cell has no graph.";
+
+/// The diagnostics table: one row per cell group (results order), one column per [`Diagnostic`]; None when no row
+/// has diagnostics (a results.csv from before mgat recorded them).
+pub fn diagnostics_table(results: &Results) -> Option<TextTable> {
+    if results.rows.iter().all(|r| r.diagnostics.is_none()) {
+        return None;
+    }
+    let mut header = vec!["cell group".to_string()];
+    for d in Diagnostic::ALL {
+        let unit = if Measure::Diagnostic(d).percent() {
+            " (%)"
+        } else {
+            ""
+        };
+        header.push(format!("{}{unit}", d.label()));
+    }
+    let rows = results
+        .groups()
+        .into_iter()
+        .map(|(group, rows)| {
+            let mut line = vec![group.to_string()];
+            for d in Diagnostic::ALL {
+                let measure = Measure::Diagnostic(d);
+                let scale = if measure.percent() { 100.0 } else { 1.0 };
+                let values: Vec<f64> = rows
+                    .iter()
+                    .filter_map(|&i| results.rows[i].measure(measure))
+                    .map(|v| v * scale)
+                    .collect();
+                line.push(format_interval(&values, diagnostic_decimals(d)));
+            }
+            line
+        })
+        .collect();
+    let mut numeric = vec![false];
+    numeric.extend(Diagnostic::ALL.map(|_| true));
+    Some(TextTable {
+        header,
+        rows,
+        numeric,
+    })
+}
+
+/// Decimals a diagnostic is shown with: shares in percent to 0.1, lengths to 0.01, change and cosine to 0.001.
+fn diagnostic_decimals(d: Diagnostic) -> usize {
+    match d {
+        Diagnostic::SameIdentityAttention | Diagnostic::OffdiagAttention => 1,
+        Diagnostic::FeatureNorm | Diagnostic::RefinedNorm => 2,
+        Diagnostic::GraphChange | Diagnostic::GraphCosine => 3,
+    }
+}
+
+/// `mean ± half-width (n)` of `values` with `decimals`; `mean (1)` for one value, `–` for none.
+fn format_interval(values: &[f64], decimals: usize) -> String {
+    let (m, h, n) = (mean(values), ci95_half_width(values), values.len());
+    match n {
+        0 => "–".into(),
+        _ if h.is_nan() => format!("{m:.decimals$} ({n})"),
+        _ => format!("{m:.decimals$} ± {h:.decimals$} ({n})"),
+    }
+}
+
+/// The diagnostics section of summary.md; empty when there is no table.
+pub fn diagnostics_markdown(results: &Results) -> String {
+    diagnostics_table(results).map_or_else(String::new, |table| {
+        format!(
+            "\n## Training diagnostics (last epoch)\n\n{}\n\n{}",
+            one_line(DIAGNOSTICS_NOTE),
+            table.markdown()
+        )
+    })
 }
 
 /// A table as text cells: what its Markdown and HTML renderings share.
@@ -474,6 +555,37 @@ mod tests {
         assert!((m - 0.33).abs() < 1e-12 && (s - 0.0009f64.sqrt()).abs() < 1e-12);
         assert_eq!(stats[1].n, 1);
         assert!(stats[1].stat(ReportMetric::Rank1).1.is_nan());
+    }
+
+    #[test]
+    fn the_diagnostics_table_is_each_groups_mean_and_interval_by_hand() {
+        let mut results = table(
+            &["model.head"],
+            &[
+                (&["mgat"], 1, 0.50, 0.30),
+                (&["mgat"], 2, 0.60, 0.50),
+                (&["none"], 1, 0.80, 0.7),
+            ],
+        );
+        if let Some(d) = &mut results.rows[2].diagnostics {
+            (d.offdiag_attention, d.same_identity_attention) = (None, None);
+        }
+        let table = diagnostics_table(&results).unwrap();
+        assert_eq!(table.header[4], "off-diagonal share (%)");
+        assert_eq!(table.header[6], "cos(X′, G)");
+        // Off-diagonal share (the fixture's mAP): 30 % and 50 % → 40 ± t(0.975, 1) · √200 / √2 = 127.1.
+        assert_eq!(table.rows[0][4], "40.0 ± 127.1 (2)");
+        // cos(X′, G) (the fixture's rank-1 − 0.5): 0.0 and 0.1 → 0.05 ± 12.706 · 0.0707 / 1.414.
+        assert_eq!(table.rows[0][6], "0.050 ± 0.635 (2)");
+        assert_eq!(table.rows[1][4], "–");
+        assert_eq!(table.rows[1][1], "8.50 (1)");
+        let md = diagnostics_markdown(&results);
+        assert!(md.contains("## Training diagnostics (last epoch)"), "{md}");
+        for row in &mut results.rows {
+            row.diagnostics = None;
+        }
+        assert!(diagnostics_table(&results).is_none());
+        assert_eq!(diagnostics_markdown(&results), "");
     }
 
     #[test]

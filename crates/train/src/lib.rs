@@ -7,15 +7,16 @@ pub mod key;
 
 pub mod check;
 pub mod data;
+pub mod diagnostics;
 pub mod loss;
 pub mod optim;
 pub mod stage;
 
 use crate::key::TrainKey;
 use candle_core::{DType, Device, Tensor};
+pub use diagnostics::{Diagnostic, Diagnostics};
 use mgat_data::DatasetIndex;
 use mgat_data::image::ImageError;
-use mgat_model::head::{offdiag_share, relative_change, same_identity_share};
 use mgat_model::key::ModelKey;
 use mgat_model::params::{ModelError, Params};
 use mgat_model::{Network, Outputs};
@@ -42,6 +43,8 @@ pub enum TrainError {
     Io(#[from] IoError),
     #[error("training diverged in epoch {epoch}: the loss is {loss}")]
     Diverged { epoch: u32, loss: f64 },
+    #[error("epoch {epoch} had no batches (train.iters_per_epoch must be at least 1)")]
+    NoBatches { epoch: u32 },
 }
 
 /// One row of `train_log.csv`.
@@ -54,29 +57,22 @@ pub struct EpochLog {
     pub of_loss: f64,
     pub triplet_loss: f64,
     pub accuracy: f64,
-    /// Mean ‖X‖ of the backbone features (diagnostics: a collapse shows as a falling length).
-    pub feature_norm: f64,
-    /// Mean ‖X'‖ of the head's output (‖X‖ for the baseline).
-    pub refined_norm: f64,
-    /// Mean share of the off-diagonal attention on the same identity ([`same_identity_share`]); none for the
-    /// baseline.
-    pub same_identity_attention: Option<f64>,
-    /// Mean share of each row's attention off the diagonal ([`offdiag_share`]): how much the graph mixes at all;
-    /// none for the baseline.
-    pub offdiag_attention: Option<f64>,
-    /// Mean ‖X' − G‖ / ‖G‖ ([`relative_change`]): how far the head moves its input; 0 for the baseline.
-    pub graph_change: f64,
+    #[serde(flatten)]
+    pub diagnostics: Diagnostics,
     pub images_per_s: f64,
     pub seconds: f64,
 }
 
-/// The train stage's figures in its manifest: the last epoch's loss and accuracy, and time and speed over all.
+/// The train stage's figures in its manifest: the last epoch's loss, accuracy and diagnostics, and time and speed
+/// over all.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainSummary {
     pub epochs: usize,
     pub final_loss: f64,
     pub final_id_loss: f64,
     pub final_accuracy: f64,
+    /// None only for a run of no epochs.
+    pub final_diagnostics: Option<Diagnostics>,
     pub train_seconds: f64,
     pub images_per_s: f64,
 }
@@ -91,6 +87,7 @@ impl TrainSummary {
             final_loss: last.map_or(f64::NAN, |e| e.loss),
             final_id_loss: last.map_or(f64::NAN, |e| e.id_loss),
             final_accuracy: last.map_or(f64::NAN, |e| e.accuracy),
+            final_diagnostics: last.map(|e| e.diagnostics),
             train_seconds: seconds,
             images_per_s: images / seconds.max(1e-9),
         }
@@ -139,7 +136,8 @@ pub fn train(
     for epoch in log.len() as u32..t.epochs {
         let lr = learning_rate(t, epoch);
         let started = Instant::now();
-        let mut sums = [0f64; 10];
+        let mut sums = [0f64; 5];
+        let mut diagnostics = Vec::new();
         let mut batches = 0u64;
         for batch in data::stream_epoch(dataset, &index.train, t, workers, epoch, 0) {
             let batch = batch?;
@@ -159,19 +157,9 @@ pub fn train(
                 f64::from(of.to_scalar::<f32>()?),
                 f64::from(tri.to_scalar::<f32>()?),
                 loss::accuracy(&o.logits, &labels)?,
-                mean_row_norm(&o.features)?,
-                mean_row_norm(&o.refined)?,
-                match &o.attention {
-                    Some(a) => same_identity_share(a, &labels)?,
-                    None => f64::NAN,
-                },
-                match &o.attention {
-                    Some(a) => offdiag_share(a)?,
-                    None => f64::NAN,
-                },
-                relative_change(&o.refined, &o.graph_input)?,
             ];
             sums.iter_mut().zip(scalars).for_each(|(s, v)| *s += v);
+            diagnostics.push(Diagnostics::of_batch(&o, &labels)?);
             batches += 1;
             on_progress(u64::from(epoch) * batches_per_epoch + batches, total, None);
         }
@@ -185,11 +173,7 @@ pub fn train(
             of_loss: mean(2),
             triplet_loss: mean(3),
             accuracy: mean(4),
-            feature_norm: mean(5),
-            refined_norm: mean(6),
-            same_identity_attention: Some(mean(7)).filter(|v| !v.is_nan()),
-            offdiag_attention: Some(mean(8)).filter(|v| !v.is_nan()),
-            graph_change: mean(9),
+            diagnostics: Diagnostics::mean(&diagnostics).ok_or(TrainError::NoBatches { epoch })?,
             images_per_s: (batches * n as u64) as f64 / seconds,
             seconds,
         };
@@ -398,11 +382,7 @@ pub fn log_csv(log: &[EpochLog]) -> String {
                 LogColumn::OfLoss => format!("{:.6}", r.of_loss),
                 LogColumn::TripletLoss => format!("{:.6}", r.triplet_loss),
                 LogColumn::Accuracy => format!("{:.6}", r.accuracy),
-                LogColumn::FeatureNorm => format!("{:.6}", r.feature_norm),
-                LogColumn::RefinedNorm => format!("{:.6}", r.refined_norm),
-                LogColumn::SameIdentityAttention => optional(r.same_identity_attention),
-                LogColumn::OffdiagAttention => optional(r.offdiag_attention),
-                LogColumn::GraphChange => format!("{:.6}", r.graph_change),
+                LogColumn::Diagnostic(d) => optional(d.of(&r.diagnostics)),
                 LogColumn::ImagesPerS => format!("{:.1}", r.images_per_s),
                 LogColumn::Seconds => format!("{:.2}", r.seconds),
             })
@@ -453,6 +433,7 @@ fn parse_log_row(line: &str) -> Result<EpochLog, String> {
         "" => Ok(None),
         _ => number(c).map(Some),
     };
+    let diagnostic = |d: Diagnostic| number(LogColumn::Diagnostic(d));
     Ok(EpochLog {
         epoch: field(LogColumn::Epoch)
             .parse()
@@ -463,11 +444,16 @@ fn parse_log_row(line: &str) -> Result<EpochLog, String> {
         of_loss: number(LogColumn::OfLoss)?,
         triplet_loss: number(LogColumn::TripletLoss)?,
         accuracy: number(LogColumn::Accuracy)?,
-        feature_norm: number(LogColumn::FeatureNorm)?,
-        refined_norm: number(LogColumn::RefinedNorm)?,
-        same_identity_attention: optional(LogColumn::SameIdentityAttention)?,
-        offdiag_attention: optional(LogColumn::OffdiagAttention)?,
-        graph_change: number(LogColumn::GraphChange)?,
+        diagnostics: Diagnostics {
+            feature_norm: diagnostic(Diagnostic::FeatureNorm)?,
+            refined_norm: diagnostic(Diagnostic::RefinedNorm)?,
+            same_identity_attention: optional(LogColumn::Diagnostic(
+                Diagnostic::SameIdentityAttention,
+            ))?,
+            offdiag_attention: optional(LogColumn::Diagnostic(Diagnostic::OffdiagAttention))?,
+            graph_change: diagnostic(Diagnostic::GraphChange)?,
+            graph_cosine: diagnostic(Diagnostic::GraphCosine)?,
+        },
         images_per_s: number(LogColumn::ImagesPerS)?,
         seconds: number(LogColumn::Seconds)?,
     })
@@ -484,17 +470,13 @@ pub enum LogColumn {
     OfLoss,
     TripletLoss,
     Accuracy,
-    FeatureNorm,
-    RefinedNorm,
-    SameIdentityAttention,
-    OffdiagAttention,
-    GraphChange,
+    Diagnostic(Diagnostic),
     ImagesPerS,
     Seconds,
 }
 
 impl LogColumn {
-    pub const ALL: [LogColumn; 14] = [
+    pub const ALL: [LogColumn; 15] = [
         LogColumn::Epoch,
         LogColumn::Lr,
         LogColumn::Loss,
@@ -502,11 +484,12 @@ impl LogColumn {
         LogColumn::OfLoss,
         LogColumn::TripletLoss,
         LogColumn::Accuracy,
-        LogColumn::FeatureNorm,
-        LogColumn::RefinedNorm,
-        LogColumn::SameIdentityAttention,
-        LogColumn::OffdiagAttention,
-        LogColumn::GraphChange,
+        LogColumn::Diagnostic(Diagnostic::FeatureNorm),
+        LogColumn::Diagnostic(Diagnostic::RefinedNorm),
+        LogColumn::Diagnostic(Diagnostic::SameIdentityAttention),
+        LogColumn::Diagnostic(Diagnostic::OffdiagAttention),
+        LogColumn::Diagnostic(Diagnostic::GraphChange),
+        LogColumn::Diagnostic(Diagnostic::GraphCosine),
         LogColumn::ImagesPerS,
         LogColumn::Seconds,
     ];
@@ -521,21 +504,11 @@ impl LogColumn {
             LogColumn::OfLoss => "of_loss",
             LogColumn::TripletLoss => "triplet_loss",
             LogColumn::Accuracy => "accuracy",
-            LogColumn::FeatureNorm => "feature_norm",
-            LogColumn::RefinedNorm => "refined_norm",
-            LogColumn::SameIdentityAttention => "same_identity_attention",
-            LogColumn::OffdiagAttention => "offdiag_attention",
-            LogColumn::GraphChange => "graph_change",
+            LogColumn::Diagnostic(d) => d.name(),
             LogColumn::ImagesPerS => "images_per_s",
             LogColumn::Seconds => "seconds",
         }
     }
-}
-
-/// The mean euclidean length of the rows of an N×D batch.
-fn mean_row_norm(x: &Tensor) -> candle_core::Result<f64> {
-    let norms = x.detach().sqr()?.sum_keepdim(1)?.sqrt()?.mean_all()?;
-    Ok(f64::from(norms.to_dtype(DType::F32)?.to_scalar::<f32>()?))
 }
 
 #[cfg(test)]
@@ -552,11 +525,14 @@ mod tests {
             of_loss: 0.125,
             triplet_loss: 0.375,
             accuracy: 0.5,
-            feature_norm: 6.5,
-            refined_norm: 6.25,
-            same_identity_attention: offdiag.map(|v| v / 2.0),
-            offdiag_attention: offdiag,
-            graph_change: 0.0625,
+            diagnostics: Diagnostics {
+                feature_norm: 6.5,
+                refined_norm: 6.25,
+                same_identity_attention: offdiag.map(|v| v / 2.0),
+                offdiag_attention: offdiag,
+                graph_change: 0.0625,
+                graph_cosine: -0.375,
+            },
             images_per_s: 1093.5,
             seconds: 12.25,
         };
