@@ -303,14 +303,13 @@ impl Im2col {
                 self.zero_holes(&mut cols.data, block);
             } else {
                 for run in &self.runs {
-                    // Every `stride`-th value: all but the last from whole chunks of the input, the last alone.
                     let src = &input[run.src..][..(run.len - 1) * g.stride + 1];
                     let out = &mut cols.data[block(run)..][..run.len];
-                    let (body, last) = out.split_at_mut(run.len - 1);
-                    body.iter_mut()
-                        .zip(src.chunks_exact(g.stride))
-                        .for_each(|(o, chunk)| *o = chunk[0]);
-                    last[0] = src[src.len() - 1];
+                    match g.stride {
+                        // The downsampling convolutions: inlined with the stride a constant, the copy vectorises.
+                        2 => gather(src, out, 2),
+                        stride => gather(src, out, stride),
+                    }
                 }
             }
         }
@@ -349,15 +348,36 @@ impl Im2col {
             } else {
                 for run in &self.runs {
                     let src = &col[block(run)..][..run.len];
-                    dx[run.src..]
-                        .iter_mut()
-                        .step_by(g.stride)
-                        .zip(src)
-                        .for_each(|(d, &v)| *d += v);
+                    let dx = &mut dx[run.src..][..(run.len - 1) * g.stride + 1];
+                    match g.stride {
+                        2 => scatter_add(src, dx, 2),
+                        stride => scatter_add(src, dx, stride),
+                    }
                 }
             }
         }
     }
+}
+
+/// out[i] = src[i·stride], for `src` of (out.len() − 1)·stride + 1 values: all but the last from whole chunks, the last
+/// alone. Always inlined, so that a call with a constant stride compiles to a vectorised copy.
+#[inline(always)]
+fn gather<T: Elem>(src: &[T], out: &mut [T], stride: usize) {
+    let (body, last) = out.split_at_mut(out.len() - 1);
+    body.iter_mut()
+        .zip(src.chunks_exact(stride))
+        .for_each(|(o, chunk)| *o = chunk[0]);
+    last[0] = src[src.len() - 1];
+}
+
+/// dx[i·stride] += src[i], the adjoint of [`gather`], for `dx` of (src.len() − 1)·stride + 1 values; inlined like it.
+#[inline(always)]
+fn scatter_add<T: Elem>(src: &[T], dx: &mut [T], stride: usize) {
+    let (body, last) = src.split_at(src.len() - 1);
+    dx.chunks_exact_mut(stride)
+        .zip(body)
+        .for_each(|(d, &v)| d[0] += v);
+    dx[dx.len() - 1] += last[0];
 }
 
 /// Stride-1 runs (in the order [`Im2col::new`] makes them) merged where consecutive runs of a row have the same gap
