@@ -370,12 +370,24 @@ fn draw_panel<DB: DrawingBackend>(
         .collect();
     let (x_lo, x_hi) = padded(min_max(&xs), 0.06);
     let (y_lo, y_hi) = padded(min_max(&ys), 0.12);
+    // Neither the padding nor an error bar takes the axis below 0 unless a mean is negative (a cosine can be).
+    let lowest_mean = panel
+        .lines
+        .iter()
+        .flat_map(|l| l.points.iter().map(|p| p.1))
+        .chain(panel.band.iter().map(|b| b.mid))
+        .fold(f64::INFINITY, f64::min);
+    let y_lo = if lowest_mean >= 0.0 {
+        y_lo.max(0.0)
+    } else {
+        y_lo
+    };
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, (FONT, 18).into_font())
         .margin(12)
         .x_label_area_size(48)
         .y_label_area_size(60)
-        .build_cartesian_2d(x_lo..x_hi, y_lo.max(0.0)..y_hi)
+        .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)
         .map_err(figure_error)?;
     let log_x = panel.log_x;
     // On a log scale, two significant digits (0.32, 3.2, 32); otherwise up to three decimals.

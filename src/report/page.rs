@@ -461,7 +461,7 @@ caption{text-align:left;font-weight:600;padding:.3rem 0}
 th,td{padding:.25rem .6rem;border-bottom:1px solid var(--rule);text-align:left;vertical-align:top}
 th{background:#fafafa;white-space:nowrap}
 tbody tr:nth-child(even){background:var(--zebra)}
-.num{text-align:right}
+.num{text-align:right;white-space:nowrap}
 td.mark{color:var(--vermillion);font-weight:700}
 th button{font:inherit;font-weight:600;background:none;border:0;padding:0;color:var(--blue);cursor:pointer}
 th[aria-sort=ascending] button::after{content:' ▲'}

@@ -127,6 +127,17 @@ pub const DIAGNOSTICS_NOTE: &str = "The train stage's last epoch, per cell group
      turns it against it (negative: harmful mixing); ‖X‖, ‖X′‖: feature lengths (a collapse shows as a falling \
      length). Shares in percent; – where the cell has no graph.";
 
+/// The diagnostics in the table's column order: how much the graph mixes beside whether its output keeps its input's
+/// direction, the lengths last.
+const DIAGNOSTICS_SHOWN: [Diagnostic; 6] = [
+    Diagnostic::OffdiagAttention,
+    Diagnostic::GraphCosine,
+    Diagnostic::SameIdentityAttention,
+    Diagnostic::GraphChange,
+    Diagnostic::FeatureNorm,
+    Diagnostic::RefinedNorm,
+];
+
 /// The diagnostics table: one row per cell group (results order), one column per [`Diagnostic`]; None when no row
 /// has diagnostics (a results.csv from before mgat recorded them).
 pub fn diagnostics_table(results: &Results) -> Option<TextTable> {
@@ -134,7 +145,7 @@ pub fn diagnostics_table(results: &Results) -> Option<TextTable> {
         return None;
     }
     let mut header = vec!["cell group".to_string()];
-    for d in Diagnostic::ALL {
+    for d in DIAGNOSTICS_SHOWN {
         let unit = if Measure::Diagnostic(d).percent() {
             " (%)"
         } else {
@@ -147,7 +158,7 @@ pub fn diagnostics_table(results: &Results) -> Option<TextTable> {
         .into_iter()
         .map(|(group, rows)| {
             let mut line = vec![group.to_string()];
-            for d in Diagnostic::ALL {
+            for d in DIAGNOSTICS_SHOWN {
                 let measure = Measure::Diagnostic(d);
                 let scale = if measure.percent() { 100.0 } else { 1.0 };
                 let values: Vec<f64> = rows
@@ -161,7 +172,7 @@ pub fn diagnostics_table(results: &Results) -> Option<TextTable> {
         })
         .collect();
     let mut numeric = vec![false];
-    numeric.extend(Diagnostic::ALL.map(|_| true));
+    numeric.extend(DIAGNOSTICS_SHOWN.map(|_| true));
     Some(TextTable {
         header,
         rows,
@@ -571,14 +582,14 @@ mod tests {
             (d.offdiag_attention, d.same_identity_attention) = (None, None);
         }
         let table = diagnostics_table(&results).unwrap();
-        assert_eq!(table.header[4], "off-diagonal share (%)");
-        assert_eq!(table.header[6], "cos(X′, G)");
+        assert_eq!(table.header[1], "off-diagonal share (%)");
+        assert_eq!(table.header[2], "cos(X′, G)");
         // Off-diagonal share (the fixture's mAP): 30 % and 50 % → 40 ± t(0.975, 1) · √200 / √2 = 127.1.
-        assert_eq!(table.rows[0][4], "40.0 ± 127.1 (2)");
+        assert_eq!(table.rows[0][1], "40.0 ± 127.1 (2)");
         // cos(X′, G) (the fixture's rank-1 − 0.5): 0.0 and 0.1 → 0.05 ± 12.706 · 0.0707 / 1.414.
-        assert_eq!(table.rows[0][6], "0.050 ± 0.635 (2)");
-        assert_eq!(table.rows[1][4], "–");
-        assert_eq!(table.rows[1][1], "8.50 (1)");
+        assert_eq!(table.rows[0][2], "0.050 ± 0.635 (2)");
+        assert_eq!(table.rows[1][1], "–");
+        assert_eq!(table.rows[1][5], "8.50 (1)");
         let md = diagnostics_markdown(&results);
         assert!(md.contains("## Training diagnostics (last epoch)"), "{md}");
         for row in &mut results.rows {
