@@ -80,21 +80,21 @@ pub enum Measure {
 }
 
 impl Measure {
-    /// Every measure, in results.csv's column order.
-    pub const ALL: [Measure; 12] = [
-        Measure::Metric(ReportMetric::Rank1),
-        Measure::Metric(ReportMetric::Rank5),
-        Measure::Metric(ReportMetric::Rank10),
-        Measure::Metric(ReportMetric::Rank20),
-        Measure::Metric(ReportMetric::Map),
-        Measure::Metric(ReportMetric::Minp),
-        Measure::Diagnostic(Diagnostic::FeatureNorm),
-        Measure::Diagnostic(Diagnostic::RefinedNorm),
-        Measure::Diagnostic(Diagnostic::SameIdentityAttention),
-        Measure::Diagnostic(Diagnostic::OffdiagAttention),
-        Measure::Diagnostic(Diagnostic::GraphChange),
-        Measure::Diagnostic(Diagnostic::GraphCosine),
-    ];
+    /// Every measure, in results.csv's column order: [`ReportMetric::ALL`], then [`Diagnostic::ALL`].
+    pub const ALL: [Measure; ReportMetric::ALL.len() + Diagnostic::ALL.len()] = {
+        let metrics = ReportMetric::ALL.len();
+        let mut all =
+            [Measure::Metric(ReportMetric::Rank1); ReportMetric::ALL.len() + Diagnostic::ALL.len()];
+        let mut i = 0;
+        while i < all.len() {
+            all[i] = match i < metrics {
+                true => Measure::Metric(ReportMetric::ALL[i]),
+                false => Measure::Diagnostic(Diagnostic::ALL[i - metrics]),
+            };
+            i += 1;
+        }
+        all
+    };
 
     /// Its column in results.csv.
     pub fn name(self) -> &'static str {
@@ -601,6 +601,17 @@ pub(crate) mod tests {
         );
         let err = Results::parse(b"a,b\n1,2\n", "r.csv").unwrap_err();
         assert!(err.to_string().contains("no `seed` column"), "{err}");
+    }
+
+    #[test]
+    fn the_measures_are_results_csvs_number_columns_in_file_order() {
+        let csv = table(&["model.head"], &[(&["mgat"], 1, 0.5, 0.25)])
+            .to_csv()
+            .unwrap();
+        let header = String::from_utf8(csv).unwrap();
+        let header = header.lines().next().unwrap();
+        let names: Vec<&str> = Measure::ALL.iter().map(|m| m.name()).collect();
+        assert!(header.contains(&names.join(",")), "{header}");
     }
 
     #[test]
