@@ -316,6 +316,12 @@ pub fn audit_row(
         (recomputed.keys, recomputed.row),
     );
     audit.differences = row_key_differences(committed.row, recomputed.row, &audit.key_changes);
+    // Another CPU class rounds products differently: the row's numbers cannot be checked here, which is not a
+    // difference; any other reason its keys moved still is.
+    if let Some(why) = other_cpu_class(&mut audit.key_changes) {
+        audit.unverifiable = Some(why);
+        return audit;
+    }
     // The device column is a claim: checked only where the recomputation ran on the device the row names.
     let (claimed, here) = (committed.row.device, recomputed.row.device);
     if claimed != here {
@@ -336,6 +342,35 @@ pub fn audit_row(
         audit.tolerance = Some(tolerance);
     }
     audit
+}
+
+/// Where a stage's key moved because this machine's CPU class is not the one the row was computed on: why the row
+/// cannot be verified here. That change, and what follows from it downstream (an input whose bytes differ because
+/// its stage rounded differently), leave `changes`; every other reason stays.
+fn other_cpu_class(
+    changes: &mut Vec<(StageKind, Result<KeyChange, Unrecorded>)>,
+) -> Option<String> {
+    let mut rounded = Vec::new();
+    let mut classes = None;
+    for (kind, change) in changes.iter() {
+        if let Ok(KeyChange::Numerics { from, to }) = change {
+            rounded.push(*kind);
+            classes.get_or_insert((from.clone(), to.clone()));
+        }
+    }
+    let (from, to) = classes?;
+    changes.retain(|(_, change)| match change {
+        Ok(KeyChange::Numerics { .. }) => false,
+        Ok(KeyChange::UpstreamOutput { kind }) => !rounded.contains(kind),
+        _ => true,
+    });
+    let show = |class: Option<String>| class.unwrap_or_else(|| "none".into());
+    Some(format!(
+        "the row was computed on CPU class {}, and this machine is {} (its floating-point products round \
+         differently; `mgat fingerprint --cpu-class` names a machine's class)",
+        show(from),
+        show(to)
+    ))
 }
 
 /// The keys and lock digest the committed row names against the recomputed row's, where keys.json's reasons do
@@ -486,6 +521,85 @@ mod tests {
 
     fn side(row: &ResultRow) -> RowSide<'_> {
         RowSide { row, keys: None }
+    }
+
+    /// keys.json for `row` alone: its train and eval stages recorded with `class` as their CPU class and, for the
+    /// train stage, `lr`; the row's keys set to the records'.
+    fn keyed(row: &mut ResultRow, class: &str, lr: &str) -> crate::report::keys::ReportKeys {
+        use crate::plan::KeyInputs;
+        use crate::report::keys::{ReportKeys, StageRecord};
+        let mut keys = ReportKeys {
+            format: crate::report::keys::KEYS_FORMAT,
+            ..ReportKeys::default()
+        };
+        let mut train = KeyInputs::for_tests(StageKind::Train);
+        train.numerics = Some(class.into());
+        train.version = Some(lr.into());
+        let mut eval = KeyInputs::for_tests(StageKind::Eval);
+        eval.numerics = Some(class.into());
+        eval.upstream
+            .insert(StageKind::Train, format!("weights on {class}"));
+        let mut cell = std::collections::BTreeMap::new();
+        for (kind, inputs) in [(StageKind::Train, train), (StageKind::Eval, eval)] {
+            let key = inputs.key();
+            match kind {
+                StageKind::Train => row.train_key = key.clone(),
+                _ => row.eval_key = key.clone(),
+            }
+            cell.insert(kind, key.clone());
+            keys.stages.insert(
+                key,
+                StageRecord {
+                    kind,
+                    inputs,
+                    output: None,
+                },
+            );
+        }
+        keys.cells.insert(row.cell.clone(), cell);
+        keys
+    }
+
+    #[test]
+    fn a_row_from_another_cpu_class_is_not_verifiable_here_unless_something_else_moved() {
+        let committed = rows();
+        let mut old = committed.rows[0].clone();
+        let old_keys = keyed(&mut old, "cpu-aaaa", "v1");
+        let mut here = old.clone();
+        let here_keys = keyed(&mut here, "cpu-bbbb", "v1");
+        // Other bits: the metrics moved too, as they do on another CPU.
+        here.metrics[ReportMetric::Rank1] = Some(0.49);
+        let audit = |old_keys, here: &ResultRow, here_keys| {
+            audit_row(
+                "q",
+                &RowSide {
+                    row: &old,
+                    keys: Some(old_keys),
+                },
+                &RowSide {
+                    row: here,
+                    keys: Some(here_keys),
+                },
+                &[],
+                1.0,
+            )
+        };
+        let other_class = audit(&old_keys, &here, &here_keys);
+        assert!(other_class.only_unverifiable(), "{}", other_class.verdict());
+        assert!(
+            other_class.verdict().starts_with(
+                "not verifiable here: the row was computed on CPU class cpu-aaaa, and this machine is cpu-bbbb"
+            ),
+            "{}",
+            other_class.verdict()
+        );
+        assert_eq!(Outcome::of(&[other_class]), Outcome::NotVerifiableHere);
+        // A change besides the class (here the spec's version salt) is still a change.
+        let mut salted = old.clone();
+        let salted_keys = keyed(&mut salted, "cpu-bbbb", "v2");
+        let both = audit(&old_keys, &salted, &salted_keys);
+        assert!(!both.only_unverifiable(), "{}", both.verdict());
+        assert!(both.verdict().contains("salt"), "{}", both.verdict());
     }
 
     fn rows() -> Results {

@@ -15,7 +15,7 @@ use std::path::Path;
 
 pub const KEYS_FILE: &str = "keys.json";
 /// Bump when the file's layout changes.
-const KEYS_FORMAT: u32 = 1;
+pub(crate) const KEYS_FORMAT: u32 = 1;
 
 /// One stage that a reported cell used.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
