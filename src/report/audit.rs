@@ -1,8 +1,8 @@
 //! `mgat audit`'s verdicts: committed rows (results.csv and keys.json) against the same rows recomputed from scratch.
 //! A row trained on the CPU must come back byte-identical (every metric and last-epoch training diagnostic as
 //! results.csv writes it, the digests of its index, weights and metrics files); a row trained on a GPU may move by
-//! its cell group's seed spread (the sample standard deviation of that measure over the group's committed seeds). A key that moved is explained with
-//! the typed reasons `mgat explain` uses.
+//! its cell group's seed spread (the sample standard deviation of that measure over the group's committed seeds). A
+//! key that moved is explained with the typed reasons `mgat explain` uses.
 //!
 //! [`Committed::read`] takes a spec's committed rows and the selection to audit; once the selected cells' stages
 //! have run in a throwaway cache, [`verdicts`] matches each selected row with its recomputation (or its stage's
@@ -524,8 +524,8 @@ mod tests {
     }
 
     /// keys.json for `row` alone: its train and eval stages recorded with `class` as their CPU class and, for the
-    /// train stage, `lr`; the row's keys set to the records'.
-    fn keyed(row: &mut ResultRow, class: &str, lr: &str) -> crate::report::keys::ReportKeys {
+    /// train stage, `salt` as the spec's version salt; the row's keys set to the records'.
+    fn keyed(row: &mut ResultRow, class: &str, salt: &str) -> crate::report::keys::ReportKeys {
         use crate::plan::KeyInputs;
         use crate::report::keys::{ReportKeys, StageRecord};
         let mut keys = ReportKeys {
@@ -534,7 +534,7 @@ mod tests {
         };
         let mut train = KeyInputs::for_tests(StageKind::Train);
         train.numerics = Some(class.into());
-        train.version = Some(lr.into());
+        train.version = Some(salt.into());
         let mut eval = KeyInputs::for_tests(StageKind::Eval);
         eval.numerics = Some(class.into());
         eval.upstream

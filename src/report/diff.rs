@@ -1,6 +1,7 @@
 //! `mgat diff`: results.csv files at two git revisions (or a revision and the working tree) joined by cell without
 //! seed; per metric and last-epoch training diagnostic the means, Δ, and with two or more seeds on both sides
-//! Welch's t-test, marking moves larger than seed noise (p < 0.05). Files are read with `git show`, so any clone can compare any two commits.
+//! Welch's t-test, marking moves larger than seed noise (p < 0.05). Files are read with `git show`, so any clone can
+//! compare any two commits.
 
 use super::ReportError;
 use super::keys::{KEYS_FILE, ReportKeys, Unrecorded};

@@ -601,15 +601,11 @@ fn mixing_panels(results: &Results) -> Option<Vec<Panel>> {
     baseline_rows.sort_by(|&a, &b| results.rows[a].eval_key.cmp(&results.rows[b].eval_key));
     baseline_rows.dedup_by(|a, b| results.rows[*a].eval_key == results.rows[*b].eval_key);
     let against = |diagnostic: Diagnostic, what: &str, x_desc: &str| {
-        let x_scale = if Measure::Diagnostic(diagnostic).percent() {
-            100.0
-        } else {
-            1.0
-        };
+        let measure = Measure::Diagnostic(diagnostic);
         let x_of = |i: usize| {
             results.rows[i]
-                .measure(Measure::Diagnostic(diagnostic))
-                .map(|v| v * x_scale)
+                .measure(measure)
+                .map(|v| v * measure.scale())
         };
         [ReportMetric::Rank1, ReportMetric::Map].map(|metric| {
             accuracy_panel(

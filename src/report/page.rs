@@ -11,9 +11,7 @@ use super::summary::{
     DIAGNOSTICS_NOTE, INTERVAL_NOTE, Pivot, TextTable, diagnostics_table, short_name,
 };
 use crate::cache::Manifest;
-use crate::spec::ReportMetric;
 use crate::spec::Spec;
-use mgat_train::Diagnostic;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
@@ -232,16 +230,8 @@ impl SpecPage<'_> {
             columns.push((name.clone(), name, false));
         }
         columns.push(("seed".into(), "seed".into(), true));
-        for m in ReportMetric::ALL {
-            columns.push((m.name().to_string(), format!("{} (%)", m.label()), true));
-        }
-        for d in Diagnostic::ALL {
-            let unit = if Measure::Diagnostic(d).percent() {
-                " (%)"
-            } else {
-                ""
-            };
-            columns.push((d.name().to_string(), format!("{}{unit}", d.label()), true));
+        for measure in Measure::ALL {
+            columns.push((measure.name().to_string(), measure.heading(), true));
         }
         for (name, label, numeric) in [
             ("train_seconds", "train s", true),
@@ -276,16 +266,14 @@ impl SpecPage<'_> {
                 out.push_str(&text(a));
             }
             out.push_str(&number(r.seed as f64, r.seed.to_string()));
-            for (_, m) in r.metrics.iter() {
-                match *m {
-                    Some(v) => out.push_str(&number(v, format!("{:.1}", v * 100.0))),
-                    None => out.push_str("<td class=\"num\" data-v=\"\">–</td>"),
-                }
-            }
-            for d in Diagnostic::ALL {
-                let measure = Measure::Diagnostic(d);
+            for measure in Measure::ALL {
+                // Metrics to 0.1 point, as in the summary tables; diagnostics as diffs show them.
+                let shown = |v: f64| match measure {
+                    Measure::Metric(_) => format!("{:.1}", v * 100.0),
+                    Measure::Diagnostic(_) => measure.show(v),
+                };
                 match r.measure(measure) {
-                    Some(v) => out.push_str(&number(v, measure.show(v))),
+                    Some(v) => out.push_str(&number(v, shown(v))),
                     None => out.push_str("<td class=\"num\" data-v=\"\">–</td>"),
                 }
             }

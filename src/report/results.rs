@@ -113,6 +113,23 @@ impl Measure {
         }
     }
 
+    /// What tables multiply it by: 100 for what they show in percent, else 1.
+    pub fn scale(self) -> f64 {
+        if self.percent() { 100.0 } else { 1.0 }
+    }
+
+    /// Its column heading: its label, with ` (%)` where tables show it in percent.
+    pub fn heading(self) -> String {
+        let label = match self {
+            Measure::Metric(m) => m.label(),
+            Measure::Diagnostic(d) => d.label(),
+        };
+        match self.percent() {
+            true => format!("{label} (%)"),
+            false => label.to_string(),
+        }
+    }
+
     /// `value` as tables show it: percent with two decimals, or the value with four.
     pub fn show(self, value: f64) -> String {
         match self.percent() {

@@ -112,10 +112,15 @@ fn aggregate(frame: &DataFrame) -> PolarsResult<(DataFrame, DataFrame, DataFrame
 
 /// `mean ± half-width (n)` with one decimal, for values already in percent; `mean (1)` for one seed.
 pub fn format_percent(mean: f64, half_width: f64, n: usize) -> String {
+    format_stat(mean, half_width, n, 1)
+}
+
+/// `mean ± half-width (n)` with `decimals`; `mean (n)` where there is no half-width (one value).
+fn format_stat(mean: f64, half_width: f64, n: usize, decimals: usize) -> String {
     if half_width.is_nan() {
-        format!("{mean:.1} ({n})")
+        format!("{mean:.decimals$} ({n})")
     } else {
-        format!("{mean:.1} ± {half_width:.1} ({n})")
+        format!("{mean:.decimals$} ± {half_width:.decimals$} ({n})")
     }
 }
 
@@ -145,14 +150,7 @@ pub fn diagnostics_table(results: &Results) -> Option<TextTable> {
         return None;
     }
     let mut header = vec!["cell group".to_string()];
-    for d in DIAGNOSTICS_SHOWN {
-        let unit = if Measure::Diagnostic(d).percent() {
-            " (%)"
-        } else {
-            ""
-        };
-        header.push(format!("{}{unit}", d.label()));
-    }
+    header.extend(DIAGNOSTICS_SHOWN.map(|d| Measure::Diagnostic(d).heading()));
     let rows = results
         .groups()
         .into_iter()
@@ -160,11 +158,10 @@ pub fn diagnostics_table(results: &Results) -> Option<TextTable> {
             let mut line = vec![group.to_string()];
             for d in DIAGNOSTICS_SHOWN {
                 let measure = Measure::Diagnostic(d);
-                let scale = if measure.percent() { 100.0 } else { 1.0 };
                 let values: Vec<f64> = rows
                     .iter()
                     .filter_map(|&i| results.rows[i].measure(measure))
-                    .map(|v| v * scale)
+                    .map(|v| v * measure.scale())
                     .collect();
                 line.push(format_interval(&values, diagnostic_decimals(d)));
             }
@@ -191,11 +188,9 @@ fn diagnostic_decimals(d: Diagnostic) -> usize {
 
 /// `mean ± half-width (n)` of `values` with `decimals`; `mean (1)` for one value, `–` for none.
 fn format_interval(values: &[f64], decimals: usize) -> String {
-    let (m, h, n) = (mean(values), ci95_half_width(values), values.len());
-    match n {
+    match values.len() {
         0 => "–".into(),
-        _ if h.is_nan() => format!("{m:.decimals$} ({n})"),
-        _ => format!("{m:.decimals$} ± {h:.decimals$} ({n})"),
+        n => format_stat(mean(values), ci95_half_width(values), n, decimals),
     }
 }
 
