@@ -20,17 +20,24 @@ pub trait Elem:
     const ZERO: Self;
     const NEG_INFINITY: Self;
     fn is_nan(self) -> bool;
+    /// `self` where `keep`, else +0, without a branch (a ReLU mask is as good as random, so a branch on it is
+    /// mispredicted half the time); the bits are those of `if keep { self } else { 0.0 }`.
+    fn or_zero(self, keep: bool) -> Self;
     /// The slice of `storage` when it holds this type.
     fn slice(storage: &CpuStorage) -> Option<&[Self]>;
 }
 
 macro_rules! elem {
-    ($t:ty, $variant:ident) => {
+    ($t:ty, $bits:ty, $variant:ident) => {
         impl Elem for $t {
             const ZERO: Self = 0.0;
             const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
             fn is_nan(self) -> bool {
                 <$t>::is_nan(self)
+            }
+            #[inline(always)]
+            fn or_zero(self, keep: bool) -> Self {
+                <$t>::from_bits(self.to_bits() & (keep as $bits).wrapping_neg())
             }
             fn slice(storage: &CpuStorage) -> Option<&[Self]> {
                 match storage {
@@ -41,8 +48,8 @@ macro_rules! elem {
         }
     };
 }
-elem!(f32, F32);
-elem!(f64, F64);
+elem!(f32, u32, F32);
+elem!(f64, u64, F64);
 
 /// A read-only strided matrix view: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]

@@ -42,6 +42,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, D, DType, Layout, Result, Storage, Tensor, bail};
 use gemm::Elem;
 use norm::{BatchNormOp, ChannelStats, Source};
+use rayon::prelude::*;
 use std::sync::{Arc, OnceLock};
 
 /// Binds the type alias `$t` to f32 or f64 after `$dtype` and evaluates `$body`; other dtypes are an error that
@@ -77,6 +78,40 @@ fn min_parts(values: usize, parts: usize) -> usize {
     }
 }
 
+/// `len` values built in parallel in parts of `part` (the last may be shorter), part `i` from the iterator
+/// `values(i)`, at least `min_parts` parts per task, written straight into the new vector: an output that every part
+/// overwrites is not zero-filled first (a memset the size of the output).
+fn collect_planes<T, I>(
+    len: usize,
+    part: usize,
+    min_parts: usize,
+    values: impl Fn(usize) -> I + Sync,
+) -> Vec<T>
+where
+    T: Elem,
+    I: Iterator<Item = T>,
+{
+    let mut out = Box::<[T]>::new_uninit_slice(len);
+    out.par_chunks_mut(part.max(1))
+        .with_min_len(min_parts)
+        .enumerate()
+        .for_each(|(i, slots)| {
+            let mut written = 0;
+            for (slot, v) in slots.iter_mut().zip(values(i)) {
+                slot.write(v);
+                written += 1;
+            }
+            assert_eq!(
+                written,
+                slots.len(),
+                "part {i}: {written} values for {} places",
+                slots.len()
+            );
+        });
+    // SAFETY: every part wrote each of its places (asserted above), and the parts cover the slice.
+    unsafe { out.assume_init() }.into_vec()
+}
+
 /// The contiguous data of a CPU storage under `layout`, as `T`.
 fn cpu_slice<'a, T: Elem>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [T]> {
     let Some(data) = T::slice(storage) else {
@@ -102,11 +137,6 @@ fn read<T: Elem, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> 
         Storage::Cpu(s) => f(cpu_slice(s, layout)?),
         _ => bail!("mgat kernel: tensor on {:?}, expected the CPU", t.device()),
     }
-}
-
-/// The input row (or column) that output position `o` reads at window offset `k`, if inside an input of `len`.
-fn input_index(o: usize, k: usize, stride: usize, pad: usize, len: usize) -> Option<usize> {
-    (o * stride + k).checked_sub(pad).filter(|&i| i < len)
 }
 
 /// Convolution of N×C×H×W `x` with Co×C×KH×KW `w`, no bias, the same stride and zero padding on both axes.

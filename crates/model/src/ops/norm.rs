@@ -4,7 +4,7 @@
 //! the output (ReLU's mask) and those statistics. In evaluation mode μ and σ² are the running averages given.
 
 use super::gemm::Elem;
-use super::{cpu_slice, float_dispatch, min_parts, read};
+use super::{collect_planes, cpu_slice, float_dispatch, min_parts, read};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Device, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -267,42 +267,112 @@ fn forward<T: Elem>(
         .collect();
     let mean: Vec<T> = stats.mean.iter().map(|&m| T::from_f64(m)).collect();
     let beta = &affine[d.c..];
-    let mut y = vec![T::ZERO; x.len()];
-    let sample = d.c * d.s;
-    y.par_chunks_mut(sample)
-        .with_min_len(min_parts(x.len(), d.n))
-        .enumerate()
-        .for_each(|(n, y)| {
-            for (c, y) in y.chunks_mut(d.s).enumerate() {
-                let at = n * sample + c * d.s;
-                let x = &x[at..][..d.s];
-                let (scale, mean, beta) = (scale[c], mean[c], beta[c]);
-                let relu = |v: T| if v > T::ZERO || !relu { v } else { T::ZERO };
-                match shortcut {
-                    Some(sc) => {
-                        for ((y, &x), &r) in y.iter_mut().zip(x).zip(&sc[at..][..d.s]) {
-                            *y = relu((x - mean) * scale + beta + r);
-                        }
-                    }
-                    None => {
-                        for (y, &x) in y.iter_mut().zip(x) {
-                            *y = relu((x - mean) * scale + beta);
-                        }
-                    }
-                }
-            }
-        });
-    y
+    let min_planes = min_parts(x.len(), d.n * d.c);
+    // One plane (sample, channel) per part; the ReLU and the shortcut are decided outside the loops, so each loop
+    // is a plain select that vectorises.
+    let normalised = |plane: usize| {
+        let c = plane % d.c;
+        let (scale, mean, beta) = (scale[c], mean[c], beta[c]);
+        let x = &x[plane * d.s..][..d.s];
+        x.iter().map(move |&x| (x - mean) * scale + beta)
+    };
+    match (shortcut, relu) {
+        (Some(sc), true) => collect_planes(x.len(), d.s, min_planes, |plane| {
+            let sc = &sc[plane * d.s..][..d.s];
+            normalised(plane).zip(sc).map(|(v, &r)| relu_of(v + r))
+        }),
+        (Some(sc), false) => collect_planes(x.len(), d.s, min_planes, |plane| {
+            let sc = &sc[plane * d.s..][..d.s];
+            normalised(plane).zip(sc).map(|(v, &r)| v + r)
+        }),
+        (None, true) => collect_planes(x.len(), d.s, min_planes, |plane| {
+            normalised(plane).map(relu_of)
+        }),
+        (None, false) => collect_planes(x.len(), d.s, min_planes, normalised),
+    }
+}
+
+/// max(v, 0), +0 for a NaN and for −0.
+#[inline(always)]
+fn relu_of<T: Elem>(v: T) -> T {
+    v.or_zero(v > T::ZERO)
 }
 
 /// The gradient reaching the normalisation: `grad`, masked by ReLU's output where there is a ReLU.
 #[inline]
 fn masked<T: Elem>(grad: T, out: T, relu: bool) -> T {
-    if out > T::ZERO || !relu {
-        grad
-    } else {
-        T::ZERO
+    grad.or_zero(out > T::ZERO || !relu)
+}
+
+/// Channels whose gradient sums advance together in [`gradient_sums`].
+const SUM_LANES: usize = 4;
+
+/// Per channel, Σg and Σg·(x − μ) in f64, g the masked gradient: each channel summed on its own, value by value
+/// in memory order (so the bits are those of one plain loop per channel), with [`SUM_LANES`] channels in one loop
+/// so that their chains of dependent additions overlap instead of waiting on each other.
+fn gradient_sums<T: Elem>(
+    x: &[T],
+    res: &[T],
+    grad: &[T],
+    d: Dims,
+    relu: bool,
+    mean: &[f64],
+) -> Vec<(f64, f64)> {
+    let mut sums = vec![(0.0, 0.0); d.c];
+    sums.par_chunks_mut(SUM_LANES)
+        .with_min_len(min_parts(x.len(), d.c.div_ceil(SUM_LANES)))
+        .enumerate()
+        .for_each(|(block, out)| {
+            let first = block * SUM_LANES;
+            if out.len() == SUM_LANES {
+                out.copy_from_slice(&lane_sums::<T, SUM_LANES>(
+                    first, x, res, grad, d, relu, mean,
+                ));
+            } else {
+                for (c, out) in (first..).zip(out) {
+                    *out = lane_sums::<T, 1>(c, x, res, grad, d, relu, mean)[0];
+                }
+            }
+        });
+    sums
+}
+
+/// [`gradient_sums`] of channels `first..first + L`, a block of each plane at a time: the terms g and g·(x − μ) of
+/// the block first (a loop without dependencies, which vectorises), then their sums in order.
+fn lane_sums<T: Elem, const L: usize>(
+    first: usize,
+    x: &[T],
+    res: &[T],
+    grad: &[T],
+    d: Dims,
+    relu: bool,
+    mean: &[f64],
+) -> [(f64, f64); L] {
+    const BLOCK: usize = 64;
+    let (mut sum_g, mut sum_gx) = ([0f64; L], [0f64; L]);
+    let (mut g, mut gx) = ([[0f64; BLOCK]; L], [[0f64; BLOCK]; L]);
+    for n in 0..d.n {
+        for start in (0..d.s).step_by(BLOCK) {
+            let len = BLOCK.min(d.s - start);
+            for j in 0..L {
+                let at =
+                    (n * d.c + first + j) * d.s + start..(n * d.c + first + j) * d.s + start + len;
+                let (x, res, grad) = (&x[at.clone()], &res[at.clone()], &grad[at]);
+                let terms = g[j][..len].iter_mut().zip(&mut gx[j][..len]);
+                for ((g, gx), ((&x, &r), &dy)) in terms.zip(x.iter().zip(res).zip(grad)) {
+                    *g = masked(dy, r, relu).to_f64();
+                    *gx = *g * (x.to_f64() - mean[first + j]);
+                }
+            }
+            for i in 0..len {
+                for j in 0..L {
+                    sum_g[j] += g[j][i];
+                    sum_gx[j] += gx[j][i];
+                }
+            }
+        }
     }
+    std::array::from_fn(|j| (sum_g[j], sum_gx[j]))
 }
 
 /// dx, dγβ (2×C) and, with a residual, d shortcut (the masked gradient itself).
@@ -317,26 +387,7 @@ fn backward<T: Elem>(
     stats: &ChannelStats,
     residual: bool,
 ) -> (Vec<T>, Vec<T>, Option<Vec<T>>) {
-    // Per channel: Σg and Σg·(x − μ).
-    let sums: Vec<(f64, f64)> = (0..d.c)
-        .into_par_iter()
-        .with_min_len(min_parts(x.len(), d.c))
-        .map(|c| {
-            let mean = stats.mean[c];
-            let (mut sum_g, mut sum_gx) = (0.0, 0.0);
-            let sample = d.c * d.s;
-            for n in 0..d.n {
-                let at = n * sample + c * d.s;
-                let (x, res, grad) = (&x[at..][..d.s], &res[at..][..d.s], &grad[at..][..d.s]);
-                for ((&x, &r), &g) in x.iter().zip(res).zip(grad) {
-                    let g = masked(g, r, relu).to_f64();
-                    sum_g += g;
-                    sum_gx += g * (x.to_f64() - mean);
-                }
-            }
-            (sum_g, sum_gx)
-        })
-        .collect();
+    let sums = gradient_sums(x, res, grad, d, relu, &stats.mean);
     let m = d.m() as f64;
     // dx = a·(g − mean g) + b·(x − μ) per channel.
     let coefficients: Vec<(T, T, T, T)> = (0..d.c)
@@ -353,42 +404,25 @@ fn backward<T: Elem>(
             )
         })
         .collect();
-    let mut dx = vec![T::ZERO; x.len()];
-    let mut d_shortcut = residual.then(|| vec![T::ZERO; x.len()]);
-    let sample = d.c * d.s;
-    let write = |n: usize, dx: &mut [T], ds: Option<&mut [T]>| {
-        for c in 0..d.c {
-            let at = n * sample + c * d.s;
-            let (a, b, mean_g, mean) = coefficients[c];
-            let (x, res, grad) = (&x[at..][..d.s], &res[at..][..d.s], &grad[at..][..d.s]);
-            let dx = &mut dx[c * d.s..][..d.s];
-            for (((dx, &x), &r), &g) in dx.iter_mut().zip(x).zip(res).zip(grad) {
-                *dx = a * (masked(g, r, relu) - mean_g) + b * (x - mean);
-            }
-        }
-        if let Some(ds) = ds {
-            for ((ds, &r), &g) in ds
-                .iter_mut()
-                .zip(&res[n * sample..][..sample])
-                .zip(&grad[n * sample..][..sample])
-            {
-                *ds = masked(g, r, relu);
-            }
-        }
-    };
-    match &mut d_shortcut {
-        Some(ds) => dx
-            .par_chunks_mut(sample)
-            .zip(ds.par_chunks_mut(sample))
-            .with_min_len(min_parts(x.len(), d.n))
-            .enumerate()
-            .for_each(|(n, (dx, ds))| write(n, dx, Some(ds))),
-        None => dx
-            .par_chunks_mut(sample)
-            .with_min_len(min_parts(x.len(), d.n))
-            .enumerate()
-            .for_each(|(n, dx)| write(n, dx, None)),
-    }
+    let min_planes = min_parts(x.len(), d.n * d.c);
+    let dx = collect_planes(x.len(), d.s, min_planes, |plane| {
+        let (a, b, mean_g, mean) = coefficients[plane % d.c];
+        let at = plane * d.s..(plane + 1) * d.s;
+        let (x, res, grad) = (&x[at.clone()], &res[at.clone()], &grad[at]);
+        x.iter()
+            .zip(res)
+            .zip(grad)
+            .map(move |((&x, &r), &g)| a * (masked(g, r, relu) - mean_g) + b * (x - mean))
+    });
+    let d_shortcut = residual.then(|| {
+        collect_planes(x.len(), d.s, min_planes, |plane| {
+            let at = plane * d.s..(plane + 1) * d.s;
+            res[at.clone()]
+                .iter()
+                .zip(&grad[at])
+                .map(move |(&r, &g)| masked(g, r, relu))
+        })
+    });
     let mut d_affine: Vec<T> = sums
         .iter()
         .enumerate()
@@ -396,4 +430,121 @@ fn backward<T: Elem>(
         .collect();
     d_affine.extend(sums.iter().map(|&(g, _)| T::from_f64(g)));
     (dx, d_affine, d_shortcut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mgat_util::rng::Rng;
+
+    /// Normal values with the cases a select must keep apart: ties with 0, −0 and, with `nan`, NaN (which a sum
+    /// carries to its end, hiding every other difference).
+    fn values(rng: &mut Rng, len: usize, nan: bool) -> Vec<f32> {
+        (0..len)
+            .map(|i| match i % 17 {
+                3 => 0.0,
+                5 => -0.0,
+                11 if nan => f32::NAN,
+                _ => rng.normal() as f32,
+            })
+            .collect()
+    }
+
+    /// The references below are the kernels' maths as plain loops, one value at a time and each sum in the order
+    /// it was taken before the kernels were tuned: what every tuning must reproduce bit for bit. This is ReLU's
+    /// mask, `v` where `out` is positive, as a branch as it was written then.
+    fn plain_masked(v: f32, out: f32, relu: bool) -> f32 {
+        if out > 0.0 || !relu { v } else { 0.0 }
+    }
+
+    #[test]
+    fn gradient_sums_are_each_channels_plain_sequential_sums_bit_for_bit() {
+        // 6 channels: one block of SUM_LANES and two alone; 70 values per plane: a block of 64 and a rest.
+        let d = Dims { n: 3, c: 6, s: 70 };
+        let mut rng = Rng::new(1, &[]);
+        let len = d.n * d.c * d.s;
+        let (x, res, grad) = (
+            values(&mut rng, len, false),
+            values(&mut rng, len, false),
+            values(&mut rng, len, false),
+        );
+        let mean: Vec<f64> = (0..d.c).map(|c| (c as f64 + 0.3).sin()).collect();
+        for relu in [true, false] {
+            let got = gradient_sums(&x, &res, &grad, d, relu, &mean);
+            for c in 0..d.c {
+                let (mut sum_g, mut sum_gx) = (0f64, 0f64);
+                for n in 0..d.n {
+                    for i in 0..d.s {
+                        let at = (n * d.c + c) * d.s + i;
+                        let g = plain_masked(grad[at], res[at], relu) as f64;
+                        sum_g += g;
+                        sum_gx += g * (x[at] as f64 - mean[c]);
+                    }
+                }
+                let bits = |(a, b): (f64, f64)| (a.to_bits(), b.to_bits());
+                assert_eq!(
+                    bits(got[c]),
+                    bits((sum_g, sum_gx)),
+                    "channel {c}, relu {relu}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn forward_and_backward_values_are_the_plain_formulas_bit_for_bit() {
+        let d = Dims { n: 2, c: 5, s: 9 };
+        let mut rng = Rng::new(2, &[]);
+        let len = d.n * d.c * d.s;
+        let (x, res, grad, shortcut) = (
+            values(&mut rng, len, true),
+            values(&mut rng, len, true),
+            values(&mut rng, len, true),
+            values(&mut rng, len, true),
+        );
+        let affine: Vec<f32> = (0..2 * d.c).map(|_| rng.normal() as f32).collect();
+        let stats = ChannelStats {
+            mean: (0..d.c).map(|c| c as f64 * 0.1).collect(),
+            var: (0..d.c).map(|c| 1.0 + c as f64).collect(),
+        };
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for relu in [true, false] {
+            for sc in [None, Some(shortcut.as_slice())] {
+                let y = forward(&x, &affine, sc, d, relu, &stats);
+                let want: Vec<f32> = (0..len)
+                    .map(|at| {
+                        let c = at / d.s % d.c;
+                        let scale = (affine[c] as f64 * stats.inv_std(c)) as f32;
+                        let v = (x[at] - stats.mean[c] as f32) * scale + affine[d.c + c];
+                        let v = sc.map_or(v, |sc| v + sc[at]);
+                        plain_masked(v, v, relu)
+                    })
+                    .collect();
+                assert_eq!(bits(&y), bits(&want), "forward, relu {relu}");
+            }
+            let (dx, _, ds) = backward(&x, &affine, &res, &grad, d, relu, &stats, true);
+            let sums = gradient_sums(&x, &res, &grad, d, relu, &stats.mean);
+            let m = d.m() as f64;
+            let want_dx: Vec<f32> = (0..len)
+                .map(|at| {
+                    let c = at / d.s % d.c;
+                    let inv_std = stats.inv_std(c);
+                    let a = affine[c] as f64 * inv_std;
+                    let b = -a * inv_std * inv_std * sums[c].1 / m;
+                    let g = plain_masked(grad[at], res[at], relu);
+                    (a as f32) * (g - (sums[c].0 / m) as f32)
+                        + (b as f32) * (x[at] - stats.mean[c] as f32)
+                })
+                .collect();
+            let want_ds: Vec<f32> = (0..len)
+                .map(|at| plain_masked(grad[at], res[at], relu))
+                .collect();
+            assert_eq!(bits(&dx), bits(&want_dx), "dx, relu {relu}");
+            assert_eq!(
+                bits(&ds.unwrap()),
+                bits(&want_ds),
+                "d shortcut, relu {relu}"
+            );
+        }
+    }
 }

@@ -2,10 +2,11 @@
 //! backward pass, and global average pooling N×C×H×W → N×C, as candle custom ops with CPU kernels.
 
 use super::gemm::Elem;
-use super::{cpu_slice, float_dispatch, input_index, min_parts, read};
+use super::{cpu_slice, float_dispatch, min_parts, read};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor, WithDType, bail};
 use rayon::prelude::*;
+use std::ops::Range;
 use std::sync::OnceLock;
 
 /// The op: `x.apply_op1(MaxPool2d::new(3, 2, 1)?)`.
@@ -60,24 +61,10 @@ impl MaxPool2d {
             .with_min_len(min_parts(x.len(), planes))
             .for_each(|((y, arg), x)| {
                 for oi in 0..ho {
+                    let rows = self.taps(oi, h);
                     for oj in 0..wo {
-                        let mut best: Option<(T, u8)> = None;
-                        for ki in 0..self.k {
-                            let Some(ii) = input_index(oi, ki, self.stride, self.pad, h) else {
-                                continue;
-                            };
-                            for kj in 0..self.k {
-                                let Some(jj) = input_index(oj, kj, self.stride, self.pad, w) else {
-                                    continue;
-                                };
-                                let v = x[ii * w + jj];
-                                // As torch: a larger value or a NaN takes the place.
-                                if best.is_none_or(|(b, _)| v > b || v.is_nan()) {
-                                    best = Some((v, (ki * self.k + kj) as u8));
-                                }
-                            }
-                        }
-                        let (v, at) = best.unwrap_or((T::NEG_INFINITY, 0));
+                        let cols = self.taps(oj, w);
+                        let (v, at) = self.window_max(x, w, (oi, oj), (&rows, &cols));
                         y[oi * wo + oj] = v;
                         arg[oi * wo + oj] = at;
                     }
@@ -90,6 +77,44 @@ impl MaxPool2d {
             unreachable!("checked by dims")
         };
         Ok((y, Shape::from((n, c, ho, wo))))
+    }
+
+    /// The window offsets along one axis whose input position, for output position `o`, lies inside an input of
+    /// `len`.
+    fn taps(&self, o: usize, len: usize) -> Range<usize> {
+        let start = o * self.stride;
+        let lo = self.pad.saturating_sub(start).min(self.k);
+        let hi = (len + self.pad).saturating_sub(start).min(self.k);
+        lo..hi.max(lo)
+    }
+
+    /// The maximum of one window of the plane `x` (rows `w` long) at output (oi, oj), over the taps `rows` ×
+    /// `cols` that lie inside the input, scanned row by row, and its offset ki·k + kj: as torch, the first maximum,
+    /// unless a later value is a NaN, which takes the place. (−∞, 0) for a window without taps.
+    #[inline]
+    fn window_max<T: Elem>(
+        &self,
+        x: &[T],
+        w: usize,
+        (oi, oj): (usize, usize),
+        (rows, cols): (&Range<usize>, &Range<usize>),
+    ) -> (T, u8) {
+        if rows.is_empty() || cols.is_empty() {
+            return (T::NEG_INFINITY, 0);
+        }
+        let (k, stride, pad) = (self.k, self.stride, self.pad);
+        // Inside the input, so no subtraction underflows.
+        let at = |ki: usize, kj: usize| (oi * stride + ki - pad) * w + oj * stride + kj - pad;
+        let (mut best, mut offset) = (x[at(rows.start, cols.start)], rows.start * k + cols.start);
+        for ki in rows.clone() {
+            for kj in cols.clone() {
+                let v = x[at(ki, kj)];
+                if v > best || v.is_nan() {
+                    (best, offset) = (v, ki * k + kj);
+                }
+            }
+        }
+        (best, offset as u8)
     }
 
     fn bwd_typed<T: Elem>(&self, shape: &[usize], grad: &[T], argmax: &[u8]) -> Result<Vec<T>> {
@@ -190,5 +215,58 @@ impl CustomOp1 for GlobalAvgPool {
             )?
         });
         Ok(Some(dx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mgat_util::rng::Rng;
+
+    #[test]
+    fn window_max_is_the_plain_scan_over_every_tap_with_its_ties_and_nans() {
+        let mut rng = Rng::new(3, &[]);
+        for (k, stride, pad, h, w) in [
+            (3, 2, 1, 9, 6),
+            (3, 1, 1, 4, 3),
+            (2, 2, 0, 5, 7),
+            (5, 2, 2, 6, 5),
+        ] {
+            let pool = MaxPool2d::new(k, stride, pad).unwrap();
+            // Few distinct values, so windows hold ties, and a NaN now and then.
+            let x: Vec<f32> = (0..h * w)
+                .map(|_| match rng.below(8) {
+                    0 => f32::NAN,
+                    v => v as f32 % 3.0,
+                })
+                .collect();
+            let (_, _, _, ho, wo) = pool.dims(&[1, 1, h, w]).unwrap();
+            for oi in 0..ho {
+                for oj in 0..wo {
+                    // Every tap checked against the input, as the op did before the taps were computed per axis.
+                    let mut best: Option<(f32, u8)> = None;
+                    for ki in 0..k {
+                        for kj in 0..k {
+                            let (ii, jj) = (oi * stride + ki, oj * stride + kj);
+                            if ii < pad || jj < pad || ii - pad >= h || jj - pad >= w {
+                                continue;
+                            }
+                            let v = x[(ii - pad) * w + jj - pad];
+                            if best.is_none_or(|(b, _)| v > b || v.is_nan()) {
+                                best = Some((v, (ki * k + kj) as u8));
+                            }
+                        }
+                    }
+                    let (rows, cols) = (pool.taps(oi, h), pool.taps(oj, w));
+                    let got = pool.window_max(&x, w, (oi, oj), (&rows, &cols));
+                    let want = best.unwrap();
+                    assert_eq!(
+                        (got.0.to_bits(), got.1),
+                        (want.0.to_bits(), want.1),
+                        "k {k} at ({oi}, {oj})"
+                    );
+                }
+            }
+        }
     }
 }
