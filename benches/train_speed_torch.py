@@ -118,7 +118,7 @@ def main():
     for _ in range(a.iters):
         step()
     sync()
-    print(f"{a.iters * a.p * a.k / (time.perf_counter() - start):.1f}")
+    print(f"{a.iters * a.p * a.k / (time.perf_counter() - start):.2f}")
     if dev.type == "cuda":
         print(f"peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB", file=sys.stderr)
 
