@@ -304,75 +304,74 @@ fn masked<T: Elem>(grad: T, out: T, relu: bool) -> T {
     grad.or_zero(out > T::ZERO || !relu)
 }
 
-/// Channels whose gradient sums advance together in [`gradient_sums`].
+/// Channels whose gradient sums advance together in [`GradientSums::of_all`].
 const SUM_LANES: usize = 4;
 
-/// Per channel, Σg and Σg·(x − μ) in f64, g the masked gradient: each channel summed on its own, value by value
-/// in memory order (so the bits are those of one plain loop per channel), with [`SUM_LANES`] channels in one loop
-/// so that their chains of dependent additions overlap instead of waiting on each other.
-fn gradient_sums<T: Elem>(
-    x: &[T],
-    res: &[T],
-    grad: &[T],
+/// What the per-channel gradient sums read: the forward pass's input `x` and output `res` (ReLU's mask), the
+/// gradient reaching the output, the batch means.
+struct GradientSums<'a, T> {
+    x: &'a [T],
+    res: &'a [T],
+    grad: &'a [T],
     d: Dims,
     relu: bool,
-    mean: &[f64],
-) -> Vec<(f64, f64)> {
-    let mut sums = vec![(0.0, 0.0); d.c];
-    sums.par_chunks_mut(SUM_LANES)
-        .with_min_len(min_parts(x.len(), d.c.div_ceil(SUM_LANES)))
-        .enumerate()
-        .for_each(|(block, out)| {
-            let first = block * SUM_LANES;
-            if out.len() == SUM_LANES {
-                out.copy_from_slice(&lane_sums::<T, SUM_LANES>(
-                    first, x, res, grad, d, relu, mean,
-                ));
-            } else {
-                for (c, out) in (first..).zip(out) {
-                    *out = lane_sums::<T, 1>(c, x, res, grad, d, relu, mean)[0];
-                }
-            }
-        });
-    sums
+    mean: &'a [f64],
 }
 
-/// [`gradient_sums`] of channels `first..first + L`, a block of each plane at a time: the terms g and g·(x − μ) of
-/// the block first (a loop without dependencies, which vectorises), then their sums in order.
-fn lane_sums<T: Elem, const L: usize>(
-    first: usize,
-    x: &[T],
-    res: &[T],
-    grad: &[T],
-    d: Dims,
-    relu: bool,
-    mean: &[f64],
-) -> [(f64, f64); L] {
-    const BLOCK: usize = 64;
-    let (mut sum_g, mut sum_gx) = ([0f64; L], [0f64; L]);
-    let (mut g, mut gx) = ([[0f64; BLOCK]; L], [[0f64; BLOCK]; L]);
-    for n in 0..d.n {
-        for start in (0..d.s).step_by(BLOCK) {
-            let len = BLOCK.min(d.s - start);
-            for j in 0..L {
-                let at =
-                    (n * d.c + first + j) * d.s + start..(n * d.c + first + j) * d.s + start + len;
-                let (x, res, grad) = (&x[at.clone()], &res[at.clone()], &grad[at]);
-                let terms = g[j][..len].iter_mut().zip(&mut gx[j][..len]);
-                for ((g, gx), ((&x, &r), &dy)) in terms.zip(x.iter().zip(res).zip(grad)) {
-                    *g = masked(dy, r, relu).to_f64();
-                    *gx = *g * (x.to_f64() - mean[first + j]);
+impl<T: Elem> GradientSums<'_, T> {
+    /// Per channel, Σg and Σg·(x − μ) in f64, g the masked gradient: each channel summed on its own, value by
+    /// value in memory order (so the bits are those of one plain loop per channel), with [`SUM_LANES`] channels in
+    /// one loop so that their chains of dependent additions overlap instead of waiting on each other.
+    fn of_all(&self) -> Vec<(f64, f64)> {
+        let mut sums = vec![(0.0, 0.0); self.d.c];
+        sums.par_chunks_mut(SUM_LANES)
+            .with_min_len(min_parts(self.x.len(), self.d.c.div_ceil(SUM_LANES)))
+            .enumerate()
+            .for_each(|(block, out)| {
+                let first = block * SUM_LANES;
+                if out.len() == SUM_LANES {
+                    out.copy_from_slice(&self.of_lanes::<SUM_LANES>(first));
+                } else {
+                    for (c, out) in (first..).zip(out) {
+                        *out = self.of_lanes::<1>(c)[0];
+                    }
                 }
-            }
-            for i in 0..len {
+            });
+        sums
+    }
+
+    /// The sums of channels `first..first + L`, a block of each plane at a time: the terms g and g·(x − μ) of the
+    /// block first (a loop without dependencies, which vectorises), then their sums in order.
+    fn of_lanes<const L: usize>(&self, first: usize) -> [(f64, f64); L] {
+        const BLOCK: usize = 64;
+        let d = self.d;
+        let (mut sum_g, mut sum_gx) = ([0f64; L], [0f64; L]);
+        let (mut g, mut gx) = ([[0f64; BLOCK]; L], [[0f64; BLOCK]; L]);
+        for n in 0..d.n {
+            for start in (0..d.s).step_by(BLOCK) {
+                let len = BLOCK.min(d.s - start);
                 for j in 0..L {
-                    sum_g[j] += g[j][i];
-                    sum_gx[j] += gx[j][i];
+                    let from = (n * d.c + first + j) * d.s + start;
+                    let at = from..from + len;
+                    let (x, res, grad) =
+                        (&self.x[at.clone()], &self.res[at.clone()], &self.grad[at]);
+                    let mean = self.mean[first + j];
+                    let terms = g[j][..len].iter_mut().zip(&mut gx[j][..len]);
+                    for ((g, gx), ((&x, &r), &dy)) in terms.zip(x.iter().zip(res).zip(grad)) {
+                        *g = masked(dy, r, self.relu).to_f64();
+                        *gx = *g * (x.to_f64() - mean);
+                    }
+                }
+                for i in 0..len {
+                    for j in 0..L {
+                        sum_g[j] += g[j][i];
+                        sum_gx[j] += gx[j][i];
+                    }
                 }
             }
         }
+        std::array::from_fn(|j| (sum_g[j], sum_gx[j]))
     }
-    std::array::from_fn(|j| (sum_g[j], sum_gx[j]))
 }
 
 /// dx, dγβ (2×C) and, with a residual, d shortcut (the masked gradient itself).
@@ -387,7 +386,15 @@ fn backward<T: Elem>(
     stats: &ChannelStats,
     residual: bool,
 ) -> (Vec<T>, Vec<T>, Option<Vec<T>>) {
-    let sums = gradient_sums(x, res, grad, d, relu, &stats.mean);
+    let sums = GradientSums {
+        x,
+        res,
+        grad,
+        d,
+        relu,
+        mean: &stats.mean,
+    }
+    .of_all();
     let m = d.m() as f64;
     // dx = a·(g − mean g) + b·(x − μ) per channel.
     let coefficients: Vec<(T, T, T, T)> = (0..d.c)
@@ -470,7 +477,15 @@ mod tests {
         );
         let mean: Vec<f64> = (0..d.c).map(|c| (c as f64 + 0.3).sin()).collect();
         for relu in [true, false] {
-            let got = gradient_sums(&x, &res, &grad, d, relu, &mean);
+            let got = GradientSums {
+                x: &x,
+                res: &res,
+                grad: &grad,
+                d,
+                relu,
+                mean: &mean,
+            }
+            .of_all();
             for c in 0..d.c {
                 let (mut sum_g, mut sum_gx) = (0f64, 0f64);
                 for n in 0..d.n {
@@ -523,7 +538,15 @@ mod tests {
                 assert_eq!(bits(&y), bits(&want), "forward, relu {relu}");
             }
             let (dx, _, ds) = backward(&x, &affine, &res, &grad, d, relu, &stats, true);
-            let sums = gradient_sums(&x, &res, &grad, d, relu, &stats.mean);
+            let sums = GradientSums {
+                x: &x,
+                res: &res,
+                grad: &grad,
+                d,
+                relu,
+                mean: &stats.mean,
+            }
+            .of_all();
             let m = d.m() as f64;
             let want_dx: Vec<f32> = (0..len)
                 .map(|at| {
