@@ -8,7 +8,8 @@
 # are printed): the first large process after the machine has been idle pays for the kernel's memory compaction
 # (here up to 20 % of a ResNet-50 run), so a single pass charges whichever side runs first.
 # mgat's images/s is the second epoch's images over its `seconds` in train_log.csv (read by column name and checked
-# to be positive), to two decimals.
+# to be positive), to two decimals; `seconds` has two decimals, so the quickstart model runs 256 iterations an epoch
+# (about 3 s) for a figure good to 0.3 %.
 # Usage: benches/train_speed.sh [PYTHON]   PYTHON has torch; without it, torch is installed from PyPI into a
 # throwaway venv under target/ (about 5 GB).
 #        benches/train_speed.sh --smoke   the quickstart model for 2 iterations, no PyTorch (what CI runs)
@@ -81,5 +82,5 @@ fi
 echo "$(nproc) cores, $(date -u +%FT%TZ), mgat $(git -C "$repo" rev-parse --short HEAD), $("$py" -c 'import torch; print("torch", torch.__version__, "threads", torch.get_num_threads())')"
 printf '%-11s %10s %10s %7s %10s %10s %7s   %s\n' model "mgat img/s" "torch" ratio "mgat GB" "torch GB" ratio \
   "(images/s of each run: mgat | torch)"
-bench quickstart resnet18 8 64 32 8 4 64
+bench quickstart resnet18 8 64 32 8 4 256
 bench resnet50 resnet50 64 256 128 16 4 3
